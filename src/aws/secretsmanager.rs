@@ -1,0 +1,161 @@
+//! Secrets Manager adapter: implements [`SecretsMetadataApi`] on the SDK client.
+
+use std::sync::Arc;
+
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::primitives::DateTime as AwsDateTime;
+use aws_sdk_secretsmanager::types::SecretListEntry;
+use aws_sdk_secretsmanager::Client;
+use chrono::{DateTime, Utc};
+
+use super::{AwsError, AwsErrorKind, SecretMeta, SecretPage, SecretsMetadataApi, VersionMeta};
+use crate::metrics::Metrics;
+
+const SERVICE: &str = "secretsmanager";
+
+/// The Secrets Manager client plus the metrics that count its calls.
+#[derive(Clone)]
+pub struct SecretsManager {
+    /// The SDK client.
+    client: Client,
+    /// Where each call is counted.
+    metrics: Arc<Metrics>,
+}
+
+impl SecretsManager {
+    /// Wraps an SDK client built from the shared configuration.
+    pub fn new(sdk: &aws_config::SdkConfig, metrics: Arc<Metrics>) -> Self {
+        SecretsManager {
+            client: Client::new(sdk),
+            metrics,
+        }
+    }
+
+    fn record<T, E, R>(
+        &self,
+        operation: &'static str,
+        result: Result<T, SdkError<E, R>>,
+    ) -> Result<T, AwsError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match result {
+            Ok(v) => {
+                self.metrics.aws_request(SERVICE, operation, "ok");
+                Ok(v)
+            }
+            Err(e) => {
+                let err = classify(operation, &e);
+                let outcome = if err.kind == AwsErrorKind::Throttled {
+                    "throttled"
+                } else {
+                    "error"
+                };
+                self.metrics.aws_request(SERVICE, operation, outcome);
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Maps an SDK error to our bounded kinds.
+pub(crate) fn classify<E, R>(operation: &'static str, e: &SdkError<E, R>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let kind = match e {
+        SdkError::TimeoutError(_) => AwsErrorKind::Timeout,
+        SdkError::DispatchFailure(d) if d.is_timeout() => AwsErrorKind::Timeout,
+        SdkError::DispatchFailure(_) => AwsErrorKind::Network,
+        SdkError::ResponseError(_) => AwsErrorKind::Other,
+        SdkError::ServiceError(s) => s
+            .err()
+            .code()
+            .map_or(AwsErrorKind::Service, AwsErrorKind::from_code),
+        _ => AwsErrorKind::Other,
+    };
+    AwsError {
+        service: SERVICE,
+        operation,
+        kind,
+        message: DisplayErrorContext(e).to_string(),
+    }
+}
+
+pub(crate) fn to_chrono(t: Option<&AwsDateTime>) -> Option<DateTime<Utc>> {
+    let t = t?;
+    DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+fn to_meta(e: &SecretListEntry) -> SecretMeta {
+    let rules = e.rotation_rules();
+    let versions = e.secret_versions_to_stages().map(|m| {
+        let mut v: Vec<(String, Vec<String>)> =
+            m.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+        v.sort();
+        v
+    });
+    SecretMeta {
+        arn: e.arn().unwrap_or_default().to_string(),
+        name: e.name().unwrap_or_default().to_string(),
+        created: to_chrono(e.created_date()),
+        last_rotated: to_chrono(e.last_rotated_date()),
+        last_accessed: to_chrono(e.last_accessed_date()),
+        deleted: to_chrono(e.deleted_date()),
+        rotation_enabled: e.rotation_enabled().unwrap_or(false),
+        automatically_after_days: rules.and_then(|r| r.automatically_after_days()),
+        schedule_expression: rules
+            .and_then(|r| r.schedule_expression())
+            .map(str::to_string),
+        next_rotation: to_chrono(e.next_rotation_date()),
+        versions,
+    }
+}
+
+impl SecretsMetadataApi for SecretsManager {
+    async fn list_secrets_page(&self, next_token: Option<String>) -> Result<SecretPage, AwsError> {
+        let out = self
+            .client
+            .list_secrets()
+            .max_results(100)
+            .include_planned_deletion(true)
+            .set_next_token(next_token)
+            .send()
+            .await;
+        let out = self.record("ListSecrets", out)?;
+        Ok(SecretPage {
+            secrets: out.secret_list().iter().map(to_meta).collect(),
+            next_token: out.next_token().map(str::to_string),
+        })
+    }
+
+    async fn list_secret_versions(&self, secret_id: &str) -> Result<Vec<VersionMeta>, AwsError> {
+        let mut versions = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_secret_version_ids()
+                .secret_id(secret_id)
+                .max_results(100)
+                .set_next_token(token.take())
+                .send()
+                .await;
+            let out = self.record("ListSecretVersionIds", out)?;
+            for v in out.versions() {
+                versions.push(VersionMeta {
+                    id: v.version_id().unwrap_or_default().to_string(),
+                    stages: v.version_stages().to_vec(),
+                    created: to_chrono(v.created_date()),
+                });
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(versions)
+    }
+}

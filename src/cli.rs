@@ -1,0 +1,141 @@
+//! The command line (clap): `keywarden run | check-config | status`.
+//!
+//! Exit codes: 0 ok, 1 failure, 64 usage or configuration error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::Utc;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::poll::metadata::MetadataPoller;
+use crate::view::SharedView;
+
+/// Exit code of a usage or configuration error (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// keywarden: the secret-rotation watchdog for AWS Secrets Manager.
+#[derive(Debug, Parser)]
+#[command(name = "keywarden", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "KEYWARDEN_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KEYWARDEN_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format of reporting commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// An aligned table.
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: poll, export metrics, serve the HTTP API.
+    Run,
+    /// Validate the configuration file and exit (0 valid, 64 invalid).
+    CheckConfig,
+    /// Poll Secrets Manager once and show every watched secret.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("keywarden: {e}");
+        match e {
+            ConfigError::Read { .. } | ConfigError::Invalid { .. } => ExitCode::from(EXIT_USAGE),
+        }
+    })
+}
+
+/// Runs the parsed command line.
+pub async fn dispatch(cli: Cli) -> ExitCode {
+    let config = match load_config(&cli.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match cli.command {
+        Command::CheckConfig => {
+            println!(
+                "{}: ok ({} secrets in the inventory{})",
+                cli.config.display(),
+                config.secrets.len(),
+                if config.discovery.is_some() {
+                    ", discovery on"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Run => match crate::daemon::run(config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("keywarden: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status { output } => status(config, output).await,
+    }
+}
+
+async fn status(config: Config, output: Output) -> ExitCode {
+    let metrics = Arc::new(Metrics::new());
+    let sdk = crate::aws::client::load(&config.aws).await;
+    let api = crate::aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone());
+    let mut poller = MetadataPoller::new(api, Arc::new(config), SharedView::default(), metrics);
+    eprintln!("keywarden: listing secrets in Secrets Manager...");
+    let now = Utc::now();
+    match poller.poll_once(now).await {
+        Ok((report, statuses)) => {
+            eprintln!(
+                "keywarden: {} secrets watched ({} listed in {} page(s)).",
+                report.watched, report.listed, report.pages
+            );
+            match output {
+                Output::Table => print!(
+                    "{}",
+                    crate::status::render_table(&statuses, now.timestamp())
+                ),
+                Output::Json => match serde_json::to_string_pretty(&statuses) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("keywarden: cannot encode the status: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keywarden: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

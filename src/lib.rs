@@ -1,0 +1,16 @@
+//! keywarden: a secret-rotation watchdog for AWS Secrets Manager.
+//!
+//! See `ARCHITECTURE.md` for the map of the modules and how data flows between them.
+
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod inventory;
+pub mod metrics;
+pub mod poll;
+pub mod schedule;
+pub mod status;
+pub mod store;
+pub mod view;

@@ -1,0 +1,224 @@
+//! The metadata poller: ListSecrets (one page per 100 secrets) every `poll.metadata_every`,
+//! ListSecretVersionIds only for a secret whose AWSCURRENT version id changed since the last
+//! cycle, then the view and the per-secret metrics are brought up to date.
+//!
+//! A failed cycle changes nothing in the view: the last values stay exported, the error is
+//! counted by kind, and readiness turns false after three intervals without success.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::aws::{AwsError, SecretMeta, SecretsMetadataApi};
+use crate::config::Config;
+use crate::inventory::{self, Watched};
+use crate::metrics::Metrics;
+use crate::view::{SecretStatus, SharedView};
+
+/// Label of this poller's metrics.
+pub const SOURCE: &str = "metadata";
+
+/// Creation time of the AWSCURRENT version, remembered per secret ARN.
+#[derive(Debug, Clone)]
+struct CurrentVersion {
+    /// The version id it was fetched for.
+    id: String,
+    /// Its CreatedDate.
+    created: Option<DateTime<Utc>>,
+}
+
+/// What one cycle did, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// ListSecrets pages read.
+    pub pages: usize,
+    /// Secrets listed by AWS.
+    pub listed: usize,
+    /// Secrets watched (inventory plus discovered).
+    pub watched: usize,
+    /// ListSecretVersionIds calls made.
+    pub version_lookups: usize,
+}
+
+/// The poller and its memory between cycles.
+pub struct MetadataPoller<A> {
+    /// The AWS boundary.
+    api: A,
+    /// Configuration (inventory and discovery).
+    config: Arc<Config>,
+    /// Where statuses are published.
+    view: SharedView,
+    /// Where they are exported.
+    metrics: Arc<Metrics>,
+    /// AWSCURRENT creation times by ARN.
+    versions: HashMap<String, CurrentVersion>,
+}
+
+impl<A: SecretsMetadataApi> MetadataPoller<A> {
+    /// A poller with an empty memory.
+    pub fn new(api: A, config: Arc<Config>, view: SharedView, metrics: Arc<Metrics>) -> Self {
+        MetadataPoller {
+            api,
+            config,
+            view,
+            metrics,
+            versions: HashMap::new(),
+        }
+    }
+
+    /// Reads every ListSecrets page.
+    async fn list_all(&self) -> Result<(Vec<SecretMeta>, usize), AwsError> {
+        let mut all = Vec::new();
+        let mut token = None;
+        let mut pages = 0;
+        loop {
+            let page = self.api.list_secrets_page(token).await?;
+            pages += 1;
+            all.extend(page.secrets);
+            match page.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok((all, pages))
+    }
+
+    /// Runs one cycle and returns the statuses it computed; on error nothing is published.
+    pub async fn poll_once(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<(CycleReport, Vec<SecretStatus>), AwsError> {
+        let (listed, pages) = self.list_all().await?;
+        let watch = inventory::watch_list(&self.config, &listed);
+        let mut report = CycleReport {
+            pages,
+            listed: listed.len(),
+            watched: watch.len(),
+            version_lookups: 0,
+        };
+        let mut statuses = Vec::with_capacity(watch.len());
+        let mut first_error = None;
+        let mut live_arns: HashSet<String> = HashSet::with_capacity(watch.len());
+        for (w, meta) in &watch {
+            let created = match meta {
+                Some(m) => {
+                    live_arns.insert(m.arn.clone());
+                    match self.current_version_created(m, &mut report).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            warn!(secret = %w.name, error = %e, "Cannot read the versions of a secret; keeping its previous status.");
+                            first_error.get_or_insert(e);
+                            if let Some(previous) = self.previous_status(w) {
+                                statuses.push(previous);
+                                continue;
+                            }
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            statuses.push(inventory::evaluate(w, *meta, created, now));
+        }
+        self.versions.retain(|arn, _| live_arns.contains(arn));
+        self.publish(&statuses);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok((report, statuses)),
+        }
+    }
+
+    fn previous_status(&self, w: &Watched) -> Option<SecretStatus> {
+        self.view.read().secrets.get(&w.name).cloned()
+    }
+
+    /// The AWSCURRENT version's creation time, calling ListSecretVersionIds only when the
+    /// current version id differs from the one remembered.
+    async fn current_version_created(
+        &mut self,
+        m: &SecretMeta,
+        report: &mut CycleReport,
+    ) -> Result<Option<DateTime<Utc>>, AwsError> {
+        let Some(current) = inventory::current_version_id(m) else {
+            return Ok(None);
+        };
+        if let Some(known) = self.versions.get(&m.arn) {
+            if known.id == current {
+                return Ok(known.created);
+            }
+        }
+        report.version_lookups += 1;
+        let versions = self.api.list_secret_versions(&m.arn).await?;
+        let created = versions
+            .iter()
+            .find(|v| v.id == current)
+            .and_then(|v| v.created);
+        debug!(secret = %m.name, version = %current, "AWSCURRENT version changed; creation time read.");
+        self.versions.insert(
+            m.arn.clone(),
+            CurrentVersion {
+                id: current.to_string(),
+                created,
+            },
+        );
+        Ok(created)
+    }
+
+    fn publish(&self, statuses: &[SecretStatus]) {
+        {
+            let mut view = self.view.write();
+            view.secrets = statuses
+                .iter()
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect();
+        }
+        self.metrics.sync_secrets(statuses);
+    }
+
+    /// Polls until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let every = self.config.poll.metadata_every;
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = self.poll_once(Utc::now()) => r,
+                _ = shutdown.changed() => break,
+            };
+            let elapsed = started.elapsed().as_secs_f64();
+            let kind = match &result {
+                Ok((report, _)) => {
+                    debug!(
+                        pages = report.pages,
+                        listed = report.listed,
+                        watched = report.watched,
+                        version_lookups = report.version_lookups,
+                        seconds = elapsed,
+                        "Metadata poll done."
+                    );
+                    None
+                }
+                Err(e) => {
+                    warn!(error = %e, kind = e.kind.as_str(), "Metadata poll failed; last values stay exported.");
+                    Some(e.kind.as_str())
+                }
+            };
+            self.metrics
+                .poll_finished(SOURCE, elapsed, kind, Utc::now().timestamp());
+            self.view.write().record_poll(SOURCE, Instant::now(), kind);
+        }
+        info!("Metadata poller stopped.");
+    }
+}

@@ -1,0 +1,3 @@
+//! Pollers: tasks that read AWS on a period and feed the shared [`crate::view::SharedView`].
+
+pub mod metadata;

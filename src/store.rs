@@ -1,0 +1,291 @@
+//! The embedded durable store (SQLite through rusqlite, bundled): everything that must survive a
+//! restart lives here: the reminder ledger, the rotation journal, incidents, access checkpoints,
+//! seen CloudTrail event ids and principal baselines.
+//!
+//! Durability: WAL journal with `synchronous=FULL`, so a transaction is on disk when `commit`
+//! returns; callers acknowledge nothing (an API answer, a log line saying "recorded") before
+//! that. The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] lists every step
+//! and is applied in one transaction per step at open.
+//!
+//! The connection is synchronous; async callers run store calls in `spawn_blocking` or accept
+//! the short fsync on a worker thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+/// A store failure, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused an operation.
+    #[error("state store {path}: {context}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The directory of the database could not be created.
+    #[error("state store {path}: cannot create its directory: {source}")]
+    Directory {
+        /// The database file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was written by a newer keywarden.
+    #[error("state store {path}: schema version {found} is newer than this keywarden understands ({supported}); upgrade keywarden or move the file away")]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Version in the file.
+        found: i64,
+        /// Highest version known here.
+        supported: i64,
+    },
+}
+
+/// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // Version 1: the tables of every durable feature.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    -- One row per (secret, due date, lead): the reminder ledger.
+    CREATE TABLE reminders (
+        secret       TEXT    NOT NULL,
+        due          INTEGER NOT NULL,
+        lead_seconds INTEGER NOT NULL,
+        kind         TEXT    NOT NULL,
+        state        TEXT    NOT NULL CHECK (state IN ('pending', 'sent')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        created_at   INTEGER NOT NULL,
+        sent_at      INTEGER,
+        message_id   TEXT,
+        PRIMARY KEY (secret, due, lead_seconds)
+    );
+    -- The rotation journal: one row per accepted rotation.
+    CREATE TABLE rotations (
+        id           TEXT PRIMARY KEY,
+        secret       TEXT    NOT NULL,
+        trigger      TEXT    NOT NULL,
+        token        TEXT    NOT NULL UNIQUE,
+        step         TEXT    NOT NULL,
+        state        TEXT    NOT NULL,
+        requested_at INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        error        TEXT,
+        detail       TEXT    NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX rotations_by_secret ON rotations (secret, state);
+    CREATE TABLE rotation_events (
+        rotation_id TEXT    NOT NULL REFERENCES rotations (id),
+        at          INTEGER NOT NULL,
+        step        TEXT    NOT NULL,
+        outcome     TEXT    NOT NULL,
+        message     TEXT
+    );
+    -- Compromise incidents, with their timeline as JSON.
+    CREATE TABLE incidents (
+        id        TEXT PRIMARY KEY,
+        secret    TEXT    NOT NULL,
+        status    TEXT    NOT NULL,
+        opened_at INTEGER NOT NULL,
+        closed_at INTEGER,
+        doc       TEXT    NOT NULL
+    );
+    CREATE INDEX incidents_by_secret ON incidents (secret, status);
+    -- Access poller: how far the log group was read, and which events were counted.
+    CREATE TABLE access_checkpoints (
+        log_group TEXT PRIMARY KEY,
+        until_ms  INTEGER NOT NULL
+    );
+    CREATE TABLE access_seen (
+        event_id TEXT PRIMARY KEY,
+        event_ms INTEGER NOT NULL
+    );
+    CREATE INDEX access_seen_by_time ON access_seen (event_ms);
+    CREATE TABLE access_principals (
+        secret     TEXT    NOT NULL,
+        principal  TEXT    NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen  INTEGER NOT NULL,
+        reads      INTEGER NOT NULL,
+        PRIMARY KEY (secret, principal)
+    );
+    "#,
+];
+
+/// The store handle; cheap to clone, one connection behind a mutex.
+#[derive(Clone)]
+pub struct Store {
+    /// The open connection.
+    conn: Arc<Mutex<Connection>>,
+    /// The file, for messages.
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let err = |context: &'static str| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Sqlite {
+                path,
+                context,
+                source,
+            }
+        };
+        let mut conn = Connection::open(path).map_err(err("open"))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(err("set busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err("set synchronous=FULL"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err("enable foreign keys"))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err("read schema version"))?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                supported,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err("begin migration"))?;
+            tx.execute_batch(sql).map_err(err("apply migration"))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err("record schema version"))?;
+            tx.commit().map_err(err("commit migration"))?;
+        }
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path.to_path_buf()),
+        })
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.with(
+            |c| c.pragma_query_value(None, "user_version", |r| r.get(0)),
+            "read schema version",
+        )
+    }
+
+    /// Runs `f` on the connection, mapping its error with `context`.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+        context: &'static str,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        f(&mut conn).map_err(|source| StoreError::Sqlite {
+            path: self.path.to_path_buf(),
+            context,
+            source,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done transaction behind: rusqlite
+        // rolls back an uncommitted transaction when it is dropped.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets a meta value durably.
+    pub fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.with(
+            |c| {
+                c.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )
+                .map(|_| ())
+            },
+            "write meta",
+        )
+    }
+
+    /// Reads a meta value.
+    pub fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(
+            |c| {
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()
+            },
+            "read meta",
+        )
+    }
+
+    /// `PRAGMA integrity_check`: `Ok(())` or the problems SQLite found.
+    pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        self.with(
+            |c| {
+                let mut stmt = c.prepare("PRAGMA integrity_check")?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                let found: Vec<String> = rows.collect::<Result<_, _>>()?;
+                Ok(found.into_iter().filter(|l| l != "ok").collect())
+            },
+            "check integrity",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_migrates_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.db");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        store.put_meta("k", "v1").unwrap();
+        store.put_meta("k", "v2").unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.get_meta("k").unwrap().as_deref(), Some("v2"));
+        assert!(store.integrity_check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(err.contains("schema version 99"), "{err}");
+    }
+}

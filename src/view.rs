@@ -1,0 +1,184 @@
+//! The one in-memory view of the inventory that the pollers write and everything else reads:
+//! the status of every watched secret and the health of each poller.
+//!
+//! This module does no I/O and never reads the clock: callers pass `now`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{Severity, Strategy};
+
+/// Whether a secret comes from the inventory or from discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Managed {
+    /// Listed in the configuration.
+    Inventory,
+    /// Found by `[discovery] name_prefixes`.
+    Discovered,
+}
+
+impl Managed {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Managed::Inventory => "inventory",
+            Managed::Discovered => "discovered",
+        }
+    }
+}
+
+/// Everything keywarden knows about one watched secret. Never holds a value.
+/// Timestamps are seconds since the epoch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SecretStatus {
+    /// The `secret` label: inventory name, or Secrets Manager name when discovered.
+    pub name: String,
+    /// Configured id (name or ARN); the Secrets Manager name when discovered.
+    pub id: String,
+    /// Full ARN once seen in AWS.
+    pub arn: Option<String>,
+    /// Inventory or discovered.
+    pub managed: Managed,
+    /// Alert severity.
+    pub severity: Severity,
+    /// What a compromise means.
+    pub impact: String,
+    /// Rotation strategy.
+    pub strategy: Strategy,
+    /// Exists in AWS and is not scheduled for deletion.
+    pub present: bool,
+    /// DeletedDate is set.
+    pub deletion_scheduled: bool,
+    /// Last rotation.
+    pub last_rotated: Option<i64>,
+    /// Rotation policy in seconds.
+    pub interval_seconds: Option<i64>,
+    /// Last rotation plus interval.
+    pub due: Option<i64>,
+    /// `now > due` when this status was computed.
+    pub overdue: bool,
+    /// When AWS will rotate next (AWS rotation on only).
+    pub scheduled: Option<i64>,
+    /// AWS-side rotation enabled.
+    pub rotation_enabled: bool,
+    /// A version other than AWSCURRENT carries AWSPENDING.
+    pub pending: bool,
+    /// LastAccessedDate.
+    pub last_accessed: Option<i64>,
+    /// Version id labelled AWSCURRENT.
+    pub current_version: Option<String>,
+    /// When this status was computed.
+    pub observed_at: i64,
+}
+
+impl SecretStatus {
+    /// Age of the current value in whole days at `now`.
+    pub fn age_days(&self, now: i64) -> Option<i64> {
+        self.last_rotated.map(|t| (now - t).div_euclid(86_400))
+    }
+}
+
+/// Health of one poller.
+#[derive(Debug, Clone, Default)]
+pub struct PollHealth {
+    /// End of the last successful cycle.
+    pub last_success: Option<Instant>,
+    /// Failed cycles since the last success.
+    pub consecutive_failures: u64,
+    /// Kind of the last error.
+    pub last_error: Option<&'static str>,
+}
+
+/// The shared state itself.
+#[derive(Debug, Default)]
+pub struct View {
+    /// Watched secrets by `secret` label.
+    pub secrets: BTreeMap<String, SecretStatus>,
+    /// Poller health by source (`metadata`, `access`).
+    pub polls: HashMap<&'static str, PollHealth>,
+}
+
+impl View {
+    /// Records the end of a poll cycle.
+    pub fn record_poll(&mut self, source: &'static str, at: Instant, error: Option<&'static str>) {
+        let h = self.polls.entry(source).or_default();
+        match error {
+            None => {
+                h.last_success = Some(at);
+                h.consecutive_failures = 0;
+                h.last_error = None;
+            }
+            Some(kind) => {
+                h.consecutive_failures += 1;
+                h.last_error = Some(kind);
+            }
+        }
+    }
+
+    /// Ready when every listed poller succeeded within three of its intervals.
+    /// Returns the reasons it is not.
+    pub fn readiness(&self, now: Instant, sources: &[(&'static str, Duration)]) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (source, every) in sources {
+            let limit = every.saturating_mul(3);
+            match self.polls.get(source).and_then(|h| h.last_success) {
+                None => problems.push(format!("{source} poller has not succeeded yet")),
+                Some(t) if now.saturating_duration_since(t) > limit => problems.push(format!(
+                    "{source} poller last succeeded {}s ago (limit {}s)",
+                    now.saturating_duration_since(t).as_secs(),
+                    limit.as_secs()
+                )),
+                Some(_) => {}
+            }
+        }
+        problems
+    }
+}
+
+/// The view shared between tasks. Critical sections are short and never await.
+#[derive(Debug, Clone, Default)]
+pub struct SharedView(Arc<RwLock<View>>);
+
+impl SharedView {
+    /// Reads the view; a poisoned lock still yields the data (writers never leave it torn).
+    pub fn read(&self) -> RwLockReadGuard<'_, View> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the view.
+    pub fn write(&self) -> RwLockWriteGuard<'_, View> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_three_intervals() {
+        let mut v = View::default();
+        let t0 = Instant::now();
+        let every = Duration::from_secs(10);
+        assert_eq!(v.readiness(t0, &[("metadata", every)]).len(), 1);
+        v.record_poll("metadata", t0, None);
+        assert!(v
+            .readiness(t0 + Duration::from_secs(30), &[("metadata", every)])
+            .is_empty());
+        v.record_poll("metadata", t0 + Duration::from_secs(10), Some("network"));
+        assert_eq!(v.polls["metadata"].consecutive_failures, 1);
+        assert_eq!(
+            v.readiness(t0 + Duration::from_secs(31), &[("metadata", every)])
+                .len(),
+            1
+        );
+        v.record_poll("metadata", t0 + Duration::from_secs(40), None);
+        assert!(v
+            .readiness(t0 + Duration::from_secs(41), &[("metadata", every)])
+            .is_empty());
+    }
+}

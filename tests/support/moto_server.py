@@ -1,0 +1,827 @@
+#!/usr/bin/env python3
+"""keywarden's AWS emulator for tests: moto 5.2.5 in-process, plus a small control API.
+
+Usage::
+
+    .venv/bin/python tests/support/moto_server.py [--host 127.0.0.1] [--port 0] [--quiet]
+
+The server binds to a loopback address only (``--port 0`` picks a free port) with SO_REUSEADDR,
+so a test can stop it and start it again on the same port. Once it accepts connections it
+prints exactly one line on stdout and flushes::
+
+    KEYWARDEN-MOTO-READY port=<port>
+
+Everything else (request log, moto's own chatter) goes to stderr. SIGTERM and SIGINT stop it
+cleanly with exit status 0.
+
+This file is the ONE place where moto's differences from AWS are corrected. Every patch is in
+``apply_moto_patches`` and says which AWS behaviour it restores.
+
+The same port also serves a control API under ``/_keywarden/`` (JSON in and out):
+
+``GET    /_keywarden/health``        liveness and versions.
+``POST   /_keywarden/secret-dates``  set the stored dates and rotation state of a secret.
+``GET    /_keywarden/requests``      ``{"<service>:<Operation>": count}`` of AWS requests served.
+``DELETE /_keywarden/requests``      reset those counts.
+``POST   /_keywarden/reset``         reset all moto state (like ``POST /moto-api/reset``) and counts.
+
+Every other path goes to moto unchanged.
+
+``secret-dates`` body (epochs are integer seconds; only the keys present change)::
+
+    {"secret_id": "<name, ARN or partial ARN>",
+     "created": 1700000000,                 # CreatedDate of the secret
+     "current_version_created": 1700000000, # CreatedDate of the AWSCURRENT version
+     "last_rotated": 1700000000 | null,     # LastRotatedDate
+     "last_accessed": 1700000000 | null,    # LastAccessedDate (secret and AWSCURRENT version)
+     "last_changed": 1700000000,            # LastChangedDate (extension)
+     "version_created": {"<version id>": 1700000000},
+     "rotation": {"enabled": true, "automatically_after_days": 90 | null,
+                  "schedule_expression": "rate(30 days)" | null, "duration": "3h" | null,
+                  "next_rotation": 1700000000 | null},
+     "region": "us-east-1", "account_id": "123456789012"}   # only to disambiguate a name
+
+It answers 200 with the secret's DescribeSecret view, 400 for a malformed body (nothing is
+changed), 404 for an unknown secret or version, 409 when a name matches several regions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import ipaddress
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs
+
+LOG = logging.getLogger("keywarden.moto")
+
+READY_LINE = "KEYWARDEN-MOTO-READY port={port}"
+CONTROL_PREFIX = "/_keywarden/"
+
+# Services keywarden talks to: their Flask apps are built before READY so the first request of a
+# test does not pay for it.
+PREWARMED_SERVICES = ("secretsmanager", "logs", "sns", "sqs", "sts")
+
+# Attributes this launcher stores on moto's objects. Prefixed so they never collide with moto's.
+SECRET_LAST_ACCESSED = "_kw_last_accessed"  # on FakeSecret: epoch seconds or None
+SECRET_SCHEDULE_EXPRESSION = "_kw_schedule_expression"  # on FakeSecret: str or None
+SECRET_ROTATION_DURATION = "_kw_rotation_duration"  # on FakeSecret: str or None
+VERSION_LAST_ACCESSED = "_kw_last_accessed"  # key in a moto version dict: epoch seconds
+
+AWSCURRENT = "AWSCURRENT"
+AWSPENDING = "AWSPENDING"
+
+_RATE_RE = re.compile(r"^rate\(\s*(\d+)\s+(day|days|hour|hours)\s*\)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Request accounting
+# ---------------------------------------------------------------------------------------------
+
+
+class RequestCounter:
+    """Thread-safe count of AWS requests served, keyed ``"<service>:<Operation>"``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, key: str) -> None:
+        """Counts one request."""
+        with self._lock:
+            self._counts[key] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """Returns a copy of the counts, sorted by key."""
+        with self._lock:
+            return dict(sorted(self._counts.items()))
+
+    def reset(self) -> None:
+        """Forgets every count."""
+        with self._lock:
+            self._counts.clear()
+
+
+# Per-request slot in which the call_action hook records the operation moto resolved.
+_REQUEST_CONTEXT = threading.local()
+
+
+def _record_moto_operation(service: str | None, action: str | None) -> None:
+    """Stores moto's own ``service:Action`` for the request being served on this thread."""
+    slot = getattr(_REQUEST_CONTEXT, "slot", None)
+    if slot is not None and slot.get("op") is None and service and action:
+        slot["op"] = f"{service}:{action}"
+
+
+# X-Amz-Target prefixes that name a service differently from its SigV4 signing name.
+_TARGET_PREFIX_SERVICES = {
+    "logs_20140328": "logs",
+    "amazonsqs": "sqs",
+    "amazonssm": "ssm",
+    "trent": "kms",
+}
+
+
+def derive_operation(environ: dict[str, Any]) -> str:
+    """Works out ``service:Operation`` of a raw AWS request the way moto routes it.
+
+    Service: the SigV4 credential scope of ``Authorization``, else the ``X-Amz-Target`` prefix,
+    else the first label of ``Host``. Operation: ``X-Amz-Target`` (``secretsmanager.ListSecrets``,
+    ``Logs_20140328.FilterLogEvents``), else the ``Action`` query or form parameter (SNS, query
+    SQS), else ``METHOD /path``. Used only when moto did not resolve the action itself.
+    """
+    target = environ.get("HTTP_X_AMZ_TARGET") or ""
+    service = None
+    auth = environ.get("HTTP_AUTHORIZATION") or ""
+    match = re.search(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request", auth)
+    if match:
+        service = match.group(1).lower()
+    elif target:
+        prefix = target.split(".", 1)[0].lower()
+        service = _TARGET_PREFIX_SERVICES.get(prefix, prefix)
+    else:
+        host = (environ.get("HTTP_HOST") or "").split(":", 1)[0]
+        service = host.split(".", 1)[0] if host and not host[0].isdigit() else "unknown"
+
+    if target:
+        return f"{service}:{target.rsplit('.', 1)[-1]}"
+    action = _action_parameter(environ)
+    if action:
+        return f"{service}:{action}"
+    return f"{service}:{environ.get('REQUEST_METHOD', 'GET')} {environ.get('PATH_INFO', '/')}"
+
+
+def _action_parameter(environ: dict[str, Any]) -> str | None:
+    """Returns the ``Action`` of a query-protocol request (query string or form body).
+
+    A form body is read and put back, so moto still sees it.
+    """
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if query.get("Action"):
+        return query["Action"][0]
+    content_type = environ.get("CONTENT_TYPE", "")
+    if not content_type.startswith("application/x-www-form-urlencoded"):
+        return None
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    if length <= 0 or length > 10 * 1024 * 1024:
+        return None
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)
+    form = parse_qs(body.decode("utf-8", errors="replace"))
+    return form["Action"][0] if form.get("Action") else None
+
+
+# ---------------------------------------------------------------------------------------------
+# moto patches: each one restores an AWS behaviour moto 5.2.5 gets wrong
+# ---------------------------------------------------------------------------------------------
+
+
+def _rate_days(expression: str | None) -> int | None:
+    """Days of a ``rate(N days)`` schedule expression; None for hours, cron or nothing."""
+    if not expression:
+        return None
+    match = _RATE_RE.match(expression.strip())
+    if match and match.group(2).startswith("day"):
+        return int(match.group(1))
+    return None
+
+
+def _rate_seconds(expression: str | None) -> int | None:
+    """Seconds of a ``rate(N days|hours)`` schedule expression; None for cron or nothing."""
+    if not expression:
+        return None
+    match = _RATE_RE.match(expression.strip())
+    if not match:
+        return None
+    unit = 86400 if match.group(2).startswith("day") else 3600
+    return int(match.group(1)) * unit
+
+
+def _current_version_id(secret: Any) -> str | None:
+    """The id of the version that carries AWSCURRENT, if any."""
+    for version_id, version in secret.versions.items():
+        if AWSCURRENT in version["version_stages"]:
+            return version_id
+    return None
+
+
+def apply_moto_patches() -> None:
+    """Patches moto's Secrets Manager model and response classes, and hooks request accounting.
+
+    Patches are applied to classes, so they survive ``/moto-api/reset`` and ``/_keywarden/reset``.
+    """
+    from moto.core.responses import BaseResponse
+    from moto.secretsmanager.exceptions import (
+        InvalidParameterException,
+        InvalidRequestException,
+        SecretNotFoundException,
+    )
+    from moto.secretsmanager.models import FakeSecret, SecretsManagerBackend
+    from moto.secretsmanager.responses import SecretsManagerResponse
+
+    # --- Accounting hook (not an AWS fix) ----------------------------------------------------
+    # Every moto service that answers through BaseResponse.call_action resolves its operation
+    # here; record it so /_keywarden/requests counts exactly what moto dispatched.
+    original_call_action = BaseResponse.call_action
+
+    def call_action(self: Any) -> Any:
+        try:
+            _record_moto_operation(self.service_name, self._get_action())
+        except Exception:  # accounting must never break a request
+            pass
+        return original_call_action(self)
+
+    BaseResponse.call_action = call_action
+
+    # --- Patch 1: ListSecretVersionIds (hook: SecretsManagerResponse.list_secret_version_ids) -
+    # AWS returns each version's own CreatedDate; moto returns "now" for every version, and "now"
+    # as LastAccessedDate too. AWS also returns the secret's real ARN (moto returns its name),
+    # omits NextToken on the last page (moto sends ""), pages with MaxResults/NextToken, leaves
+    # out versions without staging labels unless IncludeDeprecated=true, and answers an unknown
+    # secret with ResourceNotFoundException (moto fails with HTTP 500).
+    def list_secret_version_ids(self: Any) -> str:
+        secret_id = self._get_param("SecretId", if_none="")
+        max_results = self._get_int_param("MaxResults")
+        next_token = self._get_param("NextToken")
+        include_deprecated = self._get_bool_param("IncludeDeprecated", False)
+        backend = self.backend
+        if not secret_id or secret_id not in backend.secrets:
+            raise SecretNotFoundException()
+        secret = backend.secrets[secret_id]
+        versions = []
+        for version_id, version in secret.versions.items():
+            if not version["version_stages"] and not include_deprecated:
+                continue
+            entry: dict[str, Any] = {
+                "VersionId": version_id,
+                "VersionStages": list(version["version_stages"]),
+                "CreatedDate": version["createdate"],
+            }
+            if version.get(VERSION_LAST_ACCESSED) is not None:
+                entry["LastAccessedDate"] = version[VERSION_LAST_ACCESSED]
+            versions.append(entry)
+        start = int(next_token) if next_token and str(next_token).isdigit() else 0
+        end = len(versions) if not max_results else start + int(max_results)
+        response: dict[str, Any] = {
+            "ARN": secret.arn,
+            "Name": secret.name,
+            "Versions": versions[start:end],
+        }
+        if end < len(versions):
+            response["NextToken"] = str(end)
+        return json.dumps(response)
+
+    SecretsManagerResponse.list_secret_version_ids = list_secret_version_ids
+
+    # --- Patches 2 and 3: DescribeSecret / ListSecrets entries (hook: FakeSecret.to_dict; ------
+    # ReplicaSecret.to_dict delegates to it).
+    # 2. AWS returns LastAccessedDate once the secret has been read; moto always sends null.
+    #    Here it is whatever /_keywarden/secret-dates stored (AWS itself truncates it to the day).
+    # 3. AWS keeps RotationRules.ScheduleExpression and Duration as given to RotateSecret, and
+    #    reports AutomaticallyAfterDays calculated from a rate(N days) schedule; moto only knows
+    #    AutomaticallyAfterDays (0 when a schedule was given).
+    # Also: AWS returns LastRotatedDate whenever the secret has been rotated (moto only after a
+    # RotateSecret call in this process), lists in VersionIdsToStages only versions that carry
+    # a staging label, and omits absent fields instead of sending null.
+    original_to_dict = FakeSecret.to_dict
+
+    def to_dict(self: Any) -> dict[str, Any]:
+        data = original_to_dict(self)
+        data["LastAccessedDate"] = getattr(self, SECRET_LAST_ACCESSED, None)
+        if self.rotation_requested:
+            schedule = getattr(self, SECRET_SCHEDULE_EXPRESSION, None)
+            duration = getattr(self, SECRET_ROTATION_DURATION, None)
+            days = self.auto_rotate_after_days or _rate_days(schedule)
+            rules: dict[str, Any] = {}
+            if days:
+                rules["AutomaticallyAfterDays"] = days
+            if schedule:
+                rules["ScheduleExpression"] = schedule
+            if duration:
+                rules["Duration"] = duration
+            data["RotationRules"] = rules
+            if not self.rotation_lambda_arn:
+                data.pop("RotationLambdaARN", None)
+        data["LastRotatedDate"] = self.last_rotation_date
+        labelled = {
+            version_id: list(version["version_stages"])
+            for version_id, version in self.versions.items()
+            if version["version_stages"]
+        }
+        for key in ("VersionIdsToStages", "SecretVersionsToStages"):
+            if key in data:
+                data[key] = labelled
+        return {key: value for key, value in data.items() if value is not None}
+
+    FakeSecret.to_dict = to_dict
+
+    # --- Patch 3 (continued) and 5: RotateSecret (hook: SecretsManagerBackend.rotate_secret) --
+    # 3. Keep ScheduleExpression and Duration, and treat a schedule as enabling rotation the way
+    #    AWS does (moto enables rotation only for AutomaticallyAfterDays > 0). AWS refuses
+    #    AutomaticallyAfterDays together with ScheduleExpression.
+    # 5. AWS's in-progress check: RotateSecret fails with "A previous rotation isn't complete"
+    #    when AWSPENDING is on a version other than AWSCURRENT, and succeeds when AWSPENDING sits
+    #    on the AWSCURRENT version (a finished rotation). moto 5.2.5 has it the other way round.
+    original_rotate_secret = SecretsManagerBackend.rotate_secret
+
+    def rotate_secret(
+        self: Any,
+        secret_id: str,
+        client_request_token: str | None = None,
+        rotation_lambda_arn: str | None = None,
+        rotation_rules: dict[str, Any] | None = None,
+        rotate_immediately: bool = True,
+    ) -> str:
+        rules = rotation_rules or {}
+        schedule = rules.get("ScheduleExpression")
+        if "AutomaticallyAfterDays" in rules and schedule:
+            raise InvalidParameterException(
+                "You cannot specify both AutomaticallyAfterDays and ScheduleExpression."
+            )
+        if schedule is not None and not re.match(r"^\s*(rate|cron)\(.*\)\s*$", schedule):
+            raise InvalidParameterException("Invalid ScheduleExpression.")
+        secret = self.secrets.get(secret_id)
+        if secret is not None and hasattr(secret, "rotation_requested"):
+            current = _current_version_id(secret)
+            for version_id, version in secret.versions.items():
+                if AWSPENDING not in version["version_stages"]:
+                    continue
+                if version_id == current:
+                    version["version_stages"].remove(AWSPENDING)
+                else:
+                    raise InvalidRequestException(
+                        "A previous rotation isn't complete. That rotation will be reattempted."
+                    )
+        result = original_rotate_secret(
+            self,
+            secret_id,
+            client_request_token=client_request_token,
+            rotation_lambda_arn=rotation_lambda_arn,
+            rotation_rules=rotation_rules,
+            rotate_immediately=rotate_immediately,
+        )
+        secret = self.secrets[secret_id]
+        if rotation_rules:
+            setattr(secret, SECRET_SCHEDULE_EXPRESSION, schedule)
+            setattr(secret, SECRET_ROTATION_DURATION, rules.get("Duration"))
+            if schedule:
+                secret.rotation_enabled = True
+                period = _rate_seconds(schedule)
+                secret.next_rotation_date = int(time.time()) + period if period else None
+        return result
+
+    SecretsManagerBackend.rotate_secret = rotate_secret
+
+    # --- Patch 4: UpdateSecretVersionStage (hook: SecretsManagerBackend.update_secret_version_stage)
+    # In AWS, the version carrying AWSCURRENT *is* the current version: GetSecretValue without
+    # VersionId/VersionStage returns it, and the next PutSecretValue demotes it to AWSPREVIOUS.
+    # moto keeps a separate default_version_id that this call does not move, so after a
+    # rotation-style label move GetSecretValue returns the old value and a later PutSecretValue
+    # leaves two versions labelled AWSCURRENT.
+    original_update_stage = SecretsManagerBackend.update_secret_version_stage
+
+    def update_secret_version_stage(
+        self: Any,
+        secret_id: str,
+        version_stage: str,
+        remove_from_version_id: str,
+        move_to_version_id: str,
+    ) -> tuple[str, str]:
+        result = original_update_stage(
+            self, secret_id, version_stage, remove_from_version_id, move_to_version_id
+        )
+        if version_stage == AWSCURRENT:
+            secret = self.secrets[secret_id]
+            current = _current_version_id(secret)
+            if current is not None and hasattr(secret, "set_default_version_id"):
+                secret.set_default_version_id(current)
+        return result
+
+    SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
+
+
+# ---------------------------------------------------------------------------------------------
+# Control API
+# ---------------------------------------------------------------------------------------------
+
+
+class ControlError(Exception):
+    """A control API request that cannot be served; becomes a JSON error response."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_SECRET_DATE_KEYS = {
+    "secret_id",
+    "region",
+    "account_id",
+    "created",
+    "current_version_created",
+    "last_rotated",
+    "last_accessed",
+    "last_changed",
+    "version_created",
+    "rotation",
+}
+_ROTATION_KEYS = {
+    "enabled",
+    "automatically_after_days",
+    "schedule_expression",
+    "duration",
+    "next_rotation",
+}
+
+
+def _epoch(body: dict[str, Any], key: str, nullable: bool) -> int | None:
+    """Validates an epoch-seconds field: a non-negative integer (or null when allowed)."""
+    value = body[key]
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        kind = "an integer number of epoch seconds" + (" or null" if nullable else "")
+        raise ControlError(400, f"{key}: expected {kind}, found {json.dumps(value)}")
+    return value
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    """Validates a string-or-null field."""
+    value = body[key]
+    if value is not None and not isinstance(value, str):
+        raise ControlError(400, f"{key}: expected a string or null, found {json.dumps(value)}")
+    return value
+
+
+def _find_secret(secret_id: str, region: str | None, account_id: str | None) -> Any:
+    """Finds a stored secret by name, full or partial ARN, across existing moto backends.
+
+    ``region``/``account_id`` narrow the search; an ARN narrows it by itself. A replica resolves
+    to its primary. Raises ControlError 404 when nothing matches, 409 when several secrets do.
+    """
+    from moto.secretsmanager.models import ReplicaSecret, secretsmanager_backends
+
+    arn = re.match(r"^arn:[^:]+:secretsmanager:([^:]+):(\d{12}):secret:", secret_id)
+    if arn:
+        region = region or arn.group(1)
+        account_id = account_id or arn.group(2)
+    found: dict[int, Any] = {}
+    for backend_account, backend_region, backend in secretsmanager_backends.iter_backends():
+        if account_id and backend_account != account_id:
+            continue
+        if region and backend_region != region:
+            continue
+        secret = backend.secrets.get(secret_id)
+        if secret is None:
+            continue
+        if isinstance(secret, ReplicaSecret):
+            secret = secret.source
+        found[id(secret)] = secret
+    if not found:
+        raise ControlError(404, f"secret not found: {secret_id}")
+    if len(found) > 1:
+        raise ControlError(
+            409, f"{secret_id} matches secrets in several regions or accounts; pass region"
+        )
+    return next(iter(found.values()))
+
+
+def set_secret_dates(body: Any) -> dict[str, Any]:
+    """Applies ``POST /_keywarden/secret-dates``: validates everything, then changes only the
+    keys present. Returns the secret's DescribeSecret view."""
+    if not isinstance(body, dict):
+        raise ControlError(400, "expected a JSON object")
+    unknown = sorted(set(body) - _SECRET_DATE_KEYS)
+    if unknown:
+        raise ControlError(400, f"unknown keys: {', '.join(unknown)}")
+    secret_id = body.get("secret_id")
+    if not isinstance(secret_id, str) or not secret_id:
+        raise ControlError(400, "secret_id: expected a secret name or ARN")
+    region = _optional_str(body, "region") if "region" in body else None
+    account_id = _optional_str(body, "account_id") if "account_id" in body else None
+
+    # Validate every field first so a bad request changes nothing.
+    changes: list[Callable[[Any], None]] = []
+    if "created" in body:
+        created = _epoch(body, "created", nullable=False)
+        changes.append(lambda s: setattr(s, "created_date", created))
+    if "last_changed" in body:
+        last_changed = _epoch(body, "last_changed", nullable=False)
+        changes.append(lambda s: setattr(s, "last_changed_date", last_changed))
+    if "last_rotated" in body:
+        last_rotated = _epoch(body, "last_rotated", nullable=True)
+        changes.append(lambda s: setattr(s, "last_rotation_date", last_rotated))
+    if "last_accessed" in body:
+        last_accessed = _epoch(body, "last_accessed", nullable=True)
+        changes.append(lambda s: _set_last_accessed(s, last_accessed))
+    version_created: dict[str, int] = {}
+    if "version_created" in body:
+        raw = body["version_created"]
+        if not isinstance(raw, dict):
+            raise ControlError(400, "version_created: expected an object {version id: epoch}")
+        for version_id in raw:
+            version_created[version_id] = _epoch(raw, version_id, nullable=False)  # type: ignore[assignment]
+    current_created = None
+    if "current_version_created" in body:
+        current_created = _epoch(body, "current_version_created", nullable=False)
+    rotation = None
+    if "rotation" in body:
+        rotation = _validate_rotation(body["rotation"])
+
+    secret = _find_secret(secret_id, region, account_id)
+    if current_created is not None:
+        current = _current_version_id(secret)
+        if current is None:
+            raise ControlError(409, f"{secret.name} has no version labelled AWSCURRENT")
+        version_created[current] = current_created
+    missing = sorted(v for v in version_created if v not in secret.versions)
+    if missing:
+        raise ControlError(404, f"{secret.name} has no version {', '.join(missing)}")
+
+    for change in changes:
+        change(secret)
+    for version_id, created in version_created.items():
+        secret.versions[version_id]["createdate"] = created
+    if rotation is not None:
+        _apply_rotation(secret, rotation)
+    return secret.to_dict()
+
+
+def _set_last_accessed(secret: Any, when: int | None) -> None:
+    """Stores LastAccessedDate on the secret and on its AWSCURRENT version (reads go there)."""
+    setattr(secret, SECRET_LAST_ACCESSED, when)
+    current = _current_version_id(secret)
+    if current is not None:
+        secret.versions[current][VERSION_LAST_ACCESSED] = when
+
+
+def _validate_rotation(raw: Any) -> dict[str, Any]:
+    """Validates the ``rotation`` object of secret-dates."""
+    if not isinstance(raw, dict):
+        raise ControlError(400, "rotation: expected an object")
+    unknown = sorted(set(raw) - _ROTATION_KEYS)
+    if unknown:
+        raise ControlError(400, f"rotation: unknown keys: {', '.join(unknown)}")
+    if not isinstance(raw.get("enabled"), bool):
+        raise ControlError(400, "rotation.enabled: expected true or false")
+    if "automatically_after_days" in raw:
+        days = raw["automatically_after_days"]
+        if days is not None and (
+            isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 1000
+        ):
+            raise ControlError(
+                400, "rotation.automatically_after_days: expected an integer 1-1000 or null"
+            )
+    for key in ("schedule_expression", "duration"):
+        if key in raw:
+            _optional_str(raw, key)
+    if "next_rotation" in raw:
+        _epoch(raw, "next_rotation", nullable=True)
+    return raw
+
+
+def _apply_rotation(secret: Any, rotation: dict[str, Any]) -> None:
+    """Sets the rotation state DescribeSecret/ListSecrets report."""
+    secret.rotation_requested = True
+    secret.rotation_enabled = rotation["enabled"]
+    if "automatically_after_days" in rotation:
+        secret.auto_rotate_after_days = rotation["automatically_after_days"] or 0
+    if "schedule_expression" in rotation:
+        setattr(secret, SECRET_SCHEDULE_EXPRESSION, rotation["schedule_expression"])
+    if "duration" in rotation:
+        setattr(secret, SECRET_ROTATION_DURATION, rotation["duration"])
+    if "next_rotation" in rotation:
+        secret.next_rotation_date = rotation["next_rotation"]
+
+
+def reset_moto() -> None:
+    """Resets all moto state, exactly like ``POST /moto-api/reset``."""
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()
+
+
+# ---------------------------------------------------------------------------------------------
+# WSGI
+# ---------------------------------------------------------------------------------------------
+
+
+class KeywardenApp:
+    """WSGI middleware: serves ``/_keywarden/`` itself, counts and forwards everything else."""
+
+    def __init__(self, moto_app: Callable[..., Iterable[bytes]], counter: RequestCounter):
+        self.moto_app = moto_app
+        self.counter = counter
+        # Serialises control mutations with each other (moto itself has no locking).
+        self.control_lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(CONTROL_PREFIX) or path == CONTROL_PREFIX.rstrip("/"):
+            return self.control(environ, start_response)
+        if path.startswith("/moto-api") or path == "/favicon.ico":
+            return self.moto_app(environ, start_response)
+        fallback = derive_operation(environ)
+        slot: dict[str, Any] = {"op": None}
+        _REQUEST_CONTEXT.slot = slot
+        try:
+            return self.moto_app(environ, start_response)
+        finally:
+            _REQUEST_CONTEXT.slot = None
+            self.counter.add(slot["op"] or fallback)
+
+    def control(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """Serves one control API request."""
+        method = environ.get("REQUEST_METHOD", "GET")
+        route = environ.get("PATH_INFO", "")[len(CONTROL_PREFIX) :].strip("/")
+        try:
+            if route == "health" and method == "GET":
+                return _json(start_response, 200, _health())
+            if route == "requests" and method == "GET":
+                return _json(start_response, 200, self.counter.snapshot())
+            if route == "requests" and method == "DELETE":
+                self.counter.reset()
+                return _json(start_response, 200, {"status": "ok"})
+            if route == "reset" and method == "POST":
+                with self.control_lock:
+                    reset_moto()
+                    self.counter.reset()
+                return _json(start_response, 200, {"status": "ok"})
+            if route == "secret-dates" and method == "POST":
+                body = _read_json(environ)
+                with self.control_lock:
+                    return _json(start_response, 200, set_secret_dates(body))
+            if route in ("health", "requests", "reset", "secret-dates"):
+                raise ControlError(405, f"method {method} not allowed on /_keywarden/{route}")
+            raise ControlError(404, f"no control route /_keywarden/{route}")
+        except ControlError as error:
+            return _json(start_response, error.status, {"error": error.message})
+        except Exception as error:  # report, never crash the server
+            LOG.exception("control request failed")
+            return _json(start_response, 500, {"error": f"{type(error).__name__}: {error}"})
+
+
+def _health() -> dict[str, Any]:
+    """Liveness body: versions of what is being emulated."""
+    import moto
+
+    return {"status": "ok", "moto": moto.__version__}
+
+
+def _read_json(environ: dict[str, Any]) -> Any:
+    """Reads and parses a JSON request body."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError as error:
+        raise ControlError(400, "bad Content-Length") from error
+    raw = environ["wsgi.input"].read(length) if length > 0 else b""
+    try:
+        return json.loads(raw or b"null")
+    except ValueError as error:
+        raise ControlError(400, f"body is not JSON: {error}") from error
+
+
+_STATUS_TEXT = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    500: "Internal Server Error",
+}
+
+
+def _json(start_response: Callable[..., Any], status: int, payload: Any) -> list[bytes]:
+    """Writes a JSON response."""
+    body = json.dumps(payload).encode("utf-8")
+    start_response(
+        f"{status} {_STATUS_TEXT.get(status, 'Error')}",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def build_app(counter: RequestCounter) -> KeywardenApp:
+    """Builds moto's dispatcher (with the services keywarden uses pre-built) wrapped in ours."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+    for service in PREWARMED_SERVICES:
+        dispatcher.app_instances[service] = create_backend_app(service)
+    return KeywardenApp(dispatcher, counter)
+
+
+def make_server(host: str, port: int, app: KeywardenApp) -> Any:
+    """Binds a threaded werkzeug server with moto's request handler and SO_REUSEADDR."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import ThreadedWSGIServer
+
+    class Server(ThreadedWSGIServer):
+        # SO_REUSEADDR: a restarted launcher can bind the same port while old connections sit
+        # in TIME_WAIT. (werkzeug sets it too; stated here because tests rely on it.)
+        allow_reuse_address = True
+        # Connection threads never keep the process alive after shutdown.
+        daemon_threads = True
+
+    return Server(host, port, app, handler=MotoRequestHandler)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def _loopback_host(value: str) -> str:
+    """argparse type: accepts only loopback addresses (and ``localhost``)."""
+    if value == "localhost":
+        return "127.0.0.1"
+    try:
+        if ipaddress.ip_address(value).is_loopback:
+            return value
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{value!r} is not a loopback address")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", type=_loopback_host, default="127.0.0.1",
+                        help="loopback address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0,
+                        help="port to bind; 0 picks a free one (default 0)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="do not log every request on stderr")
+    parser.add_argument("--exit-on-stdin-eof", action="store_true",
+                        help="stop when stdin reaches EOF (the parent went away)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be 0-65535")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the launcher until SIGTERM/SIGINT."""
+    args = parse_args(argv)
+    ready_stream = sys.stdout
+    # Only the READY line belongs on stdout: moto print()s diagnostics, send them to stderr.
+    sys.stdout = sys.stderr
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("werkzeug").setLevel(logging.WARNING if args.quiet else logging.INFO)
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    apply_moto_patches()
+    counter = RequestCounter()
+    server = make_server(args.host, args.port, build_app(counter))
+    port = server.server_port
+    serving = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="serve", daemon=True
+    )
+    serving.start()
+    LOG.info("moto listening on %s:%d", args.host, port)
+    ready_stream.write(READY_LINE.format(port=port) + "\n")
+    ready_stream.flush()
+
+    if args.exit_on_stdin_eof:
+        def watch_stdin() -> None:
+            while sys.stdin.buffer.read(4096):
+                pass
+            LOG.info("stdin closed, stopping")
+            stop.set()
+
+        threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()
+
+    while not stop.wait(0.5):
+        pass
+    server.shutdown()
+    server.server_close()
+    LOG.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
