@@ -20,7 +20,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -124,11 +124,21 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
     };
     match path {
         "/metrics" => get_only(&|| {
-            let mut r = text(StatusCode::OK, state.metrics.render());
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(metrics::CONTENT_TYPE),
-            );
+            // Prometheus asks for OpenMetrics; everything else gets the classic text format.
+            let openmetrics = req
+                .headers()
+                .get_all(ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            let (body, content_type) = if openmetrics {
+                (state.metrics.render(), metrics::OPENMETRICS_CONTENT_TYPE)
+            } else {
+                (state.metrics.render_text(), metrics::TEXT_CONTENT_TYPE)
+            };
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             r
         }),
         "/healthz" => get_only(&|| text(StatusCode::OK, "ok\n")),

@@ -19,8 +19,11 @@ use prometheus_client::registry::Registry;
 
 use crate::view::{Managed, SecretStatus};
 
-/// The OpenMetrics content type of the exposition.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the OpenMetrics exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text exposition (format 0.0.4).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Label set of per-secret series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -263,117 +266,117 @@ impl Metrics {
         };
         registry.register(
             "keywarden_secret_info",
-            "Static facts about a watched secret (value 1).",
+            "Static facts about a watched secret (value 1)",
             m.secret_info.clone(),
         );
         registry.register(
             "keywarden_secret_present",
-            "1 if the secret exists in Secrets Manager and is not scheduled for deletion.",
+            "1 if the secret exists in Secrets Manager and is not scheduled for deletion",
             m.secret_present.clone(),
         );
         registry.register(
             "keywarden_secret_last_rotated_timestamp_seconds",
-            "Creation time of the AWSCURRENT version (else LastRotatedDate, else CreatedDate).",
+            "Creation time of the AWSCURRENT version (else LastRotatedDate, else CreatedDate)",
             m.last_rotated.clone(),
         );
         registry.register(
             "keywarden_secret_rotation_interval_seconds",
-            "Rotation policy of the secret.",
+            "Rotation policy of the secret",
             m.interval.clone(),
         );
         registry.register(
             "keywarden_secret_rotation_due_timestamp_seconds",
-            "When the next rotation is due: last rotation plus interval.",
+            "When the next rotation is due: last rotation plus interval",
             m.due.clone(),
         );
         registry.register(
             "keywarden_secret_rotation_scheduled_timestamp_seconds",
-            "When AWS will rotate the secret next (only with AWS rotation enabled).",
+            "When AWS will rotate the secret next (only with AWS rotation enabled)",
             m.scheduled.clone(),
         );
         registry.register(
             "keywarden_secret_rotation_enabled",
-            "1 if AWS-side rotation is enabled.",
+            "1 if AWS-side rotation is enabled",
             m.rotation_enabled.clone(),
         );
         registry.register(
             "keywarden_secret_rotation_pending",
-            "1 if a version other than AWSCURRENT carries AWSPENDING.",
+            "1 if a version other than AWSCURRENT carries AWSPENDING",
             m.pending.clone(),
         );
         registry.register(
             "keywarden_secret_last_accessed_timestamp_seconds",
-            "LastAccessedDate as AWS reports it (to the day).",
+            "LastAccessedDate as AWS reports it (to the day)",
             m.last_accessed.clone(),
         );
         registry.register(
             "keywarden_secret_access_events",
-            "CloudTrail events about the secret, each counted once.",
+            "CloudTrail events about the secret, each counted once",
             m.access_events.clone(),
         );
         registry.register(
             "keywarden_secret_access_anomalies",
-            "Access anomalies detected on the secret.",
+            "Access anomalies detected on the secret",
             m.access_anomalies.clone(),
         );
         registry.register(
             "keywarden_secret_principals",
-            "Distinct principals that read the secret within the baseline window.",
+            "Distinct principals that read the secret within the baseline window",
             m.principals.clone(),
         );
         registry.register(
             "keywarden_reminders_sent",
-            "Pre-rotation reminders accepted by SNS.",
+            "Pre-rotation reminders accepted by SNS",
             m.reminders_sent.clone(),
         );
         registry.register(
             "keywarden_reminder_failures",
-            "Failed attempts to publish a reminder (each is retried).",
+            "Failed attempts to publish a reminder (each is retried)",
             m.reminder_failures.clone(),
         );
         registry.register(
             "keywarden_rotations",
-            "Rotations run by keywarden, by trigger and result.",
+            "Rotations run by keywarden, by trigger and result",
             m.rotations.clone(),
         );
         registry.register(
             "keywarden_rotation_duration_seconds",
-            "Time from the start of a rotation to its new AWSCURRENT.",
+            "Time from the start of a rotation to its new AWSCURRENT",
             m.rotation_duration.clone(),
         );
         registry.register(
             "keywarden_rotation_in_progress",
-            "1 while a rotation of the secret is under way.",
+            "1 while a rotation of the secret is under way",
             m.rotation_in_progress.clone(),
         );
         registry.register(
             "keywarden_incidents",
-            "Compromise incidents opened for the secret.",
+            "Compromise incidents opened for the secret",
             m.incidents.clone(),
         );
         registry.register(
             "keywarden_incident_open",
-            "1 while a compromise incident on the secret is open.",
+            "1 while a compromise incident on the secret is open",
             m.incident_open.clone(),
         );
         registry.register(
             "keywarden_poll_duration_seconds",
-            "Duration of one poll cycle.",
+            "Duration of one poll cycle",
             m.poll_duration.clone(),
         );
         registry.register(
             "keywarden_poll_errors",
-            "Failed poll cycles by source and error kind.",
+            "Failed poll cycles by source and error kind",
             m.poll_errors.clone(),
         );
         registry.register(
             "keywarden_last_successful_poll_timestamp_seconds",
-            "End of the last poll cycle that succeeded.",
+            "End of the last poll cycle that succeeded",
             m.last_successful_poll.clone(),
         );
         registry.register(
             "keywarden_aws_requests",
-            "AWS API calls made by keywarden, by outcome.",
+            "AWS API calls made by keywarden, by outcome",
             m.aws_requests.clone(),
         );
         let build: Family<BuildLabels, Gauge> = Family::default();
@@ -384,7 +387,7 @@ impl Metrics {
             .set(1);
         registry.register(
             "keywarden_build_info",
-            "Build information (value 1).",
+            "Build information (value 1)",
             build,
         );
         for source in ["metadata", "access"] {
@@ -412,6 +415,12 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// Encodes the exposition in the Prometheus text format 0.0.4, for clients that do not
+    /// ask for OpenMetrics (curl, `promtool check metrics`, older scrapers).
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render())
     }
 
     /// Counts one AWS call.
@@ -621,5 +630,110 @@ fn set_or_remove(family: &Family<SecretLabel, Gauge>, label: &SecretLabel, value
         None => {
             family.remove(label);
         }
+    }
+}
+
+/// Converts prometheus-client's OpenMetrics text into the Prometheus text format 0.0.4: counter
+/// families are named with their `_total` suffix in `# HELP` and `# TYPE`, and the OpenMetrics-only
+/// `# UNIT` and `# EOF` lines are dropped. Sample lines are unchanged.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some(pending) = help.replace(rest) {
+                push_help(&mut out, pending, false);
+            }
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let counter = kind == "counter";
+            if let Some(pending) = help.take() {
+                push_help(&mut out, pending, counter);
+            }
+            out.push_str("# TYPE ");
+            out.push_str(name);
+            if counter {
+                out.push_str("_total");
+            }
+            out.push(' ');
+            out.push_str(if kind == "info" || kind == "stateset" { "gauge" } else { kind });
+            out.push('\n');
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        } else {
+            if let Some(pending) = help.take() {
+                push_help(&mut out, pending, false);
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if let Some(pending) = help.take() {
+        push_help(&mut out, pending, false);
+    }
+    out
+}
+
+fn push_help(out: &mut String, rest: &str, counter: bool) {
+    let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+    out.push_str("# HELP ");
+    out.push_str(name);
+    if counter {
+        out.push_str("_total");
+    }
+    out.push(' ');
+    out.push_str(text);
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_get_total_names_in_text_format() {
+        let om = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 2\n\
+                  # HELP b Gauge.\n# TYPE b gauge\n# UNIT b seconds\nb 1\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(om),
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{x=\"1\"} 2\n\
+             # HELP b Gauge.\n# TYPE b gauge\nb 1\n"
+        );
+    }
+
+    #[test]
+    fn removed_secrets_lose_every_series() {
+        use crate::config::{Severity, Strategy};
+        use crate::view::Managed;
+        let m = Metrics::new();
+        m.set_leads(vec!["14d".into()]);
+        let s = SecretStatus {
+            name: "GONE".into(),
+            id: "svc/gone".into(),
+            arn: None,
+            managed: Managed::Inventory,
+            severity: Severity::High,
+            impact: "x".into(),
+            strategy: Strategy::Random,
+            present: true,
+            deletion_scheduled: false,
+            last_rotated: Some(1),
+            interval_seconds: Some(2),
+            due: Some(3),
+            overdue: false,
+            scheduled: Some(4),
+            rotation_enabled: true,
+            pending: false,
+            last_accessed: Some(5),
+            current_version: None,
+            observed_at: 6,
+        };
+        m.sync_secrets([&s]);
+        let before = m.render();
+        assert!(before.contains("keywarden_secret_rotation_due_timestamp_seconds{secret=\"GONE\"} 3"));
+        assert!(before.contains("keywarden_reminders_sent_total{secret=\"GONE\",lead=\"14d\"} 0"));
+        m.sync_secrets([]);
+        let after = m.render();
+        assert!(!after.contains("GONE"), "{after}");
     }
 }

@@ -68,6 +68,13 @@ where
     let kind = match e {
         SdkError::TimeoutError(_) => AwsErrorKind::Timeout,
         SdkError::DispatchFailure(d) if d.is_timeout() => AwsErrorKind::Timeout,
+        SdkError::DispatchFailure(d) if d.is_io() => AwsErrorKind::Network,
+        // The SDK reports a failed credentials chain as a dispatch failure of kind "other".
+        SdkError::DispatchFailure(d)
+            if d.as_connector_error().is_some_and(|c| mentions_credentials(c)) =>
+        {
+            AwsErrorKind::Auth
+        }
         SdkError::DispatchFailure(_) => AwsErrorKind::Network,
         SdkError::ResponseError(_) => AwsErrorKind::Other,
         SdkError::ServiceError(s) => s
@@ -82,6 +89,18 @@ where
         kind,
         message: DisplayErrorContext(e).to_string(),
     }
+}
+
+/// Whether any error in the chain is about loading credentials.
+fn mentions_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if err.to_string().contains("credentials") {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 pub(crate) fn to_chrono(t: Option<&AwsDateTime>) -> Option<DateTime<Utc>> {

@@ -1,0 +1,208 @@
+//! `keywarden check-config`: the example passes, and every kind of bad input is reported with
+//! file:line:column, the key and what was expected, with exit code 64.
+
+use crate::support::{keywarden_command, root};
+
+fn check(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = keywarden_command()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts exit 64 and a message `bad.toml:LINE:COL: KEY: ...EXPECTED...`.
+fn rejects(text: &str, line: usize, col: usize, key: &str, expected: &str) {
+    let (code, _, stderr) = check(text);
+    assert_eq!(code, 64, "exit code; stderr: {stderr}");
+    let location = format!("bad.toml:{line}:{col}: {key}: ");
+    assert!(stderr.contains(&location), "{location:?} not in {stderr:?}");
+    assert!(stderr.contains(expected), "{expected:?} not in {stderr:?}");
+}
+
+const SECRET: &str = "[[secret]]\nname = \"JWT_SECRET\"\nid = \"svc/jwt\"\n";
+
+#[test]
+fn example_config_is_valid() {
+    let out = keywarden_command()
+        .args(["check-config", "--config"])
+        .arg(root().join("config/keywarden.example.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok (5 secrets"), "{stdout}");
+}
+
+#[test]
+fn demo_config_is_valid() {
+    let out = keywarden_command()
+        .args(["check-config", "--config"])
+        .arg(root().join("config/demo.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn unknown_key() {
+    rejects(
+        "[poll]\nmetadata_every = \"60s\"\nmetadata_evry = \"30s\"\n",
+        3,
+        1,
+        "poll.metadata_evry",
+        "unknown field `metadata_evry`, expected",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    rejects(
+        &format!("{SECRET}rotate_every = \"90 days\"\n"),
+        4,
+        16,
+        "secret[0].rotate_every",
+        "expected a duration such as \"90d\"",
+    );
+}
+
+#[test]
+fn bad_cron() {
+    rejects(
+        &format!("{SECRET}window = \"cron(0 3 * * TUE *)\"\n"),
+        4,
+        10,
+        "secret[0].window",
+        "expected an AWS schedule expression",
+    );
+}
+
+#[test]
+fn bad_rate() {
+    rejects(
+        &format!("{SECRET}window = \"rate(0 days)\"\n"),
+        4,
+        10,
+        "secret[0].window",
+        "expected an AWS schedule expression",
+    );
+}
+
+#[test]
+fn bad_cidr() {
+    rejects(
+        &format!("{SECRET}allowed_sources = [\"10.0.0.0/8\", \"10.1.2.3/40\"]\n"),
+        4,
+        34,
+        "secret[0].allowed_sources[1]",
+        "expected a CIDR block",
+    );
+}
+
+#[test]
+fn bad_glob() {
+    rejects(
+        &format!("{SECRET}consumers = [\"arn:aws:sts::1:assumed-role/{{a,b/*\"]\n"),
+        4,
+        14,
+        "secret[0].consumers[0]",
+        "expected a glob over principal ARNs",
+    );
+}
+
+#[test]
+fn duplicate_name() {
+    rejects(
+        &format!("{SECRET}\n[[secret]]\nname = \"JWT_SECRET\"\nid = \"svc/other\"\n"),
+        6,
+        8,
+        "secret[1].name",
+        "duplicate secret name \"JWT_SECRET\"",
+    );
+}
+
+#[test]
+fn missing_id() {
+    rejects(
+        "[[secret]]\nname = \"JWT_SECRET\"\nrotate_every = \"90d\"\n",
+        1,
+        1,
+        "secret[0].id",
+        "missing field `id`",
+    );
+}
+
+#[test]
+fn inline_token() {
+    rejects(
+        "[server]\nlisten = \"127.0.0.1:9717\"\nadmin_token = \"s3cr3t-t0ken\"\n",
+        3,
+        15,
+        "server.admin_token",
+        "tokens are never written in the configuration",
+    );
+    // The token itself is never echoed back.
+    let (_, _, stderr) = check("[server]\nadmin_token = \"s3cr3t-t0ken\"\n");
+    assert!(!stderr.contains("s3cr3t-t0ken"), "{stderr}");
+}
+
+#[test]
+fn token_in_env_name() {
+    rejects(
+        "[server]\nadmin_token_env = \"hunter2 is my token\"\n",
+        2,
+        19,
+        "server.admin_token_env",
+        "name of an environment variable",
+    );
+}
+
+#[test]
+fn unknown_strategy() {
+    rejects(
+        &format!("{SECRET}rotation = {{ strategy = \"rot13\" }}\n"),
+        4,
+        25,
+        "secret[0].rotation.strategy",
+        "unknown variant `rot13`, expected one of `lambda`, `random`, `dual-key`",
+    );
+}
+
+#[test]
+fn strategy_needs_master_secret() {
+    rejects(
+        &format!("{SECRET}rotation = {{ strategy = \"postgres\" }}\n"),
+        4,
+        25,
+        "secret[0].rotation.master_secret",
+        "needs master_secret",
+    );
+}
+
+#[test]
+fn missing_file_is_a_usage_error() {
+    let out = keywarden_command()
+        .args(["check-config", "--config", "/nonexistent/keywarden.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/keywarden.toml: cannot read"), "{stderr}");
+}
+
+#[test]
+fn toml_syntax_error_is_located() {
+    rejects("[server\nlisten = 1\n", 1, 8, "(document)", "");
+}

@@ -1,0 +1,9 @@
+//! keywarden's integration tests: one binary, shared support code, real parts (moto, promtool,
+//! the keywarden binary itself).
+
+mod support;
+
+mod config_check;
+mod http_server;
+mod metadata;
+mod store_crash;

@@ -1,0 +1,111 @@
+//! The store under kill -9: a child process writes transactions and acknowledges each one after
+//! commit; it is killed at a random moment; the store must be intact and hold every
+//! acknowledged write, and no half of any transaction.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use keywarden::store::Store;
+use rusqlite::params;
+
+const CHILD_ENV: &str = "KEYWARDEN_TEST_CRASH_WRITER_DB";
+
+/// One transaction: a reminder row plus the running count in `meta`, committed together.
+fn write_one(store: &Store, i: i64) {
+    store
+        .with(
+            |c| {
+                let tx = c.transaction()?;
+                tx.execute(
+                    "INSERT INTO reminders (secret, due, lead_seconds, kind, state, created_at)
+                     VALUES (?1, ?2, 1209600, 'due', 'pending', ?2)",
+                    params![format!("secret-{i}"), i],
+                )?;
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('count', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [i.to_string()],
+                )?;
+                tx.commit()
+            },
+            "write",
+        )
+        .unwrap();
+}
+
+fn check(store: &Store) -> i64 {
+    assert!(store.integrity_check().unwrap().is_empty());
+    let rows: i64 = store
+        .with(|c| c.query_row("SELECT COUNT(*) FROM reminders", [], |r| r.get(0)), "count")
+        .unwrap();
+    let count: i64 = store
+        .get_meta("count")
+        .unwrap()
+        .map_or(0, |v| v.parse().unwrap());
+    assert_eq!(rows, count, "a transaction was torn: {rows} rows, meta says {count}");
+    rows
+}
+
+/// In the child (env set): writes until killed, printing `ACK i` after each commit.
+/// Run directly: writes 200 transactions in-process and checks them.
+#[test]
+fn crash_writer_child() {
+    match std::env::var_os(CHILD_ENV) {
+        Some(path) => {
+            let store = Store::open(std::path::Path::new(&path)).unwrap();
+            // Continue after what earlier rounds committed.
+            let start = check(&store) + 1;
+            let mut out = std::io::stdout().lock();
+            for i in start.. {
+                write_one(&store, i);
+                writeln!(out, "ACK {i}").unwrap();
+                out.flush().unwrap();
+            }
+        }
+        None => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("s.db")).unwrap();
+            for i in 1..=200 {
+                write_one(&store, i);
+            }
+            assert_eq!(check(&store), 200);
+        }
+    }
+}
+
+#[test]
+fn store_survives_kill_9_in_the_middle_of_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let mut total_acked = 0;
+    for (round, stop_after) in [37_i64, 151, 403].into_iter().enumerate() {
+        let stop_after = total_acked + stop_after;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["store_crash::crash_writer_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut acked = 0;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(n) = line.strip_prefix("ACK ") {
+                acked = n.parse::<i64>().unwrap();
+                if acked >= stop_after {
+                    break;
+                }
+            }
+        }
+        // Kill while it keeps writing.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let store = Store::open(&db).unwrap();
+        let rows = check(&store);
+        // Every acknowledged write is there (one more may have committed before its ACK).
+        assert!(rows >= acked && rows <= acked + 1, "round {round}: {rows} rows, {acked} acknowledged");
+        assert!(acked > total_acked, "round {round} made no progress");
+        total_acked = acked;
+    }
+}

@@ -1,0 +1,571 @@
+//! Shared support for the integration tests: the moto launcher, the keywarden binary as a child
+//! process, a small HTTP client and a parser for the metrics exposition.
+//!
+//! Nothing here skips: a missing dependency fails the test with the command that installs it.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager as sm;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python of the project's virtualenv, with moto installed.
+pub fn venv_python() -> PathBuf {
+    let python = root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test (it creates .venv), or: python3 -m venv .venv && \
+         .venv/bin/pip install 'moto[server]==5.2.5'",
+        python.display()
+    );
+    python
+}
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}
+
+/// Current time in whole seconds since the epoch.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A running moto launcher (`tests/support/moto_server.py`).
+pub struct Moto {
+    child: Option<Child>,
+    /// The loopback port it serves on.
+    pub port: u16,
+}
+
+impl Moto {
+    /// Starts moto on a free port and waits for its READY line.
+    pub fn start() -> Moto {
+        Moto::start_on(0)
+    }
+
+    fn start_on(port: u16) -> Moto {
+        let python = venv_python();
+        let mut child = Command::new(python)
+            .arg(root().join("tests/support/moto_server.py"))
+            .args(["--port", &port.to_string(), "--quiet", "--exit-on-stdin-eof"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tests/support/moto_server.py");
+        let stdout = child.stdout.take().expect("moto stdout is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut reader = BufReader::new(stdout);
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so moto never blocks on a full pipe.
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("moto did not print its READY line within 30 s");
+        let port = line
+            .trim()
+            .strip_prefix("KEYWARDEN-MOTO-READY port=")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from moto: {line:?}"));
+        Moto {
+            child: Some(child),
+            port,
+        }
+    }
+
+    /// The endpoint URL to give keywarden and the SDK.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops moto (SIGTERM, then waits).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "TERM");
+            let _ = wait_timeout(&mut child, Duration::from_secs(10));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts moto again on the same port (its state is empty).
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // The port may linger briefly; retry until it binds.
+            let attempt = std::panic::catch_unwind(|| Moto::start_on(self.port));
+            match attempt {
+                Ok(mut m) => {
+                    self.child = m.child.take();
+                    return;
+                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+    }
+
+    /// A Secrets Manager client against this moto.
+    pub async fn secrets_client(&self) -> sm::Client {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(sm::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .load()
+            .await;
+        sm::Client::new(&conf)
+    }
+
+    /// Calls the launcher's control API.
+    pub async fn control(&self, method: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let (status, _, body) = http(
+            method,
+            &format!("{}/_keywarden/{path}", self.endpoint()),
+            &[("content-type", "application/json")],
+            Some(body.to_string()),
+        )
+        .await;
+        let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+        (status, value)
+    }
+
+    /// Sets a secret's stored dates (see the launcher's docs).
+    pub async fn set_dates(&self, body: serde_json::Value) {
+        let (status, answer) = self.control("POST", "secret-dates", body).await;
+        assert_eq!(status, 200, "secret-dates failed: {answer}");
+    }
+
+    /// AWS requests moto served, by `service:Operation`.
+    pub async fn requests(&self) -> BTreeMap<String, u64> {
+        let (status, v) = self.control("GET", "requests", serde_json::Value::Null).await;
+        assert_eq!(status, 200);
+        serde_json::from_value(v).expect("request counts are a map")
+    }
+
+    /// Resets the request counts.
+    pub async fn reset_requests(&self) {
+        let (status, _) = self.control("DELETE", "requests", serde_json::Value::Null).await;
+        assert_eq!(status, 200);
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Creates a secret with a value and makes its current value `age_days` old (exact seconds).
+/// Returns the creation timestamp set.
+pub async fn create_aged_secret(moto: &Moto, client: &sm::Client, name: &str, age_days: i64) -> i64 {
+    client
+        .create_secret()
+        .name(name)
+        .secret_string(format!("value-of-{name}-{}", uuid_like()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e:?}"));
+    let created = now() - age_days * 86_400;
+    moto.set_dates(serde_json::json!({
+        "secret_id": name,
+        "created": created,
+        "current_version_created": created,
+    }))
+    .await;
+    created
+}
+
+/// A random-enough token for test values.
+pub fn uuid_like() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{n:x}")
+}
+
+/// Sends a POSIX signal to a child.
+pub fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status();
+}
+
+/// Waits for a child up to `limit`; `None` if it is still running.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP request; returns status, headers and body text.
+pub async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> (u16, Vec<(String, String)>, String) {
+    let client: Client<_, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .expect("valid request");
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {url} timed out"))
+        .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    (status, headers, body)
+}
+
+/// One sample of the exposition.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Metric name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+/// A parsed exposition.
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    /// The raw text.
+    pub text: String,
+    /// Every sample.
+    pub samples: Vec<Sample>,
+}
+
+impl Scrape {
+    /// Parses Prometheus text (no escapes in label values beyond `\"`, enough for our labels).
+    pub fn parse(text: &str) -> Scrape {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
+            let value: f64 = value.parse().unwrap_or(f64::NAN);
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let mut map = BTreeMap::new();
+            let mut rest = labels;
+            while let Some((key, after)) = rest.split_once("=\"") {
+                let mut end = 0;
+                let bytes = after.as_bytes();
+                while end < bytes.len() && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\')) {
+                    end += 1;
+                }
+                map.insert(key.trim_start_matches(',').to_string(), after[..end].replace("\\\"", "\""));
+                rest = after.get(end + 1..).unwrap_or("");
+            }
+            samples.push(Sample {
+                name: name.to_string(),
+                labels: map,
+                value,
+            });
+        }
+        Scrape {
+            text: text.to_string(),
+            samples,
+        }
+    }
+
+    /// The value of the one series `name` whose labels include `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut found = self.samples.iter().filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        });
+        let first = found.next()?;
+        assert!(
+            found.next().is_none(),
+            "more than one series of {name} matches {labels:?}"
+        );
+        Some(first.value)
+    }
+
+    /// Sum over every series of `name` whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
+    /// Whether any series mentions `secret`.
+    pub fn mentions_secret(&self, secret: &str) -> bool {
+        self.samples
+            .iter()
+            .any(|s| s.labels.get("secret").map(String::as_str) == Some(secret))
+    }
+}
+
+/// A keywarden daemon run as a child process with its own temp dir.
+pub struct Daemon {
+    child: Option<Child>,
+    /// The temp dir with the config, the store and the log.
+    pub dir: tempfile::TempDir,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// The keywarden binary built by cargo for these tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_keywarden"))
+}
+
+/// A `Command` for the binary with a scrubbed environment (dummy AWS credentials only).
+pub fn keywarden_command() -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("KEYWARDEN_LOG", "debug,aws_config=warn,aws_smithy_runtime=warn,hyper=warn");
+    cmd
+}
+
+impl Daemon {
+    /// Writes `config` (with `{listen}`, `{state}` and `{dir}` substituted) and starts the
+    /// daemon, waiting until `/healthz` answers.
+    pub async fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        Daemon::start_in(dir, port, config).await
+    }
+
+    /// Starts a daemon in an existing dir and port (used to restart).
+    pub async fn start_in(dir: tempfile::TempDir, port: u16, config: &str) -> Daemon {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let text = config
+            .replace("{listen}", &addr.to_string())
+            .replace("{state}", &dir.path().join("state.db").display().to_string())
+            .replace("{dir}", &dir.path().display().to_string());
+        let config_path = dir.path().join("keywarden.toml");
+        std::fs::write(&config_path, text).expect("write config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("keywarden.log"))
+            .expect("open log");
+        let child = keywarden_command()
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn keywarden");
+        let mut d = Daemon {
+            child: Some(child),
+            dir,
+            addr,
+        };
+        d.wait_healthy().await;
+        d
+    }
+
+    async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("keywarden exited early with {status}; log:\n{}", self.log());
+                }
+            }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                let (status, _, _) = http("GET", &self.url("/healthz"), &[], None).await;
+                if status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "keywarden did not become healthy; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `http://addr{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("keywarden.log")).unwrap_or_default()
+    }
+
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = http("GET", &self.url(path), &[], None).await;
+        (status, body)
+    }
+
+    /// Scrapes `/metrics` (Prometheus text format).
+    pub async fn scrape(&self) -> Scrape {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "metrics: {body}");
+        Scrape::parse(&body)
+    }
+
+    /// Waits until `check` holds on a scrape, or fails with the log.
+    pub async fn wait_for<F: Fn(&Scrape) -> bool>(&self, what: &str, limit: Duration, check: F) -> Scrape {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.scrape().await;
+            if check(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last scrape:\n{}\nlog:\n{}",
+                s.text,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Number of completed metadata poll cycles.
+    pub fn metadata_cycles(s: &Scrape) -> f64 {
+        s.get("keywarden_poll_duration_seconds_count", &[("source", "metadata")])
+            .unwrap_or(0.0)
+    }
+
+    /// Sends a signal and waits for exit; returns the status and how long it took.
+    pub fn stop_with(&mut self, sig: &str, limit: Duration) -> (Option<ExitStatus>, Duration) {
+        let mut child = self.child.take().expect("daemon is running");
+        let started = Instant::now();
+        signal(&child, sig);
+        let status = wait_timeout(&mut child, limit);
+        let took = started.elapsed();
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        (status, took)
+    }
+
+    /// Kills the daemon with SIGKILL and returns its dir for a restart.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!("---- keywarden log ----\n{}", self.log());
+            }
+        }
+    }
+}
+
+/// Runs `promtool check metrics` on an exposition; fails the test with its output.
+pub fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run promtool ({e}): install it with `apt-get install prometheus` (scripts/test does)")
+        });
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Path helper for test files.
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
