@@ -356,42 +356,27 @@ impl<'de> Deserialize<'de> for ConfigSchedule {
     }
 }
 
-/// A CIDR block such as `10.0.0.0/8`.
-#[derive(Debug, Clone)]
-struct ConfigCidr(IpNet);
-
-impl<'de> Deserialize<'de> for ConfigCidr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.trim().parse::<IpNet>().map(ConfigCidr).map_err(|_| {
-            de::Error::custom(format!(
-                "expected a CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\", found {text:?}"
-            ))
-        })
-    }
+/// Parses a CIDR block such as `10.0.0.0/8`.
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    text.trim().parse::<IpNet>().map_err(|_| {
+        format!("expected a CIDR block such as \"10.0.0.0/8\" or \"2001:db8::/32\", found {text:?}")
+    })
 }
 
-/// A glob over principal ARNs.
-#[derive(Debug, Clone)]
-struct ConfigGlob(String, Glob);
-
-impl<'de> Deserialize<'de> for ConfigGlob {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if text.trim().is_empty() {
-            return Err(de::Error::custom(
-                "expected a glob over principal ARNs such as \"arn:aws:sts::123456789012:assumed-role/app-*/*\", found an empty string",
-            ));
-        }
-        Glob::new(&text)
-            .map(|g| ConfigGlob(text.clone(), g))
-            .map_err(|e| {
-                de::Error::custom(format!(
-                    "expected a glob over principal ARNs such as \"arn:aws:sts::123456789012:assumed-role/app-*/*\", found {text:?}: {}",
-                    e.kind()
-                ))
-            })
+/// Compiles a glob over principal ARNs.
+fn parse_glob(text: &str) -> Result<Glob, String> {
+    const EXAMPLE: &str = "\"arn:aws:sts::123456789012:assumed-role/app-*/*\"";
+    if text.trim().is_empty() {
+        return Err(format!(
+            "expected a glob over principal ARNs such as {EXAMPLE}, found an empty string"
+        ));
     }
+    Glob::new(text).map_err(|e| {
+        format!(
+            "expected a glob over principal ARNs such as {EXAMPLE}, found {text:?}: {}",
+            e.kind()
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,9 +479,9 @@ struct RawSecret {
     severity: Option<Severity>,
     impact: Option<String>,
     #[serde(default)]
-    consumers: Vec<ConfigGlob>,
+    consumers: Vec<Spanned<String>>,
     #[serde(default)]
-    allowed_sources: Vec<ConfigCidr>,
+    allowed_sources: Vec<Spanned<String>>,
     window: Option<ConfigSchedule>,
     rotation: Option<RawRotation>,
     #[serde(default)]
@@ -812,9 +797,18 @@ fn validate(raw: RawConfig, loc: &Locator<'_>, path: &Path) -> Result<Config, Co
         }
         let mut builder = GlobSetBuilder::new();
         let mut consumers = Vec::with_capacity(s.consumers.len());
-        for ConfigGlob(text, glob) in s.consumers {
+        for (j, pattern) in s.consumers.iter().enumerate() {
+            let glob = parse_glob(pattern.get_ref())
+                .map_err(|m| loc.at(pattern, &key(&format!("consumers[{j}]")), m))?;
             builder.add(glob);
-            consumers.push(text);
+            consumers.push(pattern.get_ref().clone());
+        }
+        let mut allowed_sources = Vec::with_capacity(s.allowed_sources.len());
+        for (j, cidr) in s.allowed_sources.iter().enumerate() {
+            allowed_sources.push(
+                parse_cidr(cidr.get_ref())
+                    .map_err(|m| loc.at(cidr, &key(&format!("allowed_sources[{j}]")), m))?,
+            );
         }
         let consumer_set = builder.build().map_err(|e| {
             loc.at(
@@ -850,7 +844,7 @@ fn validate(raw: RawConfig, loc: &Locator<'_>, path: &Path) -> Result<Config, Co
             impact: s.impact.unwrap_or_default(),
             consumers,
             consumer_set,
-            allowed_sources: s.allowed_sources.into_iter().map(|c| c.0).collect(),
+            allowed_sources,
             window: s.window.map(|w| w.0),
             rotation,
             hooks,
@@ -953,14 +947,16 @@ fn validate_rotation(
 ) -> Result<RotationSpec, ConfigError> {
     let strategy = *r.strategy.get_ref();
     let bytes = match &r.bytes {
-        Some(b) if !strategy.generates_bytes() => return Err(loc.at(
-            b,
-            &format!("{key}.bytes"),
-            format!(
+        Some(b) if !strategy.generates_bytes() => {
+            return Err(loc.at(
+                b,
+                &format!("{key}.bytes"),
+                format!(
                 "`bytes` applies to the random, dual-key and primary-secondary strategies, not {}",
                 strategy.as_str()
             ),
-        )),
+            ))
+        }
         Some(b) if !(16..=4096).contains(b.get_ref()) => {
             return Err(loc.at(
                 b,

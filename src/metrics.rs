@@ -385,11 +385,7 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
-        registry.register(
-            "keywarden_build_info",
-            "Build information (value 1)",
-            build,
-        );
+        registry.register("keywarden_build_info", "Build information (value 1)", build);
         for source in ["metadata", "access"] {
             // Histograms exist from the first scrape so that rate() has a start.
             let _ = m.poll_duration.get_or_create(&SourceLabel { source });
@@ -656,7 +652,11 @@ pub fn openmetrics_to_text(openmetrics: &str) -> String {
                 out.push_str("_total");
             }
             out.push(' ');
-            out.push_str(if kind == "info" || kind == "stateset" { "gauge" } else { kind });
+            out.push_str(if kind == "info" || kind == "stateset" {
+                "gauge"
+            } else {
+                kind
+            });
             out.push('\n');
         } else if line.starts_with("# UNIT ") || line == "# EOF" {
             continue;
@@ -692,7 +692,8 @@ mod tests {
 
     #[test]
     fn counters_get_total_names_in_text_format() {
-        let om = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 2\n\
+        let om =
+            "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 2\n\
                   # HELP b Gauge.\n# TYPE b gauge\n# UNIT b seconds\nb 1\n# EOF\n";
         assert_eq!(
             openmetrics_to_text(om),
@@ -730,7 +731,9 @@ mod tests {
         };
         m.sync_secrets([&s]);
         let before = m.render();
-        assert!(before.contains("keywarden_secret_rotation_due_timestamp_seconds{secret=\"GONE\"} 3"));
+        assert!(
+            before.contains("keywarden_secret_rotation_due_timestamp_seconds{secret=\"GONE\"} 3")
+        );
         assert!(before.contains("keywarden_reminders_sent_total{secret=\"GONE\",lead=\"14d\"} 0"));
         m.sync_secrets([]);
         let after = m.render();

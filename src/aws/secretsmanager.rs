@@ -71,7 +71,8 @@ where
         SdkError::DispatchFailure(d) if d.is_io() => AwsErrorKind::Network,
         // The SDK reports a failed credentials chain as a dispatch failure of kind "other".
         SdkError::DispatchFailure(d)
-            if d.as_connector_error().is_some_and(|c| mentions_credentials(c)) =>
+            if d.as_connector_error()
+                .is_some_and(|c| mentions_credentials(c)) =>
         {
             AwsErrorKind::Auth
         }

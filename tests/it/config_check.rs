@@ -53,7 +53,11 @@ fn demo_config_is_valid() {
         .arg(root().join("config/demo.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -199,7 +203,10 @@ fn missing_file_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/nonexistent/keywarden.toml: cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/keywarden.toml: cannot read"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::{create_aged_secret, keywarden_command, now, promtool_check_metrics, Daemon, Moto};
+use crate::support::{
+    create_aged_secret, keywarden_command, now, promtool_check_metrics, Daemon, Moto,
+};
 
 /// The runbook's five secrets: (inventory name, Secrets Manager name, age in days, policy days).
 const RUNBOOK: [(&str, &str, i64, i64); 5] = [
@@ -11,7 +13,12 @@ const RUNBOOK: [(&str, &str, i64, i64); 5] = [
     ("SERVICE_TOKEN_SECRET", "event-service/s2s-secret", 35, 30),
     ("DATABASE_PASSWORD", "event-service/database", 10, 90),
     ("REDIS_PASSWORD", "event-service/redis", 95, 90),
-    ("API_KEY_ENCRYPTION_KEY", "event-service/api-key-encryption", 179, 180),
+    (
+        "API_KEY_ENCRYPTION_KEY",
+        "event-service/api-key-encryption",
+        179,
+        180,
+    ),
 ];
 
 fn inventory_config(moto: &Moto, every: &str, extra: &str) -> String {
@@ -92,7 +99,14 @@ async fn runbook_secrets_are_exact_to_the_second() {
         assert_eq!(due < t as f64, overdue, "{name} overdue");
         assert_eq!(s.get("keywarden_secret_present", &l), Some(1.0), "{name}");
         assert_eq!(
-            s.get("keywarden_secret_info", &[("secret", name), ("severity", "critical"), ("managed", "inventory")]),
+            s.get(
+                "keywarden_secret_info",
+                &[
+                    ("secret", name),
+                    ("severity", "critical"),
+                    ("managed", "inventory")
+                ]
+            ),
             Some(1.0)
         );
     }
@@ -102,7 +116,10 @@ async fn runbook_secrets_are_exact_to_the_second() {
         Some(0.0)
     );
     assert_eq!(
-        s.get("keywarden_secret_rotation_due_timestamp_seconds", &[("secret", "LEGACY_TOKEN")]),
+        s.get(
+            "keywarden_secret_rotation_due_timestamp_seconds",
+            &[("secret", "LEGACY_TOKEN")]
+        ),
         None
     );
     // AWS-side rotation and pending state.
@@ -113,23 +130,57 @@ async fn runbook_secrets_are_exact_to_the_second() {
         Some(next as f64)
     );
     assert_eq!(
-        s.get("keywarden_secret_rotation_scheduled_timestamp_seconds", &[("secret", "REDIS_PASSWORD")]),
+        s.get(
+            "keywarden_secret_rotation_scheduled_timestamp_seconds",
+            &[("secret", "REDIS_PASSWORD")]
+        ),
         None
     );
-    assert_eq!(s.get("keywarden_secret_rotation_pending", &[("secret", "JWT_SECRET")]), Some(1.0));
-    assert_eq!(s.get("keywarden_secret_rotation_pending", &[("secret", "REDIS_PASSWORD")]), Some(0.0));
+    assert_eq!(
+        s.get(
+            "keywarden_secret_rotation_pending",
+            &[("secret", "JWT_SECRET")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.get(
+            "keywarden_secret_rotation_pending",
+            &[("secret", "REDIS_PASSWORD")]
+        ),
+        Some(0.0)
+    );
     // Counters of later features exist at 0 from the first scrape.
     assert_eq!(
-        s.get("keywarden_rotations_total", &[("secret", "JWT_SECRET"), ("trigger", "manual"), ("result", "failure")]),
+        s.get(
+            "keywarden_rotations_total",
+            &[
+                ("secret", "JWT_SECRET"),
+                ("trigger", "manual"),
+                ("result", "failure")
+            ]
+        ),
         Some(0.0)
     );
     assert_eq!(
-        s.get("keywarden_secret_access_anomalies_total", &[("secret", "LEGACY_TOKEN"), ("kind", "new_principal")]),
+        s.get(
+            "keywarden_secret_access_anomalies_total",
+            &[("secret", "LEGACY_TOKEN"), ("kind", "new_principal")]
+        ),
         Some(0.0)
     );
-    assert_eq!(s.get("keywarden_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    assert_eq!(
+        s.get(
+            "keywarden_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
     assert!(
-        s.sum("keywarden_aws_requests_total", &[("operation", "ListSecrets"), ("outcome", "ok")]) >= 1.0
+        s.sum(
+            "keywarden_aws_requests_total",
+            &[("operation", "ListSecrets"), ("outcome", "ok")]
+        ) >= 1.0
     );
     promtool_check_metrics(&s.text);
 
@@ -137,12 +188,17 @@ async fn runbook_secrets_are_exact_to_the_second() {
     let (status, headers, body) = crate::support::http(
         "GET",
         &d.url("/metrics"),
-        &[("accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")],
+        &[(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )],
         None,
     )
     .await;
     assert_eq!(status, 200);
-    assert!(headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("application/openmetrics-text")));
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v.starts_with("application/openmetrics-text")));
     assert!(body.ends_with("# EOF\n"));
 
     // /secrets carries the same facts.
@@ -151,7 +207,10 @@ async fn runbook_secrets_are_exact_to_the_second() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let secrets = v["secrets"].as_array().unwrap();
     assert_eq!(secrets.len(), 6);
-    let redis = secrets.iter().find(|s| s["name"] == "REDIS_PASSWORD").unwrap();
+    let redis = secrets
+        .iter()
+        .find(|s| s["name"] == "REDIS_PASSWORD")
+        .unwrap();
     assert_eq!(redis["overdue"], true);
     assert_eq!(redis["due"], created[3] + 90 * 86_400);
 
@@ -162,9 +221,18 @@ async fn runbook_secrets_are_exact_to_the_second() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let jwt = rows.as_array().unwrap().iter().find(|s| s["name"] == "JWT_SECRET").unwrap();
+    let jwt = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "JWT_SECRET")
+        .unwrap();
     assert_eq!(jwt["last_rotated"], created[0]);
     assert_eq!(jwt["pending"], true);
     let out = keywarden_command()
@@ -175,12 +243,31 @@ async fn runbook_secrets_are_exact_to_the_second() {
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
     let header = table.lines().next().unwrap();
-    for column in ["SECRET", "PRESENT", "AGE", "INTERVAL", "DUE", "SCHEDULED", "PENDING"] {
+    for column in [
+        "SECRET",
+        "PRESENT",
+        "AGE",
+        "INTERVAL",
+        "DUE",
+        "SCHEDULED",
+        "PENDING",
+    ] {
         assert!(header.contains(column), "{header}");
     }
-    let redis_row = table.lines().find(|l| l.starts_with("REDIS_PASSWORD")).unwrap();
-    assert!(redis_row.contains(" 95d ") && redis_row.contains(" 90d ") && redis_row.contains("overdue 5d"), "{redis_row}");
-    let legacy_row = table.lines().find(|l| l.starts_with("LEGACY_TOKEN")).unwrap();
+    let redis_row = table
+        .lines()
+        .find(|l| l.starts_with("REDIS_PASSWORD"))
+        .unwrap();
+    assert!(
+        redis_row.contains(" 95d ")
+            && redis_row.contains(" 90d ")
+            && redis_row.contains("overdue 5d"),
+        "{redis_row}"
+    );
+    let legacy_row = table
+        .lines()
+        .find(|l| l.starts_with("LEGACY_TOKEN"))
+        .unwrap();
     assert!(legacy_row.contains(" no "), "{legacy_row}");
 }
 
@@ -220,7 +307,11 @@ async fn thousand_secrets_cost_one_list_page_per_hundred() {
     let first = wait_first_poll(&d).await;
     let c1 = Daemon::metadata_cycles(&first);
     assert_eq!(
-        first.samples.iter().filter(|s| s.name == "keywarden_secret_present").count(),
+        first
+            .samples
+            .iter()
+            .filter(|s| s.name == "keywarden_secret_present")
+            .count(),
         N
     );
     let s = d
@@ -232,7 +323,10 @@ async fn thousand_secrets_cost_one_list_page_per_hundred() {
     let s2 = d.scrape().await;
     let after = moto.requests().await;
     let cycles = Daemon::metadata_cycles(&s2);
-    let lists = s2.sum("keywarden_aws_requests_total", &[("operation", "ListSecrets")]);
+    let lists = s2.sum(
+        "keywarden_aws_requests_total",
+        &[("operation", "ListSecrets")],
+    );
     // Every completed cycle read exactly ceil(N/100) pages; a cycle under way may add a few.
     let per = N.div_ceil(100) as f64;
     assert!(
@@ -242,12 +336,23 @@ async fn thousand_secrets_cost_one_list_page_per_hundred() {
     let moto_lists = |m: &std::collections::BTreeMap<String, u64>| {
         m.get("secretsmanager:ListSecrets").copied().unwrap_or(0) as f64
     };
-    assert!(moto_lists(&before) <= lists && lists <= moto_lists(&after), "moto saw {before:?} / {after:?}, keywarden counted {lists}");
+    assert!(
+        moto_lists(&before) <= lists && lists <= moto_lists(&after),
+        "moto saw {before:?} / {after:?}, keywarden counted {lists}"
+    );
     // Version lookups: one per secret in the first cycle, none since.
-    let versions = |s: &crate::support::Scrape| s.sum("keywarden_aws_requests_total", &[("operation", "ListSecretVersionIds")]);
+    let versions = |s: &crate::support::Scrape| {
+        s.sum(
+            "keywarden_aws_requests_total",
+            &[("operation", "ListSecretVersionIds")],
+        )
+    };
     assert_eq!(versions(&s), N as f64);
     assert_eq!(versions(&s2), N as f64);
-    assert_eq!(after.get("secretsmanager:ListSecretVersionIds").copied(), Some(N as u64));
+    assert_eq!(
+        after.get("secretsmanager:ListSecretVersionIds").copied(),
+        Some(N as u64)
+    );
 }
 
 #[tokio::test]
@@ -263,17 +368,28 @@ async fn moto_outage_keeps_values_counts_errors_and_recovers() {
     moto.stop();
     let s = d
         .wait_for("network errors counted", Duration::from_secs(30), |s| {
-            s.get("keywarden_poll_errors_total", &[("source", "metadata"), ("kind", "network")])
-                .unwrap_or(0.0)
+            s.get(
+                "keywarden_poll_errors_total",
+                &[("source", "metadata"), ("kind", "network")],
+            )
+            .unwrap_or(0.0)
                 >= 1.0
         })
         .await;
     // The last values stay exported.
     assert_eq!(
-        s.get("keywarden_secret_rotation_due_timestamp_seconds", &[("secret", "JWT_SECRET")]),
+        s.get(
+            "keywarden_secret_rotation_due_timestamp_seconds",
+            &[("secret", "JWT_SECRET")]
+        ),
         Some((created + 90 * 86_400) as f64)
     );
-    assert!(s.sum("keywarden_aws_requests_total", &[("operation", "ListSecrets"), ("outcome", "error")]) >= 1.0);
+    assert!(
+        s.sum(
+            "keywarden_aws_requests_total",
+            &[("operation", "ListSecrets"), ("outcome", "error")]
+        ) >= 1.0
+    );
     // Not ready after three failed intervals.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -282,7 +398,10 @@ async fn moto_outage_keeps_values_counts_errors_and_recovers() {
             assert!(body.contains("metadata"), "{body}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "/readyz stayed {status}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz stayed {status}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -293,13 +412,19 @@ async fn moto_outage_keeps_values_counts_errors_and_recovers() {
         if status == 200 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "/readyz did not recover:\n{}", d.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz did not recover:\n{}",
+            d.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // moto restarted empty: the secret now reads as missing, and the daemon never exited.
-    d.wait_for("the secret to read as missing", Duration::from_secs(10), |s| {
-        s.get("keywarden_secret_present", &[("secret", "JWT_SECRET")]) == Some(0.0)
-    })
+    d.wait_for(
+        "the secret to read as missing",
+        Duration::from_secs(10),
+        |s| s.get("keywarden_secret_present", &[("secret", "JWT_SECRET")]) == Some(0.0),
+    )
     .await;
 }
 
@@ -317,9 +442,21 @@ async fn deleted_secrets_read_absent_and_discovered_series_leave() {
     ))
     .await;
     let s = wait_first_poll(&d).await;
-    assert_eq!(s.get("keywarden_secret_present", &[("secret", "event-service/extra-a")]), Some(1.0));
     assert_eq!(
-        s.get("keywarden_secret_info", &[("secret", "event-service/extra-b"), ("managed", "discovered")]),
+        s.get(
+            "keywarden_secret_present",
+            &[("secret", "event-service/extra-a")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.get(
+            "keywarden_secret_info",
+            &[
+                ("secret", "event-service/extra-b"),
+                ("managed", "discovered")
+            ]
+        ),
         Some(1.0)
     );
     // Scheduled for deletion: the inventory secret reads present 0.
@@ -344,6 +481,12 @@ async fn deleted_secrets_read_absent_and_discovered_series_leave() {
                 && !s.mentions_secret("event-service/extra-a")
         })
         .await;
-    assert_eq!(s.get("keywarden_secret_present", &[("secret", "event-service/extra-b")]), Some(1.0));
+    assert_eq!(
+        s.get(
+            "keywarden_secret_present",
+            &[("secret", "event-service/extra-b")]
+        ),
+        Some(1.0)
+    );
     assert!(!s.text.contains("extra-a"), "{}", s.text);
 }

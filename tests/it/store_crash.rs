@@ -36,13 +36,19 @@ fn write_one(store: &Store, i: i64) {
 fn check(store: &Store) -> i64 {
     assert!(store.integrity_check().unwrap().is_empty());
     let rows: i64 = store
-        .with(|c| c.query_row("SELECT COUNT(*) FROM reminders", [], |r| r.get(0)), "count")
+        .with(
+            |c| c.query_row("SELECT COUNT(*) FROM reminders", [], |r| r.get(0)),
+            "count",
+        )
         .unwrap();
     let count: i64 = store
         .get_meta("count")
         .unwrap()
         .map_or(0, |v| v.parse().unwrap());
-    assert_eq!(rows, count, "a transaction was torn: {rows} rows, meta says {count}");
+    assert_eq!(
+        rows, count,
+        "a transaction was torn: {rows} rows, meta says {count}"
+    );
     rows
 }
 
@@ -81,7 +87,12 @@ fn store_survives_kill_9_in_the_middle_of_writes() {
     for (round, stop_after) in [37_i64, 151, 403].into_iter().enumerate() {
         let stop_after = total_acked + stop_after;
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["store_crash::crash_writer_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "store_crash::crash_writer_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &db)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -104,7 +115,10 @@ fn store_survives_kill_9_in_the_middle_of_writes() {
         let store = Store::open(&db).unwrap();
         let rows = check(&store);
         // Every acknowledged write is there (one more may have committed before its ACK).
-        assert!(rows >= acked && rows <= acked + 1, "round {round}: {rows} rows, {acked} acknowledged");
+        assert!(
+            rows >= acked && rows <= acked + 1,
+            "round {round}: {rows} rows, {acked} acknowledged"
+        );
         assert!(acked > total_acked, "round {round} made no progress");
         total_acked = acked;
     }

@@ -65,7 +65,12 @@ impl Moto {
         let python = venv_python();
         let mut child = Command::new(python)
             .arg(root().join("tests/support/moto_server.py"))
-            .args(["--port", &port.to_string(), "--quiet", "--exit-on-stdin-eof"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--quiet",
+                "--exit-on-stdin-eof",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -123,7 +128,9 @@ impl Moto {
                     self.child = m.child.take();
                     return;
                 }
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
                 Err(e) => std::panic::resume_unwind(e),
             }
         }
@@ -143,7 +150,12 @@ impl Moto {
     }
 
     /// Calls the launcher's control API.
-    pub async fn control(&self, method: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    pub async fn control(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         let (status, _, body) = http(
             method,
             &format!("{}/_keywarden/{path}", self.endpoint()),
@@ -163,14 +175,18 @@ impl Moto {
 
     /// AWS requests moto served, by `service:Operation`.
     pub async fn requests(&self) -> BTreeMap<String, u64> {
-        let (status, v) = self.control("GET", "requests", serde_json::Value::Null).await;
+        let (status, v) = self
+            .control("GET", "requests", serde_json::Value::Null)
+            .await;
         assert_eq!(status, 200);
         serde_json::from_value(v).expect("request counts are a map")
     }
 
     /// Resets the request counts.
     pub async fn reset_requests(&self) {
-        let (status, _) = self.control("DELETE", "requests", serde_json::Value::Null).await;
+        let (status, _) = self
+            .control("DELETE", "requests", serde_json::Value::Null)
+            .await;
         assert_eq!(status, 200);
     }
 }
@@ -186,7 +202,12 @@ impl Drop for Moto {
 
 /// Creates a secret with a value and makes its current value `age_days` old (exact seconds).
 /// Returns the creation timestamp set.
-pub async fn create_aged_secret(moto: &Moto, client: &sm::Client, name: &str, age_days: i64) -> i64 {
+pub async fn create_aged_secret(
+    moto: &Moto,
+    client: &sm::Client,
+    name: &str,
+    age_days: i64,
+) -> i64 {
     client
         .create_secret()
         .name(name)
@@ -241,8 +262,10 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: Option<String>,
 ) -> (u16, Vec<(String, String)>, String) {
-    let client: Client<_, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    // No pooling: a test's connection never outlives its request.
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
     let mut req = hyper::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -308,10 +331,15 @@ impl Scrape {
             while let Some((key, after)) = rest.split_once("=\"") {
                 let mut end = 0;
                 let bytes = after.as_bytes();
-                while end < bytes.len() && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\')) {
+                while end < bytes.len()
+                    && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\'))
+                {
                     end += 1;
                 }
-                map.insert(key.trim_start_matches(',').to_string(), after[..end].replace("\\\"", "\""));
+                map.insert(
+                    key.trim_start_matches(',').to_string(),
+                    after[..end].replace("\\\"", "\""),
+                );
                 rest = after.get(end + 1..).unwrap_or("");
             }
             samples.push(Sample {
@@ -387,7 +415,10 @@ pub fn keywarden_command() -> Command {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("KEYWARDEN_LOG", "debug,aws_config=warn,aws_smithy_runtime=warn,hyper=warn");
+        .env(
+            "KEYWARDEN_LOG",
+            "debug,aws_config=warn,aws_smithy_runtime=warn,hyper=warn",
+        );
     cmd
 }
 
@@ -405,7 +436,10 @@ impl Daemon {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let text = config
             .replace("{listen}", &addr.to_string())
-            .replace("{state}", &dir.path().join("state.db").display().to_string())
+            .replace(
+                "{state}",
+                &dir.path().join("state.db").display().to_string(),
+            )
             .replace("{dir}", &dir.path().display().to_string());
         let config_path = dir.path().join("keywarden.toml");
         std::fs::write(&config_path, text).expect("write config");
@@ -478,7 +512,12 @@ impl Daemon {
     }
 
     /// Waits until `check` holds on a scrape, or fails with the log.
-    pub async fn wait_for<F: Fn(&Scrape) -> bool>(&self, what: &str, limit: Duration, check: F) -> Scrape {
+    pub async fn wait_for<F: Fn(&Scrape) -> bool>(
+        &self,
+        what: &str,
+        limit: Duration,
+        check: F,
+    ) -> Scrape {
         let deadline = Instant::now() + limit;
         loop {
             let s = self.scrape().await;
@@ -497,8 +536,11 @@ impl Daemon {
 
     /// Number of completed metadata poll cycles.
     pub fn metadata_cycles(s: &Scrape) -> f64 {
-        s.get("keywarden_poll_duration_seconds_count", &[("source", "metadata")])
-            .unwrap_or(0.0)
+        s.get(
+            "keywarden_poll_duration_seconds_count",
+            &[("source", "metadata")],
+        )
+        .unwrap_or(0.0)
     }
 
     /// Sends a signal and waits for exit; returns the status and how long it took.
