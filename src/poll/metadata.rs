@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use futures_util::{stream, StreamExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -22,6 +23,9 @@ use crate::view::{SecretStatus, SharedView};
 /// Label of this poller's metrics.
 pub const SOURCE: &str = "metadata";
 
+/// ListSecretVersionIds calls in flight at once (first cycle, or many rotations at once).
+const VERSION_LOOKUPS_IN_FLIGHT: usize = 8;
+
 /// Creation time of the AWSCURRENT version, remembered per secret ARN.
 #[derive(Debug, Clone)]
 struct CurrentVersion {
@@ -30,6 +34,9 @@ struct CurrentVersion {
     /// Its CreatedDate.
     created: Option<DateTime<Utc>>,
 }
+
+/// The result of one ListSecretVersionIds lookup: ARN, AWSCURRENT version id, its creation time.
+type VersionLookup = (String, String, Result<Option<DateTime<Utc>>, AwsError>);
 
 /// What one cycle did, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,31 +107,68 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
             watched: watch.len(),
             version_lookups: 0,
         };
+        // Version lookups only for secrets whose AWSCURRENT id changed, a few at a time.
+        let stale: Vec<(String, String)> = watch
+            .iter()
+            .filter_map(|(_, meta)| {
+                let m = (*meta)?;
+                let current = inventory::current_version_id(m)?;
+                match self.versions.get(&m.arn) {
+                    Some(known) if known.id == current => None,
+                    _ => Some((m.arn.clone(), current.to_string())),
+                }
+            })
+            .collect();
+        report.version_lookups = stale.len();
+        let api = &self.api;
+        let fetched: Vec<VersionLookup> = stream::iter(stale)
+            .map(|(arn, current)| async move {
+                let created = api.list_secret_versions(&arn).await.map(|versions| {
+                    versions
+                        .into_iter()
+                        .find(|v| v.id == current)
+                        .and_then(|v| v.created)
+                });
+                (arn, current, created)
+            })
+            .buffer_unordered(VERSION_LOOKUPS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut failed: HashMap<String, AwsError> = HashMap::new();
+        for (arn, id, created) in fetched {
+            match created {
+                Ok(created) => {
+                    debug!(arn = %arn, version = %id, "AWSCURRENT version changed; creation time read.");
+                    self.versions.insert(arn, CurrentVersion { id, created });
+                }
+                Err(e) => {
+                    failed.insert(arn, e);
+                }
+            }
+        }
+
         let mut statuses = Vec::with_capacity(watch.len());
         let mut first_error = None;
-        let mut live_arns: HashSet<String> = HashSet::with_capacity(watch.len());
+        let mut live_arns: HashSet<&str> = HashSet::with_capacity(watch.len());
         for (w, meta) in &watch {
-            let created = match meta {
-                Some(m) => {
-                    live_arns.insert(m.arn.clone());
-                    match self.current_version_created(m, &mut report).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            warn!(secret = %w.name, error = %e, "Cannot read the versions of a secret; keeping its previous status.");
-                            first_error.get_or_insert(e);
-                            if let Some(previous) = self.previous_status(w) {
-                                statuses.push(previous);
-                                continue;
-                            }
-                            None
-                        }
+            let mut created = None;
+            if let Some(m) = meta {
+                live_arns.insert(m.arn.as_str());
+                if let Some(e) = failed.remove(&m.arn) {
+                    warn!(secret = %w.name, error = %e, "Cannot read the versions of a secret; keeping its previous status.");
+                    first_error.get_or_insert(e);
+                    if let Some(previous) = self.previous_status(w) {
+                        statuses.push(previous);
+                        continue;
                     }
+                } else {
+                    created = self.versions.get(&m.arn).and_then(|v| v.created);
                 }
-                None => None,
-            };
+            }
             statuses.push(inventory::evaluate(w, *meta, created, now));
         }
-        self.versions.retain(|arn, _| live_arns.contains(arn));
+        self.versions
+            .retain(|arn, _| live_arns.contains(arn.as_str()));
         self.publish(&statuses);
         match first_error {
             Some(e) => Err(e),
@@ -134,38 +178,6 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
 
     fn previous_status(&self, w: &Watched) -> Option<SecretStatus> {
         self.view.read().secrets.get(&w.name).cloned()
-    }
-
-    /// The AWSCURRENT version's creation time, calling ListSecretVersionIds only when the
-    /// current version id differs from the one remembered.
-    async fn current_version_created(
-        &mut self,
-        m: &SecretMeta,
-        report: &mut CycleReport,
-    ) -> Result<Option<DateTime<Utc>>, AwsError> {
-        let Some(current) = inventory::current_version_id(m) else {
-            return Ok(None);
-        };
-        if let Some(known) = self.versions.get(&m.arn) {
-            if known.id == current {
-                return Ok(known.created);
-            }
-        }
-        report.version_lookups += 1;
-        let versions = self.api.list_secret_versions(&m.arn).await?;
-        let created = versions
-            .iter()
-            .find(|v| v.id == current)
-            .and_then(|v| v.created);
-        debug!(secret = %m.name, version = %current, "AWSCURRENT version changed; creation time read.");
-        self.versions.insert(
-            m.arn.clone(),
-            CurrentVersion {
-                id: current.to_string(),
-                created,
-            },
-        );
-        Ok(created)
     }
 
     fn publish(&self, statuses: &[SecretStatus]) {
