@@ -82,6 +82,19 @@ impl SecretStatus {
     }
 }
 
+/// What the access poller learned about one secret. Principals are ARNs: they go to `/secrets`,
+/// logs and reminders, never to metric labels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AccessFacts {
+    /// Principals that read the secret within the baseline window and match no declared
+    /// consumer. A scheduled rotation waits while this is not empty; reminders name them.
+    pub undeclared_readers: Vec<String>,
+    /// Distinct principals that read the secret within the baseline window.
+    pub principals: usize,
+    /// Anomalies detected on the secret since the daemon started.
+    pub anomalies: u64,
+}
+
 /// Health of one poller.
 #[derive(Debug, Clone, Default)]
 pub struct PollHealth {
@@ -100,6 +113,8 @@ pub struct View {
     pub secrets: BTreeMap<String, SecretStatus>,
     /// Poller health by source (`metadata`, `access`).
     pub polls: HashMap<&'static str, PollHealth>,
+    /// Access facts by `secret` label (written by the access poller).
+    pub access: HashMap<String, AccessFacts>,
 }
 
 impl View {
