@@ -50,22 +50,21 @@ fn require(binary: &str) -> PathBuf {
     path
 }
 
+/// Runs a tool from the repository root; fails with its output unless it succeeds. Returns
+/// its stdout.
 fn run_tool(binary: &str, args: &[&str]) -> String {
     let out = Command::new(require(binary))
         .args(args)
         .current_dir(root())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {binary} ({e}): {INSTALL}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{binary} {args:?} failed:\n{text}"
+        "{binary} {args:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    text
+    stdout
 }
 
 fn read(path: &str) -> String {
@@ -99,7 +98,10 @@ fn text(v: &Yaml) -> &str {
 
 #[test]
 fn shipped_rules_pass_promtool_check_and_unit_tests() {
-    run_tool("/usr/bin/promtool", &["check", "rules", "alerts/keywarden.rules.yml"]);
+    run_tool(
+        "/usr/bin/promtool",
+        &["check", "rules", "alerts/keywarden.rules.yml"],
+    );
     let out = run_tool(
         "/usr/bin/promtool",
         &["test", "rules", "alerts/keywarden.rules.test.yml"],
@@ -118,7 +120,10 @@ fn shipped_rules_pass_promtool_check_and_unit_tests() {
             );
         }
         let expr = text(&rule["expr"]);
-        let severity_label = text(&rule["labels"]["severity"]);
+        let severity_label = rule
+            .get("labels")
+            .map(|l| text(&l["severity"]))
+            .unwrap_or("");
         assert!(
             !severity_label.is_empty() || expr.contains("group_left (id, severity, impact)"),
             "{name}: severity must come from a label or the keywarden_secret_info join"
@@ -281,7 +286,10 @@ fn dashboard_queries(dashboard: &Value) -> Vec<String> {
     }
     let mut out = Vec::new();
     walk(&dashboard["panels"], &mut out);
-    for var in dashboard["templating"]["list"].as_array().expect("templating") {
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+    {
         if let Some(def) = var["definition"].as_str() {
             let inner = def
                 .strip_prefix("label_values(")
@@ -400,36 +408,41 @@ async fn start_sink() -> (SocketAddr, Events) {
             };
             let store = store.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let store = store.clone();
-                    async move {
-                        let ok = req.method() == hyper::Method::POST
-                            && req.uri().path() == "/v2/enqueue";
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        let dedup = value["dedup_key"].clone();
-                        if ok {
-                            let at = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map(|d| d.as_secs_f64())
-                                .unwrap_or(0.0);
-                            store.lock().expect("sink lock").push(PdEvent { at, body: value });
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let store = store.clone();
+                        async move {
+                            let ok = req.method() == hyper::Method::POST
+                                && req.uri().path() == "/v2/enqueue";
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            let dedup = value["dedup_key"].clone();
+                            if ok {
+                                let at = std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map(|d| d.as_secs_f64())
+                                    .unwrap_or(0.0);
+                                store
+                                    .lock()
+                                    .expect("sink lock")
+                                    .push(PdEvent { at, body: value });
+                            }
+                            let answer = json!({"status": "success", "message": "Event processed", "dedup_key": dedup});
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(if ok { 202 } else { 404 })
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(answer.to_string())))
+                                    .expect("response"),
+                            )
                         }
-                        let answer = json!({"status": "success", "message": "Event processed", "dedup_key": dedup});
-                        Ok::<_, std::convert::Infallible>(
-                            hyper::Response::builder()
-                                .status(if ok { 202 } else { 404 })
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(answer.to_string())))
-                                .expect("response"),
-                        )
-                    }
-                });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
@@ -580,10 +593,7 @@ fn test_alertmanager(sink: SocketAddr, key_file: &Path) -> String {
         {
             for c in configs {
                 let c = c.as_mapping_mut().expect("pagerduty config");
-                c.insert(
-                    "url".into(),
-                    format!("http://{sink}/v2/enqueue").into(),
-                );
+                c.insert("url".into(), format!("http://{sink}/v2/enqueue").into());
                 c.insert(
                     "routing_key_file".into(),
                     key_file.display().to_string().into(),
@@ -677,10 +687,7 @@ fn is_trigger_for(e: &PdEvent, alertname: &str, secret: &str) -> bool {
 
 /// One Prometheus instant query; fails on any error the API reports.
 async fn prom_query(prom: &str, query: &str) -> Value {
-    let url = format!(
-        "{prom}/api/v1/query?query={}",
-        url_encode(query)
-    );
+    let url = format!("{prom}/api/v1/query?query={}", url_encode(query));
     let (status, _, body) = http("GET", &url, &[], None).await;
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     assert!(
@@ -726,8 +733,7 @@ async fn alerts_reach_pagerduty_end_to_end() {
     // DATABASE_PASSWORD is fresh; SERVICE_TOKEN_SECRET (30d policy) turns overdue in 20 s.
     let moto = Moto::start();
     let client = moto.secrets_client().await;
-    let canaries: Vec<String> = Vec::new();
-    let mut canaries = canaries;
+    let mut canaries: Vec<String> = Vec::new();
     for (id, age_days) in [
         ("event-service/jwt-secret", 100),
         ("event-service/redis", 95),
@@ -803,7 +809,13 @@ async fn alerts_reach_pagerduty_end_to_end() {
         dir.join("prometheus.log"),
     );
     prom.wait_ready(&format!("{prom_url}/-/ready")).await;
-    let logs = || format!("---- prometheus ----\n{}\n---- alertmanager ----\n{}", prom.log(), am.log());
+    let logs = || {
+        format!(
+            "---- prometheus ----\n{}\n---- alertmanager ----\n{}",
+            prom.log(),
+            am.log()
+        )
+    };
 
     // 1. Overdue secrets page once each, naming the secret, with their severity.
     let jwt = wait_event(
@@ -818,11 +830,17 @@ async fn alerts_reach_pagerduty_end_to_end() {
     assert_eq!(jwt.body["payload"]["severity"], "critical");
     let summary = jwt.body["payload"]["summary"].as_str().unwrap_or("");
     assert!(
-        summary.starts_with("SecretRotationOverdue JWT_SECRET: Secret JWT_SECRET is overdue for rotation by 10d"),
+        summary.starts_with(
+            "SecretRotationOverdue JWT_SECRET: Secret JWT_SECRET is overdue for rotation by 10d"
+        ),
         "{summary}"
     );
-    assert!(jwt.details("description").contains("event-service/jwt-secret"));
-    assert!(jwt.details("runbook_url").ends_with("runbook.md#secretrotationoverdue"));
+    assert!(jwt
+        .details("description")
+        .contains("event-service/jwt-secret"));
+    assert!(jwt
+        .details("runbook_url")
+        .ends_with("runbook.md#secretrotationoverdue"));
     let redis = wait_event(
         &events,
         "SecretRotationOverdue trigger for REDIS_PASSWORD",
@@ -831,7 +849,10 @@ async fn alerts_reach_pagerduty_end_to_end() {
         &logs,
     )
     .await;
-    assert_eq!(redis.body["payload"]["severity"], "error", "high maps to PagerDuty error");
+    assert_eq!(
+        redis.body["payload"]["severity"], "error",
+        "high maps to PagerDuty error"
+    );
 
     // 2. Rotating JWT_SECRET (a new AWSCURRENT version) resolves its incident.
     client
@@ -876,7 +897,10 @@ async fn alerts_reach_pagerduty_end_to_end() {
     for q in &queries {
         for secret in [".*", "JWT_SECRET"] {
             let v = prom_query(&prom_url, &expand(q, secret)).await;
-            if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
+            if v["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+            {
                 with_data += 1;
             }
         }
@@ -917,7 +941,11 @@ async fn alerts_reach_pagerduty_end_to_end() {
     };
     post_alerts(
         &am_url,
-        json!([labels("SecretAccessAnomaly", "API_KEY_ENCRYPTION_KEY", json!({"kind": "new_principal"}))]),
+        json!([labels(
+            "SecretAccessAnomaly",
+            "API_KEY_ENCRYPTION_KEY",
+            json!({"kind": "new_principal"})
+        )]),
     )
     .await;
     let anomaly = wait_event(
@@ -929,7 +957,11 @@ async fn alerts_reach_pagerduty_end_to_end() {
     )
     .await;
     assert_eq!(anomaly.body["payload"]["severity"], "critical");
-    post_alerts(&am_url, json!([labels("SecretRotationOverdue", "INHIBIT_ME", json!({}))])).await;
+    post_alerts(
+        &am_url,
+        json!([labels("SecretRotationOverdue", "INHIBIT_ME", json!({}))]),
+    )
+    .await;
     wait_event(
         &events,
         "Overdue trigger for INHIBIT_ME",
@@ -940,8 +972,10 @@ async fn alerts_reach_pagerduty_end_to_end() {
     .await;
     post_alerts(
         &am_url,
-        json!([labels("SecretRotationDueSoon", "INHIBIT_ME", json!({})),
-               labels("SecretRotationDueSoon", "NOT_INHIBITED", json!({}))]),
+        json!([
+            labels("SecretRotationDueSoon", "INHIBIT_ME", json!({})),
+            labels("SecretRotationDueSoon", "NOT_INHIBITED", json!({}))
+        ]),
     )
     .await;
     let soon = wait_event(
@@ -952,20 +986,26 @@ async fn alerts_reach_pagerduty_end_to_end() {
         &logs,
     )
     .await;
-    assert_eq!(soon.body["payload"]["severity"], "info", "DueSoon is a heads-up");
+    assert_eq!(
+        soon.body["payload"]["severity"], "info",
+        "DueSoon is a heads-up"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        !events
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|e| is_trigger_for(e, "SecretRotationDueSoon", "INHIBIT_ME")),
+        !events.lock().expect("lock").iter().any(|e| is_trigger_for(
+            e,
+            "SecretRotationDueSoon",
+            "INHIBIT_ME"
+        )),
         "Overdue must inhibit DueSoon for the same secret"
     );
 
     // 6. Stopping keywarden pages KeywardenDown.
     let (status, _) = keywarden.stop_with("TERM", Duration::from_secs(10));
-    assert!(status.is_some_and(|s| s.success()), "keywarden did not stop cleanly");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "keywarden did not stop cleanly"
+    );
     let down = wait_event(
         &events,
         "KeywardenDown trigger",
@@ -986,11 +1026,16 @@ async fn alerts_reach_pagerduty_end_to_end() {
     for (dedup, n) in &triggers {
         assert_eq!(*n, 1, "{n} triggers for {dedup}: {all:#?}");
     }
-    assert!(!all.iter().any(|e| e.details("secret") == "DATABASE_PASSWORD"));
-    let sent = serde_json::to_string(&all.iter().map(|e| &e.body).collect::<Vec<_>>())
-        .expect("json");
+    assert!(!all
+        .iter()
+        .any(|e| e.details("secret") == "DATABASE_PASSWORD"));
+    let sent =
+        serde_json::to_string(&all.iter().map(|e| &e.body).collect::<Vec<_>>()).expect("json");
     for canary in &canaries {
-        assert!(!sent.contains(canary.as_str()), "a secret value reached PagerDuty");
+        assert!(
+            !sent.contains(canary.as_str()),
+            "a secret value reached PagerDuty"
+        );
     }
     eprintln!("end-to-end alerting test took {:?}", started.elapsed());
 }
