@@ -872,7 +872,34 @@ async fn alerts_reach_pagerduty_end_to_end() {
     .await;
     assert!(resolve.at >= jwt.at);
 
-    // 3. A secret turning overdue pages; measure due -> PagerDuty.
+    // 3. A secret scheduled for deletion reads as missing and pages with its severity (the
+    //    fresh DATABASE_PASSWORD, which had raised nothing so far).
+    assert!(!events
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|e| e.details("secret") == "DATABASE_PASSWORD"));
+    client
+        .delete_secret()
+        .secret_id("event-service/database")
+        .recovery_window_in_days(7)
+        .send()
+        .await
+        .expect("schedule the deletion");
+    let missing = wait_event(
+        &events,
+        "SecretMissing trigger for DATABASE_PASSWORD",
+        Duration::from_secs(30),
+        |e| is_trigger_for(e, "SecretMissing", "DATABASE_PASSWORD"),
+        &logs,
+    )
+    .await;
+    assert_eq!(missing.body["payload"]["severity"], "critical");
+    assert!(missing
+        .details("runbook_url")
+        .ends_with("runbook.md#secretmissing"));
+
+    // 4. A secret turning overdue pages; measure due -> PagerDuty.
     let s2s = wait_event(
         &events,
         "SecretRotationOverdue trigger for SERVICE_TOKEN_SECRET",
@@ -888,7 +915,7 @@ async fn alerts_reach_pagerduty_end_to_end() {
     );
     assert!(latency > 5.0, "paged before `for` passed: {latency}");
 
-    // 4. Every dashboard query runs on this Prometheus, for "All" and for one secret.
+    // 5. Every dashboard query runs on this Prometheus, for "All" and for one secret.
     let dashboard: Value =
         serde_json::from_str(&read("dashboards/keywarden.json")).expect("dashboard JSON");
     let queries = dashboard_queries(&dashboard);
@@ -927,7 +954,7 @@ async fn alerts_reach_pagerduty_end_to_end() {
         queries.len() * 2
     );
 
-    // 5. Alertmanager routing of what keywarden cannot produce on this branch yet (the access
+    // 6. Alertmanager routing of what keywarden cannot produce on this branch yet (the access
     //    poller lands elsewhere; the rule is covered by promtool): an anomaly pages with the
     //    secret's severity; Overdue inhibits DueSoon for the same secret only.
     let labels = |alertname: &str, secret: &str, extra: Value| {
@@ -1000,7 +1027,7 @@ async fn alerts_reach_pagerduty_end_to_end() {
         "Overdue must inhibit DueSoon for the same secret"
     );
 
-    // 6. Stopping keywarden pages KeywardenDown.
+    // 7. Stopping keywarden pages KeywardenDown.
     let (status, _) = keywarden.stop_with("TERM", Duration::from_secs(10));
     assert!(
         status.is_some_and(|s| s.success()),
@@ -1016,8 +1043,8 @@ async fn alerts_reach_pagerduty_end_to_end() {
     .await;
     assert_eq!(down.body["payload"]["severity"], "critical");
 
-    // Exactly one trigger per incident (no duplicates from resends), nothing for the fresh
-    // secret, and no secret value in anything sent to PagerDuty.
+    // Exactly one trigger per incident (no duplicates from resends), nothing but SecretMissing
+    // for the fresh secret, and no secret value in anything sent to PagerDuty.
     let all = events.lock().expect("lock").clone();
     let mut triggers: BTreeMap<String, usize> = BTreeMap::new();
     for e in all.iter().filter(|e| e.action() == "trigger") {
@@ -1028,7 +1055,7 @@ async fn alerts_reach_pagerduty_end_to_end() {
     }
     assert!(!all
         .iter()
-        .any(|e| e.details("secret") == "DATABASE_PASSWORD"));
+        .any(|e| e.details("secret") == "DATABASE_PASSWORD" && e.class() != "SecretMissing"));
     let sent =
         serde_json::to_string(&all.iter().map(|e| &e.body).collect::<Vec<_>>()).expect("json");
     for canary in &canaries {
