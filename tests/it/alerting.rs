@@ -809,6 +809,7 @@ async fn alerts_reach_pagerduty_end_to_end() {
         dir.join("prometheus.log"),
     );
     prom.wait_ready(&format!("{prom_url}/-/ready")).await;
+    let ready_before_due = s2s_due - now();
     let logs = || {
         format!(
             "---- prometheus ----\n{}\n---- alertmanager ----\n{}",
@@ -855,10 +856,12 @@ async fn alerts_reach_pagerduty_end_to_end() {
     );
 
     // 2. Rotating JWT_SECRET (a new AWSCURRENT version) resolves its incident.
+    let rotated = format!("rotated-{}", crate::support::uuid_like());
+    canaries.push(rotated.clone());
     client
         .put_secret_value()
         .secret_id("event-service/jwt-secret")
-        .secret_string(format!("rotated-{}", crate::support::uuid_like()))
+        .secret_string(rotated)
         .send()
         .await
         .expect("put a new AWSCURRENT version");
@@ -911,7 +914,8 @@ async fn alerts_reach_pagerduty_end_to_end() {
     assert_eq!(s2s.body["payload"]["severity"], "warning");
     let latency = s2s.at - s2s_due as f64;
     eprintln!(
-        "ALERTING-LATENCY overdue->pagerduty {latency:.2} s (includes the test `for` of 5 s)"
+        "ALERTING-LATENCY overdue->pagerduty {latency:.2} s (includes the test `for` of 5 s; \
+         Prometheus was ready {ready_before_due} s before the due date)"
     );
     assert!(latency > 5.0, "paged before `for` passed: {latency}");
 
