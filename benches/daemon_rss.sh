@@ -20,8 +20,17 @@ endpoint, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 client = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1",
                       aws_access_key_id="bench", aws_secret_access_key="bench")
 def create(i):
-    client.create_secret(Name=f"fleet/service-{i:05}", SecretString="x")
-with ThreadPoolExecutor(16) as pool:
+    # moto occasionally answers 500 under concurrent writes: retry.
+    for attempt in range(5):
+        try:
+            client.create_secret(Name=f"fleet/service-{i:05}", SecretString="x")
+            return
+        except client.exceptions.ResourceExistsException:
+            return
+        except Exception:
+            if attempt == 4:
+                raise
+with ThreadPoolExecutor(4) as pool:
     list(pool.map(create, range(n)))
 with open(path, "w") as f:
     f.write('[server]\nlisten = "127.0.0.1:0"\n[poll]\nmetadata_every = "5s"\n[state]\npath = "%s/state.db"\n' % path.rsplit("/", 1)[0])
