@@ -35,6 +35,11 @@ impl SecretsManager {
         }
     }
 
+    /// Wraps an SDK client built elsewhere (the SDK's mock clients in tests).
+    pub fn from_client(client: Client, metrics: Arc<Metrics>) -> Self {
+        SecretsManager { client, metrics }
+    }
+
     fn record<T, E, R>(
         &self,
         operation: &'static str,

@@ -972,3 +972,200 @@ fn arn_names(arn: &str, name: &str) -> bool {
         .and_then(|rest| rest.rsplit_once('-'))
         .is_some_and(|(n, _)| n == name)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The `lambda` strategy against the SDK's own mocks (moto cannot run a rotation Lambda).
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
+    use aws_sdk_secretsmanager::operation::rotate_secret::{RotateSecretError, RotateSecretOutput};
+    use aws_sdk_secretsmanager::types::error::InvalidRequestException;
+    use aws_sdk_secretsmanager::Client;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    use super::*;
+    use crate::aws::secretsmanager::SecretsManager;
+
+    /// A core on a mocked client, with one `lambda` secret `L` (id `app/l`).
+    fn core(client: Client, timeout: &str) -> (Arc<Engine>, Arc<Metrics>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[state]\npath = \"{}\"\n[[secret]]\nname = \"L\"\nid = \"app/l\"\n\
+                 rotation = {{ strategy = \"lambda\", timeout = \"{timeout}\" }}\n",
+                dir.path().join("s.db").display()
+            ),
+        )
+        .unwrap();
+        let config = Arc::new(crate::config::load(&path).unwrap());
+        let store = Store::open(&config.state.path).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (_tx, rx) = watch::channel(false);
+        std::mem::forget(_tx);
+        let api = SecretsManager::from_client(client, metrics.clone());
+        let core = RotationCore::new(
+            api,
+            store,
+            config,
+            SharedView::default(),
+            metrics.clone(),
+            rx,
+        );
+        (core, metrics, dir)
+    }
+
+    async fn wait_for(core: &Engine, id: &str, states: &[State]) -> (Rotation, Vec<Event>) {
+        for _ in 0..3000 {
+            let (r, e) = core.status(id).unwrap().unwrap();
+            if states.contains(&r.state) {
+                return (r, e);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("rotation {id} never reached {states:?}");
+    }
+
+    fn stages(pairs: &[(&str, &[&str])]) -> DescribeSecretOutput {
+        let mut b = DescribeSecretOutput::builder()
+            .name("app/l")
+            .arn("arn:aws:secretsmanager:us-east-1:1:secret:app/l-AbCdEf");
+        for (id, s) in pairs {
+            b = b.version_ids_to_stages(*id, s.iter().map(|x| x.to_string()).collect());
+        }
+        b.build()
+    }
+
+    #[tokio::test]
+    async fn lambda_rotation_calls_rotate_secret_once_and_waits_for_awscurrent() {
+        let token: Arc<Mutex<Option<String>>> = Arc::default();
+        let seen = token.clone();
+        let rotate = mock!(Client::rotate_secret)
+            .match_requests(move |r| {
+                *lock(&seen) = r.client_request_token().map(str::to_string);
+                r.secret_id() == Some("app/l")
+            })
+            .then_output(|| RotateSecretOutput::builder().build());
+        let after = Arc::new(AtomicUsize::new(0));
+        let t = token.clone();
+        let describe = mock!(Client::describe_secret).then_compute_output(move |_| {
+            let Some(tok) = lock(&t).clone() else {
+                return stages(&[("old", &["AWSCURRENT"])]);
+            };
+            // Twice in progress, then the Lambda has finished.
+            if after.fetch_add(1, Ordering::SeqCst) < 2 {
+                stages(&[("old", &["AWSCURRENT"]), (&tok, &["AWSPENDING"])])
+            } else {
+                stages(&[
+                    ("old", &["AWSPREVIOUS"]),
+                    (&tok, &["AWSCURRENT", "AWSPENDING"]),
+                ])
+            }
+        });
+        let client = mock_client!(
+            aws_sdk_secretsmanager,
+            RuleMode::MatchAny,
+            [&rotate, &describe]
+        );
+        let (core, metrics, _dir) = core(client, "5m");
+        let r = core
+            .request("L", Trigger::Manual, RequestOptions::default())
+            .unwrap();
+        let (done, events) = wait_for(&core, &r.id, &[State::Done, State::Failed]).await;
+        assert_eq!(done.state, State::Done, "{events:?}");
+        assert_eq!(rotate.num_calls(), 1, "RotateSecret exactly once");
+        assert_eq!(lock(&token).as_deref(), Some(r.token.as_str()));
+        assert_eq!(done.detail.previous_version_id.as_deref(), Some("old"));
+        let steps: Vec<&str> = events.iter().map(|e| e.step.as_str()).collect();
+        assert_eq!(
+            steps,
+            ["accepted", "create", "set", "test", "finish", "finalize"]
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"keywarden_rotations_total{secret="L",trigger="manual",result="success"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn lambda_rotation_that_never_finishes_fails_clearly_at_the_timeout() {
+        let t: Arc<Mutex<Option<String>>> = Arc::default();
+        let seen = t.clone();
+        let rotate = mock!(Client::rotate_secret)
+            .match_requests(move |r| {
+                *lock(&seen) = r.client_request_token().map(str::to_string);
+                true
+            })
+            .then_output(|| RotateSecretOutput::builder().build());
+        let describe =
+            mock!(Client::describe_secret).then_compute_output(move |_| match lock(&t).clone() {
+                Some(tok) => stages(&[("old", &["AWSCURRENT"]), (&tok, &["AWSPENDING"])]),
+                None => stages(&[("old", &["AWSCURRENT"])]),
+            });
+        let client = mock_client!(
+            aws_sdk_secretsmanager,
+            RuleMode::MatchAny,
+            [&rotate, &describe]
+        );
+        let (core, metrics, _dir) = core(client, "1s");
+        let r = core
+            .request("L", Trigger::Manual, RequestOptions::default())
+            .unwrap();
+        let (failed, _) = wait_for(&core, &r.id, &[State::Done, State::Failed]).await;
+        assert_eq!(failed.state, State::Failed);
+        assert_eq!(failed.step, Step::Finish);
+        let err = failed.error.unwrap();
+        assert!(
+            err.contains("did not finish within 1s") && err.contains("still AWSPENDING"),
+            "{err}"
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"keywarden_rotations_total{secret="L",trigger="manual",result="failure"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lambda_rotate_secret_errors_are_retried_then_reported() {
+        let rotate = mock!(Client::rotate_secret).then_error(|| {
+            RotateSecretError::InvalidRequestException(
+                InvalidRequestException::builder()
+                    .message("No Lambda rotation function ARN is associated with this secret.")
+                    .build(),
+            )
+        });
+        let describe = mock!(Client::describe_secret)
+            .then_compute_output(|_| stages(&[("old", &["AWSCURRENT"])]));
+        let client = mock_client!(
+            aws_sdk_secretsmanager,
+            RuleMode::MatchAny,
+            [&rotate, &describe]
+        );
+        let (core, _metrics, _dir) = core(client, "5m");
+        let r = core
+            .request("L", Trigger::Manual, RequestOptions::default())
+            .unwrap();
+        let (failed, events) = wait_for(&core, &r.id, &[State::Done, State::Failed]).await;
+        assert_eq!(failed.state, State::Failed);
+        assert_eq!(failed.step, Step::Create);
+        assert_eq!(rotate.num_calls(), MAX_ATTEMPTS as usize);
+        let err = failed.error.unwrap();
+        assert!(
+            err.contains("RotateSecret") && err.contains("No Lambda rotation function"),
+            "{err}"
+        );
+        assert_eq!(
+            events.iter().filter(|e| e.outcome == "error").count(),
+            MAX_ATTEMPTS as usize - 1
+        );
+    }
+}
