@@ -299,6 +299,36 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         journal::recent(&self.store, None, limit)
     }
 
+    /// Ends the grace of a rotation now: finalize runs at once (a compromise of a secret whose
+    /// last rotation still accepts the previous key). Returns false if it is not in grace.
+    pub fn finalize_now(self: &Arc<Self>, id: &str) -> Result<bool, StoreError> {
+        let Some(r) = journal::get(&self.store, id)? else {
+            return Ok(false);
+        };
+        if r.state != State::Grace {
+            return Ok(false);
+        }
+        let now = now_s();
+        let mut detail = r.detail.clone();
+        detail.finalize_after = Some(now);
+        journal::update(
+            &self.store,
+            id,
+            &journal::Update {
+                step: r.step,
+                state: r.state,
+                attempts: r.attempts,
+                error: r.error.as_deref(),
+                detail: &detail,
+                event: ("finalize", "requested", Some("grace ended early")),
+            },
+            now,
+        )?;
+        lock(&self.finalize_due).retain(|(_, q)| q != id);
+        self.spawn_drive(id.to_string());
+        Ok(true)
+    }
+
     /// Resumes every unfinished rotation and queues every pending finalize. Returns how many.
     pub fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
         for spec in &self.config.secrets {
