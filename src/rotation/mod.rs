@@ -45,6 +45,10 @@ use strategies::{Mode, Refused, RotationStrategy, StepContext};
 
 /// Attempts of one step before the rotation is marked failed.
 pub const MAX_ATTEMPTS: u32 = 5;
+/// Attempts of one step when it keeps failing for a transient AWS reason (network, timeout,
+/// throttling): about ten minutes with the capped backoff, so a short outage does not fail an
+/// accepted rotation.
+pub const MAX_TRANSIENT_ATTEMPTS: u32 = 25;
 /// Backoff before the second attempt; doubles each time, capped at [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait between attempts.
@@ -203,6 +207,17 @@ impl StepOutcome {
 /// A step error that is not worth retrying.
 fn is_fatal(e: &StepError) -> bool {
     matches!(e, StepError::Protocol(m) if m.starts_with("fatal: "))
+}
+
+/// How many attempts a step gets for this error.
+fn attempt_limit(e: &StepError) -> u32 {
+    use crate::aws::AwsErrorKind::{Network, Throttled, Timeout};
+    match e {
+        StepError::Aws(a) if matches!(a.kind, Network | Timeout | Throttled) => {
+            MAX_TRANSIENT_ATTEMPTS
+        }
+        _ => MAX_ATTEMPTS,
+    }
 }
 
 impl<A: SecretsWriteApi> RotationCore<A> {
@@ -443,7 +458,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                     let attempts = rot.attempts + 1;
                     let msg = e.to_string();
                     warn!(secret = %rot.secret, rotation = id, step = rot.step.as_str(), attempt = attempts, error = %msg, "Rotation step failed.");
-                    if attempts >= MAX_ATTEMPTS || is_fatal(&e) {
+                    if attempts >= attempt_limit(&e) || is_fatal(&e) {
                         self.fail(&rot, &msg).await;
                         return;
                     }
@@ -894,6 +909,20 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                     }
                 }
                 scheduled::Decision::Start => {
+                    if let Err(refused) = strategies::for_spec(&spec.name, &spec.rotation) {
+                        let why = refused.to_string();
+                        self.view
+                            .write()
+                            .rotations
+                            .entry(spec.name.clone())
+                            .or_default()
+                            .waiting = Some(why.clone());
+                        if said.get(&spec.name) != Some(&why) {
+                            warn!(secret = %spec.name, reason = %why, "Scheduled rotation is due but cannot start.");
+                            said.insert(spec.name.clone(), why);
+                        }
+                        continue;
+                    }
                     said.remove(&spec.name);
                     match self.request(&spec.name, Trigger::Scheduled, RequestOptions::default()) {
                         Ok(r) => {

@@ -842,3 +842,92 @@ async fn time_from_post_rotate_to_new_awscurrent() {
     );
     assert!(median < Duration::from_millis(1000), "median {median:?}");
 }
+
+/// The core in-process on moto, as issue #6 will drive it: a compromise rotation has no grace
+/// (finalize follows finish at once), and `finalize_now` ends a grace early.
+#[tokio::test]
+async fn compromise_rotations_finalize_at_once_and_grace_can_end_early() {
+    use keywarden::rotation::journal::{State, Trigger};
+    use keywarden::rotation::{RequestOptions, RotationCore};
+    use std::sync::Arc;
+
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    create(&client, "app/comp", r#"{"current":"k0"}"#).await;
+    create(&client, "app/grace", r#"{"current":"g0"}"#).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[state]\npath = \"{}\"\n\
+             [[secret]]\nname = \"COMP\"\nid = \"app/comp\"\nrotation = {{ strategy = \"dual-key\", grace = \"48h\" }}\n\
+             [[secret]]\nname = \"GRACE\"\nid = \"app/grace\"\nrotation = {{ strategy = \"dual-key\", grace = \"48h\" }}\n",
+            dir.path().join("s.db").display()
+        ),
+    )
+    .unwrap();
+    let config = Arc::new(keywarden::config::load(&path).unwrap());
+    let store = keywarden::store::Store::open(&config.state.path).unwrap();
+    let metrics = Arc::new(keywarden::metrics::Metrics::new());
+    let api = keywarden::aws::secretsmanager::SecretsManager::from_client(
+        client.clone(),
+        metrics.clone(),
+    );
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let core = RotationCore::new(api, store, config, Default::default(), metrics.clone(), rx);
+    tokio::spawn(core.clone().run_finalizer());
+    let wait = |id: String, want: State| {
+        let core = core.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (r, events) = core.status(&id).unwrap().unwrap();
+                if r.state == want {
+                    return r;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{id} never {want:?}: {r:?} {events:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    let grace = Some(Duration::ZERO);
+    let r = core
+        .request("COMP", Trigger::Compromise, RequestOptions { grace })
+        .unwrap();
+    wait(r.id.clone(), State::Done).await;
+    let (vid, v) = assert_sane(&client, "app/comp").await;
+    assert_eq!(vid, format!("keywarden-{}-final", r.id));
+    assert!(
+        json_of(&v).get("previous").is_none(),
+        "the old key is gone at once"
+    );
+
+    let g = core
+        .request("GRACE", Trigger::Manual, RequestOptions::default())
+        .unwrap();
+    let in_grace = wait(g.id.clone(), State::Grace).await;
+    assert!(in_grace.detail.finalize_after.unwrap() > now() + 86_400);
+    assert_eq!(
+        json_of(&value(&client, "app/grace", "AWSCURRENT").await.1)["previous"],
+        "g0"
+    );
+    assert!(core.finalize_now(&g.id).unwrap());
+    wait(g.id.clone(), State::Done).await;
+    assert!(json_of(&value(&client, "app/grace", "AWSCURRENT").await.1)
+        .get("previous")
+        .is_none());
+
+    let text = metrics.render();
+    assert!(
+        text.contains(
+            r#"keywarden_rotations_total{secret="COMP",trigger="compromise",result="success"} 1"#
+        ),
+        "{text}"
+    );
+    let _ = stop.send(true);
+}
