@@ -2,7 +2,8 @@
 //!
 //! A secret is eligible once it is overdue (now past its due date, from the view). It starts at
 //! the next opening of its `window`: a window is open for [`WINDOW_OPEN`] after each occurrence
-//! of its cron or rate expression; a secret without a window may start at any time. It waits,
+//! of its cron or rate expression. A secret without a window is never rotated by the scheduler
+//! (SPEC §6: scheduled rotations start only inside the window); it says so. It waits,
 //! saying why, while a version other than AWSCURRENT carries AWSPENDING, while undeclared
 //! principals read it within the access baseline, while the view has not yet seen keywarden's own
 //! last rotation of it, and after a scheduled rotation failed in the current window (the next
@@ -117,7 +118,14 @@ pub fn decide(i: Inputs<'_>) -> (Decision, Option<DateTime<Utc>>) {
                 );
             }
         },
-        None => now - WINDOW_OPEN.as_secs() as i64,
+        None => {
+            return (
+                Decision::Wait(
+                    "due, but it has no window: scheduled rotations need one; set window or rotate it manually".into(),
+                ),
+                None,
+            )
+        }
     };
     if let Some(last) = i.last {
         let failed = last.trigger == Trigger::Scheduled && last.state == State::Failed;
@@ -284,7 +292,7 @@ mod tests {
             };
             assert!(matches, "{now} {want}: got {got}");
         }
-        // No window: any time.
+        // No window: never scheduled, and it says so.
         let (d, next) = decide(Inputs {
             now: outside,
             status: &ok,
@@ -293,7 +301,8 @@ mod tests {
             undeclared: &[],
             last: None,
         });
-        assert_eq!((d, next), (Decision::Start, None));
+        assert!(matches!(d, Decision::Wait(w) if w.contains("no window")));
+        assert_eq!(next, None);
     }
 
     #[test]

@@ -725,7 +725,12 @@ async fn actions_are_off_without_a_token() {
 async fn scheduled_rotations_start_in_their_window_and_say_why_they_wait() {
     let moto = Moto::start();
     let client = moto.secrets_client().await;
-    for id in ["sched/open", "sched/closed", "sched/pending"] {
+    for id in [
+        "sched/open",
+        "sched/closed",
+        "sched/pending",
+        "sched/nowindow",
+    ] {
         crate::support::create_aged_secret(&moto, &client, id, 100).await;
     }
     // A version other than AWSCURRENT carries AWSPENDING: an unfinished outside rotation.
@@ -743,7 +748,8 @@ async fn scheduled_rotations_start_in_their_window_and_say_why_they_wait() {
     let secrets = format!(
         "[[secret]]\nname = \"OPEN\"\nid = \"sched/open\"\nrotate_every = \"90d\"\nwindow = \"cron(* * * * ? *)\"\nrotation = {{ strategy = \"random\" }}\n\n\
          [[secret]]\nname = \"CLOSED\"\nid = \"sched/closed\"\nrotate_every = \"90d\"\nwindow = \"cron(0 {hour} * * ? *)\"\nrotation = {{ strategy = \"random\" }}\n\n\
-         [[secret]]\nname = \"PENDING\"\nid = \"sched/pending\"\nrotate_every = \"90d\"\nrotation = {{ strategy = \"random\" }}\n"
+         [[secret]]\nname = \"PENDING\"\nid = \"sched/pending\"\nrotate_every = \"90d\"\nwindow = \"cron(* * * * ? *)\"\nrotation = {{ strategy = \"random\" }}\n\n\
+         [[secret]]\nname = \"NOWINDOW\"\nid = \"sched/nowindow\"\nrotate_every = \"90d\"\nrotation = {{ strategy = \"random\" }}\n"
     );
     let d = start(&base_config(&moto, &secrets)).await;
     d.wait_for("a scheduled rotation", Duration::from_secs(30), |s| {
@@ -792,6 +798,15 @@ async fn scheduled_rotations_start_in_their_window_and_say_why_they_wait() {
     );
     assert!(rotations_of(&d, "CLOSED").await.is_empty());
     assert!(rotations_of(&d, "PENDING").await.is_empty());
+    let nowindow = find("NOWINDOW");
+    assert!(
+        nowindow["rotation"]["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("no window"),
+        "{nowindow:#}"
+    );
+    assert!(rotations_of(&d, "NOWINDOW").await.is_empty());
     let log = d.log();
     assert!(
         log.contains("Scheduled rotation is due but waits"),
