@@ -34,8 +34,7 @@ pub enum StepError {
 /// What create found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
-    /// The version that was AWSCURRENT when the new value was made (None if the token's
-    /// version already existed and the journal knows it).
+    /// The version that was AWSCURRENT when the new value was made.
     pub previous_version_id: Option<String>,
     /// Whether this call wrote the version (false: it was already there).
     pub wrote: bool,
@@ -52,8 +51,15 @@ pub async fn create<A: SecretsWriteApi>(
 ) -> Result<Created, StepError> {
     let st = api.describe(secret_id).await?;
     if st.stages_of(token).is_some() {
+        // Written before a crash or a lost answer: the previous version is the one that is
+        // still AWSCURRENT, or AWSPREVIOUS if the rotation got past finish.
+        let previous = if st.has(token, AWSCURRENT) {
+            st.version_with(AWSPREVIOUS)
+        } else {
+            st.version_with(AWSCURRENT)
+        };
         return Ok(Created {
-            previous_version_id: None,
+            previous_version_id: previous.map(str::to_string),
             wrote: false,
         });
     }

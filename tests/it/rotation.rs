@@ -303,6 +303,21 @@ async fn strategies_happy_paths_api_and_metrics() {
     crate::support::promtool_check_metrics(&s.text);
 }
 
+/// Every version id of a secret, labelled or not.
+async fn version_ids(client: &sm::Client, id: &str) -> Vec<String> {
+    client
+        .list_secret_version_ids()
+        .secret_id(id)
+        .include_deprecated(true)
+        .send()
+        .await
+        .unwrap()
+        .versions()
+        .iter()
+        .filter_map(|v| v.version_id().map(str::to_string))
+        .collect()
+}
+
 /// One crash case: a secret and the failpoint that kills the daemon in its rotation.
 async fn crash_once(
     moto: &Moto,
@@ -338,7 +353,15 @@ async fn crash_once(
         "{point}: exactly the accepted rotation: {list:?}"
     );
     let rid = list[0]["id"].as_str().unwrap().to_string();
-    wait_state(&d, &rid, &["done"], Duration::from_secs(30)).await;
+    let known = version_ids(client, id).await;
+    let r = wait_state(&d, &rid, &["done"], Duration::from_secs(30)).await;
+    let prev = r["detail"]["previous_version_id"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        known.iter().any(|v| v == prev) && !prev.starts_with(&format!("keywarden-{rid}")),
+        "{point}: the journal knows the previous version: {r:#}"
+    );
     let (vid, _) = assert_sane(client, id).await;
     assert!(
         vid.starts_with(&format!("keywarden-{rid}")),
