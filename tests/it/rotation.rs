@@ -605,8 +605,10 @@ async fn no_value_reaches_the_trace_log_metrics_or_api() {
     .await;
     let config = base_config(
         &moto,
+        // The finish hook prints the old value (it knows it here only because the test wrote it
+        // into its argv): the log must show it redacted.
         "[[secret]]\nname = \"CR\"\nid = \"app/canary-random\"\nrotation = { strategy = \"random\" }\n\
-         hooks = [{ on = \"finish\", command = [\"true\"] }]\n\n\
+         hooks = [{ on = \"finish\", command = [\"echo\", \"old=CANARY-random-3b9c0d7e6a55\"] }]\n\n\
          [[secret]]\nname = \"CD\"\nid = \"app/canary-dual\"\nrotation = { strategy = \"dual-key\", grace = \"0s\" }\n",
     );
     let dir = tempfile::tempdir().unwrap();
@@ -631,6 +633,10 @@ async fn no_value_reaches_the_trace_log_metrics_or_api() {
     let store = std::fs::read(d.dir.path().join("state.db")).unwrap_or_default();
     outputs.push(("store", String::from_utf8_lossy(&store).into_owned()));
     assert!(outputs[0].1.contains("TRACE"), "the log is at trace level");
+    assert!(
+        outputs[0].1.contains("old=[redacted]"),
+        "hook output is redacted"
+    );
     for (what, text) in &outputs {
         for secret in [
             canary_random,
