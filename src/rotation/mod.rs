@@ -153,6 +153,8 @@ pub struct RotationCore<A> {
     driving: Mutex<HashSet<String>>,
     /// When each rotation started in this process (duration histogram).
     started: Mutex<HashMap<String, Instant>>,
+    /// Rotations whose duration this process already observed (when AWSCURRENT moved).
+    observed: Mutex<HashSet<String>>,
     /// The daemon's shutdown signal.
     shutdown: watch::Receiver<bool>,
 }
@@ -245,6 +247,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             finalize_wake: Notify::new(),
             driving: Mutex::new(HashSet::new()),
             started: Mutex::new(HashMap::new()),
+            observed: Mutex::new(HashSet::new()),
             shutdown,
         })
     }
@@ -516,22 +519,33 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         if rot.step == Step::Finish {
             self.set_in_progress(&rot.secret, false);
             self.count(&rot.secret, rot.trigger, "success");
-            let seconds = match lock(&self.started).remove(&rot.id) {
-                Some(t) => t.elapsed().as_secs_f64(),
-                None => {
-                    ((Utc::now().timestamp_millis() - detail.requested_at_ms).max(0) as f64)
-                        / 1000.0
-                }
-            };
-            self.metrics
-                .rotation_duration
-                .get_or_create(&TriggerLabel {
-                    trigger: rot.trigger.as_str(),
-                })
-                .observe(seconds);
-            info!(secret = %rot.secret, rotation = %rot.id, seconds, finalize_after = detail.finalize_after, "Rotation finished: AWSCURRENT is the new version.");
+            // Resumed past the label move: this process has not observed it yet.
+            if !lock(&self.observed).remove(&rot.id) {
+                self.observe_duration(rot);
+                lock(&self.observed).remove(&rot.id);
+            }
+            info!(secret = %rot.secret, rotation = %rot.id, finalize_after = detail.finalize_after, "Rotation finished: AWSCURRENT is the new version.");
         }
         Ok(())
+    }
+
+    /// Observes the time from the request to the new AWSCURRENT, once per process.
+    fn observe_duration(&self, rot: &Rotation) {
+        let seconds = match lock(&self.started).remove(&rot.id) {
+            Some(t) => t.elapsed().as_secs_f64(),
+            None => {
+                ((Utc::now().timestamp_millis() - rot.detail.requested_at_ms).max(0) as f64)
+                    / 1000.0
+            }
+        };
+        self.metrics
+            .rotation_duration
+            .get_or_create(&TriggerLabel {
+                trigger: rot.trigger.as_str(),
+            })
+            .observe(seconds);
+        lock(&self.observed).insert(rot.id.clone());
+        info!(secret = %rot.secret, rotation = %rot.id, seconds, "AWSCURRENT moved to the new version.");
     }
 
     /// Marks a rotation failed after its last attempt (or a fatal error), takes AWSPENDING off
@@ -558,6 +572,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         }
         self.count(&rot.secret, rot.trigger, "failure");
         lock(&self.started).remove(&rot.id);
+        lock(&self.observed).remove(&rot.id);
         error!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), error = %msg, "Rotation failed; AWSCURRENT was left as it was before this step.");
         if let Ok(Some(r)) = journal::get(&self.store, &rot.id) {
             self.publish(&r);
@@ -692,6 +707,9 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                     rot.detail.previous_version_id.as_deref(),
                 )
                 .await?;
+                if moved {
+                    self.observe_duration(rot);
+                }
                 let values = self.current_and_previous(rot).await;
                 let refs: Vec<&SecretValue> = values.iter().collect();
                 let n = self
