@@ -490,6 +490,10 @@ async fn failed_steps_retry_then_stop_visibly_and_hooks_are_timed_out() {
     let (old_vid, _) = value(&client, "app/broken", "AWSCURRENT").await;
     let flaky = rotate(&d, "FLAKY").await;
     let broken = rotate(&d, "BROKEN").await;
+    d.wait_for("BROKEN in progress", Duration::from_secs(10), |s| {
+        s.get("keywarden_rotation_in_progress", &[("secret", "BROKEN")]) == Some(1.0)
+    })
+    .await;
     let r = wait_state(&d, &flaky, &["done"], Duration::from_secs(30)).await;
     let errors = r["events"]
         .as_array()
