@@ -908,6 +908,11 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 window: spec.window.as_ref(),
                 undeclared: &undeclared,
                 last: last.as_ref(),
+                lead: self
+                    .config
+                    .reminders
+                    .as_ref()
+                    .and_then(|r| r.lead.iter().min().copied()),
             });
             let waiting = match &decision {
                 scheduled::Decision::Wait(w) => Some(w.clone()),

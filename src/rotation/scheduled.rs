@@ -1,6 +1,9 @@
 //! When a scheduled rotation starts (pure: no I/O, `now` is a parameter).
 //!
-//! A secret is eligible once it is overdue (now past its due date, from the view). It starts at
+//! A secret is eligible once it is overdue (now past its due date, from the view), or, when
+//! reminders are configured, once it is inside its shortest reminder lead (every reminder has
+//! been sent by then), so a secret with a weekly window rotates before it becomes overdue. It
+//! starts at
 //! the next opening of its `window`: a window is open for [`WINDOW_OPEN`] after each occurrence
 //! of its cron or rate expression. A secret without a window is never rotated by the scheduler
 //! (SPEC §6: scheduled rotations start only inside the window); it says so. It waits,
@@ -57,6 +60,8 @@ pub struct Inputs<'a> {
     pub undeclared: &'a [String],
     /// Its latest journaled rotation.
     pub last: Option<&'a Rotation>,
+    /// The shortest reminder lead, when reminders are configured: eligible from due minus it.
+    pub lead: Option<Duration>,
 }
 
 /// Decides, and gives the next window opening after now (for `/secrets`).
@@ -70,8 +75,9 @@ pub fn decide(i: Inputs<'_>) -> (Decision, Option<DateTime<Utc>>) {
         return (Decision::Idle, next_window);
     }
     let now = i.now.timestamp();
+    let lead = i.lead.map_or(0, |d| d.as_secs() as i64);
     match s.due {
-        Some(due) if now > due => {}
+        Some(due) if now > due.saturating_sub(lead) => {}
         _ => return (Decision::Idle, next_window),
     }
     if let Some(last) = i.last {
@@ -278,6 +284,7 @@ mod tests {
                 window: Some(&window),
                 undeclared,
                 last,
+                lead: None,
             });
             assert!(next.is_some());
             let got = match &d {
@@ -300,9 +307,27 @@ mod tests {
             window: None,
             undeclared: &[],
             last: None,
+            lead: None,
         });
         assert!(matches!(d, Decision::Wait(w) if w.contains("no window")));
         assert_eq!(next, None);
+        // Inside the reminder lead: eligible before the due date.
+        let soon = status(inside.timestamp() + 86_400, false);
+        for (lead, want) in [
+            (None, Decision::Idle),
+            (Some(Duration::from_secs(2 * 86_400)), Decision::Start),
+        ] {
+            let (d, _) = decide(Inputs {
+                now: inside,
+                status: &soon,
+                strategy: Strategy::Random,
+                window: Some(&window),
+                undeclared: &[],
+                last: None,
+                lead,
+            });
+            assert_eq!(d, want, "{lead:?}");
+        }
     }
 
     #[test]

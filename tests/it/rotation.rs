@@ -766,6 +766,10 @@ async fn scheduled_rotations_start_in_their_window_and_say_why_they_wait() {
     ] {
         crate::support::create_aged_secret(&moto, &client, id, 100).await;
     }
+    // Due in 10 days: inside the 14-day reminder lead, so it rotates in its window already.
+    crate::support::create_aged_secret(&moto, &client, "sched/lead", 80).await;
+    // Due in 30 days: not yet.
+    crate::support::create_aged_secret(&moto, &client, "sched/later", 60).await;
     // A version other than AWSCURRENT carries AWSPENDING: an unfinished outside rotation.
     client
         .put_secret_value()
@@ -782,20 +786,26 @@ async fn scheduled_rotations_start_in_their_window_and_say_why_they_wait() {
         "[[secret]]\nname = \"OPEN\"\nid = \"sched/open\"\nrotate_every = \"90d\"\nwindow = \"cron(* * * * ? *)\"\nrotation = {{ strategy = \"random\" }}\n\n\
          [[secret]]\nname = \"CLOSED\"\nid = \"sched/closed\"\nrotate_every = \"90d\"\nwindow = \"cron(0 {hour} * * ? *)\"\nrotation = {{ strategy = \"random\" }}\n\n\
          [[secret]]\nname = \"PENDING\"\nid = \"sched/pending\"\nrotate_every = \"90d\"\nwindow = \"cron(* * * * ? *)\"\nrotation = {{ strategy = \"random\" }}\n\n\
-         [[secret]]\nname = \"NOWINDOW\"\nid = \"sched/nowindow\"\nrotate_every = \"90d\"\nrotation = {{ strategy = \"random\" }}\n"
+         [[secret]]\nname = \"NOWINDOW\"\nid = \"sched/nowindow\"\nrotate_every = \"90d\"\nrotation = {{ strategy = \"random\" }}\n\n\
+         [[secret]]\nname = \"LEAD\"\nid = \"sched/lead\"\nrotate_every = \"90d\"\nwindow = \"cron(* * * * ? *)\"\nrotation = {{ strategy = \"random\" }}\n\n\
+         [[secret]]\nname = \"LATER\"\nid = \"sched/later\"\nrotate_every = \"90d\"\nwindow = \"cron(* * * * ? *)\"\nrotation = {{ strategy = \"random\" }}\n\n\
+         [reminders]\nlead = [\"14d\"]\nsns_topic_arn = \"arn:aws:sns:us-east-1:123456789012:reminders\"\n"
     );
     let d = start(&base_config(&moto, &secrets)).await;
-    d.wait_for("a scheduled rotation", Duration::from_secs(30), |s| {
-        s.get(
-            "keywarden_rotations_total",
-            &[
-                ("secret", "OPEN"),
-                ("trigger", "scheduled"),
-                ("result", "success"),
-            ],
-        ) == Some(1.0)
+    d.wait_for("scheduled rotations", Duration::from_secs(30), |s| {
+        ["OPEN", "LEAD"].iter().all(|secret| {
+            s.get(
+                "keywarden_rotations_total",
+                &[
+                    ("secret", secret),
+                    ("trigger", "scheduled"),
+                    ("result", "success"),
+                ],
+            ) == Some(1.0)
+        })
     })
     .await;
+    assert!(rotations_of(&d, "LATER").await.is_empty());
     let list = rotations_of(&d, "OPEN").await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["trigger"], "scheduled");
