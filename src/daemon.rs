@@ -1,5 +1,5 @@
-//! `keywarden run`: wires the store, the AWS clients, the pollers and the HTTP listener
-//! together, and shuts them all down cleanly on SIGTERM or SIGINT.
+//! `keywarden run`: wires the store, the AWS clients, the pollers, the rotation core and the
+//! HTTP listener together, and shuts them all down cleanly on SIGTERM or SIGINT.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +8,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::aws;
-use crate::config::Config;
+use crate::aws::{self, SecretValue};
+use crate::config::{Config, ServerConfig, TokenSource};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::poll::metadata::MetadataPoller;
+use crate::rotation::RotationCore;
 use crate::schedule::format_duration;
 use crate::store::{Store, StoreError};
 use crate::view::SharedView;
@@ -42,6 +43,36 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The configured admin token could not be read.
+    #[error("admin token: {0}")]
+    AdminToken(String),
+}
+
+/// Reads the admin token from its file or environment variable (`None` when not configured).
+/// A configured source that is missing or empty is an error: the daemon would otherwise serve
+/// with actions silently off.
+pub fn load_admin_token(server: &ServerConfig) -> Result<Option<SecretValue>, DaemonError> {
+    let text = match &server.admin_token {
+        None => return Ok(None),
+        Some(TokenSource::File(path)) => std::fs::read_to_string(path).map_err(|e| {
+            DaemonError::AdminToken(format!(
+                "cannot read server.admin_token_file {}: {e}",
+                path.display()
+            ))
+        })?,
+        Some(TokenSource::Env(name)) => std::env::var(name).map_err(|_| {
+            DaemonError::AdminToken(format!(
+                "server.admin_token_env names {name}, which is not set"
+            ))
+        })?,
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(DaemonError::AdminToken(
+            "the configured admin token is empty".into(),
+        ));
+    }
+    Ok(Some(SecretValue::new(token.to_string())))
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -56,6 +87,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             source,
         })?;
     let local = listener.local_addr().unwrap_or(config.server.listen);
+    let admin_token = load_admin_token(&config.server)?;
+    if crate::rotation::failpoint::ENABLED {
+        warn!("This is a test build: rotation failpoints (KEYWARDEN_FAILPOINT) are honoured.");
+    }
 
     let metrics = Arc::new(Metrics::new());
     if let Some(r) = &config.reminders {
@@ -80,6 +115,24 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         stop_rx.clone(),
     ));
 
+    let rotation = RotationCore::new(
+        aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone()),
+        store.clone(),
+        config.clone(),
+        view.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    );
+    let resumed = rotation.resume()?;
+    if resumed > 0 {
+        info!(
+            rotations = resumed,
+            "Resumed unfinished rotations from the journal."
+        );
+    }
+    let finalizer = tokio::spawn(rotation.clone().run_finalizer());
+    let scheduler = tokio::spawn(rotation.clone().run_scheduler());
+
     info!(
         listen = %local,
         secrets = config.secrets.len(),
@@ -90,8 +143,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config: config.clone(),
         view,
         metrics,
+        rotation: Some(rotation),
+        admin_token,
     });
     http::serve(listener, state, stop_rx).await;
+    finalizer.abort();
+    scheduler.abort();
 
     match tokio::time::timeout(STOP_GRACE, metadata).await {
         Ok(Ok(())) => {}

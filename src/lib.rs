@@ -10,6 +10,8 @@ pub mod http;
 pub mod inventory;
 pub mod metrics;
 pub mod poll;
+pub mod remote;
+pub mod rotation;
 pub mod schedule;
 pub mod status;
 pub mod store;

@@ -7,4 +7,5 @@ mod alerting;
 mod config_check;
 mod http_server;
 mod metadata;
+mod rotation;
 mod store_crash;
