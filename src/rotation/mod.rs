@@ -398,6 +398,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 secret: secret.to_string(),
             })
             .set(i64::from(on));
+        self.metrics.mark_dirty();
     }
 
     fn count(&self, secret: &str, trigger: Trigger, result: &'static str) {
@@ -409,6 +410,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 result,
             })
             .inc();
+        self.metrics.mark_dirty();
     }
 
     /// Drives one rotation until it is done, failed, waiting for its grace, or rolled back.
