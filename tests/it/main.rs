@@ -6,4 +6,5 @@ mod support;
 mod config_check;
 mod http_server;
 mod metadata;
+mod reminders;
 mod store_crash;

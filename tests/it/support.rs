@@ -433,6 +433,17 @@ impl Daemon {
 
     /// Starts a daemon in an existing dir and port (used to restart).
     pub async fn start_in(dir: tempfile::TempDir, port: u16, config: &str) -> Daemon {
+        Daemon::start_in_with_log(dir, port, config, None).await
+    }
+
+    /// Like [`Daemon::start_in`], with `KEYWARDEN_LOG` set to `log_filter` when given (for
+    /// example `trace`, to scan every log line the daemon can write).
+    pub async fn start_in_with_log(
+        dir: tempfile::TempDir,
+        port: u16,
+        config: &str,
+        log_filter: Option<&str>,
+    ) -> Daemon {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let text = config
             .replace("{listen}", &addr.to_string())
@@ -448,7 +459,11 @@ impl Daemon {
             .append(true)
             .open(dir.path().join("keywarden.log"))
             .expect("open log");
-        let child = keywarden_command()
+        let mut cmd = keywarden_command();
+        if let Some(filter) = log_filter {
+            cmd.env("KEYWARDEN_LOG", filter);
+        }
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&config_path)
