@@ -485,21 +485,54 @@ async fn overdue_notice_once_then_rotation_starts_a_new_cycle() {
     assert_eq!(sent(&s, "DB", "14d"), 0.0);
 
     // A rotation: a new AWSCURRENT version, 80 days old, so the new due date is 10 days away
-    // and inside the 14-day lead. The new cycle gets its own reminder.
-    let out = client
+    // and inside the 14-day lead. The new cycle gets its own reminder. The version is dated
+    // before it becomes AWSCURRENT (as on AWS, a version's creation time never changes later).
+    let old_current = client
+        .describe_secret()
+        .secret_id("svc/db")
+        .send()
+        .await
+        .unwrap()
+        .version_ids_to_stages()
+        .and_then(|m| {
+            m.iter()
+                .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+                .map(|(id, _)| id.clone())
+        })
+        .expect("an AWSCURRENT version");
+    let token = "0123456789abcdef0123456789abcdef";
+    client
         .put_secret_value()
         .secret_id("svc/db")
         .secret_string(format!("{{\"current\":\"{CANARY}-rotated\"}}"))
+        .client_request_token(token)
+        .version_stages("AWSPENDING")
         .send()
         .await
         .unwrap();
     let rotated = now() - 80 * DAY;
     moto.set_dates(serde_json::json!({
         "secret_id": "svc/db",
-        "current_version_created": rotated,
+        "version_created": { token: rotated },
     }))
     .await;
-    assert!(out.version_id().is_some());
+    client
+        .update_secret_version_stage()
+        .secret_id("svc/db")
+        .version_stage("AWSCURRENT")
+        .move_to_version_id(token)
+        .remove_from_version_id(&old_current)
+        .send()
+        .await
+        .unwrap();
+    client
+        .update_secret_version_stage()
+        .secret_id("svc/db")
+        .version_stage("AWSPENDING")
+        .remove_from_version_id(token)
+        .send()
+        .await
+        .unwrap();
     receive_until(&wire, &queue, &mut got, Duration::from_secs(30), &d, |m| {
         m.len() >= 2
     })
