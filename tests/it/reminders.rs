@@ -327,7 +327,7 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
     );
     let dir = tempfile::tempdir().unwrap();
     let port = crate::support::free_port();
-    let d = Daemon::start_in_with_log(dir, port, &cfg, Some("trace")).await;
+    let mut d = Daemon::start_in_with_log(dir, port, &cfg, Some("trace")).await;
 
     let mut got = Vec::new();
     receive_until(&wire, &queue, &mut got, Duration::from_secs(30), &d, |m| {
@@ -441,6 +441,16 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
         !requests.keys().any(|k| k.contains("GetSecretValue")),
         "{requests:?}"
     );
+
+    // The sender stops with the daemon.
+    let (status, took) = d.stop_with("TERM", Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        d.log()
+    );
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    assert!(d.log().contains("Reminder sender stopped"), "{}", d.log());
 }
 
 #[tokio::test]
@@ -611,6 +621,26 @@ async fn missing_topic_is_retried_until_it_exists() {
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].attributes["secret"], "JWT_SECRET");
     // The ledger holds the attempts and the SNS message id.
+    let (attempts, message_id, state): (i64, String, String) =
+        Store::open(&d.dir.path().join("state.db"))
+            .unwrap()
+            .with(
+                |c| {
+                    c.query_row(
+                        "SELECT attempts, message_id, state FROM reminders",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                },
+                "row",
+            )
+            .unwrap();
+    assert!(
+        attempts as f64 >= failed,
+        "{attempts} attempts, {failed} failures"
+    );
+    assert_eq!(state, "sent");
+    assert_eq!(message_id, got[0].sns_id);
     let log = d.log();
     assert!(
         log.contains("it stays pending and will be retried"),
