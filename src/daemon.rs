@@ -18,6 +18,11 @@ use crate::schedule::format_duration;
 use crate::store::{Store, StoreError};
 use crate::view::SharedView;
 
+/// How often the metrics refresher looks for changed per-secret series.
+const METRICS_REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// The per-secret rendering is redone at least this often.
+const METRICS_MAX_AGE: Duration = Duration::from_secs(60);
+
 /// How long the pollers get to stop after the listener closed.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -71,6 +76,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         metrics.clone(),
     );
     let metadata = tokio::spawn(poller.run(stop_rx.clone()));
+    let refresher = tokio::spawn(crate::metrics::run_refresher(
+        metrics.clone(),
+        METRICS_REFRESH_EVERY,
+        METRICS_MAX_AGE,
+        stop_rx.clone(),
+    ));
     let reminders = config.reminders.as_ref().map(|r| {
         info!(topic = %r.sns_topic_arn, leads = r.lead.len(), "Reminders on.");
         let task = Reminders::new(
@@ -114,6 +125,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             ),
         }
     }
+    refresher.abort();
     signals.abort();
     info!("keywarden stopped.");
     Ok(())

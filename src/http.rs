@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use http_body_util::Full;
+use futures_util::stream;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -62,10 +65,10 @@ impl AppState {
     }
 }
 
-type Body = Full<Bytes>;
+type Body = BoxBody<Bytes, Infallible>;
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -78,7 +81,7 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');
-            let mut r = Response::new(Full::new(Bytes::from(body)));
+            let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
             *r.status_mut() = status;
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -131,12 +134,15 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .any(|v| v.contains("application/openmetrics-text"));
-            let (body, content_type) = if openmetrics {
-                (state.metrics.render(), metrics::OPENMETRICS_CONTENT_TYPE)
+            let (fleet, process) = state.metrics.scrape(openmetrics);
+            let content_type = if openmetrics {
+                metrics::OPENMETRICS_CONTENT_TYPE
             } else {
-                (state.metrics.render_text(), metrics::TEXT_CONTENT_TYPE)
+                metrics::TEXT_CONTENT_TYPE
             };
-            let mut r = text(StatusCode::OK, body);
+            // Two chunks: the cached per-secret part is sent without copying it.
+            let frames = [fleet, process].map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            let mut r = Response::new(StreamBody::new(stream::iter(frames)).boxed());
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             r

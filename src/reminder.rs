@@ -847,6 +847,7 @@ impl<N: NotifyApi> Reminders<N> {
                         lead: key.lead_label(),
                     })
                     .inc();
+                self.metrics.mark_dirty();
                 info!(
                     secret = %key.secret,
                     due = %date(key.due),
@@ -874,6 +875,7 @@ impl<N: NotifyApi> Reminders<N> {
                 secret: key.secret.clone(),
             })
             .inc();
+        self.metrics.mark_dirty();
         let text: String = e.to_string().chars().take(500).collect();
         let stored = ledger_record_failure(&self.store, key, &text);
         let Some(o) = self.outbox.get_mut(key) else {
