@@ -13,6 +13,7 @@ use crate::config::{Config, ServerConfig, TokenSource};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::poll::metadata::MetadataPoller;
+use crate::reminder::{self, Reminders};
 use crate::rotation::RotationCore;
 use crate::schedule::format_duration;
 use crate::store::{Store, StoreError};
@@ -94,7 +95,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
     let metrics = Arc::new(Metrics::new());
     if let Some(r) = &config.reminders {
-        metrics.set_leads(r.lead.iter().map(|d| format_duration(*d)).collect());
+        let mut leads: Vec<String> = r.lead.iter().map(|d| format_duration(*d)).collect();
+        leads.push(reminder::OVERDUE_LABEL.to_string());
+        metrics.set_leads(leads);
     }
     let view = SharedView::default();
     let sdk = aws::client::load(&config.aws).await;
@@ -114,6 +117,17 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         METRICS_MAX_AGE,
         stop_rx.clone(),
     ));
+    let reminders = config.reminders.as_ref().map(|r| {
+        info!(topic = %r.sns_topic_arn, leads = r.lead.len(), "Reminders on.");
+        let task = Reminders::new(
+            aws::sns::Sns::new(&sdk, metrics.clone()),
+            config.clone(),
+            view.clone(),
+            store.clone(),
+            metrics.clone(),
+        );
+        tokio::spawn(task.run(stop_rx.clone()))
+    });
 
     let rotation = RotationCore::new(
         aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone()),
@@ -157,6 +171,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             "Metadata poller did not stop within {}s.",
             STOP_GRACE.as_secs()
         ),
+    }
+    if let Some(task) = reminders {
+        match tokio::time::timeout(STOP_GRACE, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(error = %e, "Reminder sender ended abnormally."),
+            Err(_) => warn!(
+                "Reminder sender did not stop within {}s.",
+                STOP_GRACE.as_secs()
+            ),
+        }
     }
     refresher.abort();
     signals.abort();

@@ -10,6 +10,7 @@ pub mod http;
 pub mod inventory;
 pub mod metrics;
 pub mod poll;
+pub mod reminder;
 pub mod remote;
 pub mod rotation;
 pub mod schedule;

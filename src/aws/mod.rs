@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod secretsmanager;
+pub mod sns;
 
 use std::future::Future;
 
@@ -89,6 +90,7 @@ impl AwsErrorKind {
         match code {
             "ThrottlingException"
             | "Throttling"
+            | "Throttled"
             | "TooManyRequestsException"
             | "RequestLimitExceeded"
             | "LimitExceededException" => AwsErrorKind::Throttled,
@@ -281,4 +283,43 @@ pub trait SecretsWriteApi: Send + Sync + 'static {
         secret_id: &str,
         token: &str,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Extra identifiers a FIFO SNS topic requires on every message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FifoIds {
+    /// MessageGroupId: messages of one group are delivered in order (at most 128 characters).
+    pub group_id: String,
+    /// MessageDeduplicationId: SNS drops a second message with the same id within its
+    /// five-minute deduplication interval (at most 128 characters).
+    pub deduplication_id: String,
+}
+
+/// One message to publish to an SNS topic. Never carries a secret value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The topic ARN; a name ending in `.fifo` is a FIFO topic.
+    pub topic_arn: String,
+    /// Subject (used as the e-mail subject): ASCII, fewer than 100 characters.
+    pub subject: String,
+    /// The message body.
+    pub body: String,
+    /// MessageAttributes, all of DataType `String`, as (name, value) pairs.
+    pub attributes: Vec<(String, String)>,
+    /// Group and deduplication ids, for FIFO topics only.
+    pub fifo: Option<FifoIds>,
+}
+
+/// Whether a topic ARN names a FIFO topic.
+pub fn is_fifo_topic(topic_arn: &str) -> bool {
+    topic_arn.ends_with(".fifo")
+}
+
+/// Publishing notifications (reminders, incident notices).
+pub trait NotifyApi: Send + Sync + 'static {
+    /// Publishes one message and returns the MessageId SNS assigned once it accepted it.
+    fn publish(
+        &self,
+        notification: &Notification,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
 }

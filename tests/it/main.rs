@@ -7,5 +7,6 @@ mod alerting;
 mod config_check;
 mod http_server;
 mod metadata;
+mod reminders;
 mod rotation;
 mod store_crash;

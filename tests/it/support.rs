@@ -436,6 +436,22 @@ impl Daemon {
         Daemon::start_in_env(dir, port, config, &[]).await
     }
 
+    /// Like [`Daemon::start_in`], with `KEYWARDEN_LOG` set to `log_filter` when given (for
+    /// example `trace`, to scan every log line the daemon can write).
+    pub async fn start_in_with_log(
+        dir: tempfile::TempDir,
+        port: u16,
+        config: &str,
+        log_filter: Option<&str>,
+    ) -> Daemon {
+        match log_filter {
+            Some(filter) => {
+                Daemon::start_in_env(dir, port, config, &[("KEYWARDEN_LOG", filter)]).await
+            }
+            None => Daemon::start_in_env(dir, port, config, &[]).await,
+        }
+    }
+
     /// Like [`Daemon::start_in`], with extra environment variables for the daemon.
     pub async fn start_in_env(
         dir: tempfile::TempDir,
