@@ -116,7 +116,10 @@ fn store_survives_kill_9_in_the_middle_of_writes() {
         let rows = check(&store);
         // Every acknowledged write is there. The child keeps writing until the kill lands, so
         // more rows than acknowledgements read is expected; fewer would be a lost commit.
-        assert!(rows >= acked, "round {round}: {rows} rows, {acked} acknowledged");
+        assert!(
+            rows >= acked,
+            "round {round}: {rows} rows, {acked} acknowledged"
+        );
         assert!(acked > total_acked, "round {round} made no progress");
         total_acked = acked;
     }
