@@ -465,8 +465,13 @@ async fn postgres_users_alternate_without_drift_and_redis_keeps_two_passwords_in
 
     let (mut user, mut pw) = ("app".to_string(), PG_CANARY.to_string());
     for round in 1..=3 {
+        let t0 = Instant::now();
         let rid = rotate(&d, "DATABASE_PASSWORD").await;
         wait_state(&d, &rid, &["grace"], Duration::from_secs(30)).await;
+        eprintln!(
+            "postgres rotation {round}: POST /rotate to new AWSCURRENT in {:?}",
+            t0.elapsed()
+        );
         let (new_user, new_pw) = creds(&current(&client, "db/app").await);
         let want = if round % 2 == 1 { "app_b" } else { "app" };
         assert_eq!(new_user, want, "round {round}");
@@ -515,8 +520,13 @@ async fn postgres_users_alternate_without_drift_and_redis_keeps_two_passwords_in
     }
 
     // Redis: both passwords in the grace, only the new one after.
+    let t0 = Instant::now();
     let rid = rotate(&d, "REDIS_PASSWORD").await;
     wait_state(&d, &rid, &["grace"], Duration::from_secs(30)).await;
+    eprintln!(
+        "redis rotation: POST /rotate to new AWSCURRENT in {:?}",
+        t0.elapsed()
+    );
     let (ruser, rpw) = creds(&current(&client, "cache/events").await);
     assert_eq!(ruser, "events");
     passwords.push(rpw.clone());
@@ -722,6 +732,76 @@ async fn kill9_between_set_and_finish_and_before_finalize_leaves_servers_and_sec
                     "{point}: only the current password"
                 );
             }
+        }
+    }
+}
+
+/// Every strategy step run twice in a row (as a resume after a crash inside a step does) is
+/// harmless: set re-applies the same password, finalize finds its work done.
+#[tokio::test]
+async fn steps_repeated_after_an_interrupted_step_are_harmless() {
+    use keywarden::aws::SecretValue;
+    use keywarden::config::{RotationSpec, Strategy};
+    use keywarden::rotation::strategies::{for_spec, StepContext};
+
+    let pg = Pg::start().await;
+    pg.prepare().await;
+    let rs = RedisServer::start().await;
+    let cases = [
+        (
+            Strategy::Postgres,
+            json!({"username": "app", "password": PG_CANARY, "host": "127.0.0.1",
+                   "port": pg.port, "dbname": "appdb"}),
+            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres"}),
+        ),
+        (
+            Strategy::Redis,
+            json!({"username": "events", "password": REDIS_CANARY, "host": "127.0.0.1",
+                   "port": rs.port}),
+            json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}),
+        ),
+    ];
+    for (strategy, old, master) in cases {
+        let spec = RotationSpec {
+            strategy,
+            ..RotationSpec::default()
+        };
+        let s = for_spec("X", &spec).unwrap();
+        let old = SecretValue::new(old.to_string());
+        let master = SecretValue::new(master.to_string());
+        let new = s.create_value(&old).unwrap();
+        let ctx = StepContext {
+            secret: "X",
+            secret_id: "x",
+            version_id: "v",
+            previous_version_id: None,
+            compromise: false,
+            master: Some(&master),
+        };
+        for _ in 0..2 {
+            s.set(ctx, &new, &old).await.unwrap();
+            s.test(ctx, &new).await.unwrap();
+        }
+        let (u, p) = creds(&serde_json::from_str(new.expose()).unwrap());
+        if strategy == Strategy::Redis {
+            assert_eq!(
+                rs.password_count(&u).await,
+                2,
+                "set twice adds one password"
+            );
+        } else {
+            // Both users log in until finalize.
+            pg.login("app", PG_CANARY, "appdb").await.unwrap();
+        }
+        for _ in 0..2 {
+            s.finalize(ctx, &new).await.unwrap();
+        }
+        if strategy == Strategy::Redis {
+            assert_eq!(rs.password_count(&u).await, 1);
+            ping(&mut rs.login(&u, &p).await.unwrap()).await.unwrap();
+        } else {
+            assert!(!pg.can_login("app").await && pg.can_login(&u).await);
+            pg.login(&u, &p, "appdb").await.unwrap();
         }
     }
 }
