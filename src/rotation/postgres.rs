@@ -279,12 +279,13 @@ impl RotationStrategy for Postgres {
                 postgres_protocol::password::scram_sha_256(newc.password.expose().as_bytes());
             let hide = [newc.password.expose(), verifier.as_str()];
             timed("set", async {
-                if role(&client, &other).await? == Some(true) {
+                let found = role(&client, &other).await?;
+                if found == Some(true) {
                     return Err(StrategyError(format!(
                         "{other:?} is a superuser: keywarden does not rotate superusers"
                     )));
                 }
-                let exists = role(&client, &other).await?.is_some();
+                let exists = found.is_some();
                 let verb = if exists { "ALTER" } else { "CREATE" };
                 let mut sql = vec![format!(
                     "{verb} ROLE {} WITH LOGIN PASSWORD {}",

@@ -28,14 +28,6 @@ pub enum Refused {
     /// `strategy = "none"`: monitored only.
     #[error("{0} has rotation strategy \"none\": keywarden only monitors it; set rotation.strategy to rotate it")]
     NotRotatable(String),
-    /// A strategy this build does not implement yet.
-    #[error("{secret}: the {strategy} strategy is not available in this keywarden build")]
-    Unavailable {
-        /// The secret label.
-        secret: String,
-        /// The strategy.
-        strategy: &'static str,
-    },
 }
 
 /// Who runs the four steps.
