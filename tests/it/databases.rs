@@ -670,6 +670,21 @@ async fn compromise_cuts_old_sessions_and_redis_clients_at_once() {
     let _ = stop.send(true);
 }
 
+/// The AWSCURRENT credentials of `secret` log in and answer a query.
+async fn assert_current_works(client: &sm::Client, pg: &Pg, rs: &RedisServer, secret: &str) {
+    if secret == "DATABASE_PASSWORD" {
+        let (u, p) = creds(&current(client, "db/app").await);
+        let c = pg.login(&u, &p, "appdb").await.unwrap();
+        c.simple_query("SELECT 1").await.unwrap();
+    } else {
+        let (u, p) = creds(&current(client, "cache/events").await);
+        assert_eq!(
+            ping(&mut rs.login(&u, &p).await.unwrap()).await.unwrap(),
+            "PONG"
+        );
+    }
+}
+
 /// kill -9 (a failpoint abort) between set and finish and between finish and finalize: after a
 /// restart the rotation completes and both servers agree with the secret.
 #[tokio::test]
@@ -694,6 +709,8 @@ async fn kill9_between_set_and_finish_and_before_finalize_leaves_servers_and_sec
                 log.contains(&format!("failpoint {point} reached")),
                 "{point}:\n{log}"
             );
+            // Even before the restart, whatever AWSCURRENT holds logs in.
+            assert_current_works(&client, &pg, &rs, secret).await;
             let d = Daemon::start_in_env(dir, port, &config, &[("KW_TEST_TOKEN", TOKEN)]).await;
             let (status, body) = d.get("/rotations").await;
             assert_eq!(status, 200);
@@ -707,25 +724,16 @@ async fn kill9_between_set_and_finish_and_before_finalize_leaves_servers_and_sec
                 .expect("the rotation was journaled");
             wait_state(&d, &rid, &["done"], Duration::from_secs(40)).await;
             drop(d);
+            assert_current_works(&client, &pg, &rs, secret).await;
             if secret == "DATABASE_PASSWORD" {
-                let (u, p) = creds(&current(&client, "db/app").await);
-                pg.login(&u, &p, "appdb")
-                    .await
-                    .unwrap()
-                    .simple_query("SELECT 1")
-                    .await
-                    .unwrap();
+                let (u, _) = creds(&current(&client, "db/app").await);
                 let other = if u == "app" { "app_b" } else { "app" };
                 assert!(
                     pg.can_login(&u).await && !pg.can_login(other).await,
                     "{point}"
                 );
             } else {
-                let (u, p) = creds(&current(&client, "cache/events").await);
-                assert_eq!(
-                    ping(&mut rs.login(&u, &p).await.unwrap()).await.unwrap(),
-                    "PONG"
-                );
+                let (u, _) = creds(&current(&client, "cache/events").await);
                 assert_eq!(
                     rs.password_count(&u).await,
                     1,
