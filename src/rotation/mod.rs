@@ -17,7 +17,9 @@
 pub mod failpoint;
 pub mod hooks;
 pub mod journal;
+pub mod postgres;
 pub mod protocol;
+pub mod redis_acl;
 pub mod scheduled;
 pub mod strategies;
 

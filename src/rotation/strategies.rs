@@ -28,14 +28,6 @@ pub enum Refused {
     /// `strategy = "none"`: monitored only.
     #[error("{0} has rotation strategy \"none\": keywarden only monitors it; set rotation.strategy to rotate it")]
     NotRotatable(String),
-    /// A strategy this build does not implement yet.
-    #[error("{secret}: the {strategy} strategy is not available in this keywarden build")]
-    Unavailable {
-        /// The secret label.
-        secret: String,
-        /// The strategy.
-        strategy: &'static str,
-    },
 }
 
 /// Who runs the four steps.
@@ -138,11 +130,30 @@ pub fn for_spec(secret: &str, spec: &RotationSpec) -> Result<Box<dyn RotationStr
         })),
         Strategy::Lambda => Ok(Box::new(AwsLambda)),
         Strategy::None => Err(Refused::NotRotatable(secret.to_string())),
-        Strategy::Postgres | Strategy::Redis => Err(Refused::Unavailable {
-            secret: secret.to_string(),
-            strategy: spec.strategy.as_str(),
-        }),
+        Strategy::Postgres => Ok(Box::new(super::postgres::Postgres { bytes: spec.bytes })),
+        Strategy::Redis => Ok(Box::new(super::redis_acl::RedisAcl { bytes: spec.bytes })),
     }
+}
+
+/// A password for a database user: `bytes` CSPRNG bytes, URL-safe base64 without padding
+/// (letters, digits, `-` and `_`), so it fits connection URLs and config files unquoted.
+pub fn random_password(bytes: usize) -> Result<SecretValue, StrategyError> {
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; bytes]);
+    getrandom::getrandom(&mut buf)
+        .map_err(|e| StrategyError(format!("the OS random number generator failed: {e}")))?;
+    Ok(SecretValue::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&buf[..]),
+    ))
+}
+
+/// `msg` with every non-empty `hide` string replaced by `[redacted]`: for server error texts that
+/// may echo a statement or an argument.
+pub fn scrub(msg: &str, hide: &[&str]) -> String {
+    let mut out = msg.to_string();
+    for h in hide.iter().filter(|h| h.len() >= 4) {
+        out = out.replace(h, "[redacted]");
+    }
+    out
 }
 
 /// `bytes` bytes of the OS CSPRNG, base64 (standard alphabet, padded).

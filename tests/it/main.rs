@@ -5,6 +5,7 @@ mod support;
 
 mod alerting;
 mod config_check;
+mod databases;
 mod http_server;
 mod metadata;
 mod reminders;

@@ -1,0 +1,451 @@
+//! The `postgres` strategy (SPEC §6, issue #8): alternating users on a PostgreSQL server.
+//!
+//! **Naming.** A secret's user `U` pairs with `U_b`; a user already named `X_b` pairs with `X`.
+//! The first rotation of `app` creates `app_b`; the next one gives `app` a new password and
+//! LOGIN again; and so on. The user without the suffix (`app`) is the pair's *owner role*.
+//!
+//! **No grant or ownership drift.** `app_b` is made a member of `app` and gets
+//! `ALTER ROLE app_b SET role = 'app'`, so every session of `app_b` runs as `app`: whatever
+//! either user creates is owned by `app`, and both hold exactly `app`'s privileges, memberships and
+//! default privileges, after any number of rotations. Nothing is copied, so nothing can drift
+//! (the failure mode of the AWS multi-user template, which re-creates the clone with copied
+//! grants and leaves objects owned by whichever user made them).
+//!
+//! **Passwords.** The new password reaches the server only as a SCRAM-SHA-256 verifier computed
+//! here (`ALTER ROLE ... PASSWORD 'SCRAM-SHA-256$...'`, as psql's `\password` does): the
+//! cleartext is never in a statement, so `log_statement = all` cannot log it. Errors are scrubbed
+//! of both the password and the verifier before they are reported.
+//!
+//! TLS is not built in: `sslmode` `disable`, `allow` and `prefer` (the default) connect without
+//! it; `require`, `verify-ca` and `verify-full` are refused with a clear error.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, NoTls};
+
+use crate::aws::SecretValue;
+
+use super::strategies::{
+    random_password, scrub, BoxFut, RotationStrategy, StepContext, StrategyError,
+};
+
+/// The suffix of the second user of a pair.
+pub const SECOND_SUFFIX: &str = "_b";
+/// Longest PostgreSQL identifier (NAMEDATALEN - 1).
+const MAX_IDENT: usize = 63;
+/// Limit for connecting and for each step's statements.
+const DB_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `postgres`: alternating users.
+#[derive(Debug)]
+pub struct Postgres {
+    /// Random bytes per password.
+    pub bytes: usize,
+}
+
+/// Connection fields of a secret value (the secret or the master secret).
+#[derive(Debug)]
+struct Creds {
+    username: String,
+    password: SecretValue,
+    host: String,
+    port: u16,
+    dbname: String,
+    sslmode: Option<String>,
+}
+
+fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    m.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn parse_map(v: &SecretValue, what: &str) -> Result<Map<String, Value>, StrategyError> {
+    match serde_json::from_str::<Value>(v.expose()) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(StrategyError(format!(
+            "the {what} is not a JSON object with username, password, host, port and dbname"
+        ))),
+    }
+}
+
+fn port_of(m: &Map<String, Value>) -> Option<u16> {
+    match m.get("port") {
+        Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Parses `v`; fields missing from it are taken from `fallback` (the master secret may omit
+/// host, port and dbname: the secret's own are used).
+fn creds(v: &SecretValue, what: &str, fallback: Option<&Creds>) -> Result<Creds, StrategyError> {
+    let m = parse_map(v, what)?;
+    let missing = |k: &str| StrategyError(format!("the {what} has no non-empty \"{k}\""));
+    let text = |k: &str, fb: Option<&String>| -> Result<String, StrategyError> {
+        field(&m, k)
+            .map(str::to_string)
+            .or_else(|| fb.cloned())
+            .ok_or_else(|| missing(k))
+    };
+    Ok(Creds {
+        username: text("username", None)?,
+        password: SecretValue::new(
+            field(&m, "password")
+                .ok_or_else(|| missing("password"))?
+                .to_string(),
+        ),
+        host: text("host", fallback.map(|f| &f.host))?,
+        port: port_of(&m)
+            .or(fallback.map(|f| f.port))
+            .ok_or_else(|| StrategyError(format!("the {what} has no valid \"port\"")))?,
+        dbname: text("dbname", fallback.map(|f| &f.dbname))?,
+        sslmode: field(&m, "sslmode").map(str::to_string),
+    })
+}
+
+/// The owner role of a user's pair and the other user: `app` -> (`app`, `app_b`),
+/// `app_b` -> (`app`, `app`).
+pub fn pair_of(username: &str) -> Result<(String, String), StrategyError> {
+    if username.contains('\0') {
+        return Err(StrategyError(
+            "the username contains a NUL character".into(),
+        ));
+    }
+    match username.strip_suffix(SECOND_SUFFIX) {
+        Some(base) if !base.is_empty() => Ok((base.to_string(), base.to_string())),
+        _ => {
+            let other = format!("{username}{SECOND_SUFFIX}");
+            if other.len() > MAX_IDENT {
+                return Err(StrategyError(format!(
+                    "the second user of {username:?} would be {} bytes long, over PostgreSQL's {MAX_IDENT}: shorten the username",
+                    other.len()
+                )));
+            }
+            Ok((username.to_string(), other))
+        }
+    }
+}
+
+/// `quote_ident`: always quoted, inner double quotes doubled.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `quote_literal` for `standard_conforming_strings = on` (the default since 9.1): single
+/// quotes doubled; a backslash makes it an `E''` string with backslashes doubled.
+pub fn quote_literal(s: &str) -> String {
+    let body = s.replace('\'', "''");
+    if body.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
+fn pg_err(what: &str, e: &tokio_postgres::Error, hide: &[&str]) -> StrategyError {
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    StrategyError(scrub(&format!("postgres: {what}: {detail}"), hide))
+}
+
+async fn connect(c: &Creds, who: &str) -> Result<Client, StrategyError> {
+    let ssl = match c.sslmode.as_deref() {
+        None | Some("prefer") | Some("allow") => SslMode::Prefer,
+        Some("disable") => SslMode::Disable,
+        Some(other) => {
+            return Err(StrategyError(format!(
+                "postgres: sslmode {other:?} of the {who} needs TLS, which this keywarden build does not support (use disable or prefer on a trusted network)"
+            )))
+        }
+    };
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&c.host)
+        .port(c.port)
+        .user(&c.username)
+        .password(c.password.expose().as_bytes())
+        .dbname(&c.dbname)
+        .application_name("keywarden")
+        .connect_timeout(DB_TIMEOUT)
+        .ssl_mode(ssl);
+    let hide = [c.password.expose()];
+    let (client, conn) = match tokio::time::timeout(DB_TIMEOUT, cfg.connect(NoTls)).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => {
+            return Err(pg_err(
+                &format!(
+                    "cannot log in as {:?} ({who}) to {}:{}/{}",
+                    c.username, c.host, c.port, c.dbname
+                ),
+                &e,
+                &hide,
+            ))
+        }
+        Err(_) => {
+            return Err(StrategyError(format!(
+                "postgres: connecting to {}:{} as {:?} ({who}) timed out after {DB_TIMEOUT:?}",
+                c.host, c.port, c.username
+            )))
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "PostgreSQL connection closed with an error.");
+        }
+    });
+    Ok(client)
+}
+
+/// Runs `f` under [`DB_TIMEOUT`].
+async fn timed<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, StrategyError>>,
+) -> Result<T, StrategyError> {
+    tokio::time::timeout(DB_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StrategyError(format!(
+                "postgres: {what} timed out after {DB_TIMEOUT:?}"
+            )))
+        })
+}
+
+impl Postgres {
+    fn admin(&self, ctx: &StepContext<'_>, secret: &Creds) -> Result<Creds, StrategyError> {
+        let m = ctx.master.ok_or_else(|| {
+            StrategyError("the postgres strategy needs rotation.master_secret".into())
+        })?;
+        creds(m, "master secret", Some(secret))
+    }
+}
+
+/// Whether a role exists, and whether it is a superuser.
+async fn role(c: &Client, name: &str) -> Result<Option<bool>, StrategyError> {
+    let rows = c
+        .query("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&name])
+        .await
+        .map_err(|e| pg_err("reading pg_roles", &e, &[]))?;
+    Ok(rows.first().map(|r| r.get::<_, bool>(0)))
+}
+
+impl RotationStrategy for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn create_value(&self, old: &SecretValue) -> Result<SecretValue, StrategyError> {
+        let mut m = parse_map(old, "current value")?;
+        let c = creds(old, "current value", None)?;
+        let (_, other) = pair_of(&c.username)?;
+        let pw = random_password(self.bytes)?;
+        m.insert("username".into(), Value::String(other));
+        m.insert("password".into(), Value::String(pw.expose().to_string()));
+        serde_json::to_string(&Value::Object(m))
+            .map(SecretValue::new)
+            .map_err(|e| StrategyError(format!("cannot encode the new value: {e}")))
+    }
+
+    fn check_value(&self, new: &SecretValue) -> Result<(), StrategyError> {
+        creds(new, "new value", None).map(|_| ())
+    }
+
+    fn set<'a>(
+        &'a self,
+        ctx: StepContext<'a>,
+        new: &'a SecretValue,
+        old: &'a SecretValue,
+    ) -> BoxFut<'a, Result<(), StrategyError>> {
+        Box::pin(async move {
+            let newc = creds(new, "new value", None)?;
+            let oldc = creds(old, "current value", None)?;
+            let (owner, other) = pair_of(&oldc.username)?;
+            if newc.username != other {
+                return Err(StrategyError(format!(
+                    "the new value names user {:?}, but the other user of {:?} is {other:?}",
+                    newc.username, oldc.username
+                )));
+            }
+            let admin = self.admin(&ctx, &oldc)?;
+            if admin.username == other || admin.username == owner {
+                return Err(StrategyError(format!(
+                    "the master secret's user {:?} is one of the rotated pair: use a separate admin role",
+                    admin.username
+                )));
+            }
+            let client = connect(&admin, "master secret").await?;
+            let verifier =
+                postgres_protocol::password::scram_sha_256(newc.password.expose().as_bytes());
+            let hide = [newc.password.expose(), verifier.as_str()];
+            timed("set", async {
+                let found = role(&client, &other).await?;
+                if found == Some(true) {
+                    return Err(StrategyError(format!(
+                        "{other:?} is a superuser: keywarden does not rotate superusers"
+                    )));
+                }
+                let exists = found.is_some();
+                let verb = if exists { "ALTER" } else { "CREATE" };
+                let mut sql = vec![format!(
+                    "{verb} ROLE {} WITH LOGIN PASSWORD {}",
+                    quote_ident(&other),
+                    quote_literal(&verifier)
+                )];
+                if other != owner {
+                    // The second user acts as the owner role: same rights, same owner.
+                    sql.push(format!(
+                        "GRANT {} TO {}",
+                        quote_ident(&owner),
+                        quote_ident(&other)
+                    ));
+                    sql.push(format!(
+                        "ALTER ROLE {} SET role = {}",
+                        quote_ident(&other),
+                        quote_literal(&owner)
+                    ));
+                }
+                let batch = format!("BEGIN; {}; COMMIT", sql.join("; "));
+                if let Err(e) = client.batch_execute(&batch).await {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(pg_err(&format!("setting up {other:?}"), &e, &hide));
+                }
+                tracing::info!(secret = ctx.secret, user = %other, owner = %owner, created = !exists, "PostgreSQL user set with the new password (as a SCRAM verifier).");
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    fn test<'a>(
+        &'a self,
+        ctx: StepContext<'a>,
+        new: &'a SecretValue,
+    ) -> BoxFut<'a, Result<(), StrategyError>> {
+        Box::pin(async move {
+            let c = creds(new, "new value", None)?;
+            let (owner, _) = pair_of(&c.username)?;
+            let client = connect(&c, "new value").await?;
+            let row = timed("test query", async {
+                client
+                    .query_one("SELECT session_user::text, current_user::text", &[])
+                    .await
+                    .map_err(|e| pg_err("test query", &e, &[c.password.expose()]))
+            })
+            .await?;
+            let (session, current): (String, String) = (row.get(0), row.get(1));
+            if session != c.username || current != owner {
+                return Err(StrategyError(format!(
+                    "postgres: logged in as {session:?} acting as {current:?}; expected {:?} acting as the owner role {owner:?}",
+                    c.username
+                )));
+            }
+            tracing::info!(secret = ctx.secret, user = %c.username, "PostgreSQL login with the new password works.");
+            Ok(())
+        })
+    }
+
+    fn finalize<'a>(
+        &'a self,
+        ctx: StepContext<'a>,
+        current: &'a SecretValue,
+    ) -> BoxFut<'a, Result<(), StrategyError>> {
+        Box::pin(async move {
+            let c = creds(current, "current value", None)?;
+            let (_, previous) = pair_of(&c.username)?;
+            let admin = self.admin(&ctx, &c)?;
+            let client = connect(&admin, "master secret").await?;
+            timed("finalize", async {
+                match role(&client, &previous).await? {
+                    None => {
+                        tracing::info!(secret = ctx.secret, user = %previous, "The previous PostgreSQL user does not exist: nothing to disable.");
+                        return Ok(());
+                    }
+                    Some(true) => {
+                        return Err(StrategyError(format!(
+                            "{previous:?} is a superuser: keywarden does not disable superusers"
+                        )))
+                    }
+                    Some(false) => {}
+                }
+                client
+                    .batch_execute(&format!("ALTER ROLE {} NOLOGIN", quote_ident(&previous)))
+                    .await
+                    .map_err(|e| pg_err(&format!("disabling {previous:?}"), &e, &[]))?;
+                tracing::info!(secret = ctx.secret, user = %previous, "Previous PostgreSQL user set NOLOGIN.");
+                if ctx.compromise {
+                    let rows = client
+                        .query(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                             WHERE usename = $1 AND pid <> pg_backend_pid()",
+                            &[&previous],
+                        )
+                        .await
+                        .map_err(|e| {
+                            pg_err(
+                                &format!("ending the sessions of {previous:?} (the admin role needs pg_signal_backend)"),
+                                &e,
+                                &[],
+                            )
+                        })?;
+                    let failed = rows.iter().filter(|r| !r.get::<_, bool>(0)).count();
+                    if failed > 0 {
+                        return Err(StrategyError(format!(
+                            "postgres: {failed} session(s) of {previous:?} could not be ended; grant pg_signal_backend to the admin role"
+                        )));
+                    }
+                    tracing::warn!(secret = ctx.secret, user = %previous, sessions = rows.len(), "Compromise: sessions of the previous PostgreSQL user terminated.");
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_quoting_and_values() {
+        let cases: &[(&str, Option<(&str, &str)>)] = &[
+            ("app", Some(("app", "app_b"))),
+            ("app_b", Some(("app", "app"))),
+            ("_b", Some(("_b", "_b_b"))),
+            ("Event \"svc\"", Some(("Event \"svc\"", "Event \"svc\"_b"))),
+            (&"x".repeat(62), None),
+            ("nul\0", None),
+        ];
+        for (user, want) in cases {
+            let got = pair_of(user).ok();
+            assert_eq!(
+                got.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                *want,
+                "{user}"
+            );
+        }
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
+
+        let s = Postgres { bytes: 24 };
+        let old = SecretValue::new(
+            r#"{"username":"app","password":"p0","host":"h","port":"5432","dbname":"d","engine":"postgres"}"#.into(),
+        );
+        let new = s.create_value(&old).unwrap();
+        let j: Value = serde_json::from_str(new.expose()).unwrap();
+        assert_eq!(j["username"], "app_b");
+        assert_eq!(j["engine"], "postgres");
+        assert_eq!(j["port"], "5432");
+        assert_ne!(j["password"], "p0");
+        s.check_value(&new).unwrap();
+        let back = s.create_value(&new).unwrap();
+        let j: Value = serde_json::from_str(back.expose()).unwrap();
+        assert_eq!(j["username"], "app");
+        assert!(s
+            .check_value(&SecretValue::new(r#"{"username":"a"}"#.into()))
+            .is_err());
+        assert!(s.create_value(&SecretValue::new("plain".into())).is_err());
+    }
+}

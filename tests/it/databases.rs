@@ -1,0 +1,815 @@
+//! The `postgres` and `redis` strategies (issue #8) against real servers started here: a
+//! throwaway PostgreSQL 15 cluster (Debian binaries, run as the `postgres` user, SCRAM on
+//! loopback, `log_statement = all`) and a throwaway redis-server, both on free loopback ports,
+//! with moto for Secrets Manager and the real keywarden binary (or the core in-process for the
+//! compromise trigger, as issue #6 drives it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager as sm;
+use serde_json::{json, Value};
+
+use crate::support::{free_port, http, Daemon, Moto};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+const INSTALL: &str = "apt-get install postgresql redis-server (scripts/test does)";
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The first passwords: canaries that must never appear in a log.
+const PG_CANARY: &str = "pg-canary-Zq8rT2vLx9";
+const REDIS_CANARY: &str = "redis-canary-Hk3mW7pQa1";
+const PG_ADMIN_PW: &str = "pg-admin-pw-Jd72kQ";
+const REDIS_ADMIN_PW: &str = "redis-admin-pw-Xs91vB";
+
+// ---------------------------------------------------------------- PostgreSQL
+
+/// A PostgreSQL 15 cluster in a temp dir owned by `postgres`, stopped on drop.
+struct Pg {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let p = Path::new(PG_BIN).join(name);
+    assert!(p.exists(), "{} is missing: {INSTALL}", p.display());
+    p
+}
+
+fn run_as_postgres(args: &[&str]) {
+    let out = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("runuser ({e}): {INSTALL}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pg {
+    /// initdb, SCRAM for every TCP login but the bootstrap superuser, `log_statement = all`.
+    async fn start() -> Pg {
+        let initdb = pg_bin("initdb");
+        let pg_ctl = pg_bin("pg_ctl");
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "chown to postgres: {INSTALL}");
+        let data = dir.path().join("data");
+        let (data_s, dir_s) = (data.display().to_string(), dir.path().display().to_string());
+        run_as_postgres(&[
+            initdb.to_str().unwrap(),
+            "-D",
+            &data_s,
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        ]);
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 -c fsync=off -c log_statement=all \
+             -c log_connections=on -c password_encryption=scram-sha-256"
+        );
+        let log = format!("{dir_s}/server.log");
+        run_as_postgres(&[
+            pg_ctl.to_str().unwrap(),
+            "-D",
+            &data_s,
+            "-w",
+            "-l",
+            &log,
+            "-o",
+            &opts,
+            "start",
+        ]);
+        Pg { dir, port }
+    }
+
+    fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname(db);
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// The superuser (trust on loopback for `postgres` only).
+    async fn superuser(&self) -> tokio_postgres::Client {
+        self.login("postgres", "", "postgres").await.unwrap()
+    }
+
+    /// An admin role with exactly the rights the README asks for, an application user `app`
+    /// (password: the canary) owning the database `appdb`.
+    async fn prepare(&self) {
+        let su = self.superuser().await;
+        // The test's own setup is not what the log scan is about: keep it out of the log.
+        su.batch_execute("SET log_statement = 'none'")
+            .await
+            .unwrap();
+        su.batch_execute(&format!(
+            "CREATE ROLE kwadmin LOGIN CREATEROLE PASSWORD '{PG_ADMIN_PW}';
+             GRANT pg_signal_backend TO kwadmin;
+             CREATE ROLE app LOGIN PASSWORD '{PG_CANARY}';"
+        ))
+        .await
+        .unwrap();
+        su.batch_execute("CREATE DATABASE appdb OWNER app")
+            .await
+            .unwrap();
+    }
+
+    async fn can_login(&self, user: &str) -> bool {
+        let su = self.superuser().await;
+        su.query_one(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(Path::new(PG_BIN).join("pg_ctl"))
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+// ---------------------------------------------------------------- Redis
+
+/// A redis-server on a free loopback port, killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts it with an admin user holding exactly the README's ACL rights and an application
+    /// user `events` (password: the canary); `default` is switched off.
+    async fn start() -> RedisServer {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server ({e}): {INSTALL}"));
+        let s = RedisServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = loop {
+            let c = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+            if let Ok(c) = c.get_multiplexed_async_connection().await {
+                break c;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for args in [
+            vec![
+                "SETUSER",
+                "kwadmin",
+                "on",
+                &format!(">{REDIS_ADMIN_PW}"),
+                "+acl|getuser",
+                "+acl|setuser",
+                "+acl|save",
+                "+client|kill",
+                "+ping",
+            ],
+            vec![
+                "SETUSER",
+                "events",
+                "on",
+                &format!(">{REDIS_CANARY}"),
+                "~*",
+                "&*",
+                "+@all",
+                "-@admin",
+            ],
+            vec!["SETUSER", "default", "off"],
+        ] {
+            let _: () = redis::cmd("ACL")
+                .arg(&args)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        s
+    }
+
+    async fn login(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let c = redis::Client::open(format!(
+            "redis://{user}:{password}@127.0.0.1:{}/",
+            self.port
+        ))?;
+        c.get_multiplexed_async_connection().await
+    }
+
+    /// How many passwords the user has (ACL GETUSER, as the admin).
+    async fn password_count(&self, user: &str) -> usize {
+        let mut c = self.login("kwadmin", REDIS_ADMIN_PW).await.unwrap();
+        let v: redis::Value = redis::cmd("ACL")
+            .arg("GETUSER")
+            .arg(user)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let items: Vec<(String, redis::Value)> = match v {
+            redis::Value::Array(a) => a
+                .chunks(2)
+                .filter_map(|p| match (&p[0], p.get(1)) {
+                    (redis::Value::BulkString(k), Some(v)) => {
+                        Some((String::from_utf8_lossy(k).to_string(), v.clone()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            redis::Value::Map(m) => m
+                .into_iter()
+                .filter_map(|(k, v)| match k {
+                    redis::Value::BulkString(k) => {
+                        Some((String::from_utf8_lossy(&k).to_string(), v))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            other => panic!("ACL GETUSER {user}: {other:?}"),
+        };
+        match items.into_iter().find(|(k, _)| k == "passwords") {
+            Some((_, redis::Value::Array(a))) => a.len(),
+            other => panic!("no passwords field: {other:?}"),
+        }
+    }
+}
+
+async fn ping(c: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<String> {
+    tokio::time::timeout(Duration::from_secs(5), redis::cmd("PING").query_async(c))
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "ping timed out",
+            )))
+        })
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------- keywarden side
+
+async fn create_secret(client: &sm::Client, name: &str, value: &Value) {
+    client
+        .create_secret()
+        .name(name)
+        .secret_string(value.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e:?}"));
+}
+
+async fn current(client: &sm::Client, id: &str) -> Value {
+    let v = client
+        .get_secret_value()
+        .secret_id(id)
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(v.secret_string().unwrap()).unwrap()
+}
+
+/// The four secrets: the application's and the admins' for both servers.
+async fn seed(client: &sm::Client, pg: &Pg, rs: &RedisServer) {
+    create_secret(
+        client,
+        "db/app",
+        &json!({"username": "app", "password": PG_CANARY, "host": "127.0.0.1",
+                "port": pg.port, "dbname": "appdb", "engine": "postgres"}),
+    )
+    .await;
+    create_secret(
+        client,
+        "db/master",
+        &json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres"}),
+    )
+    .await;
+    create_secret(
+        client,
+        "cache/events",
+        &json!({"username": "events", "password": REDIS_CANARY, "host": "127.0.0.1",
+                "port": rs.port.to_string()}),
+    )
+    .await;
+    create_secret(
+        client,
+        "cache/master",
+        &json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}),
+    )
+    .await;
+}
+
+fn secrets_toml(grace: &str) -> String {
+    format!(
+        "[[secret]]\nname = \"DATABASE_PASSWORD\"\nid = \"db/app\"\n\
+         rotation = {{ strategy = \"postgres\", grace = \"{grace}\", master_secret = \"db/master\" }}\n\n\
+         [[secret]]\nname = \"REDIS_PASSWORD\"\nid = \"cache/events\"\n\
+         rotation = {{ strategy = \"redis\", grace = \"{grace}\", master_secret = \"cache/master\" }}\n"
+    )
+}
+
+fn config(moto: &Moto, grace: &str) -> String {
+    format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+         [server]\nlisten = \"{{listen}}\"\nadmin_token_env = \"KW_TEST_TOKEN\"\n\
+         [poll]\nmetadata_every = \"1s\"\n\
+         [state]\npath = \"{{state}}\"\n\n{}",
+        moto.endpoint(),
+        secrets_toml(grace)
+    )
+}
+
+async fn rotate(d: &Daemon, secret: &str) -> String {
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _, body) = http(
+        "POST",
+        &d.url(&format!("/rotate/{secret}")),
+        &[("authorization", auth.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "rotate {secret}: {body}\nlog:\n{}", d.log());
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["rotation_id"].as_str().unwrap().to_string()
+}
+
+async fn wait_state(d: &Daemon, id: &str, states: &[&str], limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, body) = d.get(&format!("/rotations/{id}")).await;
+        if status == 200 {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            let state = v["state"].as_str().unwrap_or("");
+            assert!(
+                state != "failed" || states.contains(&"failed"),
+                "rotation {id} failed: {v:#}\nlog:\n{}",
+                d.log()
+            );
+            if states.contains(&state) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rotation {id} not in {states:?} after {limit:?}: {v:#}\nlog:\n{}",
+                d.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn creds(v: &Value) -> (String, String) {
+    (
+        v["username"].as_str().unwrap().to_string(),
+        v["password"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn assert_refused_pg(pg: &Pg, user: &str, pw: &str, why: &str) {
+    match pg.login(user, pw, "appdb").await {
+        Ok(_) => panic!("{user} still logs in ({why})"),
+        Err(e) => {
+            let msg = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_default();
+            assert!(
+                msg.contains("not permitted to log in")
+                    || msg.contains("password authentication failed"),
+                "{user}: {e:?}"
+            );
+        }
+    }
+}
+
+/// Rotations in a row: tables made by each user in turn stay readable and writable by the
+/// other; the old user logs in during the grace and is refused after it; Redis has both
+/// passwords during the grace and only the new one after; no password reaches the keywarden
+/// trace log or the PostgreSQL statement log.
+#[tokio::test]
+async fn postgres_users_alternate_without_drift_and_redis_keeps_two_passwords_in_grace() {
+    let pg = Pg::start().await;
+    pg.prepare().await;
+    let rs = RedisServer::start().await;
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    seed(&client, &pg, &rs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KW_TEST_TOKEN", TOKEN), ("KEYWARDEN_LOG", "trace")];
+    let d = Daemon::start_in_env(dir, free_port(), &config(&moto, "3s"), &env).await;
+
+    let mut passwords = vec![PG_CANARY.to_string(), REDIS_CANARY.to_string()];
+    let app = pg.login("app", PG_CANARY, "appdb").await.unwrap();
+    app.batch_execute("CREATE TABLE t0 (n int); INSERT INTO t0 VALUES (0);")
+        .await
+        .unwrap();
+    drop(app);
+
+    let (mut user, mut pw) = ("app".to_string(), PG_CANARY.to_string());
+    for round in 1..=3 {
+        let t0 = Instant::now();
+        let rid = rotate(&d, "DATABASE_PASSWORD").await;
+        wait_state(&d, &rid, &["grace"], Duration::from_secs(30)).await;
+        eprintln!(
+            "postgres rotation {round}: POST /rotate to new AWSCURRENT in {:?}",
+            t0.elapsed()
+        );
+        let (new_user, new_pw) = creds(&current(&client, "db/app").await);
+        let want = if round % 2 == 1 { "app_b" } else { "app" };
+        assert_eq!(new_user, want, "round {round}");
+        passwords.push(new_pw.clone());
+        // During the grace both users log in.
+        pg.login(&user, &pw, "appdb").await.unwrap();
+        let c = pg.login(&new_user, &new_pw, "appdb").await.unwrap();
+        // Everything made so far is readable and writable; this user's table is too.
+        for t in 0..round {
+            c.batch_execute(&format!(
+                "INSERT INTO t{t} VALUES ({round}); SELECT * FROM t{t};"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {new_user} on t{t}: {e:?}"));
+        }
+        c.batch_execute(&format!(
+            "CREATE TABLE t{round} (n int); INSERT INTO t{round} VALUES ({round});"
+        ))
+        .await
+        .unwrap();
+        let owners: Vec<String> = c
+            .query(
+                "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'public'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            owners,
+            vec!["app".to_string()],
+            "one owner, whoever created"
+        );
+        wait_state(&d, &rid, &["done"], Duration::from_secs(30)).await;
+        assert_refused_pg(&pg, &user, &pw, "after the grace").await;
+        assert!(!pg.can_login(&user).await, "{user} is NOLOGIN");
+        assert!(pg.can_login(&new_user).await);
+        // The previous user's table is still usable by the current one, after finalize.
+        let c = pg.login(&new_user, &new_pw, "appdb").await.unwrap();
+        c.batch_execute(&format!("UPDATE t{} SET n = n + 1", round - 1))
+            .await
+            .unwrap();
+        (user, pw) = (new_user, new_pw);
+    }
+
+    // Redis: both passwords in the grace, only the new one after.
+    let t0 = Instant::now();
+    let rid = rotate(&d, "REDIS_PASSWORD").await;
+    wait_state(&d, &rid, &["grace"], Duration::from_secs(30)).await;
+    eprintln!(
+        "redis rotation: POST /rotate to new AWSCURRENT in {:?}",
+        t0.elapsed()
+    );
+    let (ruser, rpw) = creds(&current(&client, "cache/events").await);
+    assert_eq!(ruser, "events");
+    passwords.push(rpw.clone());
+    let mut old_client = rs.login("events", REDIS_CANARY).await.unwrap();
+    assert_eq!(ping(&mut old_client).await.unwrap(), "PONG");
+    assert_eq!(
+        ping(&mut rs.login("events", &rpw).await.unwrap())
+            .await
+            .unwrap(),
+        "PONG"
+    );
+    assert_eq!(rs.password_count("events").await, 2);
+    wait_state(&d, &rid, &["done"], Duration::from_secs(30)).await;
+    let Err(e) = rs.login("events", REDIS_CANARY).await else {
+        panic!("old password still accepted after finalize");
+    };
+    assert!(
+        e.to_string().contains("WRONGPASS") || e.to_string().to_lowercase().contains("auth"),
+        "{e}"
+    );
+    assert_eq!(
+        ping(&mut rs.login("events", &rpw).await.unwrap())
+            .await
+            .unwrap(),
+        "PONG"
+    );
+    assert_eq!(rs.password_count("events").await, 1);
+    // Without compromise, open connections are left alone.
+    assert_eq!(ping(&mut old_client).await.unwrap(), "PONG");
+
+    let klog = d.log();
+    assert!(klog.contains("TRACE"), "the log is at trace level");
+    let slog = pg.server_log();
+    assert!(
+        slog.contains("ALTER ROLE"),
+        "log_statement = all logged the statements"
+    );
+    for (i, p) in passwords.iter().enumerate() {
+        assert!(
+            !klog.contains(p.as_str()),
+            "password #{i} is in the keywarden log"
+        );
+        assert!(
+            !slog.contains(p.as_str()),
+            "password #{i} is in the PostgreSQL log"
+        );
+    }
+}
+
+/// Compromise (issue #6's trigger on the core, in-process, grace zero): the old PostgreSQL
+/// user is NOLOGIN and its open sessions are cut; Redis drops the old password and every
+/// connection of the user; reconnecting with the new values works.
+#[tokio::test]
+async fn compromise_cuts_old_sessions_and_redis_clients_at_once() {
+    use keywarden::rotation::journal::{State, Trigger};
+    use keywarden::rotation::{RequestOptions, RotationCore};
+    use std::sync::Arc;
+
+    let pg = Pg::start().await;
+    pg.prepare().await;
+    let rs = RedisServer::start().await;
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    seed(&client, &pg, &rs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[state]\npath = \"{}\"\n{}",
+            dir.path().join("s.db").display(),
+            secrets_toml("48h")
+        ),
+    )
+    .unwrap();
+    let config = Arc::new(keywarden::config::load(&path).unwrap());
+    let store = keywarden::store::Store::open(&config.state.path).unwrap();
+    let metrics = Arc::new(keywarden::metrics::Metrics::new());
+    let api = keywarden::aws::secretsmanager::SecretsManager::from_client(
+        client.clone(),
+        metrics.clone(),
+    );
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let core = RotationCore::new(api, store, config, Default::default(), metrics, rx);
+    tokio::spawn(core.clone().run_finalizer());
+
+    let old_session = pg.login("app", PG_CANARY, "appdb").await.unwrap();
+    old_session.simple_query("SELECT 1").await.unwrap();
+    let mut old_redis = rs.login("events", REDIS_CANARY).await.unwrap();
+    assert_eq!(ping(&mut old_redis).await.unwrap(), "PONG");
+
+    let opts = RequestOptions {
+        grace: Some(Duration::ZERO),
+    };
+    let a = core
+        .request("DATABASE_PASSWORD", Trigger::Compromise, opts)
+        .unwrap();
+    let b = core
+        .request("REDIS_PASSWORD", Trigger::Compromise, opts)
+        .unwrap();
+    for id in [a.id, b.id] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (r, events) = core.status(&id).unwrap().unwrap();
+            if r.state == State::Done {
+                break;
+            }
+            assert!(
+                r.state != State::Failed && Instant::now() < deadline,
+                "{r:?} {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // PostgreSQL: the open session is gone, the old user cannot come back, the new one works.
+    assert!(
+        old_session.simple_query("SELECT 1").await.is_err(),
+        "session cut"
+    );
+    assert_refused_pg(&pg, "app", PG_CANARY, "compromise").await;
+    let (u, p) = creds(&current(&client, "db/app").await);
+    assert_eq!(u, "app_b");
+    pg.login(&u, &p, "appdb")
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+
+    // Redis: the connected client was dropped, the old password is refused, the new one works.
+    assert!(
+        ping(&mut old_redis).await.is_err(),
+        "existing client dropped"
+    );
+    assert!(rs.login("events", REDIS_CANARY).await.is_err());
+    let (_, rp) = creds(&current(&client, "cache/events").await);
+    let mut fresh = rs.login("events", &rp).await.unwrap();
+    assert_eq!(ping(&mut fresh).await.unwrap(), "PONG");
+    assert_eq!(rs.password_count("events").await, 1);
+    let _ = stop.send(true);
+}
+
+/// The AWSCURRENT credentials of `secret` log in and answer a query.
+async fn assert_current_works(client: &sm::Client, pg: &Pg, rs: &RedisServer, secret: &str) {
+    if secret == "DATABASE_PASSWORD" {
+        let (u, p) = creds(&current(client, "db/app").await);
+        let c = pg.login(&u, &p, "appdb").await.unwrap();
+        c.simple_query("SELECT 1").await.unwrap();
+    } else {
+        let (u, p) = creds(&current(client, "cache/events").await);
+        assert_eq!(
+            ping(&mut rs.login(&u, &p).await.unwrap()).await.unwrap(),
+            "PONG"
+        );
+    }
+}
+
+/// kill -9 (a failpoint abort) between set and finish and between finish and finalize: after a
+/// restart the rotation completes and both servers agree with the secret.
+#[tokio::test]
+async fn kill9_between_set_and_finish_and_before_finalize_leaves_servers_and_secret_agreeing() {
+    let pg = Pg::start().await;
+    pg.prepare().await;
+    let rs = RedisServer::start().await;
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    seed(&client, &pg, &rs).await;
+    let config = config(&moto, "1s");
+    for point in ["set:done", "finish:done"] {
+        for secret in ["DATABASE_PASSWORD", "REDIS_PASSWORD"] {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let env = [("KW_TEST_TOKEN", TOKEN), ("KEYWARDEN_FAILPOINT", point)];
+            let d = Daemon::start_in_env(dir, port, &config, &env).await;
+            rotate(&d, secret).await;
+            let dir = d.wait_exit(Duration::from_secs(30));
+            let log = std::fs::read_to_string(dir.path().join("keywarden.log")).unwrap_or_default();
+            assert!(
+                log.contains(&format!("failpoint {point} reached")),
+                "{point}:\n{log}"
+            );
+            // Even before the restart, whatever AWSCURRENT holds logs in.
+            assert_current_works(&client, &pg, &rs, secret).await;
+            let d = Daemon::start_in_env(dir, port, &config, &[("KW_TEST_TOKEN", TOKEN)]).await;
+            let (status, body) = d.get("/rotations").await;
+            assert_eq!(status, 200);
+            let list: Value = serde_json::from_str(&body).unwrap();
+            let rid = list["rotations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["secret"] == secret)
+                .map(|r| r["id"].as_str().unwrap().to_string())
+                .expect("the rotation was journaled");
+            wait_state(&d, &rid, &["done"], Duration::from_secs(40)).await;
+            drop(d);
+            assert_current_works(&client, &pg, &rs, secret).await;
+            if secret == "DATABASE_PASSWORD" {
+                let (u, _) = creds(&current(&client, "db/app").await);
+                let other = if u == "app" { "app_b" } else { "app" };
+                assert!(
+                    pg.can_login(&u).await && !pg.can_login(other).await,
+                    "{point}"
+                );
+            } else {
+                let (u, _) = creds(&current(&client, "cache/events").await);
+                assert_eq!(
+                    rs.password_count(&u).await,
+                    1,
+                    "{point}: only the current password"
+                );
+            }
+        }
+    }
+}
+
+/// Every strategy step run twice in a row (as a resume after a crash inside a step does) is
+/// harmless: set re-applies the same password, finalize finds its work done.
+#[tokio::test]
+async fn steps_repeated_after_an_interrupted_step_are_harmless() {
+    use keywarden::aws::SecretValue;
+    use keywarden::config::{RotationSpec, Strategy};
+    use keywarden::rotation::strategies::{for_spec, StepContext};
+
+    let pg = Pg::start().await;
+    pg.prepare().await;
+    let rs = RedisServer::start().await;
+    let cases = [
+        (
+            Strategy::Postgres,
+            json!({"username": "app", "password": PG_CANARY, "host": "127.0.0.1",
+                   "port": pg.port, "dbname": "appdb"}),
+            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres"}),
+        ),
+        (
+            Strategy::Redis,
+            json!({"username": "events", "password": REDIS_CANARY, "host": "127.0.0.1",
+                   "port": rs.port}),
+            json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}),
+        ),
+    ];
+    for (strategy, old, master) in cases {
+        let spec = RotationSpec {
+            strategy,
+            ..RotationSpec::default()
+        };
+        let s = for_spec("X", &spec).unwrap();
+        let old = SecretValue::new(old.to_string());
+        let master = SecretValue::new(master.to_string());
+        let new = s.create_value(&old).unwrap();
+        let ctx = StepContext {
+            secret: "X",
+            secret_id: "x",
+            version_id: "v",
+            previous_version_id: None,
+            compromise: false,
+            master: Some(&master),
+        };
+        for _ in 0..2 {
+            s.set(ctx, &new, &old).await.unwrap();
+            s.test(ctx, &new).await.unwrap();
+        }
+        let (u, p) = creds(&serde_json::from_str(new.expose()).unwrap());
+        if strategy == Strategy::Redis {
+            assert_eq!(
+                rs.password_count(&u).await,
+                2,
+                "set twice adds one password"
+            );
+        } else {
+            // Both users log in until finalize.
+            pg.login("app", PG_CANARY, "appdb").await.unwrap();
+        }
+        for _ in 0..2 {
+            s.finalize(ctx, &new).await.unwrap();
+        }
+        if strategy == Strategy::Redis {
+            assert_eq!(rs.password_count(&u).await, 1);
+            ping(&mut rs.login(&u, &p).await.unwrap()).await.unwrap();
+        } else {
+            assert!(!pg.can_login("app").await && pg.can_login(&u).await);
+            pg.login(&u, &p, "appdb").await.unwrap();
+        }
+    }
+}
