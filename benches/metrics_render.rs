@@ -22,17 +22,26 @@ fn bench(c: &mut Criterion) {
     metrics.sync_secrets(&statuses);
     let bytes = metrics.render().len();
     assert!(metrics.render().contains("SECRET_09999"));
-    eprintln!("exposition for {} secrets: {} bytes", common::N, bytes);
+    let gz = metrics.scrape(true, true);
+    eprintln!(
+        "exposition for {} secrets: {} bytes, {} bytes gzip-compressed",
+        common::N,
+        bytes,
+        gz.fleet.len() + gz.process.len()
+    );
 
     let mut g = c.benchmark_group("metrics_10k_secrets");
     g.sample_size(30);
     // A scrape: the per-secret series come from the cache kept fresh off the scrape path.
     metrics.refresh();
-    g.bench_function("scrape_openmetrics", |b| {
-        b.iter(|| black_box(metrics.scrape(true)))
+    g.bench_function("scrape_prometheus_openmetrics_gzip", |b| {
+        b.iter(|| black_box(metrics.scrape(true, true)))
     });
-    g.bench_function("scrape_text_0_0_4", |b| {
-        b.iter(|| black_box(metrics.scrape(false)))
+    g.bench_function("scrape_openmetrics_plain", |b| {
+        b.iter(|| black_box(metrics.scrape(true, false)))
+    });
+    g.bench_function("scrape_text_0_0_4_plain", |b| {
+        b.iter(|| black_box(metrics.scrape(false, false)))
     });
     g.bench_function("render_as_one_string", |b| {
         b.iter(|| black_box(metrics.render()))

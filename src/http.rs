@@ -33,7 +33,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -324,17 +326,28 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .any(|v| v.contains("application/openmetrics-text"));
-            let (fleet, process) = state.metrics.scrape(openmetrics);
+            let gzip = req
+                .headers()
+                .get_all(ACCEPT_ENCODING)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+            let e = state.metrics.scrape(openmetrics, gzip);
             let content_type = if openmetrics {
                 metrics::OPENMETRICS_CONTENT_TYPE
             } else {
                 metrics::TEXT_CONTENT_TYPE
             };
-            // Two chunks: the cached per-secret part is sent without copying it.
-            let frames = [fleet, process].map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            // Two chunks: the cached per-secret part is sent without copying it; with gzip
+            // they are two members of one gzip stream.
+            let frames = [e.fleet, e.process].map(|b| Ok::<_, Infallible>(Frame::data(b)));
             let mut r = Response::new(StreamBody::new(stream::iter(frames)).boxed());
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            if e.gzip {
+                r.headers_mut()
+                    .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
             r
         }),
         "/healthz" => get_only(&|| text(StatusCode::OK, "ok\n")),
