@@ -1,0 +1,696 @@
+//! CloudTrail record parser and classifier (SPEC §4).
+//!
+//! [`parse`] reads one CloudTrail record (one CloudWatch Logs message) and borrows every field
+//! it keeps from the input: only the fields keywarden needs are decoded, every other field is
+//! skipped without allocating, missing fields are tolerated, and non-JSON, oversized or
+//! malformed records come back as a [`ParseError`] to be counted and skipped.
+//! [`SecretIndex`] maps a `secretId` (name, full ARN or partial ARN) to a watched secret, built
+//! once per cycle. [`event_label`] and [`Outcome`] give the bounded metric labels.
+//!
+//! This module does no I/O and never reads the clock.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::metrics::EVENTS;
+
+/// Records larger than this are skipped as oversized (CloudTrail records are a few KiB; the
+/// CloudWatch Logs event limit is 256 KiB).
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+
+/// The event source of Secrets Manager records.
+pub const SECRETS_MANAGER: &str = "secretsmanager.amazonaws.com";
+
+/// Why a record was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Larger than [`MAX_RECORD_BYTES`].
+    Oversized,
+    /// Not a JSON object.
+    NotJson,
+    /// JSON, but a field has the wrong type or a required field (eventID, eventName,
+    /// eventSource) is missing.
+    Malformed,
+}
+
+impl ParseError {
+    /// A short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParseError::Oversized => "oversized",
+            ParseError::NotJson => "not_json",
+            ParseError::Malformed => "malformed",
+        }
+    }
+}
+
+/// `userIdentity.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityType {
+    /// An IAM user.
+    IamUser,
+    /// A role session.
+    AssumedRole,
+    /// An AWS service acting itself.
+    AwsService,
+    /// The account root user.
+    Root,
+    /// A federated user (GetFederationToken).
+    FederatedUser,
+    /// Another account.
+    AwsAccount,
+    /// IdentityCenterUser, Directory, SAMLUser, WebIdentityUser, Unknown, or absent.
+    Other,
+}
+
+impl IdentityType {
+    fn from_str(s: &str) -> IdentityType {
+        match s {
+            "IAMUser" => IdentityType::IamUser,
+            "AssumedRole" => IdentityType::AssumedRole,
+            "AWSService" => IdentityType::AwsService,
+            "Root" => IdentityType::Root,
+            "FederatedUser" => IdentityType::FederatedUser,
+            "AWSAccount" => IdentityType::AwsAccount,
+            _ => IdentityType::Other,
+        }
+    }
+}
+
+/// The access outcome label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// No errorCode.
+    Success,
+    /// An authorization error (AccessDenied and friends).
+    Denied,
+    /// Any other errorCode.
+    Error,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+
+    /// Classifies a CloudTrail `errorCode`.
+    pub fn from_error_code(code: Option<&str>) -> Outcome {
+        match code {
+            None | Some("") => Outcome::Success,
+            Some(c)
+                if c.contains("AccessDenied")
+                    || c.starts_with("Unauthorized")
+                    || c.starts_with("Client.Unauthorized")
+                    || c == "NotAuthorized" =>
+            {
+                Outcome::Denied
+            }
+            Some(_) => Outcome::Error,
+        }
+    }
+}
+
+/// The `event` label of an eventName: itself when it is in the fixed list, else `other`.
+pub fn event_label(name: &str) -> &'static str {
+    EVENTS
+        .iter()
+        .copied()
+        .find(|e| *e == name)
+        .unwrap_or("other")
+}
+
+/// Whether an eventName reads the secret value.
+pub fn is_read(name: &str) -> bool {
+    name == "GetSecretValue" || name == "BatchGetSecretValue"
+}
+
+/// A JSON string that borrows from the input when it holds no escape (serde's own `Cow<str>`
+/// always allocates inside an `Option`).
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+fn cow(t: Option<Text<'_>>) -> Option<Cow<'_, str>> {
+    t.map(|t| t.0)
+}
+
+#[derive(Deserialize)]
+struct RawRecord<'a> {
+    #[serde(rename = "eventID", borrow)]
+    event_id: Option<Text<'a>>,
+    #[serde(rename = "eventTime", borrow)]
+    event_time: Option<Text<'a>>,
+    #[serde(rename = "eventSource", borrow)]
+    event_source: Option<Text<'a>>,
+    #[serde(rename = "eventName", borrow)]
+    event_name: Option<Text<'a>>,
+    #[serde(rename = "userIdentity", borrow)]
+    user_identity: Option<RawIdentity<'a>>,
+    #[serde(rename = "sourceIPAddress", borrow)]
+    source_ip: Option<Text<'a>>,
+    #[serde(rename = "errorCode", borrow)]
+    error_code: Option<Text<'a>>,
+    #[serde(rename = "requestParameters", borrow)]
+    request: Option<RawRequest<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawIdentity<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Text<'a>>,
+    #[serde(borrow)]
+    arn: Option<Text<'a>>,
+    #[serde(rename = "invokedBy", borrow)]
+    invoked_by: Option<Text<'a>>,
+    #[serde(rename = "principalId", borrow)]
+    principal_id: Option<Text<'a>>,
+    #[serde(rename = "accountId", borrow)]
+    account_id: Option<Text<'a>>,
+    #[serde(rename = "sessionContext", borrow)]
+    session_context: Option<RawSessionContext<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawSessionContext<'a> {
+    #[serde(rename = "sessionIssuer", borrow)]
+    session_issuer: Option<RawIssuer<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawIssuer<'a> {
+    #[serde(borrow)]
+    arn: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(rename = "secretId", borrow)]
+    secret_id: Option<Text<'a>>,
+    #[serde(rename = "secretIdList", borrow)]
+    secret_id_list: Option<Vec<Text<'a>>>,
+    #[serde(rename = "versionStage", borrow)]
+    version_stage: Option<Text<'a>>,
+    #[serde(rename = "versionId", borrow)]
+    version_id: Option<Text<'a>>,
+}
+
+/// One parsed CloudTrail record. Every string borrows from the input unless it held escapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<'a> {
+    /// CloudTrail eventID: the unit of exactly-once counting.
+    pub event_id: Cow<'a, str>,
+    /// eventTime in milliseconds since the epoch, when present and valid.
+    pub time_ms: Option<i64>,
+    /// eventSource.
+    pub event_source: Cow<'a, str>,
+    /// eventName.
+    pub event_name: Cow<'a, str>,
+    /// userIdentity.type.
+    pub identity_type: IdentityType,
+    /// The principal, named for every identity type (see [`principal_name`]).
+    pub principal: Cow<'a, str>,
+    /// For an assumed role: the role ARN of the session issuer.
+    pub issuer: Option<Cow<'a, str>>,
+    /// userIdentity.invokedBy: set when an AWS service made the call for the principal.
+    pub invoked_by: Option<Cow<'a, str>>,
+    /// sourceIPAddress (an IP, or a service host name for AWS service calls).
+    pub source_ip: Option<Cow<'a, str>>,
+    /// errorCode.
+    pub error_code: Option<Cow<'a, str>>,
+    /// requestParameters.secretId, or every entry of secretIdList (BatchGetSecretValue).
+    pub secret_ids: Vec<Cow<'a, str>>,
+    /// requestParameters.versionStage.
+    pub version_stage: Option<Cow<'a, str>>,
+    /// requestParameters.versionId.
+    pub version_id: Option<Cow<'a, str>>,
+}
+
+impl Record<'_> {
+    /// The outcome label.
+    pub fn outcome(&self) -> Outcome {
+        Outcome::from_error_code(self.error_code.as_deref())
+    }
+
+    /// Whether an AWS service made this call (itself or on behalf of a principal).
+    pub fn is_aws_service(&self) -> bool {
+        self.identity_type == IdentityType::AwsService
+            || self.invoked_by.is_some()
+            || self
+                .source_ip
+                .as_deref()
+                .is_some_and(|s| s.ends_with(".amazonaws.com"))
+    }
+}
+
+/// Names the principal of a `userIdentity` for every type: the ARN for IAM users, role
+/// sessions, federated users and root; the service (`invokedBy`) for AWS services; for another
+/// account `account:<accountId>` with `/<principalId>` when known.
+fn principal_name<'a>(kind: IdentityType, id: &mut RawIdentity<'a>) -> Cow<'a, str> {
+    if kind == IdentityType::AwsService {
+        if let Some(s) = &id.invoked_by {
+            return s.0.clone();
+        }
+    }
+    if kind != IdentityType::AwsAccount {
+        if let Some(arn) = id.arn.take().filter(|a| !a.0.is_empty()) {
+            return arn.0;
+        }
+    }
+    let account = id.account_id.as_ref().map(|a| &a.0);
+    let principal = id.principal_id.as_ref().map(|p| &p.0);
+    match (account, principal) {
+        (Some(a), Some(p)) if kind == IdentityType::AwsAccount => {
+            Cow::Owned(format!("account:{a}/{p}"))
+        }
+        (Some(a), None) => Cow::Owned(format!("account:{a}")),
+        _ => match id.principal_id.take() {
+            Some(p) => p.0,
+            None => match &id.invoked_by {
+                Some(s) => s.0.clone(),
+                None => Cow::Borrowed("unknown"),
+            },
+        },
+    }
+}
+
+/// Parses one CloudTrail record.
+pub fn parse(message: &str) -> Result<Record<'_>, ParseError> {
+    if message.len() > MAX_RECORD_BYTES {
+        return Err(ParseError::Oversized);
+    }
+    let trimmed = message.trim_start();
+    if !trimmed.starts_with('{') {
+        return Err(ParseError::NotJson);
+    }
+    let raw: RawRecord<'_> = match serde_json::from_str(trimmed) {
+        Ok(r) => r,
+        Err(e) if e.is_syntax() || e.is_eof() => return Err(ParseError::NotJson),
+        Err(_) => return Err(ParseError::Malformed),
+    };
+    let (Some(event_id), Some(event_source), Some(event_name)) = (
+        cow(raw.event_id),
+        cow(raw.event_source),
+        cow(raw.event_name),
+    ) else {
+        return Err(ParseError::Malformed);
+    };
+    if event_id.is_empty() {
+        return Err(ParseError::Malformed);
+    }
+    let (identity_type, principal, issuer, invoked_by) = match raw.user_identity {
+        Some(mut id) => {
+            let kind = IdentityType::from_str(id.kind.as_ref().map_or("", |k| &k.0));
+            let principal = principal_name(kind, &mut id);
+            let issuer = cow(id
+                .session_context
+                .and_then(|s| s.session_issuer)
+                .and_then(|i| i.arn));
+            (kind, principal, issuer, cow(id.invoked_by))
+        }
+        None => (IdentityType::Other, Cow::Borrowed("unknown"), None, None),
+    };
+    let (secret_ids, version_stage, version_id) = match raw.request {
+        Some(r) => {
+            let mut ids: Vec<Cow<'_, str>> = Vec::new();
+            if let Some(id) = r.secret_id {
+                ids.push(id.0);
+            }
+            if let Some(list) = r.secret_id_list {
+                ids.extend(list.into_iter().map(|t| t.0));
+            }
+            (ids, cow(r.version_stage), cow(r.version_id))
+        }
+        None => (Vec::new(), None, None),
+    };
+    Ok(Record {
+        event_id,
+        time_ms: raw.event_time.as_ref().and_then(|t| parse_time_ms(&t.0)),
+        event_source,
+        event_name,
+        identity_type,
+        principal,
+        issuer,
+        invoked_by,
+        source_ip: cow(raw.source_ip),
+        error_code: cow(raw.error_code).filter(|c| !c.is_empty()),
+        secret_ids,
+        version_stage,
+        version_id,
+    })
+}
+
+/// Parses a CloudTrail eventTime (`2024-05-01T12:34:56Z`, fractions and offsets tolerated) into
+/// milliseconds since the epoch.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z'
+    {
+        let num = |r: std::ops::Range<usize>| -> Option<i64> {
+            let mut v = 0i64;
+            for &c in &b[r] {
+                if !c.is_ascii_digit() {
+                    return None;
+                }
+                v = v * 10 + i64::from(c - b'0');
+            }
+            Some(v)
+        };
+        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+            return None;
+        }
+        let date = chrono::NaiveDate::from_ymd_opt(y as i32, mo as u32, d as u32)?;
+        let days = date
+            .signed_duration_since(chrono::NaiveDate::default())
+            .num_days();
+        return Some(((days * 86_400) + h * 3600 + mi * 60 + se) * 1000);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Maps `secretId` values (name, full ARN or partial ARN) to watched secrets. Built once per
+/// cycle from each secret's configured id, Secrets Manager name and ARN; a lookup costs a few
+/// hash probes whatever the size of the inventory.
+#[derive(Debug, Clone, Default)]
+pub struct SecretIndex {
+    /// Key (id, name, ARN, partial ARN) to the index of the secret in `names`.
+    by_key: HashMap<String, usize>,
+    /// The `secret` labels.
+    names: Vec<String>,
+}
+
+/// The ARN without the `-XXXXXX` suffix that Secrets Manager appends to names.
+pub fn strip_arn_suffix(arn: &str) -> Option<&str> {
+    let (head, suffix) = arn.rsplit_once('-')?;
+    (suffix.len() == 6 && suffix.bytes().all(|c| c.is_ascii_alphanumeric())).then_some(head)
+}
+
+/// The part after `:secret:` of a Secrets Manager ARN.
+fn arn_resource(id: &str) -> Option<&str> {
+    if !id.starts_with("arn:") {
+        return None;
+    }
+    id.split_once(":secret:").map(|(_, r)| r)
+}
+
+impl SecretIndex {
+    /// An empty index.
+    pub fn new() -> SecretIndex {
+        SecretIndex::default()
+    }
+
+    /// Adds a watched secret: its `secret` label, its configured id, and its ARN once known.
+    pub fn add(&mut self, label: &str, id: &str, arn: Option<&str>) {
+        let idx = match self.names.iter().position(|n| n == label) {
+            Some(i) => i,
+            None => {
+                self.names.push(label.to_string());
+                self.names.len() - 1
+            }
+        };
+        let mut keys: Vec<&str> = vec![id];
+        if let Some(arn) = arn {
+            keys.push(arn);
+            if let Some(partial) = strip_arn_suffix(arn) {
+                keys.push(partial);
+            }
+            if let Some(name) = arn_resource(arn).and_then(strip_arn_suffix) {
+                keys.push(name);
+            }
+        }
+        for k in keys {
+            self.by_key.entry(k.to_string()).or_insert(idx);
+        }
+    }
+
+    /// The `secret` label a `secretId` refers to, if it is watched.
+    pub fn resolve(&self, secret_id: &str) -> Option<&str> {
+        let hit = |k: &str| self.by_key.get(k).map(|&i| self.names[i].as_str());
+        if let Some(n) = hit(secret_id) {
+            return Some(n);
+        }
+        // An ARN whose form the index does not hold yet (metadata not read, or the configured
+        // id is a name): try the partial ARN and the name with and without the suffix.
+        let resource = arn_resource(secret_id)?;
+        if let Some(n) = strip_arn_suffix(secret_id).and_then(hit) {
+            return Some(n);
+        }
+        hit(resource).or_else(|| strip_arn_suffix(resource).and_then(hit))
+    }
+
+    /// Number of watched secrets.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether no secret is watched.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The `secret` labels.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACCOUNT: &str = "123456789012";
+
+    fn record(identity: &str, extra: &str) -> String {
+        format!(
+            r#"{{"eventVersion":"1.09","userIdentity":{identity},"eventTime":"2024-05-01T12:00:00Z",
+            "eventSource":"secretsmanager.amazonaws.com","eventName":"GetSecretValue",
+            "awsRegion":"us-east-1","sourceIPAddress":"10.1.2.3","userAgent":"x",
+            "requestParameters":{{"secretId":"svc/db"}},"responseElements":null,
+            "eventID":"e-1","readOnly":true,"tlsDetails":{{"tlsVersion":"TLSv1.3"}}{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn principals_are_named_for_every_identity_type() {
+        let cases: &[(&str, IdentityType, &str)] = &[
+            (
+                r#"{"type":"IAMUser","principalId":"AIDA1","arn":"arn:aws:iam::123456789012:user/deploy","accountId":"123456789012","userName":"deploy"}"#,
+                IdentityType::IamUser,
+                "arn:aws:iam::123456789012:user/deploy",
+            ),
+            (
+                r#"{"type":"AssumedRole","principalId":"AROA1:i-1","arn":"arn:aws:sts::123456789012:assumed-role/app/i-1","sessionContext":{"sessionIssuer":{"type":"Role","arn":"arn:aws:iam::123456789012:role/app"},"attributes":{"mfaAuthenticated":"false"}}}"#,
+                IdentityType::AssumedRole,
+                "arn:aws:sts::123456789012:assumed-role/app/i-1",
+            ),
+            (
+                r#"{"type":"AWSService","invokedBy":"secretsmanager.amazonaws.com"}"#,
+                IdentityType::AwsService,
+                "secretsmanager.amazonaws.com",
+            ),
+            (
+                r#"{"type":"Root","principalId":"123456789012","arn":"arn:aws:iam::123456789012:root","accountId":"123456789012"}"#,
+                IdentityType::Root,
+                "arn:aws:iam::123456789012:root",
+            ),
+            (
+                r#"{"type":"FederatedUser","principalId":"123456789012:bob","arn":"arn:aws:sts::123456789012:federated-user/bob","accountId":"123456789012"}"#,
+                IdentityType::FederatedUser,
+                "arn:aws:sts::123456789012:federated-user/bob",
+            ),
+            (
+                r#"{"type":"AWSAccount","principalId":"AIDAX","accountId":"111122223333"}"#,
+                IdentityType::AwsAccount,
+                "account:111122223333/AIDAX",
+            ),
+            (
+                r#"{"type":"AWSAccount","accountId":"111122223333"}"#,
+                IdentityType::AwsAccount,
+                "account:111122223333",
+            ),
+            (
+                r#"{"type":"IdentityCenterUser","principalId":"u-1"}"#,
+                IdentityType::Other,
+                "u-1",
+            ),
+            (r#"{}"#, IdentityType::Other, "unknown"),
+        ];
+        for (identity, kind, name) in cases {
+            let text = record(identity, "");
+            let r = parse(&text).unwrap_or_else(|e| panic!("{identity}: {e:?}"));
+            assert_eq!(r.identity_type, *kind, "{identity}");
+            assert_eq!(r.principal, *name, "{identity}");
+        }
+        let text = record(cases[1].0, "");
+        let r = parse(&text).unwrap();
+        assert_eq!(
+            r.issuer.as_deref(),
+            Some("arn:aws:iam::123456789012:role/app")
+        );
+        let _ = ACCOUNT;
+    }
+
+    #[test]
+    fn fields_borrow_from_the_input() {
+        let text = record(r#"{"type":"IAMUser","arn":"arn:aws:iam::1:user/u"}"#, "");
+        let r = parse(&text).unwrap();
+        assert!(matches!(r.event_id, Cow::Borrowed(_)));
+        assert!(matches!(r.principal, Cow::Borrowed(_)));
+        assert!(matches!(r.secret_ids[0], Cow::Borrowed(_)));
+        assert_eq!(r.time_ms, Some(1_714_564_800_000));
+        assert_eq!(r.outcome(), Outcome::Success);
+        assert_eq!(r.source_ip.as_deref(), Some("10.1.2.3"));
+    }
+
+    #[test]
+    fn skipped_records_say_why() {
+        let big = format!(
+            "{{\"eventID\":\"x\",\"pad\":\"{}\"}}",
+            "a".repeat(MAX_RECORD_BYTES)
+        );
+        let cases: &[(&str, Result<(), ParseError>)] = &[
+            ("", Err(ParseError::NotJson)),
+            ("hello world", Err(ParseError::NotJson)),
+            ("[1,2]", Err(ParseError::NotJson)),
+            ("{\"eventID\":", Err(ParseError::NotJson)),
+            ("{\"eventID\":\"a\"} trailing", Err(ParseError::NotJson)),
+            ("{\"eventID\":1,\"eventName\":\"x\",\"eventSource\":\"s\"}", Err(ParseError::Malformed)),
+            ("{\"eventName\":\"x\",\"eventSource\":\"s\"}", Err(ParseError::Malformed)),
+            ("{\"eventID\":\"\",\"eventName\":\"x\",\"eventSource\":\"s\"}", Err(ParseError::Malformed)),
+            ("{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\",\"requestParameters\":\"oops\"}", Err(ParseError::Malformed)),
+            ("{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\"}", Ok(())),
+            ("{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\",\"requestParameters\":null,\"userIdentity\":null,\"eventTime\":\"garbage\"}", Ok(())),
+            (&big, Err(ParseError::Oversized)),
+        ];
+        for (text, expected) in cases {
+            let got = parse(text).map(|_| ());
+            assert_eq!(&got, expected, "{}", &text[..text.len().min(80)]);
+        }
+    }
+
+    #[test]
+    fn batch_get_lists_every_secret_and_errors_classify() {
+        let text = r#"{"eventID":"b","eventSource":"secretsmanager.amazonaws.com","eventName":"BatchGetSecretValue",
+            "requestParameters":{"secretIdList":["a","arn:aws:secretsmanager:us-east-1:1:secret:b-AbC123"]},
+            "errorCode":"AccessDenied"}"#;
+        let r = parse(text).unwrap();
+        assert_eq!(
+            r.secret_ids,
+            ["a", "arn:aws:secretsmanager:us-east-1:1:secret:b-AbC123"]
+        );
+        assert_eq!(r.outcome(), Outcome::Denied);
+        for (code, outcome) in [
+            (None, Outcome::Success),
+            (Some(""), Outcome::Success),
+            (Some("AccessDenied"), Outcome::Denied),
+            (Some("AccessDeniedException"), Outcome::Denied),
+            (Some("UnauthorizedOperation"), Outcome::Denied),
+            (Some("ResourceNotFoundException"), Outcome::Error),
+            (Some("DecryptionFailure"), Outcome::Error),
+        ] {
+            assert_eq!(Outcome::from_error_code(code), outcome, "{code:?}");
+        }
+        for (name, label) in [
+            ("GetSecretValue", "GetSecretValue"),
+            ("RestoreSecret", "RestoreSecret"),
+            ("ListSecrets", "other"),
+            ("TagResource", "other"),
+        ] {
+            assert_eq!(event_label(name), label);
+        }
+    }
+
+    #[test]
+    fn times_parse_fast_and_slow_forms() {
+        for (s, ms) in [
+            ("1970-01-01T00:00:00Z", Some(0)),
+            ("2024-02-29T23:59:59Z", Some(1_709_251_199_000)),
+            ("2024-02-30T00:00:00Z", None),
+            ("2024-05-01T12:00:00.250Z", Some(1_714_564_800_250)),
+            ("2024-05-01T14:00:00+02:00", Some(1_714_564_800_000)),
+            ("2024-13-01T00:00:00Z", None),
+            ("yesterday", None),
+        ] {
+            assert_eq!(parse_time_ms(s), ms, "{s}");
+        }
+    }
+
+    #[test]
+    fn secret_ids_resolve_by_name_full_and_partial_arn() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:svc/db-AbC123";
+        let mut with_meta = SecretIndex::new();
+        with_meta.add("DB", "svc/db", Some(arn));
+        let mut config_only = SecretIndex::new();
+        config_only.add("DB", "svc/db", None);
+        let mut by_partial = SecretIndex::new();
+        by_partial.add(
+            "DB",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:svc/db",
+            None,
+        );
+        for index in [&with_meta, &config_only, &by_partial] {
+            for (id, expected) in [
+                ("svc/db", true),
+                (arn, true),
+                (
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:svc/db",
+                    true,
+                ),
+                ("svc/d", false),
+                ("svc/db-AbC123x", false),
+                (
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:svc/other-AbC123",
+                    false,
+                ),
+            ] {
+                let got = index.resolve(id);
+                if index as *const _ == &by_partial as *const _ && id == "svc/db" {
+                    // A partial ARN in the configuration does not name a bare name until the
+                    // metadata poller reports the ARN.
+                    continue;
+                }
+                assert_eq!(got.is_some(), expected, "{id}");
+            }
+        }
+        assert_eq!(with_meta.resolve(arn), Some("DB"));
+    }
+}
