@@ -439,7 +439,8 @@ impl SecretIndex {
     }
 
     /// Adds a watched secret: its `secret` label, its configured id, and its ARN once known.
-    pub fn add(&mut self, label: &str, id: &str, arn: Option<&str>) {
+    /// Returns its position in [`SecretIndex::names`].
+    pub fn add(&mut self, label: &str, id: &str, arn: Option<&str>) -> usize {
         let idx = match self.names.iter().position(|n| n == label) {
             Some(i) => i,
             None => {
@@ -460,11 +461,18 @@ impl SecretIndex {
         for k in keys {
             self.by_key.entry(k.to_string()).or_insert(idx);
         }
+        idx
     }
 
     /// The `secret` label a `secretId` refers to, if it is watched.
     pub fn resolve(&self, secret_id: &str) -> Option<&str> {
-        let hit = |k: &str| self.by_key.get(k).map(|&i| self.names[i].as_str());
+        self.resolve_index(secret_id)
+            .map(|i| self.names[i].as_str())
+    }
+
+    /// The position in [`SecretIndex::names`] of the secret a `secretId` refers to.
+    pub fn resolve_index(&self, secret_id: &str) -> Option<usize> {
+        let hit = |k: &str| self.by_key.get(k).copied();
         if let Some(n) = hit(secret_id) {
             return Some(n);
         }

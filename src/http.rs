@@ -6,6 +6,8 @@
 //! - `GET /readyz`: 200 when every poller succeeded within three of its intervals, else 503
 //!   with the reasons.
 //! - `GET /secrets`: JSON status of every watched secret.
+//! - `GET /anomalies`: JSON list of recent access anomalies, newest first, with the access
+//!   poller's counts of skipped records, repeated deliveries and principal evictions.
 //!
 //! Protection: at most `server.max_connections` connections are served at once (the semaphore is
 //! acquired before `accept`, so the excess waits in the kernel backlog), request headers must
@@ -112,6 +114,31 @@ struct SecretsBody<'a> {
     secrets: Vec<&'a SecretStatus>,
 }
 
+/// The body of `GET /anomalies`.
+#[derive(Serialize)]
+struct AnomaliesBody<'a> {
+    /// When the answer was made.
+    generated_at: i64,
+    /// Log events skipped as not JSON, oversized or malformed, since start.
+    skipped_records: u64,
+    /// Repeated deliveries of counted CloudTrail events, since start.
+    duplicate_events: u64,
+    /// Principals forgotten because a per-secret set was full, since start.
+    principal_evictions: u64,
+    /// Recent anomalies, newest first.
+    anomalies: Vec<AnomalyItem<'a>>,
+}
+
+/// One anomaly of `GET /anomalies`.
+#[derive(Serialize)]
+struct AnomalyItem<'a> {
+    /// eventTime as RFC 3339.
+    time: String,
+    /// The anomaly.
+    #[serde(flatten)]
+    anomaly: &'a crate::anomaly::Anomaly,
+}
+
 /// Routes one request.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
@@ -163,6 +190,29 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
                 &SecretsBody {
                     generated_at: Utc::now().timestamp(),
                     secrets: view.secrets.values().collect(),
+                },
+            )
+        }),
+        "/anomalies" => get_only(&|| {
+            let view = state.view.read();
+            let log = &view.access_log;
+            json(
+                StatusCode::OK,
+                &AnomaliesBody {
+                    generated_at: Utc::now().timestamp(),
+                    skipped_records: log.skipped_records,
+                    duplicate_events: log.duplicate_events,
+                    principal_evictions: log.principal_evictions,
+                    anomalies: log
+                        .recent
+                        .iter()
+                        .map(|a| AnomalyItem {
+                            time: chrono::DateTime::<Utc>::from_timestamp_millis(a.time_ms)
+                                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                                .unwrap_or_default(),
+                            anomaly: a,
+                        })
+                        .collect(),
                 },
             )
         }),
