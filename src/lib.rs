@@ -7,6 +7,7 @@ pub mod aws;
 pub mod cli;
 pub mod cloudtrail;
 pub mod config;
+pub mod consumers;
 pub mod daemon;
 pub mod http;
 pub mod inventory;
