@@ -121,8 +121,8 @@ struct AnomaliesBody<'a> {
     generated_at: i64,
     /// Log events skipped as not JSON, oversized or malformed, since start.
     skipped_records: u64,
-    /// Repeated deliveries of counted CloudTrail events, since start.
-    duplicate_events: u64,
+    /// Already counted events read again (overlap re-reads, duplicate deliveries), since start.
+    repeated_events: u64,
     /// Principals forgotten because a per-secret set was full, since start.
     principal_evictions: u64,
     /// Recent anomalies, newest first.
@@ -201,7 +201,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
                 &AnomaliesBody {
                     generated_at: Utc::now().timestamp(),
                     skipped_records: log.skipped_records,
-                    duplicate_events: log.duplicate_events,
+                    repeated_events: log.repeated_events,
                     principal_evictions: log.principal_evictions,
                     anomalies: log
                         .recent

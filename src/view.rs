@@ -106,8 +106,9 @@ pub struct AccessLog {
     pub recent: VecDeque<crate::anomaly::Anomaly>,
     /// Log events skipped since start because they were not JSON, oversized or malformed.
     pub skipped_records: u64,
-    /// Repeated deliveries of an already counted CloudTrail eventID, since start.
-    pub duplicate_events: u64,
+    /// Already counted CloudTrail events read again (overlap re-reads and duplicate
+    /// deliveries), since start.
+    pub repeated_events: u64,
     /// Principals evicted from full per-secret sets (`access.max_principals_per_secret`).
     pub principal_evictions: u64,
 }

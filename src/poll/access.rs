@@ -697,7 +697,7 @@ impl<L: LogsApi> AccessPoller<L> {
             let mut view = self.view.write();
             let log = &mut view.access_log;
             log.skipped_records += sorted.skipped.len() as u64;
-            log.duplicate_events += sorted.repeated as u64;
+            log.repeated_events += sorted.repeated as u64;
             log.principal_evictions += evictions;
             log.push(found);
         }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod config_check;
 mod http_server;
 mod metadata;
