@@ -909,7 +909,8 @@ mod tests {
         ]);
         let now = 100 * 86_400_000;
         let baseline = 14 * 86_400_000;
-        let cases: &[(&[(&str, i64)], &[&str])] = &[
+        type Case<'a> = (&'a [(&'a str, i64)], &'a [&'a str]);
+        let cases: &[Case] = &[
             (&[], &[]),
             (&[(APP, now), ("arn:aws:iam::1:user/deploy", now)], &[]),
             (&[(INTRUDER, now - 1000), (APP, now)], &[INTRUDER]),

@@ -691,7 +691,7 @@ mod tests {
                 ),
             ] {
                 let got = index.resolve(id);
-                if index as *const _ == &by_partial as *const _ && id == "svc/db" {
+                if std::ptr::eq(index, &by_partial) && id == "svc/db" {
                     // A partial ARN in the configuration does not name a bare name until the
                     // metadata poller reports the ARN.
                     continue;
@@ -700,5 +700,132 @@ mod tests {
             }
         }
         assert_eq!(with_meta.resolve(arn), Some("DB"));
+    }
+
+    mod fuzz {
+        //! Property tests: no input makes the parser, the index or the detector panic. Run
+        //! longer with `PROPTEST_CASES=1000000 cargo test --release --lib cloudtrail::tests::fuzz`.
+        use super::super::*;
+        use crate::anomaly::{Detector, Event, Policy, Thresholds};
+        use proptest::prelude::*;
+
+        const VALID: &str = r#"{"eventVersion":"1.09","userIdentity":{"type":"AssumedRole","principalId":"AROA:i","arn":"arn:aws:sts::1:assumed-role/app/i","accountId":"1","invokedBy":"x","sessionContext":{"sessionIssuer":{"arn":"arn:aws:iam::1:role/app"}}},"eventTime":"2024-05-01T12:00:00Z","eventSource":"secretsmanager.amazonaws.com","eventName":"BatchGetSecretValue","sourceIPAddress":"10.0.0.1","errorCode":"AccessDenied","requestParameters":{"secretId":"arn:aws:secretsmanager:us-east-1:1:secret:svc/db-AbC123","secretIdList":["a","b"],"versionStage":"AWSPREVIOUS","versionId":"v1"},"eventID":"e\u0031"}"#;
+
+        fn exercise(text: &str) {
+            let mut index = SecretIndex::new();
+            index.add("DB", "svc/db", Some("arn:aws:secretsmanager:us-east-1:1:secret:svc/db-AbC123"));
+            let _ = parse_time_ms(text);
+            let _ = index.resolve(text);
+            let _ = strip_arn_suffix(text);
+            if let Ok(r) = parse(text) {
+                let _ = event_label(&r.event_name);
+                let _ = r.is_aws_service();
+                for id in &r.secret_ids {
+                    let _ = index.resolve(id);
+                }
+                let mut d = Detector::new(
+                    Thresholds {
+                        baseline_ms: 86_400_000,
+                        spike_factor: 1.0,
+                        spike_min_reads: 1,
+                        denied_burst: 1,
+                        max_principals: 2,
+                    },
+                    0,
+                );
+                let allowed = ["10.0.0.0/8".parse().unwrap()];
+                let consumers = globset::GlobSet::empty();
+                let policy = Policy {
+                    consumers: Some(&consumers),
+                    allowed_sources: &allowed,
+                    grace_ms: 0,
+                    last_rotated_ms: Some(r.time_ms.unwrap_or(0).saturating_sub(1)),
+                    current_version: Some("v2"),
+                };
+                let ev = Event {
+                    event_id: &r.event_id,
+                    time_ms: r.time_ms.unwrap_or(0),
+                    event_name: &r.event_name,
+                    outcome: r.outcome(),
+                    principal: &r.principal,
+                    source_ip: r.source_ip.as_deref(),
+                    aws_service: r.is_aws_service(),
+                    version_stage: r.version_stage.as_deref(),
+                    version_id: r.version_id.as_deref(),
+                };
+                for learning in [true, false, false] {
+                    let _ = d.observe("DB", &policy, &ev, learning);
+                }
+                d.expire(ev.time_ms);
+            }
+        }
+
+        /// Arbitrary JSON values, to splice into records.
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                ".*".prop_map(serde_json::Value::from),
+                "[0-9T:Z.+-]{0,30}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("type".to_string()), Just("arn".to_string()),
+                            Just("secretId".to_string()), Just("secretIdList".to_string()),
+                            Just("sessionIssuer".to_string()), Just("sessionContext".to_string()),
+                            Just("accountId".to_string()), Just("principalId".to_string()),
+                            ".{0,8}"
+                        ],
+                        inner,
+                        0..6
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_text_never_panics(text in ".*") {
+                exercise(&text);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+                exercise(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn truncated_and_mutated_records_never_panic(
+                cut in 0usize..VALID.len(),
+                at in 0usize..VALID.len(),
+                insert in ".{0,8}",
+            ) {
+                exercise(&VALID[..cut]);
+                let mut s: String = VALID.to_string();
+                let at = (0..=at).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+                s.insert_str(at, &insert);
+                exercise(&s);
+            }
+
+            #[test]
+            fn fields_of_any_type_never_panic(
+                field in prop_oneof![
+                    Just("eventID"), Just("eventTime"), Just("eventSource"), Just("eventName"),
+                    Just("userIdentity"), Just("sourceIPAddress"), Just("errorCode"),
+                    Just("requestParameters"),
+                ],
+                value in json_value(),
+            ) {
+                let mut v: serde_json::Value = serde_json::from_str(VALID).unwrap();
+                v[field] = value;
+                exercise(&v.to_string());
+            }
+        }
     }
 }
