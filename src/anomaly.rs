@@ -390,7 +390,10 @@ impl Detector {
             // The rate is learned since reads were first seen (a trail younger than the
             // baseline window does not dilute it), and never before `observed_since`.
             let first_seen = state.buckets.first_key_value().map_or(bucket, |(&b, _)| b);
-            let first = observed_since.div_euclid(BUCKET_MS).max(oldest).max(first_seen);
+            let first = observed_since
+                .div_euclid(BUCKET_MS)
+                .max(oldest)
+                .max(first_seen);
             let span = (bucket - first).max(1) as f64;
             let rate = (state.bucket_total - count) as f64 / span;
             if count as f64 > t.spike_factor * rate {

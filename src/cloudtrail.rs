@@ -713,7 +713,11 @@ mod tests {
 
         fn exercise(text: &str) {
             let mut index = SecretIndex::new();
-            index.add("DB", "svc/db", Some("arn:aws:secretsmanager:us-east-1:1:secret:svc/db-AbC123"));
+            index.add(
+                "DB",
+                "svc/db",
+                Some("arn:aws:secretsmanager:us-east-1:1:secret:svc/db-AbC123"),
+            );
             let _ = parse_time_ms(text);
             let _ = index.resolve(text);
             let _ = strip_arn_suffix(text);
@@ -775,10 +779,14 @@ mod tests {
                     prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
                     prop::collection::btree_map(
                         prop_oneof![
-                            Just("type".to_string()), Just("arn".to_string()),
-                            Just("secretId".to_string()), Just("secretIdList".to_string()),
-                            Just("sessionIssuer".to_string()), Just("sessionContext".to_string()),
-                            Just("accountId".to_string()), Just("principalId".to_string()),
+                            Just("type".to_string()),
+                            Just("arn".to_string()),
+                            Just("secretId".to_string()),
+                            Just("secretIdList".to_string()),
+                            Just("sessionIssuer".to_string()),
+                            Just("sessionContext".to_string()),
+                            Just("accountId".to_string()),
+                            Just("principalId".to_string()),
                             ".{0,8}"
                         ],
                         inner,

@@ -480,36 +480,33 @@ impl<L: LogsApi> AccessPoller<L> {
         while start < live_start {
             let end = (start + SLICE_MS * 24).min(live_start) - 1;
             let detector = &mut self.detector;
-            let mut batch: Vec<LogEvent> = Vec::new();
+            // Page by page: memory stays at one page whatever the history holds.
             scan(
                 &self.api,
                 &mut self.limiter,
                 &self.access.log_group,
                 start,
                 end.max(start),
-                |events| batch.extend(events),
+                |events| {
+                    for ev in &events {
+                        let Ok(record) = cloudtrail::parse(&ev.message) else {
+                            continue;
+                        };
+                        if record.event_source != cloudtrail::SECRETS_MANAGER {
+                            continue;
+                        }
+                        for id in &record.secret_ids {
+                            if let Some(i) = watch.lookup(id) {
+                                let ctx = &watch.secrets[i];
+                                let event = event_of(&record, ev.timestamp_ms);
+                                detector.observe(&ctx.name, &ctx.policy(), &event, true);
+                                learned += 1;
+                            }
+                        }
+                    }
+                },
             )
             .await?;
-            for ev in &batch {
-                let Ok(record) = cloudtrail::parse(&ev.message) else {
-                    continue;
-                };
-                if record.event_source != cloudtrail::SECRETS_MANAGER {
-                    continue;
-                }
-                for id in &record.secret_ids {
-                    if let Some(i) = watch.lookup(id) {
-                        let ctx = &watch.secrets[i];
-                        detector.observe(
-                            &ctx.name,
-                            &ctx.policy(),
-                            &event_of(&record, ev.timestamp_ms),
-                            true,
-                        );
-                        learned += 1;
-                    }
-                }
-            }
             start = end + 1;
         }
         info!(learned, "Access baseline learned.");

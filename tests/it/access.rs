@@ -82,7 +82,9 @@ fn identity(who: &str) -> Value {
         let role_arn = who
             .replace(":sts::", ":iam::")
             .replace("assumed-role/", "role/");
-        let role_arn = role_arn.rsplit_once('/').map_or(role_arn.clone(), |(r, _)| r.to_string());
+        let role_arn = role_arn
+            .rsplit_once('/')
+            .map_or(role_arn.clone(), |(r, _)| r.to_string());
         json!({"type": "AssumedRole", "arn": who, "accountId": ACCOUNT, "principalId": "AROAX:s",
                "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role_arn},
                                   "attributes": {"mfaAuthenticated": "false"}}})
@@ -190,12 +192,16 @@ impl Trail {
                         "eventName": "Decrypt", "userIdentity": identity(&role("i-1")),
                         "sourceIPAddress": "10.0.0.1",
                         "requestParameters": {"encryptionContext": {"SecretARN": "secretsmanager.amazonaws.com"}}}),
-            1 => json!({"eventID": id, "eventTime": iso(t), "eventSource": "secretsmanager.amazonaws.com",
+            1 => {
+                json!({"eventID": id, "eventTime": iso(t), "eventSource": "secretsmanager.amazonaws.com",
                         "eventName": "GetSecretValue", "userIdentity": identity(&role("i-1")),
-                        "sourceIPAddress": "10.0.0.1", "requestParameters": {"secretId": "svc/unwatched"}}),
-            _ => json!({"eventID": id, "eventTime": iso(t), "eventSource": "secretsmanager.amazonaws.com",
+                        "sourceIPAddress": "10.0.0.1", "requestParameters": {"secretId": "svc/unwatched"}})
+            }
+            _ => {
+                json!({"eventID": id, "eventTime": iso(t), "eventSource": "secretsmanager.amazonaws.com",
                         "eventName": "ListSecrets", "userIdentity": identity(&role("i-1")),
-                        "sourceIPAddress": "10.0.0.1", "requestParameters": null}),
+                        "sourceIPAddress": "10.0.0.1", "requestParameters": null})
+            }
         };
         Rec {
             t,
@@ -350,7 +356,11 @@ async fn world() -> World {
     let moto = Moto::start();
     let sm = moto.secrets_client().await;
     let mut arns = BTreeMap::new();
-    for (label, name, age) in [("JWT", "svc/jwt", 10), ("DB", "svc/db", 10), ("QUIET", "svc/quiet", 1)] {
+    for (label, name, age) in [
+        ("JWT", "svc/jwt", 10),
+        ("DB", "svc/db", 10),
+        ("QUIET", "svc/quiet", 1),
+    ] {
         create_aged_secret(&moto, &sm, name, age).await;
         let arn = sm
             .describe_secret()
@@ -364,8 +374,14 @@ async fn world() -> World {
         arns.insert(label, (name.to_string(), arn));
     }
     let logs = logs_client(&moto).await;
-    logs.create_log_group().log_group_name(GROUP).send().await.unwrap();
-    let consumers = format!("[\"arn:aws:sts::{ACCOUNT}:assumed-role/app-*/*\", \"arn:aws:iam::{ACCOUNT}:user/deploy\"]");
+    logs.create_log_group()
+        .log_group_name(GROUP)
+        .send()
+        .await
+        .unwrap();
+    let consumers = format!(
+        "[\"arn:aws:sts::{ACCOUNT}:assumed-role/app-*/*\", \"arn:aws:iam::{ACCOUNT}:user/deploy\"]"
+    );
     let mut config = format!(
         "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
          [server]\nlisten = \"{{listen}}\"\n\
@@ -375,7 +391,11 @@ async fn world() -> World {
          [state]\npath = \"{{state}}\"\n",
         moto.endpoint()
     );
-    for (label, name, grace) in [("JWT", "svc/jwt", "48h"), ("DB", "svc/db", "0s"), ("QUIET", "svc/quiet", "48h")] {
+    for (label, name, grace) in [
+        ("JWT", "svc/jwt", "48h"),
+        ("DB", "svc/db", "0s"),
+        ("QUIET", "svc/quiet", "48h"),
+    ] {
         config.push_str(&format!(
             "[[secret]]\nname = \"{label}\"\nid = \"{name}\"\nconsumers = {consumers}\n\
              allowed_sources = [\"10.0.0.0/8\"]\nrotation = {{ strategy = \"dual-key\", grace = \"{grace}\" }}\n"
@@ -458,21 +478,37 @@ fn batch_a(w: &mut World) -> Vec<Rec> {
     // A bucket fully inside batch A for the spike (DB, fires) and the near-spike (JWT, quiet).
     let bucket = (from + 2 * MIN + BUCKET - 1) / BUCKET * BUCKET;
     for k in 0..150 {
-        v.push(w.trail.sm(bucket + 30_000 + k * 300, "DB", read(&i1, "10.0.1.1")));
+        v.push(
+            w.trail
+                .sm(bucket + 30_000 + k * 300, "DB", read(&i1, "10.0.1.1")),
+        );
     }
     for k in 0..60 {
-        v.push(w.trail.sm(bucket + 30_000 + k * 300, "JWT", read(&i2, "10.0.1.2")));
+        v.push(
+            w.trail
+                .sm(bucket + 30_000 + k * 300, "JWT", read(&i2, "10.0.1.2")),
+        );
     }
     // new_principal only: a new declared session reads JWT three times.
     for k in 0..3 {
-        v.push(w.trail.sm(from + 60_000 + k * MIN, "JWT", read(&i3, "10.0.1.3")));
+        v.push(
+            w.trail
+                .sm(from + 60_000 + k * MIN, "JWT", read(&i3, "10.0.1.3")),
+        );
     }
     // new_principal + undeclared_consumer, once: an unknown role reads DB four times.
     for k in 0..4 {
-        v.push(w.trail.sm(from + 90_000 + k * 2 * MIN, "DB", read(&intruder, "10.9.9.9")));
+        v.push(w.trail.sm(
+            from + 90_000 + k * 2 * MIN,
+            "DB",
+            read(&intruder, "10.9.9.9"),
+        ));
     }
     // undeclared_consumer only: the legacy job known from history reads QUIET.
-    v.push(w.trail.sm(from + 100_000, "QUIET", read(&legacy, "10.0.9.9")));
+    v.push(
+        w.trail
+            .sm(from + 100_000, "QUIET", read(&legacy, "10.0.9.9")),
+    );
     // unexpected_source: a known app session reads DB from outside 10/8; an AWS service
     // calling from outside is exempt.
     v.push(w.trail.sm(from + 110_000, "DB", read(&i1, "203.0.113.50")));
@@ -481,7 +517,10 @@ fn batch_a(w: &mut World) -> Vec<Rec> {
         "DB",
         Call {
             name: "DescribeSecret",
-            ..read("service:secretsmanager.amazonaws.com", "secretsmanager.amazonaws.com")
+            ..read(
+                "service:secretsmanager.amazonaws.com",
+                "secretsmanager.amazonaws.com",
+            )
         },
     ));
     // denied_burst: six denied reads of JWT within a minute (fires once); four on DB (quiet);
@@ -493,7 +532,10 @@ fn batch_a(w: &mut World) -> Vec<Rec> {
         v.push(w.trail.sm(from + 5 * MIN + k * 10_000, "DB", denied(&i2)));
     }
     for k in 0..5 {
-        v.push(w.trail.sm(from - 8 * MIN + k * 5 * MIN, "QUIET", denied(&i2)));
+        v.push(
+            w.trail
+                .sm(from - 8 * MIN + k * 5 * MIN, "QUIET", denied(&i2)),
+        );
     }
     // An error that is not a denial, and a write.
     v.push(w.trail.sm(
@@ -513,7 +555,10 @@ fn batch_a(w: &mut World) -> Vec<Rec> {
         },
     ));
     // Two secrets in one BatchGetSecretValue.
-    v.push(w.trail.batch(from + 9 * MIN, &["JWT", "DB"], &i2, "10.0.1.2"));
+    v.push(
+        w.trail
+            .batch(from + 9 * MIN, &["JWT", "DB"], &i2, "10.0.1.2"),
+    );
     for k in 0..6 {
         v.push(malformed(from + k * MIN + 7, 1000 + k as u64));
     }
@@ -528,18 +573,32 @@ fn batch_b(w: &mut World, a: &[Rec], now_ms: i64) -> (Vec<Rec>, Vec<Rec>) {
     let late_from = now_ms - 10 * MIN;
     let mut late = Vec::new();
     for k in 0..40 {
-        late.push(w.trail.sm(late_from + k * 5000, "DB", read(&i2, "10.0.1.2")));
+        late.push(
+            w.trail
+                .sm(late_from + k * 5000, "DB", read(&i2, "10.0.1.2")),
+        );
     }
     for k in 0..3 {
         late.push(malformed(late_from + k * 1000 + 11, 2000 + k as u64));
     }
     // Duplicate deliveries: the same records again, in another stream.
-    let mut dups: Vec<Rec> = a.iter().filter(|r| !r.counts.is_empty()).step_by(7).cloned().collect();
+    let mut dups: Vec<Rec> = a
+        .iter()
+        .filter(|r| !r.counts.is_empty())
+        .step_by(7)
+        .cloned()
+        .collect();
     dups.truncate(120);
     late.extend(dups);
     let mut fresh = steady(w, now_ms - 30_000, now_ms);
-    fresh.push(w.trail.sm(now_ms - 20_000, "JWT", stage(&i1, "AWSPREVIOUS")));
-    fresh.push(w.trail.sm(now_ms - 19_000, "QUIET", stage(&i1, "AWSPREVIOUS")));
+    fresh.push(
+        w.trail
+            .sm(now_ms - 20_000, "JWT", stage(&i1, "AWSPREVIOUS")),
+    );
+    fresh.push(
+        w.trail
+            .sm(now_ms - 19_000, "QUIET", stage(&i1, "AWSPREVIOUS")),
+    );
     fresh.push(w.trail.sm(now_ms - 18_000, "JWT", stage(&i1, "AWSCURRENT")));
     (late, fresh)
 }
@@ -555,7 +614,11 @@ async fn cloudtrail_stream_counts_exactly_and_raises_each_anomaly_once() {
     let mut w = world().await;
     let hist = history(&mut w);
     let a = batch_a(&mut w);
-    assert!(hist.len() + a.len() > 3000, "a realistic volume: {}", hist.len() + a.len());
+    assert!(
+        hist.len() + a.len() > 3000,
+        "a realistic volume: {}",
+        hist.len() + a.len()
+    );
     put(&w.logs, "123456789012_CloudTrail_us-east-1_1", &hist).await;
     put(&w.logs, "123456789012_CloudTrail_us-east-1_2", &a).await;
 
@@ -596,15 +659,24 @@ async fn cloudtrail_stream_counts_exactly_and_raises_each_anomaly_once() {
     assert_eq!(anomalies(&s), after_b, "log:\n{}", d.log());
 
     // Gauges and GET /anomalies: details there, never in labels.
-    assert_eq!(s.get("keywarden_secret_principals", &[("secret", "DB")]), Some(3.0));
-    assert_eq!(s.get("keywarden_secret_principals", &[("secret", "JWT")]), Some(3.0));
+    assert_eq!(
+        s.get("keywarden_secret_principals", &[("secret", "DB")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        s.get("keywarden_secret_principals", &[("secret", "JWT")]),
+        Some(3.0)
+    );
     assert!(!s.text.contains("intruder") && !s.text.contains("10.9.9.9"));
     let (status, body) = d.get("/anomalies").await;
     assert_eq!(status, 200);
     let body: Value = serde_json::from_str(&body).unwrap();
     let list = body["anomalies"].as_array().unwrap();
     assert_eq!(list.len() as u64, after_b.values().sum::<u64>());
-    assert_eq!(list[0]["kind"], "previous_version_read", "newest first: {body}");
+    assert_eq!(
+        list[0]["kind"], "previous_version_read",
+        "newest first: {body}"
+    );
     let intruder = list
         .iter()
         .find(|x| x["kind"] == "undeclared_consumer" && x["secret"] == "DB")
@@ -614,7 +686,10 @@ async fn cloudtrail_stream_counts_exactly_and_raises_each_anomaly_once() {
         format!("arn:aws:sts::{ACCOUNT}:assumed-role/intruder/x")
     );
     assert_eq!(intruder["source_ip"], "10.9.9.9");
-    assert!(intruder["event_id"].as_str().unwrap().starts_with("0a1b2c3d-"));
+    assert!(intruder["event_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("0a1b2c3d-"));
     assert!(intruder["time"].as_str().unwrap().ends_with('Z'));
     // 6 malformed lines in A and 3 in B, each once although the overlap re-reads them.
     assert_eq!(body["skipped_records"], 9, "{body}");
@@ -631,13 +706,31 @@ async fn cloudtrail_stream_counts_exactly_and_raises_each_anomaly_once() {
     // keywarden consumers reads the log group itself.
     let config_path = d.dir.path().join("keywarden.toml");
     let out = keywarden_command()
-        .args(["consumers", "DB", "--since", "1d", "--output", "json", "--config"])
+        .args([
+            "consumers",
+            "DB",
+            "--since",
+            "1d",
+            "--output",
+            "json",
+            "--config",
+        ])
         .arg(&config_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let row = |p: &str| rows.as_array().unwrap().iter().find(|r| r["principal"] == p).cloned();
+    let row = |p: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["principal"] == p)
+            .cloned()
+    };
     let intruder = row(&format!("arn:aws:sts::{ACCOUNT}:assumed-role/intruder/x")).unwrap();
     assert_eq!(intruder["reads"], 4);
     assert_eq!(intruder["declared"], false);
@@ -649,7 +742,12 @@ async fn cloudtrail_stream_counts_exactly_and_raises_each_anomaly_once() {
         .chain(&a)
         .chain(&late)
         .chain(&fresh)
-        .filter(|r| r.line.contains(&format!("\"arn\":\"{}\"", role("i-1"))) && r.line.contains("\"GetSecretValue\"") && !r.line.contains("errorCode") && r.counts.first().is_some_and(|c| c.0 == "DB"))
+        .filter(|r| {
+            r.line.contains(&format!("\"arn\":\"{}\"", role("i-1")))
+                && r.line.contains("\"GetSecretValue\"")
+                && !r.line.contains("errorCode")
+                && r.counts.first().is_some_and(|c| c.0 == "DB")
+        })
         .map(|r| r.id.clone())
         .collect::<std::collections::HashSet<_>>()
         .len();
@@ -697,5 +795,8 @@ async fn kill_9_and_restart_counts_nothing_twice() {
         "log:\n{}",
         d.log()
     );
-    assert_eq!(s.get("keywarden_secret_principals", &[("secret", "DB")]), Some(3.0));
+    assert_eq!(
+        s.get("keywarden_secret_principals", &[("secret", "DB")]),
+        Some(3.0)
+    );
 }
