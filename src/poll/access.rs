@@ -736,6 +736,28 @@ impl<L: LogsApi> AccessPoller<L> {
 
     /// Learns the baseline, then polls until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        // Wait (bounded) for the metadata poller's first success: discovered secrets, ARNs,
+        // last rotations and current versions come from it, and learning needs them.
+        let wait_until = Instant::now()
+            + self
+                .config
+                .poll
+                .metadata_every
+                .saturating_mul(3)
+                .min(Duration::from_secs(60));
+        while Instant::now() < wait_until
+            && !self
+                .view
+                .read()
+                .polls
+                .get(crate::poll::metadata::SOURCE)
+                .is_some_and(|h| h.last_success.is_some())
+        {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.changed() => return info!("Access poller stopped."),
+            }
+        }
         // Learn first; a failure is retried at the next period, and counted.
         let every = self.config.poll.access_every;
         loop {
