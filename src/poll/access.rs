@@ -746,12 +746,12 @@ impl<L: LogsApi> AccessPoller<L> {
                 .saturating_mul(3)
                 .min(Duration::from_secs(60));
         while Instant::now() < wait_until
-            && !self
+            && self
                 .view
                 .read()
                 .polls
                 .get(crate::poll::metadata::SOURCE)
-                .is_some_and(|h| h.last_success.is_some())
+                .is_none_or(|h| h.last_success.is_none())
         {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
