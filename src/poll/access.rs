@@ -828,3 +828,31 @@ impl<L: LogsApi> AccessPoller<L> {
         info!("Access poller stopped.");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rate_limiter_spaces_requests() {
+        for (per_second, requests, at_least_ms) in [(20.0, 5, 200), (100.0, 11, 100)] {
+            let mut limiter = RateLimiter::new(per_second);
+            let started = std::time::Instant::now();
+            for _ in 0..requests {
+                limiter.acquire().await;
+            }
+            let took = started.elapsed().as_millis();
+            assert!(
+                took >= at_least_ms - 5,
+                "{per_second}/s x{requests}: {took} ms"
+            );
+            assert!(
+                took < at_least_ms * 3,
+                "{per_second}/s x{requests}: {took} ms"
+            );
+        }
+        // A nonsensical rate falls back to one per second rather than spinning.
+        assert_eq!(RateLimiter::new(f64::NAN).interval, Duration::from_secs(1));
+        assert_eq!(RateLimiter::new(0.0).interval, Duration::from_secs(1));
+    }
+}

@@ -353,6 +353,10 @@ struct World {
 
 /// Three inventory secrets in moto, an empty log group, and the daemon configuration.
 async fn world() -> World {
+    world_with_group(true).await
+}
+
+async fn world_with_group(create_group: bool) -> World {
     let moto = Moto::start();
     let sm = moto.secrets_client().await;
     let mut arns = BTreeMap::new();
@@ -374,11 +378,13 @@ async fn world() -> World {
         arns.insert(label, (name.to_string(), arn));
     }
     let logs = logs_client(&moto).await;
-    logs.create_log_group()
-        .log_group_name(GROUP)
-        .send()
-        .await
-        .unwrap();
+    if create_group {
+        logs.create_log_group()
+            .log_group_name(GROUP)
+            .send()
+            .await
+            .unwrap();
+    }
     let consumers = format!(
         "[\"arn:aws:sts::{ACCOUNT}:assumed-role/app-*/*\", \"arn:aws:iam::{ACCOUNT}:user/deploy\"]"
     );
@@ -658,6 +664,19 @@ async fn cloudtrail_stream_counts_exactly_and_raises_each_anomaly_once() {
     after_b.insert(("JWT".into(), "previous_version_read".into()), 1);
     assert_eq!(anomalies(&s), after_b, "log:\n{}", d.log());
 
+    // Every FilterLogEvents call is counted under service `logs`.
+    assert!(
+        s.get(
+            "keywarden_aws_requests_total",
+            &[
+                ("service", "logs"),
+                ("operation", "FilterLogEvents"),
+                ("outcome", "ok")
+            ]
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    );
     // Gauges and GET /anomalies: details there, never in labels.
     assert_eq!(
         s.get("keywarden_secret_principals", &[("secret", "DB")]),
@@ -799,4 +818,51 @@ async fn kill_9_and_restart_counts_nothing_twice() {
         s.get("keywarden_secret_principals", &[("secret", "DB")]),
         Some(3.0)
     );
+}
+
+#[tokio::test]
+async fn missing_log_group_is_a_counted_poll_error_until_it_appears() {
+    let w = world_with_group(false).await;
+    let d = Daemon::start(&w.config).await;
+    let s = d
+        .wait_for("an access poll error", Duration::from_secs(30), |s| {
+            s.sum("keywarden_poll_errors_total", &[("source", "access")]) >= 1.0
+        })
+        .await;
+    assert_eq!(
+        s.sum(
+            "keywarden_poll_errors_total",
+            &[("source", "access"), ("kind", "not_found")]
+        ),
+        s.sum("keywarden_poll_errors_total", &[("source", "access")]),
+        "{}",
+        s.text
+    );
+    let (status, body) = d.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("access"), "{body}");
+    // The group appears: the poller recovers.
+    w.logs
+        .create_log_group()
+        .log_group_name(GROUP)
+        .send()
+        .await
+        .unwrap();
+    d.wait_for("a successful access poll", Duration::from_secs(30), |s| {
+        s.get(
+            "keywarden_last_successful_poll_timestamp_seconds",
+            &[("source", "access")],
+        )
+        .is_some()
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = d.get("/readyz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
