@@ -2,10 +2,10 @@
 # Access events benchmark: generates CloudTrail input files, then runs keywarden's parse +
 # classify + count (benches/access_parse.rs, release build, one core) and the plain Python
 # reference (benches/access_parse.py) on the same files, and prints events/s and peak memory.
-# Usage: benches/access_compare.sh [N]   (default 200000 records; also runs 4*N for memory)
+# Usage: benches/access_compare.sh [N]   (default 50000 records; also runs 4*N for memory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-n=${1:-200000}
+n=${1:-50000}
 out=target/access-bench
 mkdir -p "$out"
 python=python3

@@ -1,9 +1,11 @@
 //! CloudTrail record parser and classifier (SPEC §4).
 //!
 //! [`parse`] reads one CloudTrail record (one CloudWatch Logs message) and borrows every field
-//! it keeps from the input: only the fields keywarden needs are decoded, every other field is
-//! skipped without allocating, missing fields are tolerated, and non-JSON, oversized or
-//! malformed records come back as a [`ParseError`] to be counted and skipped.
+//! it keeps from the input: a lazy scanner decodes only the fields keywarden needs and skips
+//! every other value by matching quotes and brackets (no allocation, no number or escape
+//! decoding), missing fields are tolerated, and non-JSON, oversized or malformed records (a
+//! field keywarden reads with the wrong type) come back as a [`ParseError`] to be counted and
+//! skipped. Strings with escapes are decoded with serde_json.
 //! [`SecretIndex`] maps a `secretId` (name, full ARN or partial ARN) to a watched secret, built
 //! once per cycle. [`event_label`] and [`Outcome`] give the bounded metric labels.
 //!
@@ -11,8 +13,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-
-use serde::Deserialize;
 
 use crate::metrics::EVENTS;
 
@@ -131,97 +131,391 @@ pub fn is_read(name: &str) -> bool {
     name == "GetSecretValue" || name == "BatchGetSecretValue"
 }
 
-/// A JSON string that borrows from the input when it holds no escape (serde's own `Cow<str>`
-/// always allocates inside an `Option`).
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                v: &'de str,
-            ) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
-
-fn cow(t: Option<Text<'_>>) -> Option<Cow<'_, str>> {
-    t.map(|t| t.0)
-}
-
-#[derive(Deserialize)]
+#[derive(Default)]
 struct RawRecord<'a> {
-    #[serde(rename = "eventID", borrow)]
-    event_id: Option<Text<'a>>,
-    #[serde(rename = "eventTime", borrow)]
-    event_time: Option<Text<'a>>,
-    #[serde(rename = "eventSource", borrow)]
-    event_source: Option<Text<'a>>,
-    #[serde(rename = "eventName", borrow)]
-    event_name: Option<Text<'a>>,
-    #[serde(rename = "userIdentity", borrow)]
+    event_id: Option<Cow<'a, str>>,
+    event_time: Option<Cow<'a, str>>,
+    event_source: Option<Cow<'a, str>>,
+    event_name: Option<Cow<'a, str>>,
     user_identity: Option<RawIdentity<'a>>,
-    #[serde(rename = "sourceIPAddress", borrow)]
-    source_ip: Option<Text<'a>>,
-    #[serde(rename = "errorCode", borrow)]
-    error_code: Option<Text<'a>>,
-    #[serde(rename = "requestParameters", borrow)]
+    source_ip: Option<Cow<'a, str>>,
+    error_code: Option<Cow<'a, str>>,
     request: Option<RawRequest<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct RawIdentity<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Text<'a>>,
-    #[serde(borrow)]
-    arn: Option<Text<'a>>,
-    #[serde(rename = "invokedBy", borrow)]
-    invoked_by: Option<Text<'a>>,
-    #[serde(rename = "principalId", borrow)]
-    principal_id: Option<Text<'a>>,
-    #[serde(rename = "accountId", borrow)]
-    account_id: Option<Text<'a>>,
-    #[serde(rename = "sessionContext", borrow)]
-    session_context: Option<RawSessionContext<'a>>,
+    kind: Option<Cow<'a, str>>,
+    arn: Option<Cow<'a, str>>,
+    invoked_by: Option<Cow<'a, str>>,
+    principal_id: Option<Cow<'a, str>>,
+    account_id: Option<Cow<'a, str>>,
+    /// sessionContext.sessionIssuer.arn
+    issuer_arn: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
-struct RawSessionContext<'a> {
-    #[serde(rename = "sessionIssuer", borrow)]
-    session_issuer: Option<RawIssuer<'a>>,
-}
-
-#[derive(Deserialize)]
-struct RawIssuer<'a> {
-    #[serde(borrow)]
-    arn: Option<Text<'a>>,
-}
-
-#[derive(Deserialize)]
+#[derive(Default)]
 struct RawRequest<'a> {
-    #[serde(rename = "secretId", borrow)]
-    secret_id: Option<Text<'a>>,
-    #[serde(rename = "secretIdList", borrow)]
-    secret_id_list: Option<Vec<Text<'a>>>,
-    #[serde(rename = "versionStage", borrow)]
-    version_stage: Option<Text<'a>>,
-    #[serde(rename = "versionId", borrow)]
-    version_id: Option<Text<'a>>,
+    secret_id: Option<Cow<'a, str>>,
+    secret_id_list: Option<Vec<Cow<'a, str>>>,
+    version_stage: Option<Cow<'a, str>>,
+    version_id: Option<Cow<'a, str>>,
+}
+
+/// Why the scanner stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The text is not well-formed JSON.
+    Syntax,
+    /// A field keywarden reads has the wrong type.
+    Type,
+}
+
+/// A lazy JSON scanner over a `&str`: it decodes only the fields asked for and skips every
+/// other value by matching brackets and quotes (memchr over string bodies), without building
+/// anything. Skipped values are checked for structure, not validated token by token.
+struct Scanner<'a> {
+    /// The text.
+    s: &'a str,
+    /// Its bytes.
+    b: &'a [u8],
+    /// Position.
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(s: &'a str) -> Scanner<'a> {
+        Scanner {
+            s,
+            b: s.as_bytes(),
+            i: 0,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), Stop> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Stop::Syntax)
+        }
+    }
+
+    /// At an opening quote: returns the body's range and whether it holds escapes.
+    fn string_body(&mut self) -> Result<(usize, usize, bool), Stop> {
+        if self.peek() != Some(b'"') {
+            return Err(Stop::Syntax);
+        }
+        let start = self.i + 1;
+        let mut j = start;
+        let mut escaped = false;
+        loop {
+            let rest = self.b.get(j..).ok_or(Stop::Syntax)?;
+            match memchr::memchr2(b'"', b'\\', rest) {
+                None => return Err(Stop::Syntax),
+                Some(k) if rest[k] == b'"' => {
+                    self.i = j + k + 1;
+                    return Ok((start, j + k, escaped));
+                }
+                Some(k) => {
+                    escaped = true;
+                    j += k + 2;
+                }
+            }
+        }
+    }
+
+    /// A string value (or null) as a borrowed or, when escaped, decoded string.
+    fn str_value(&mut self) -> Result<Option<Cow<'a, str>>, Stop> {
+        self.ws();
+        match self.peek() {
+            Some(b'"') => {
+                let (start, end, escaped) = self.string_body()?;
+                if !escaped {
+                    // Quotes are ASCII, so these are char boundaries.
+                    return Ok(self.s.get(start..end).map(Cow::Borrowed));
+                }
+                let quoted = self.s.get(start - 1..end + 1).ok_or(Stop::Syntax)?;
+                serde_json::from_str::<String>(quoted)
+                    .map(|v| Some(Cow::Owned(v)))
+                    .map_err(|_| Stop::Syntax)
+            }
+            Some(b'n') => self.literal(b"null").map(|_| None),
+            Some(_) => {
+                self.skip_value()?;
+                Err(Stop::Type)
+            }
+            None => Err(Stop::Syntax),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), Stop> {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Stop::Syntax)
+        }
+    }
+
+    /// Skips any value.
+    fn skip_value(&mut self) -> Result<(), Stop> {
+        self.ws();
+        match self.peek().ok_or(Stop::Syntax)? {
+            b'"' => self.string_body().map(|_| ()),
+            b'{' | b'[' => {
+                let mut stack: Vec<u8> = Vec::new();
+                loop {
+                    match self.peek().ok_or(Stop::Syntax)? {
+                        b'"' => {
+                            self.string_body()?;
+                            continue;
+                        }
+                        c @ (b'{' | b'[') => stack.push(if c == b'{' { b'}' } else { b']' }),
+                        c @ (b'}' | b']') => {
+                            if stack.pop() != Some(c) {
+                                return Err(Stop::Syntax);
+                            }
+                            if stack.is_empty() {
+                                self.i += 1;
+                                return Ok(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => {
+                let start = self.i;
+                while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
+                    self.i += 1;
+                }
+                if self.i == start + 1 && self.b[start] == b'-' {
+                    return Err(Stop::Syntax);
+                }
+                Ok(())
+            }
+            _ => Err(Stop::Syntax),
+        }
+    }
+
+    /// Walks an object (or null, which calls nothing), calling `field` with each raw key; the
+    /// callback must consume the value. Returns whether it was an object.
+    fn object(
+        &mut self,
+        mut field: impl FnMut(&mut Scanner<'a>, &'a [u8]) -> Result<(), Stop>,
+    ) -> Result<bool, Stop> {
+        self.ws();
+        match self.peek() {
+            Some(b'{') => self.i += 1,
+            Some(b'n') => return self.literal(b"null").map(|_| false),
+            Some(_) => {
+                self.skip_value()?;
+                return Err(Stop::Type);
+            }
+            None => return Err(Stop::Syntax),
+        }
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(true);
+        }
+        loop {
+            self.ws();
+            let (start, end, _) = self.string_body()?;
+            let key = self.b.get(start..end).ok_or(Stop::Syntax)?;
+            self.eat(b':')?;
+            self.ws();
+            field(self, key)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(true);
+                }
+                _ => return Err(Stop::Syntax),
+            }
+        }
+    }
+
+    /// An array of strings (or null).
+    fn str_array(&mut self) -> Result<Option<Vec<Cow<'a, str>>>, Stop> {
+        self.ws();
+        match self.peek() {
+            Some(b'[') => self.i += 1,
+            Some(b'n') => return self.literal(b"null").map(|_| None),
+            Some(_) => {
+                self.skip_value()?;
+                return Err(Stop::Type);
+            }
+            None => return Err(Stop::Syntax),
+        }
+        let mut out = Vec::new();
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(Some(out));
+        }
+        loop {
+            match self.str_value()? {
+                Some(v) => out.push(v),
+                None => return Err(Stop::Type),
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Some(out));
+                }
+                _ => return Err(Stop::Syntax),
+            }
+        }
+    }
+}
+
+/// Stores a decoded string; a type error is remembered, a syntax error stops the scan.
+fn keep<'a>(
+    r: Result<Option<Cow<'a, str>>, Stop>,
+    slot: &mut Option<Cow<'a, str>>,
+    type_error: &mut bool,
+) -> Result<(), Stop> {
+    match r {
+        Ok(v) => {
+            *slot = v;
+            Ok(())
+        }
+        Err(Stop::Type) => {
+            *type_error = true;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a record with the scanner. A type error is remembered and reported only once the
+/// whole text proved to be JSON, so that a truncated record is "not JSON" whatever it holds.
+fn scan_record(text: &str) -> Result<RawRecord<'_>, Stop> {
+    let mut sc = Scanner::new(text);
+    let mut rec = RawRecord::default();
+    let mut type_error = false;
+    let is_object = sc.object(|sc, key| match key {
+        b"eventID" => keep(sc.str_value(), &mut rec.event_id, &mut type_error),
+        b"eventTime" => keep(sc.str_value(), &mut rec.event_time, &mut type_error),
+        b"eventSource" => keep(sc.str_value(), &mut rec.event_source, &mut type_error),
+        b"eventName" => keep(sc.str_value(), &mut rec.event_name, &mut type_error),
+        b"sourceIPAddress" => keep(sc.str_value(), &mut rec.source_ip, &mut type_error),
+        b"errorCode" => keep(sc.str_value(), &mut rec.error_code, &mut type_error),
+        b"userIdentity" => {
+            let mut id = RawIdentity::default();
+            let mut inner_type = false;
+            let r = sc.object(|sc, key| {
+                let slot = match key {
+                    b"type" => &mut id.kind,
+                    b"arn" => &mut id.arn,
+                    b"invokedBy" => &mut id.invoked_by,
+                    b"principalId" => &mut id.principal_id,
+                    b"accountId" => &mut id.account_id,
+                    b"sessionContext" => {
+                        let mut issuer = None;
+                        let r = sc.object(|sc, key| match key {
+                            b"sessionIssuer" => sc
+                                .object(|sc, key| match key {
+                                    b"arn" => sc.str_value().map(|v| issuer = v),
+                                    _ => sc.skip_value(),
+                                })
+                                .map(|_| ()),
+                            _ => sc.skip_value(),
+                        });
+                        id.issuer_arn = issuer;
+                        return r.map(|_| ());
+                    }
+                    _ => return sc.skip_value(),
+                };
+                match sc.str_value() {
+                    Ok(v) => {
+                        *slot = v;
+                        Ok(())
+                    }
+                    Err(Stop::Type) => {
+                        inner_type = true;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            });
+            match r {
+                Ok(true) => rec.user_identity = Some(id),
+                Ok(false) => {}
+                Err(Stop::Type) => type_error = true,
+                Err(e) => return Err(e),
+            }
+            if inner_type {
+                type_error = true;
+            }
+            Ok(())
+        }
+        b"requestParameters" => {
+            let mut req = RawRequest::default();
+            let mut inner_type = false;
+            let r = sc.object(|sc, key| {
+                let got = match key {
+                    b"secretId" => sc.str_value().map(|v| req.secret_id = v),
+                    b"versionStage" => sc.str_value().map(|v| req.version_stage = v),
+                    b"versionId" => sc.str_value().map(|v| req.version_id = v),
+                    b"secretIdList" => sc.str_array().map(|v| req.secret_id_list = v),
+                    _ => sc.skip_value(),
+                };
+                match got {
+                    Err(Stop::Type) => {
+                        inner_type = true;
+                        Ok(())
+                    }
+                    other => other,
+                }
+            });
+            match r {
+                Ok(true) => rec.request = Some(req),
+                Ok(false) => {}
+                Err(Stop::Type) => type_error = true,
+                Err(e) => return Err(e),
+            }
+            if inner_type {
+                type_error = true;
+            }
+            Ok(())
+        }
+        _ => sc.skip_value(),
+    });
+    match is_object {
+        Ok(true) => {}
+        Ok(false) | Err(Stop::Type) => return Err(Stop::Syntax),
+        Err(e) => return Err(e),
+    }
+    sc.ws();
+    if sc.i != sc.b.len() {
+        return Err(Stop::Syntax);
+    }
+    if type_error {
+        return Err(Stop::Type);
+    }
+    Ok(rec)
 }
 
 /// One parsed CloudTrail record. Every string borrows from the input unless it held escapes.
@@ -278,25 +572,23 @@ impl Record<'_> {
 fn principal_name<'a>(kind: IdentityType, id: &mut RawIdentity<'a>) -> Cow<'a, str> {
     if kind == IdentityType::AwsService {
         if let Some(s) = &id.invoked_by {
-            return s.0.clone();
+            return s.clone();
         }
     }
     if kind != IdentityType::AwsAccount {
-        if let Some(arn) = id.arn.take().filter(|a| !a.0.is_empty()) {
-            return arn.0;
+        if let Some(arn) = id.arn.take().filter(|a| !a.is_empty()) {
+            return arn;
         }
     }
-    let account = id.account_id.as_ref().map(|a| &a.0);
-    let principal = id.principal_id.as_ref().map(|p| &p.0);
-    match (account, principal) {
+    match (&id.account_id, &id.principal_id) {
         (Some(a), Some(p)) if kind == IdentityType::AwsAccount => {
             Cow::Owned(format!("account:{a}/{p}"))
         }
         (Some(a), None) => Cow::Owned(format!("account:{a}")),
         _ => match id.principal_id.take() {
-            Some(p) => p.0,
+            Some(p) => p,
             None => match &id.invoked_by {
-                Some(s) => s.0.clone(),
+                Some(s) => s.clone(),
                 None => Cow::Borrowed("unknown"),
             },
         },
@@ -312,16 +604,14 @@ pub fn parse(message: &str) -> Result<Record<'_>, ParseError> {
     if !trimmed.starts_with('{') {
         return Err(ParseError::NotJson);
     }
-    let raw: RawRecord<'_> = match serde_json::from_str(trimmed) {
+    let raw = match scan_record(trimmed) {
         Ok(r) => r,
-        Err(e) if e.is_syntax() || e.is_eof() => return Err(ParseError::NotJson),
-        Err(_) => return Err(ParseError::Malformed),
+        Err(Stop::Syntax) => return Err(ParseError::NotJson),
+        Err(Stop::Type) => return Err(ParseError::Malformed),
     };
-    let (Some(event_id), Some(event_source), Some(event_name)) = (
-        cow(raw.event_id),
-        cow(raw.event_source),
-        cow(raw.event_name),
-    ) else {
+    let (Some(event_id), Some(event_source), Some(event_name)) =
+        (raw.event_id, raw.event_source, raw.event_name)
+    else {
         return Err(ParseError::Malformed);
     };
     if event_id.is_empty() {
@@ -329,13 +619,9 @@ pub fn parse(message: &str) -> Result<Record<'_>, ParseError> {
     }
     let (identity_type, principal, issuer, invoked_by) = match raw.user_identity {
         Some(mut id) => {
-            let kind = IdentityType::from_str(id.kind.as_ref().map_or("", |k| &k.0));
+            let kind = IdentityType::from_str(id.kind.as_deref().unwrap_or(""));
             let principal = principal_name(kind, &mut id);
-            let issuer = cow(id
-                .session_context
-                .and_then(|s| s.session_issuer)
-                .and_then(|i| i.arn));
-            (kind, principal, issuer, cow(id.invoked_by))
+            (kind, principal, id.issuer_arn, id.invoked_by)
         }
         None => (IdentityType::Other, Cow::Borrowed("unknown"), None, None),
     };
@@ -343,26 +629,26 @@ pub fn parse(message: &str) -> Result<Record<'_>, ParseError> {
         Some(r) => {
             let mut ids: Vec<Cow<'_, str>> = Vec::new();
             if let Some(id) = r.secret_id {
-                ids.push(id.0);
+                ids.push(id);
             }
             if let Some(list) = r.secret_id_list {
-                ids.extend(list.into_iter().map(|t| t.0));
+                ids.extend(list);
             }
-            (ids, cow(r.version_stage), cow(r.version_id))
+            (ids, r.version_stage, r.version_id)
         }
         None => (Vec::new(), None, None),
     };
     Ok(Record {
         event_id,
-        time_ms: raw.event_time.as_ref().and_then(|t| parse_time_ms(&t.0)),
+        time_ms: raw.event_time.as_deref().and_then(parse_time_ms),
         event_source,
         event_name,
         identity_type,
         principal,
         issuer,
         invoked_by,
-        source_ip: cow(raw.source_ip),
-        error_code: cow(raw.error_code).filter(|c| !c.is_empty()),
+        source_ip: raw.source_ip,
+        error_code: raw.error_code.filter(|c| !c.is_empty()),
         secret_ids,
         version_stage,
         version_id,
@@ -819,6 +1105,10 @@ mod tests {
                 let at = (0..=at).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
                 s.insert_str(at, &insert);
                 exercise(&s);
+                // Whatever serde_json accepts as an object, the scanner reads as JSON too.
+                if let Ok(serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(&s) {
+                    prop_assert_ne!(parse(&s).err(), Some(ParseError::NotJson), "{}", s);
+                }
             }
 
             #[test]
@@ -831,8 +1121,41 @@ mod tests {
                 value in json_value(),
             ) {
                 let mut v: serde_json::Value = serde_json::from_str(VALID).unwrap();
-                v[field] = value;
-                exercise(&v.to_string());
+                v[field] = value.clone();
+                let text = v.to_string();
+                exercise(&text);
+                // Differential check against serde_json: a string or null where a string is
+                // read keeps the record; another type makes it malformed.
+                let string_field = field != "userIdentity" && field != "requestParameters";
+                let got = parse(&text);
+                if string_field {
+                    let required = matches!(field, "eventID" | "eventSource" | "eventName");
+                    match &value {
+                        serde_json::Value::String(x) if !(required && field == "eventID" && x.is_empty()) => {
+                            let r = got.unwrap();
+                            let read = match field {
+                                "eventID" => Some(r.event_id.to_string()),
+                                "eventSource" => Some(r.event_source.to_string()),
+                                "eventName" => Some(r.event_name.to_string()),
+                                "sourceIPAddress" => r.source_ip.map(|c| c.to_string()),
+                                "errorCode" => r.error_code.map(|c| c.to_string()),
+                                _ => Some(x.clone()),
+                            };
+                            if field != "errorCode" || !x.is_empty() {
+                                prop_assert_eq!(read, Some(x.clone()));
+                            }
+                        }
+                        serde_json::Value::Null if !required => prop_assert!(got.is_ok()),
+                        serde_json::Value::String(_) | serde_json::Value::Null => {
+                            prop_assert_eq!(got.err(), Some(ParseError::Malformed))
+                        }
+                        _ => prop_assert_eq!(got.err(), Some(ParseError::Malformed)),
+                    }
+                } else if matches!(value, serde_json::Value::Object(_) | serde_json::Value::Null) {
+                    // Objects are read field by field; only their string fields can fail.
+                } else {
+                    prop_assert_eq!(got.err(), Some(ParseError::Malformed));
+                }
             }
         }
     }
