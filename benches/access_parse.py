@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plain Python reference of keywarden's access counting, for benches/access_compare.sh.
 
-Usage: access_parse.py FILE
+Usage: access_parse.py FILE [REPEAT]
 
 Streams FILE (one CloudTrail record per line) and does what benches/access_parse.rs does with
 the json module and dicts: parse, keep eventSource secretsmanager.amazonaws.com, map secretId or
@@ -62,9 +62,8 @@ def outcome(code):
     return "error"
 
 
-def main():
-    path = sys.argv[1]
-    index = build_index()
+def count(path, index):
+    """One pass over the file: (seconds, counts, records, skipped)."""
     counts = {}
     records = skipped = 0
     started = time.perf_counter()
@@ -94,11 +93,20 @@ def main():
                 if i is not None:
                     key = (i, label, result)
                     counts[key] = counts.get(key, 0) + 1
-    secs = time.perf_counter() - started
+    return time.perf_counter() - started, counts, records, skipped
+
+
+def main():
+    path = sys.argv[1]
+    repeat = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    index = build_index()
+    # The fastest of `repeat` passes (the machine is shared).
+    runs = [count(path, index) for _ in range(max(1, repeat))]
+    secs, counts, records, skipped = min(runs, key=lambda r: r[0])
     total = sum(counts.values())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"python: {records} records, {total} counted, {skipped} skipped in {secs:.3f}s: "
-          f"{records / secs:.0f} events/s, peak RSS {peak} KiB")
+          f"{records / secs:.0f} events/s (best pass), peak RSS {peak} KiB")
     print(f"python: counters {len(counts)} series, total {total}, skipped {skipped}")
 
 

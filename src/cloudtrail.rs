@@ -220,18 +220,37 @@ impl<'a> Scanner<'a> {
         let start = self.i + 1;
         let mut j = start;
         let mut escaped = false;
+        // Eight bytes at a time (SWAR): the first byte of a word equal to a quote or a
+        // backslash is exact even when later bytes of the word give false positives.
+        const LO: u64 = 0x0101_0101_0101_0101;
+        const HI: u64 = 0x8080_8080_8080_8080;
+        let has = |x: u64, c: u8| {
+            let y = x ^ (LO * u64::from(c));
+            y.wrapping_sub(LO) & !y & HI
+        };
         loop {
-            let rest = self.b.get(j..).ok_or(Stop::Syntax)?;
-            match memchr::memchr2(b'"', b'\\', rest) {
+            if let Some(chunk) = self.b.get(j..j + 8) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                let x = u64::from_le_bytes(word);
+                let m = has(x, b'"') | has(x, b'\\');
+                if m == 0 {
+                    j += 8;
+                    continue;
+                }
+                j += (m.trailing_zeros() / 8) as usize;
+            }
+            match self.b.get(j) {
                 None => return Err(Stop::Syntax),
-                Some(k) if rest[k] == b'"' => {
-                    self.i = j + k + 1;
-                    return Ok((start, j + k, escaped));
+                Some(b'"') => {
+                    self.i = j + 1;
+                    return Ok((start, j, escaped));
                 }
-                Some(k) => {
+                Some(b'\\') => {
                     escaped = true;
-                    j += k + 2;
+                    j += 2;
                 }
+                Some(_) => j += 1,
             }
         }
     }
@@ -275,19 +294,30 @@ impl<'a> Scanner<'a> {
         match self.peek().ok_or(Stop::Syntax)? {
             b'"' => self.string_body().map(|_| ()),
             b'{' | b'[' => {
-                let mut stack: Vec<u8> = Vec::new();
+                // Open brackets as a bit stack (1 = object), 64 levels deep at most.
+                let mut stack: u64 = 0;
+                let mut depth: u32 = 0;
                 loop {
-                    match self.peek().ok_or(Stop::Syntax)? {
+                    let c = self.peek().ok_or(Stop::Syntax)?;
+                    match c {
                         b'"' => {
                             self.string_body()?;
                             continue;
                         }
-                        c @ (b'{' | b'[') => stack.push(if c == b'{' { b'}' } else { b']' }),
-                        c @ (b'}' | b']') => {
-                            if stack.pop() != Some(c) {
+                        b'{' | b'[' => {
+                            if depth == 64 {
                                 return Err(Stop::Syntax);
                             }
-                            if stack.is_empty() {
+                            stack = (stack << 1) | u64::from(c == b'{');
+                            depth += 1;
+                        }
+                        b'}' | b']' => {
+                            if depth == 0 || (stack & 1 == 1) != (c == b'}') {
+                                return Err(Stop::Syntax);
+                            }
+                            stack >>= 1;
+                            depth -= 1;
+                            if depth == 0 {
                                 self.i += 1;
                                 return Ok(());
                             }
