@@ -1,4 +1,5 @@
-//! The command line (clap): `keywarden run | check-config | status | consumers`.
+//! The command line (clap): `keywarden run | check-config | status | consumers | rotate |
+//! rollback`.
 //!
 //! Exit codes: 0 ok, 1 failure, 64 usage or configuration error.
 
@@ -74,6 +75,80 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Rotate a secret now through a running daemon and follow it step by step
+    /// (token from KEYWARDEN_ADMIN_TOKEN).
+    Rotate {
+        /// Inventory name or Secrets Manager name.
+        secret: String,
+        /// The daemon's URL; default http://<server.listen of the configuration>.
+        #[arg(long, env = "KEYWARDEN_SERVER")]
+        server: Option<String>,
+    },
+    /// Move AWSCURRENT back to the AWSPREVIOUS version through a running daemon
+    /// (token from KEYWARDEN_ADMIN_TOKEN).
+    Rollback {
+        /// Inventory name or Secrets Manager name.
+        secret: String,
+        /// The daemon's URL; default http://<server.listen of the configuration>.
+        #[arg(long, env = "KEYWARDEN_SERVER")]
+        server: Option<String>,
+        /// Roll back even while a compromise incident on the secret is open.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The daemon URL: `--server`, else the configured listen address.
+fn server_url(cli_config: &std::path::Path, server: Option<String>) -> Result<String, ExitCode> {
+    if let Some(s) = server {
+        return Ok(s.trim_end_matches('/').to_string());
+    }
+    let config = load_config(cli_config)?;
+    Ok(format!("http://{}", config.server.listen))
+}
+
+/// The admin token from KEYWARDEN_ADMIN_TOKEN.
+fn admin_token() -> Result<String, ExitCode> {
+    match std::env::var("KEYWARDEN_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => {
+            eprintln!("keywarden: set KEYWARDEN_ADMIN_TOKEN to the daemon's admin token");
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
+async fn remote_action(cli: &Cli) -> ExitCode {
+    let (secret, server, force, rotate) = match &cli.command {
+        Command::Rotate { secret, server } => (secret, server, false, true),
+        Command::Rollback {
+            secret,
+            server,
+            force,
+        } => (secret, server, *force, false),
+        _ => return ExitCode::from(EXIT_USAGE),
+    };
+    let server = match server_url(&cli.config, server.clone()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let token = match admin_token() {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let result = if rotate {
+        crate::remote::rotate(&server, &token, secret).await
+    } else {
+        crate::remote::rollback(&server, &token, secret, force).await
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("keywarden: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -87,6 +162,12 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
 
 /// Runs the parsed command line.
 pub async fn dispatch(cli: Cli) -> ExitCode {
+    if matches!(
+        cli.command,
+        Command::Rotate { .. } | Command::Rollback { .. }
+    ) {
+        return remote_action(&cli).await;
+    }
     let config = match load_config(&cli.config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -118,6 +199,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             since,
             output,
         } => consumers(config, &secret, &since, output).await,
+        Command::Rotate { .. } | Command::Rollback { .. } => remote_action(&cli).await,
     }
 }
 

@@ -1,5 +1,5 @@
-//! `keywarden run`: wires the store, the AWS clients, the pollers and the HTTP listener
-//! together, and shuts them all down cleanly on SIGTERM or SIGINT.
+//! `keywarden run`: wires the store, the AWS clients, the pollers, the rotation core and the
+//! HTTP listener together, and shuts them all down cleanly on SIGTERM or SIGINT.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,15 +8,22 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::aws;
-use crate::config::Config;
+use crate::aws::{self, SecretValue};
+use crate::config::{Config, ServerConfig, TokenSource};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::poll::access::AccessPoller;
 use crate::poll::metadata::MetadataPoller;
+use crate::reminder::{self, Reminders};
+use crate::rotation::RotationCore;
 use crate::schedule::format_duration;
 use crate::store::{Store, StoreError};
 use crate::view::SharedView;
+
+/// How often the metrics refresher looks for changed per-secret series.
+const METRICS_REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// The per-secret rendering is redone at least this often.
+const METRICS_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// How long the pollers get to stop after the listener closed.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -38,6 +45,36 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The configured admin token could not be read.
+    #[error("admin token: {0}")]
+    AdminToken(String),
+}
+
+/// Reads the admin token from its file or environment variable (`None` when not configured).
+/// A configured source that is missing or empty is an error: the daemon would otherwise serve
+/// with actions silently off.
+pub fn load_admin_token(server: &ServerConfig) -> Result<Option<SecretValue>, DaemonError> {
+    let text = match &server.admin_token {
+        None => return Ok(None),
+        Some(TokenSource::File(path)) => std::fs::read_to_string(path).map_err(|e| {
+            DaemonError::AdminToken(format!(
+                "cannot read server.admin_token_file {}: {e}",
+                path.display()
+            ))
+        })?,
+        Some(TokenSource::Env(name)) => std::env::var(name).map_err(|_| {
+            DaemonError::AdminToken(format!(
+                "server.admin_token_env names {name}, which is not set"
+            ))
+        })?,
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(DaemonError::AdminToken(
+            "the configured admin token is empty".into(),
+        ));
+    }
+    Ok(Some(SecretValue::new(token.to_string())))
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -52,10 +89,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             source,
         })?;
     let local = listener.local_addr().unwrap_or(config.server.listen);
+    let admin_token = load_admin_token(&config.server)?;
+    if crate::rotation::failpoint::ENABLED {
+        warn!("This is a test build: rotation failpoints (KEYWARDEN_FAILPOINT) are honoured.");
+    }
 
     let metrics = Arc::new(Metrics::new());
     if let Some(r) = &config.reminders {
-        metrics.set_leads(r.lead.iter().map(|d| format_duration(*d)).collect());
+        let mut leads: Vec<String> = r.lead.iter().map(|d| format_duration(*d)).collect();
+        leads.push(reminder::OVERDUE_LABEL.to_string());
+        metrics.set_leads(leads);
     }
     let view = SharedView::default();
     let sdk = aws::client::load(&config.aws).await;
@@ -85,6 +128,41 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         );
         tokio::spawn(poller.run(stop_rx.clone()))
     });
+    let refresher = tokio::spawn(crate::metrics::run_refresher(
+        metrics.clone(),
+        METRICS_REFRESH_EVERY,
+        METRICS_MAX_AGE,
+        stop_rx.clone(),
+    ));
+    let reminders = config.reminders.as_ref().map(|r| {
+        info!(topic = %r.sns_topic_arn, leads = r.lead.len(), "Reminders on.");
+        let task = Reminders::new(
+            aws::sns::Sns::new(&sdk, metrics.clone()),
+            config.clone(),
+            view.clone(),
+            store.clone(),
+            metrics.clone(),
+        );
+        tokio::spawn(task.run(stop_rx.clone()))
+    });
+
+    let rotation = RotationCore::new(
+        aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone()),
+        store.clone(),
+        config.clone(),
+        view.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    );
+    let resumed = rotation.resume()?;
+    if resumed > 0 {
+        info!(
+            rotations = resumed,
+            "Resumed unfinished rotations from the journal."
+        );
+    }
+    let finalizer = tokio::spawn(rotation.clone().run_finalizer());
+    let scheduler = tokio::spawn(rotation.clone().run_scheduler());
 
     info!(
         listen = %local,
@@ -96,8 +174,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config: config.clone(),
         view,
         metrics,
+        rotation: Some(rotation),
+        admin_token,
     });
     http::serve(listener, state, stop_rx).await;
+    finalizer.abort();
+    scheduler.abort();
 
     match tokio::time::timeout(STOP_GRACE, metadata).await {
         Ok(Ok(())) => {}
@@ -117,6 +199,17 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             ),
         }
     }
+    if let Some(task) = reminders {
+        match tokio::time::timeout(STOP_GRACE, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(error = %e, "Reminder sender ended abnormally."),
+            Err(_) => warn!(
+                "Reminder sender did not stop within {}s.",
+                STOP_GRACE.as_secs()
+            ),
+        }
+    }
+    refresher.abort();
     signals.abort();
     info!("keywarden stopped.");
     Ok(())

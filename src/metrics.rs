@@ -7,9 +7,13 @@
 //! left the view are removed by [`Metrics::sync_secrets`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::text::encode;
+use bytes::Bytes;
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -158,6 +162,36 @@ pub const RESULTS: [&str; 3] = ["success", "failure", "rolled_back"];
 /// Access outcomes.
 pub const OUTCOMES: [&str; 3] = ["success", "denied", "error"];
 
+/// The cached rendering of the per-secret families.
+#[derive(Default)]
+struct FleetCache {
+    /// OpenMetrics text, without `# EOF`.
+    openmetrics: Bytes,
+    /// Prometheus text format 0.0.4.
+    text: Bytes,
+    /// When it was rendered.
+    rendered_at: Option<Instant>,
+}
+
+/// The exported gauge values of one secret, to tell whether a cycle changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ExportedValues([Option<i64>; 8]);
+
+impl ExportedValues {
+    fn of(s: &SecretStatus) -> Self {
+        ExportedValues([
+            Some(i64::from(s.present)),
+            s.last_rotated,
+            s.interval_seconds,
+            s.due,
+            s.scheduled,
+            s.last_accessed,
+            Some(i64::from(s.rotation_enabled)),
+            Some(i64::from(s.pending)),
+        ])
+    }
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn poll_histogram() -> Histogram {
@@ -172,8 +206,15 @@ fn rotation_histogram() -> Histogram {
 
 /// Every metric handle, registered once.
 pub struct Metrics {
-    /// The registry that owns the encoding.
-    registry: Registry,
+    /// Per-secret families: large (tens of series per secret), so rendered only when they
+    /// changed and served from `cache`.
+    fleet: Registry,
+    /// Process-wide families (polls, AWS requests, build): small, rendered on every scrape.
+    process: Registry,
+    /// The last rendering of `fleet`.
+    cache: RwLock<FleetCache>,
+    /// Set when a fleet series changed since the last rendering.
+    dirty: AtomicBool,
     /// `keywarden_secret_info`.
     pub secret_info: Family<InfoLabels, Gauge>,
     /// `keywarden_secret_present`.
@@ -221,7 +262,7 @@ pub struct Metrics {
     /// `keywarden_aws_requests_total`.
     pub aws_requests: Family<AwsRequestLabels, Counter>,
     /// Info labels exported per secret, to retire exactly those series.
-    exported: Mutex<HashMap<String, InfoLabels>>,
+    exported: Mutex<HashMap<String, (InfoLabels, ExportedValues)>>,
     /// Every `lead` label value used, to retire reminder series.
     leads: Mutex<Vec<String>>,
 }
@@ -235,9 +276,13 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
-        let mut registry = Registry::default();
+        let mut fleet = Registry::default();
+        let mut process = Registry::default();
         let m = Metrics {
-            registry: Registry::default(),
+            fleet: Registry::default(),
+            process: Registry::default(),
+            cache: RwLock::new(FleetCache::default()),
+            dirty: AtomicBool::new(true),
             secret_info: Family::default(),
             secret_present: Family::default(),
             last_rotated: Family::default(),
@@ -264,117 +309,117 @@ impl Metrics {
             exported: Mutex::new(HashMap::new()),
             leads: Mutex::new(Vec::new()),
         };
-        registry.register(
+        fleet.register(
             "keywarden_secret_info",
             "Static facts about a watched secret (value 1)",
             m.secret_info.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_secret_present",
             "1 if the secret exists in Secrets Manager and is not scheduled for deletion",
             m.secret_present.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_secret_last_rotated_timestamp_seconds",
             "Creation time of the AWSCURRENT version (else LastRotatedDate, else CreatedDate)",
             m.last_rotated.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_secret_rotation_interval_seconds",
             "Rotation policy of the secret",
             m.interval.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_secret_rotation_due_timestamp_seconds",
             "When the next rotation is due: last rotation plus interval",
             m.due.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_secret_rotation_scheduled_timestamp_seconds",
             "When AWS will rotate the secret next (only with AWS rotation enabled)",
             m.scheduled.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_secret_rotation_enabled",
             "1 if AWS-side rotation is enabled",
             m.rotation_enabled.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_secret_rotation_pending",
             "1 if a version other than AWSCURRENT carries AWSPENDING",
             m.pending.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_secret_last_accessed_timestamp_seconds",
             "LastAccessedDate as AWS reports it (to the day)",
             m.last_accessed.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_secret_access_events",
             "CloudTrail events about the secret, each counted once",
             m.access_events.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_secret_access_anomalies",
             "Access anomalies detected on the secret",
             m.access_anomalies.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_secret_principals",
             "Distinct principals that read the secret within the baseline window",
             m.principals.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_reminders_sent",
             "Pre-rotation reminders accepted by SNS",
             m.reminders_sent.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_reminder_failures",
             "Failed attempts to publish a reminder (each is retried)",
             m.reminder_failures.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_rotations",
             "Rotations run by keywarden, by trigger and result",
             m.rotations.clone(),
         );
-        registry.register(
+        process.register(
             "keywarden_rotation_duration_seconds",
             "Time from the start of a rotation to its new AWSCURRENT",
             m.rotation_duration.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_rotation_in_progress",
             "1 while a rotation of the secret is under way",
             m.rotation_in_progress.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_incidents",
             "Compromise incidents opened for the secret",
             m.incidents.clone(),
         );
-        registry.register(
+        fleet.register(
             "keywarden_incident_open",
             "1 while a compromise incident on the secret is open",
             m.incident_open.clone(),
         );
-        registry.register(
+        process.register(
             "keywarden_poll_duration_seconds",
             "Duration of one poll cycle",
             m.poll_duration.clone(),
         );
-        registry.register(
+        process.register(
             "keywarden_poll_errors",
             "Failed poll cycles by source and error kind",
             m.poll_errors.clone(),
         );
-        registry.register(
+        process.register(
             "keywarden_last_successful_poll_timestamp_seconds",
             "End of the last poll cycle that succeeded",
             m.last_successful_poll.clone(),
         );
-        registry.register(
+        process.register(
             "keywarden_aws_requests",
             "AWS API calls made by keywarden, by outcome",
             m.aws_requests.clone(),
@@ -385,7 +430,7 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
-        registry.register("keywarden_build_info", "Build information (value 1)", build);
+        process.register("keywarden_build_info", "Build information (value 1)", build);
         for source in ["metadata", "access"] {
             // Histograms exist from the first scrape so that rate() has a start.
             let _ = m.poll_duration.get_or_create(&SourceLabel { source });
@@ -393,7 +438,11 @@ impl Metrics {
         for trigger in TRIGGERS {
             let _ = m.rotation_duration.get_or_create(&TriggerLabel { trigger });
         }
-        Metrics { registry, ..m }
+        Metrics {
+            fleet,
+            process,
+            ..m
+        }
     }
 
     /// Declares the reminder lead times (label values such as `14d`), so that the reminder
@@ -405,18 +454,93 @@ impl Metrics {
         }
     }
 
-    /// Encodes the exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(64 * 1024);
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+    /// Marks the per-secret series as changed: the next [`Metrics::refresh`] re-renders them.
+    /// Call it after changing a per-secret family directly.
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
     }
 
-    /// Encodes the exposition in the Prometheus text format 0.0.4, for clients that do not
-    /// ask for OpenMetrics (curl, `promtool check metrics`, older scrapers).
+    /// Whether per-secret series changed since the last rendering.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    /// Age of the cached per-secret rendering (`None` before the first).
+    pub fn cache_age(&self) -> Option<Duration> {
+        self.read_cache().rendered_at.map(|t| t.elapsed())
+    }
+
+    /// Re-renders the per-secret series into the cache, in both formats. This is the expensive
+    /// part for a large fleet (see docs/performance.md): it runs after a poll cycle changed
+    /// something and in the background refresher ([`run_refresher`]), so a scrape finds the
+    /// cache clean and only encodes the small process registry.
+    pub fn refresh(&self) {
+        self.dirty.store(false, Ordering::Release);
+        let hint = self.read_cache().openmetrics.len();
+        let mut om = String::with_capacity(hint + 4096);
+        // Writing into a String cannot fail.
+        let _ = encode_registry(&mut om, &self.fleet);
+        let text = openmetrics_to_text(&om);
+        let mut cache = match self.cache.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *cache = FleetCache {
+            openmetrics: Bytes::from(om),
+            text: Bytes::from(text),
+            rendered_at: Some(Instant::now()),
+        };
+    }
+
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, FleetCache> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached(&self) -> (Bytes, Bytes) {
+        if !self.is_dirty() {
+            let c = self.read_cache();
+            if c.rendered_at.is_some() {
+                return (c.openmetrics.clone(), c.text.clone());
+            }
+        }
+        // Only when something changed since the refresher last ran.
+        self.refresh();
+        let c = self.read_cache();
+        (c.openmetrics.clone(), c.text.clone())
+    }
+
+    /// The exposition in two parts, without copying the large one: the cached per-secret
+    /// series and the freshly encoded process series (ending with `# EOF` in OpenMetrics).
+    pub fn scrape(&self, openmetrics: bool) -> (Bytes, Bytes) {
+        let (om, text) = self.cached();
+        let mut process = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = encode_registry(&mut process, &self.process);
+        if openmetrics {
+            let _ = encode_eof(&mut process);
+            (om, Bytes::from(process))
+        } else {
+            (text, Bytes::from(openmetrics_to_text(&process)))
+        }
+    }
+
+    /// The whole OpenMetrics exposition as one string.
+    pub fn render(&self) -> String {
+        let (fleet, process) = self.scrape(true);
+        [fleet, process]
+            .iter()
+            .map(|b| String::from_utf8_lossy(b))
+            .collect()
+    }
+
+    /// The whole exposition in the Prometheus text format 0.0.4, for clients that do not ask
+    /// for OpenMetrics (curl, `promtool check metrics`, older scrapers).
     pub fn render_text(&self) -> String {
-        openmetrics_to_text(&self.render())
+        let (fleet, process) = self.scrape(false);
+        [fleet, process]
+            .iter()
+            .map(|b| String::from_utf8_lossy(b))
+            .collect()
     }
 
     /// Counts one AWS call.
@@ -459,12 +583,15 @@ impl Metrics {
 
     /// Makes the per-secret series match `statuses`: sets every gauge, creates the counters of
     /// new inventory secrets at 0, and removes every series of a secret no longer listed.
-    pub fn sync_secrets<'a>(&self, statuses: impl IntoIterator<Item = &'a SecretStatus>) {
+    /// Returns whether anything changed (then the cache is marked dirty).
+    pub fn sync_secrets<'a>(&self, statuses: impl IntoIterator<Item = &'a SecretStatus>) -> bool {
         let mut exported = match self.exported.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let mut seen: HashMap<String, InfoLabels> = HashMap::with_capacity(exported.len());
+        let mut seen: HashMap<String, (InfoLabels, ExportedValues)> =
+            HashMap::with_capacity(exported.len());
+        let mut changed = false;
         for s in statuses {
             let info = InfoLabels {
                 secret: s.name.clone(),
@@ -474,29 +601,40 @@ impl Metrics {
                 strategy: s.strategy.as_str().to_string(),
                 managed: s.managed.as_str().to_string(),
             };
+            let values = ExportedValues::of(s);
             match exported.get(&s.name) {
-                Some(old) if *old == info => {}
-                Some(old) => {
-                    self.secret_info.remove(old);
-                    self.secret_info.get_or_create(&info).set(1);
+                Some((old, old_values)) if *old == info && *old_values == values => {}
+                Some((old, _)) => {
+                    if *old != info {
+                        self.secret_info.remove(old);
+                        self.secret_info.get_or_create(&info).set(1);
+                    }
+                    self.set_gauges(s);
+                    changed = true;
                 }
                 None => {
                     self.secret_info.get_or_create(&info).set(1);
                     if s.managed == Managed::Inventory {
                         self.init_counters(&s.name);
                     }
+                    self.set_gauges(s);
+                    changed = true;
                 }
             }
-            self.set_gauges(s);
-            seen.insert(s.name.clone(), info);
+            seen.insert(s.name.clone(), (info, values));
         }
-        for (name, info) in exported.iter() {
+        for (name, (info, _)) in exported.iter() {
             if !seen.contains_key(name) {
                 self.secret_info.remove(info);
                 self.remove_secret_series(name);
+                changed = true;
             }
         }
         *exported = seen;
+        if changed {
+            self.mark_dirty();
+        }
+        changed
     }
 
     fn set_gauges(&self, s: &SecretStatus) {
@@ -626,6 +764,29 @@ fn set_or_remove(family: &Family<SecretLabel, Gauge>, label: &SecretLabel, value
         }
         None => {
             family.remove(label);
+        }
+    }
+}
+
+/// Keeps the per-secret rendering fresh: re-renders when something marked it dirty (checked
+/// every `every`), and at least every `max_age` as a safety net. Stops on `shutdown`.
+pub async fn run_refresher(
+    metrics: std::sync::Arc<Metrics>,
+    every: Duration,
+    max_age: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let stale = metrics.cache_age().is_none_or(|age| age >= max_age);
+        if metrics.is_dirty() || stale {
+            let m = metrics.clone();
+            let _ = tokio::task::spawn_blocking(move || m.refresh()).await;
         }
     }
 }

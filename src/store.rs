@@ -122,6 +122,12 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (secret, principal)
     );
     "#,
+    // Version 2: a reminder carries the message it publishes, rendered when its intent is
+    // recorded, so every retry (and a retry after a restart) sends the same text.
+    r#"
+    ALTER TABLE reminders ADD COLUMN message TEXT;
+    CREATE INDEX reminders_by_state ON reminders (state);
+    "#,
 ];
 
 /// The store handle; cheap to clone, one connection behind a mutex.

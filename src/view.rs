@@ -123,6 +123,31 @@ impl AccessLog {
     }
 }
 
+/// Rotation state of one secret as `/secrets` shows it (the `rotation` object). Never a value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RotationView {
+    /// The latest rotation's id.
+    pub rotation_id: Option<String>,
+    /// Its trigger.
+    pub trigger: Option<&'static str>,
+    /// Its state: `running`, `grace`, `done`, `failed`, `rolled_back`.
+    pub state: Option<&'static str>,
+    /// Its next (or failed) step.
+    pub step: Option<&'static str>,
+    /// When it was requested (seconds since the epoch).
+    pub requested_at: Option<i64>,
+    /// Its last change.
+    pub updated_at: Option<i64>,
+    /// When finalize may run, while in grace.
+    pub finalize_after: Option<i64>,
+    /// Its last error.
+    pub error: Option<String>,
+    /// Why a scheduled rotation is not starting although the secret is due.
+    pub waiting: Option<String>,
+    /// The next opening of the secret's window after now, when it has one.
+    pub next_window: Option<i64>,
+}
+
 /// Health of one poller.
 #[derive(Debug, Clone, Default)]
 pub struct PollHealth {
@@ -145,6 +170,8 @@ pub struct View {
     pub access: HashMap<String, AccessFacts>,
     /// Recent anomalies and access counters (written by the access poller).
     pub access_log: AccessLog,
+    /// Rotation state by `secret` label (written by the rotation core and its scheduler).
+    pub rotations: HashMap<String, RotationView>,
 }
 
 impl View {

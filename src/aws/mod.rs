@@ -9,6 +9,7 @@
 pub mod client;
 pub mod cloudwatchlogs;
 pub mod secretsmanager;
+pub mod sns;
 
 use std::future::Future;
 
@@ -90,6 +91,7 @@ impl AwsErrorKind {
         match code {
             "ThrottlingException"
             | "Throttling"
+            | "Throttled"
             | "TooManyRequestsException"
             | "RequestLimitExceeded"
             | "LimitExceededException" => AwsErrorKind::Throttled,
@@ -178,4 +180,180 @@ pub trait LogsApi: Send + Sync + 'static {
         end_ms: i64,
         next_token: Option<String>,
     ) -> impl Future<Output = Result<LogPage, AwsError>> + Send;
+}
+
+/// A secret value held in memory. It zeroizes its buffer when dropped, prints as `[redacted]`
+/// in `Debug`, and has no `Display` or `Serialize`: it cannot reach a log line, a metric, a JSON
+/// answer or the store by accident. Code that truly needs the text calls [`SecretValue::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(zeroize::Zeroizing<String>);
+
+impl SecretValue {
+    /// Wraps a value.
+    pub fn new(value: String) -> SecretValue {
+        SecretValue(zeroize::Zeroizing::new(value))
+    }
+
+    /// The text, for the few places that must send it (AWS, a backing system).
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Whether the value is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The AWSCURRENT label.
+pub const AWSCURRENT: &str = "AWSCURRENT";
+/// The AWSPENDING label.
+pub const AWSPENDING: &str = "AWSPENDING";
+/// The AWSPREVIOUS label.
+pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
+
+/// What DescribeSecret says about a secret's versions and AWS-side rotation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretStages {
+    /// Full ARN.
+    pub arn: String,
+    /// Secrets Manager name.
+    pub name: String,
+    /// VersionIdsToStages: (version id, stages), sorted by version id; only labelled versions.
+    pub versions: Vec<(String, Vec<String>)>,
+    /// RotationEnabled.
+    pub rotation_enabled: bool,
+    /// RotationLambdaARN.
+    pub rotation_lambda: Option<String>,
+    /// LastRotatedDate.
+    pub last_rotated: Option<DateTime<Utc>>,
+}
+
+impl SecretStages {
+    /// The version carrying `stage`, if any.
+    pub fn version_with(&self, stage: &str) -> Option<&str> {
+        self.versions
+            .iter()
+            .find(|(_, s)| s.iter().any(|x| x == stage))
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// The stages of `version_id`; `None` when the version is unknown or carries no label.
+    pub fn stages_of(&self, version_id: &str) -> Option<&[String]> {
+        self.versions
+            .iter()
+            .find(|(id, _)| id == version_id)
+            .map(|(_, s)| s.as_slice())
+    }
+
+    /// Whether `version_id` carries `stage`.
+    pub fn has(&self, version_id: &str, stage: &str) -> bool {
+        self.stages_of(version_id)
+            .is_some_and(|s| s.iter().any(|x| x == stage))
+    }
+}
+
+/// Which version a read asks for. Reads always name one explicitly: never the SDK default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSelector<'a> {
+    /// `VersionStage`.
+    Stage(&'a str),
+    /// `VersionId` together with the `VersionStage` it must carry.
+    IdAndStage(&'a str, &'a str),
+}
+
+/// A value read from Secrets Manager with the version it came from.
+#[derive(Debug, Clone)]
+pub struct VersionedValue {
+    /// VersionId.
+    pub version_id: String,
+    /// The value (SecretString, or SecretBinary base64-encoded).
+    pub value: SecretValue,
+}
+
+/// The Secrets Manager calls the rotation core makes.
+pub trait SecretsWriteApi: Send + Sync + 'static {
+    /// DescribeSecret: versions and their stages, AWS rotation state.
+    fn describe(
+        &self,
+        secret_id: &str,
+    ) -> impl Future<Output = Result<SecretStages, AwsError>> + Send;
+
+    /// GetSecretValue naming the version explicitly.
+    fn get_value(
+        &self,
+        secret_id: &str,
+        which: VersionSelector<'_>,
+    ) -> impl Future<Output = Result<VersionedValue, AwsError>> + Send;
+
+    /// PutSecretValue with `VersionStages=["AWSPENDING"]` and the fixed `token` (32 to 64
+    /// characters) as ClientRequestToken, which becomes the version id. Returns the version id.
+    fn put_pending(
+        &self,
+        secret_id: &str,
+        token: &str,
+        value: &SecretValue,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+
+    /// UpdateSecretVersionStage: puts `stage` on `move_to` (taking it from `remove_from`), or
+    /// only removes it from `remove_from` when `move_to` is `None`.
+    fn update_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        move_to: Option<&str>,
+        remove_from: Option<&str>,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// RotateSecret with the fixed `token`: AWS runs the secret's rotation Lambda.
+    fn rotate_secret(
+        &self,
+        secret_id: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Extra identifiers a FIFO SNS topic requires on every message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FifoIds {
+    /// MessageGroupId: messages of one group are delivered in order (at most 128 characters).
+    pub group_id: String,
+    /// MessageDeduplicationId: SNS drops a second message with the same id within its
+    /// five-minute deduplication interval (at most 128 characters).
+    pub deduplication_id: String,
+}
+
+/// One message to publish to an SNS topic. Never carries a secret value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The topic ARN; a name ending in `.fifo` is a FIFO topic.
+    pub topic_arn: String,
+    /// Subject (used as the e-mail subject): ASCII, fewer than 100 characters.
+    pub subject: String,
+    /// The message body.
+    pub body: String,
+    /// MessageAttributes, all of DataType `String`, as (name, value) pairs.
+    pub attributes: Vec<(String, String)>,
+    /// Group and deduplication ids, for FIFO topics only.
+    pub fifo: Option<FifoIds>,
+}
+
+/// Whether a topic ARN names a FIFO topic.
+pub fn is_fifo_topic(topic_arn: &str) -> bool {
+    topic_arn.ends_with(".fifo")
+}
+
+/// Publishing notifications (reminders, incident notices).
+pub trait NotifyApi: Send + Sync + 'static {
+    /// Publishes one message and returns the MessageId SNS assigned once it accepted it.
+    fn publish(
+        &self,
+        notification: &Notification,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
 }

@@ -1,4 +1,5 @@
-//! Secrets Manager adapter: implements [`SecretsMetadataApi`] on the SDK client.
+//! Secrets Manager adapter: implements [`SecretsMetadataApi`] and [`SecretsWriteApi`] on the
+//! SDK client. Values pass through as [`SecretValue`] and are never formatted.
 
 use std::sync::Arc;
 
@@ -8,7 +9,10 @@ use aws_sdk_secretsmanager::types::SecretListEntry;
 use aws_sdk_secretsmanager::Client;
 use chrono::{DateTime, Utc};
 
-use super::{AwsError, AwsErrorKind, SecretMeta, SecretPage, SecretsMetadataApi, VersionMeta};
+use super::{
+    AwsError, AwsErrorKind, SecretMeta, SecretPage, SecretStages, SecretValue, SecretsMetadataApi,
+    SecretsWriteApi, VersionMeta, VersionSelector, VersionedValue,
+};
 use crate::metrics::Metrics;
 
 const SERVICE: &str = "secretsmanager";
@@ -29,6 +33,11 @@ impl SecretsManager {
             client: Client::new(sdk),
             metrics,
         }
+    }
+
+    /// Wraps an SDK client built elsewhere (the SDK's mock clients in tests).
+    pub fn from_client(client: Client, metrics: Arc<Metrics>) -> Self {
+        SecretsManager { client, metrics }
     }
 
     fn record<T, E, R>(
@@ -177,5 +186,112 @@ impl SecretsMetadataApi for SecretsManager {
             }
         }
         Ok(versions)
+    }
+}
+
+impl SecretsWriteApi for SecretsManager {
+    async fn describe(&self, secret_id: &str) -> Result<SecretStages, AwsError> {
+        let out = self
+            .client
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await;
+        let out = self.record("DescribeSecret", out)?;
+        let mut versions: Vec<(String, Vec<String>)> = out
+            .version_ids_to_stages()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, s)| !s.is_empty())
+                    .map(|(k, s)| (k.clone(), s.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        versions.sort();
+        Ok(SecretStages {
+            arn: out.arn().unwrap_or_default().to_string(),
+            name: out.name().unwrap_or_default().to_string(),
+            versions,
+            rotation_enabled: out.rotation_enabled().unwrap_or(false),
+            rotation_lambda: out
+                .rotation_lambda_arn()
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
+            last_rotated: to_chrono(out.last_rotated_date()),
+        })
+    }
+
+    async fn get_value(
+        &self,
+        secret_id: &str,
+        which: VersionSelector<'_>,
+    ) -> Result<VersionedValue, AwsError> {
+        let req = self.client.get_secret_value().secret_id(secret_id);
+        let req = match which {
+            VersionSelector::Stage(stage) => req.version_stage(stage),
+            VersionSelector::IdAndStage(id, stage) => req.version_id(id).version_stage(stage),
+        };
+        let out = self.record("GetSecretValue", req.send().await)?;
+        let value = match (out.secret_string(), out.secret_binary()) {
+            (Some(s), _) => SecretValue::new(s.to_string()),
+            (None, Some(b)) => {
+                use base64::Engine as _;
+                SecretValue::new(base64::engine::general_purpose::STANDARD.encode(b.as_ref()))
+            }
+            (None, None) => SecretValue::new(String::new()),
+        };
+        Ok(VersionedValue {
+            version_id: out.version_id().unwrap_or_default().to_string(),
+            value,
+        })
+    }
+
+    async fn put_pending(
+        &self,
+        secret_id: &str,
+        token: &str,
+        value: &SecretValue,
+    ) -> Result<String, AwsError> {
+        let out = self
+            .client
+            .put_secret_value()
+            .secret_id(secret_id)
+            .client_request_token(token)
+            .secret_string(value.expose())
+            .version_stages(super::AWSPENDING)
+            .send()
+            .await;
+        let out = self.record("PutSecretValue", out)?;
+        Ok(out.version_id().unwrap_or(token).to_string())
+    }
+
+    async fn update_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        move_to: Option<&str>,
+        remove_from: Option<&str>,
+    ) -> Result<(), AwsError> {
+        let out = self
+            .client
+            .update_secret_version_stage()
+            .secret_id(secret_id)
+            .version_stage(stage)
+            .set_move_to_version_id(move_to.map(str::to_string))
+            .set_remove_from_version_id(remove_from.map(str::to_string))
+            .send()
+            .await;
+        self.record("UpdateSecretVersionStage", out).map(|_| ())
+    }
+
+    async fn rotate_secret(&self, secret_id: &str, token: &str) -> Result<(), AwsError> {
+        let out = self
+            .client
+            .rotate_secret()
+            .secret_id(secret_id)
+            .client_request_token(token)
+            .send()
+            .await;
+        self.record("RotateSecret", out).map(|_| ())
     }
 }

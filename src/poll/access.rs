@@ -378,6 +378,7 @@ impl<L: LogsApi> AccessPoller<L> {
                 })
                 .set(0);
         }
+        metrics.mark_dirty();
         let limiter = RateLimiter::new(access.max_requests_per_second);
         let detector = Detector::new(Thresholds::from(&access), 0);
         AccessPoller {
@@ -679,6 +680,8 @@ impl<L: LogsApi> AccessPoller<L> {
                 "Access anomaly."
             );
         }
+        // The per-secret families are rendered from a cache: say that they changed.
+        self.metrics.mark_dirty();
         if evictions > 0 {
             warn!(
                 evictions,
@@ -731,6 +734,7 @@ impl<L: LogsApi> AccessPoller<L> {
                 },
             );
         }
+        self.metrics.mark_dirty();
         self.view.write().access = facts;
     }
 

@@ -169,7 +169,7 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         }
         self.versions
             .retain(|arn, _| live_arns.contains(arn.as_str()));
-        self.publish(&statuses);
+        self.publish(&statuses).await;
         match first_error {
             Some(e) => Err(e),
             None => Ok((report, statuses)),
@@ -180,7 +180,7 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         self.view.read().secrets.get(&w.name).cloned()
     }
 
-    fn publish(&self, statuses: &[SecretStatus]) {
+    async fn publish(&self, statuses: &[SecretStatus]) {
         {
             let mut view = self.view.write();
             view.secrets = statuses
@@ -188,7 +188,11 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
                 .map(|s| (s.name.clone(), s.clone()))
                 .collect();
         }
-        self.metrics.sync_secrets(statuses);
+        if self.metrics.sync_secrets(statuses) {
+            // Render now, off the scrape path, so the next scrape is served from the cache.
+            let metrics = self.metrics.clone();
+            let _ = tokio::task::spawn_blocking(move || metrics.refresh()).await;
+        }
     }
 
     /// Polls until `shutdown` turns true.

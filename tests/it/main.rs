@@ -4,7 +4,10 @@
 mod support;
 
 mod access;
+mod alerting;
 mod config_check;
 mod http_server;
 mod metadata;
+mod reminders;
+mod rotation;
 mod store_crash;

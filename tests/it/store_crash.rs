@@ -114,9 +114,10 @@ fn store_survives_kill_9_in_the_middle_of_writes() {
         child.wait().unwrap();
         let store = Store::open(&db).unwrap();
         let rows = check(&store);
-        // Every acknowledged write is there (one more may have committed before its ACK).
+        // Every acknowledged write is there. The child keeps writing until the kill lands, so
+        // more rows than acknowledgements read is expected; fewer would be a lost commit.
         assert!(
-            rows >= acked && rows <= acked + 1,
+            rows >= acked,
             "round {round}: {rows} rows, {acked} acknowledged"
         );
         assert!(acked > total_acked, "round {round} made no progress");

@@ -433,6 +433,32 @@ impl Daemon {
 
     /// Starts a daemon in an existing dir and port (used to restart).
     pub async fn start_in(dir: tempfile::TempDir, port: u16, config: &str) -> Daemon {
+        Daemon::start_in_env(dir, port, config, &[]).await
+    }
+
+    /// Like [`Daemon::start_in`], with `KEYWARDEN_LOG` set to `log_filter` when given (for
+    /// example `trace`, to scan every log line the daemon can write).
+    pub async fn start_in_with_log(
+        dir: tempfile::TempDir,
+        port: u16,
+        config: &str,
+        log_filter: Option<&str>,
+    ) -> Daemon {
+        match log_filter {
+            Some(filter) => {
+                Daemon::start_in_env(dir, port, config, &[("KEYWARDEN_LOG", filter)]).await
+            }
+            None => Daemon::start_in_env(dir, port, config, &[]).await,
+        }
+    }
+
+    /// Like [`Daemon::start_in`], with extra environment variables for the daemon.
+    pub async fn start_in_env(
+        dir: tempfile::TempDir,
+        port: u16,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let text = config
             .replace("{listen}", &addr.to_string())
@@ -448,7 +474,11 @@ impl Daemon {
             .append(true)
             .open(dir.path().join("keywarden.log"))
             .expect("open log");
-        let child = keywarden_command()
+        let mut cmd = keywarden_command();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -555,6 +585,27 @@ impl Daemon {
             let _ = child.wait();
         }
         (status, took)
+    }
+
+    /// Waits for the daemon to exit by itself (a failpoint abort); returns its dir for a
+    /// restart. Fails with the log when it is still running after `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> tempfile::TempDir {
+        let mut child = self.child.take().expect("daemon is running");
+        if wait_timeout(&mut child, limit).is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "keywarden did not exit within {limit:?}; log:\n{}",
+                self.log()
+            );
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     /// Kills the daemon with SIGKILL and returns its dir for a restart.

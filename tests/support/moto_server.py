@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import io
 import ipaddress
 import json
@@ -75,6 +76,7 @@ SECRET_LAST_ACCESSED = "_kw_last_accessed"  # on FakeSecret: epoch seconds or No
 SECRET_SCHEDULE_EXPRESSION = "_kw_schedule_expression"  # on FakeSecret: str or None
 SECRET_ROTATION_DURATION = "_kw_rotation_duration"  # on FakeSecret: str or None
 VERSION_LAST_ACCESSED = "_kw_last_accessed"  # key in a moto version dict: epoch seconds
+SNS_FIFO_DEDUP = "_kw_fifo_dedup"  # on a FIFO Topic: {dedup key: (monotonic time, message id)}
 
 AWSCURRENT = "AWSCURRENT"
 AWSPENDING = "AWSPENDING"
@@ -217,7 +219,7 @@ def _current_version_id(secret: Any) -> str | None:
 
 
 def apply_moto_patches() -> None:
-    """Patches moto's Secrets Manager model and response classes, and hooks request accounting.
+    """Patches moto's Secrets Manager and SNS models and responses, and hooks request accounting.
 
     Patches are applied to classes, so they survive ``/moto-api/reset`` and ``/_keywarden/reset``.
     """
@@ -409,6 +411,62 @@ def apply_moto_patches() -> None:
         return result
 
     SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
+
+    # --- Patch 6: SNS FIFO deduplication (hook: moto.sns.models.Topic.publish) ---------------
+    # AWS: a FIFO topic accepts a message whose MessageDeduplicationId (or, with
+    # ContentBasedDeduplication, whose body hash) was already published within the last five
+    # minutes, but does not deliver it again. moto only drops a duplicate inside an SQS FIFO
+    # queue while the first copy is still in that queue, so a subscriber that already deleted
+    # the first copy receives the second one.
+    from moto.sns.models import Topic
+
+    original_topic_publish = Topic.publish
+    fifo_window_seconds = 300
+
+    def topic_publish(
+        self: Any,
+        message: str,
+        subject: str | None = None,
+        message_attributes: dict[str, Any] | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+        message_structure: str | None = None,
+    ) -> str:
+        if not getattr(self, "fifo_topic", False):
+            return original_topic_publish(
+                self,
+                message,
+                subject=subject,
+                message_attributes=message_attributes,
+                group_id=group_id,
+                deduplication_id=deduplication_id,
+                message_structure=message_structure,
+            )
+        key = deduplication_id
+        if key is None and getattr(self, "content_based_deduplication", False):
+            key = "sha256:" + hashlib.sha256(message.encode("utf-8")).hexdigest()
+        seen: dict[str, tuple[float, str]] = self.__dict__.setdefault(
+            SNS_FIFO_DEDUP, {}
+        )
+        now = time.monotonic()
+        for old_key in [k for k, (t, _) in seen.items() if now - t >= fifo_window_seconds]:
+            del seen[old_key]
+        if key is not None and key in seen:
+            return seen[key][1]
+        message_id = original_topic_publish(
+            self,
+            message,
+            subject=subject,
+            message_attributes=message_attributes,
+            group_id=group_id,
+            deduplication_id=deduplication_id,
+            message_structure=message_structure,
+        )
+        if key is not None:
+            seen[key] = (now, message_id)
+        return message_id
+
+    Topic.publish = topic_publish
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,52 @@
+//! Shared fixtures for the benchmarks: a 10,000-secret inventory and its ListSecrets pages.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use keywarden::aws::SecretMeta;
+use keywarden::config::{self, Config};
+
+/// Secrets in the benchmark fleet.
+pub const N: usize = 10_000;
+
+/// A fixed "now".
+pub fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("valid timestamp")
+}
+
+/// An inventory of `n` secrets, each with a policy, severity, impact and consumers.
+pub fn config(n: usize) -> Config {
+    let mut text = String::from("[server]\nlisten = \"127.0.0.1:0\"\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[secret]]\nname = \"SECRET_{i:05}\"\nid = \"fleet/service-{i:05}\"\nrotate_every = \"90d\"\n\
+             severity = \"high\"\nimpact = \"Service {i} credentials\"\n\
+             consumers = [\"arn:aws:sts::123456789012:assumed-role/service-{i}-*/*\"]\n"
+        ));
+    }
+    config::parse(&text, Path::new("bench.toml")).expect("bench config is valid")
+}
+
+/// What ListSecrets returns for the fleet: every secret with two versions.
+pub fn listed(n: usize) -> Vec<SecretMeta> {
+    (0..n)
+        .map(|i| SecretMeta {
+            arn: format!(
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:fleet/service-{i:05}-AbCdEf"
+            ),
+            name: format!("fleet/service-{i:05}"),
+            created: DateTime::from_timestamp(1_700_000_000 + i as i64, 0),
+            last_rotated: None,
+            last_accessed: DateTime::from_timestamp(1_799_900_000, 0),
+            deleted: None,
+            rotation_enabled: i % 10 == 0,
+            automatically_after_days: (i % 10 == 0).then_some(30),
+            schedule_expression: None,
+            next_rotation: None,
+            versions: Some(vec![
+                (format!("v-{i}-b"), vec!["AWSCURRENT".to_string()]),
+                (format!("v-{i}-a"), vec!["AWSPREVIOUS".to_string()]),
+            ]),
+        })
+        .collect()
+}

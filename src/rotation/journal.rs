@@ -1,0 +1,520 @@
+//! The rotation journal on the store's `rotations` and `rotation_events` tables.
+//!
+//! A rotation is inserted (state `running`, step `create`) in one transaction that first checks
+//! that no other rotation of the same secret is active, so two requests can never both start
+//! one. Every step that completes moves `step` forward and appends an event; the daemon resumes
+//! `running` rows from their step and schedules the finalize of `grace` rows. Nothing here ever
+//! holds a secret value: rows carry names, version ids, times and error texts from AWS or hooks.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError};
+
+/// What started a rotation (the `trigger` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// The scheduler, inside the secret's window.
+    Scheduled,
+    /// `POST /rotate` or `keywarden rotate`.
+    Manual,
+    /// A compromise incident: no window, no grace.
+    Compromise,
+}
+
+impl Trigger {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Scheduled => "scheduled",
+            Trigger::Manual => "manual",
+            Trigger::Compromise => "compromise",
+        }
+    }
+
+    fn parse(s: &str) -> Trigger {
+        match s {
+            "scheduled" => Trigger::Scheduled,
+            "compromise" => Trigger::Compromise,
+            _ => Trigger::Manual,
+        }
+    }
+}
+
+/// Where a rotation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Steps create to finish are under way (or will resume at start).
+    Running,
+    /// Finished: AWSCURRENT is the new version; finalize waits for the grace period.
+    Grace,
+    /// Finalized.
+    Done,
+    /// A step failed after every retry; see `error`.
+    Failed,
+    /// Rolled back (or superseded) before finalize; nothing more will run.
+    RolledBack,
+}
+
+impl State {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Grace => "grace",
+            State::Done => "done",
+            State::Failed => "failed",
+            State::RolledBack => "rolled_back",
+        }
+    }
+
+    fn parse(s: &str) -> State {
+        match s {
+            "running" => State::Running,
+            "grace" => State::Grace,
+            "done" => State::Done,
+            "rolled_back" => State::RolledBack,
+            _ => State::Failed,
+        }
+    }
+
+    /// Whether the rotation still holds the secret (one active rotation per secret).
+    pub fn is_active(self) -> bool {
+        matches!(self, State::Running | State::Grace)
+    }
+}
+
+/// The protocol steps, in order (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// PutSecretValue of the new value as AWSPENDING.
+    Create,
+    /// Apply the value to the backing system.
+    Set,
+    /// Prove the new value works (plus `test` hooks).
+    Test,
+    /// AWSCURRENT to the new version, AWSPENDING removed, `finish` hooks.
+    Finish,
+    /// After grace: drop the previous value, `finalize` hooks.
+    Finalize,
+    /// Nothing left to do.
+    Done,
+}
+
+impl Step {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Create => "create",
+            Step::Set => "set",
+            Step::Test => "test",
+            Step::Finish => "finish",
+            Step::Finalize => "finalize",
+            Step::Done => "done",
+        }
+    }
+
+    fn parse(s: &str) -> Step {
+        match s {
+            "set" => Step::Set,
+            "test" => Step::Test,
+            "finish" => Step::Finish,
+            "finalize" => Step::Finalize,
+            "done" => Step::Done,
+            _ => Step::Create,
+        }
+    }
+
+    /// The step after this one.
+    pub fn next(self) -> Step {
+        match self {
+            Step::Create => Step::Set,
+            Step::Set => Step::Test,
+            Step::Test => Step::Finish,
+            Step::Finish => Step::Finalize,
+            Step::Finalize | Step::Done => Step::Done,
+        }
+    }
+}
+
+/// Facts about a rotation kept in the `detail` JSON column.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detail {
+    /// The Secrets Manager id (name or ARN) the rotation writes to.
+    pub secret_id: String,
+    /// The strategy at request time.
+    pub strategy: String,
+    /// Seconds between finish and finalize (0 for compromise rotations).
+    pub grace_seconds: u64,
+    /// When it was requested, in milliseconds since the epoch (for the duration histogram).
+    pub requested_at_ms: i64,
+    /// The version that was AWSCURRENT when create ran (the one that becomes AWSPREVIOUS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version_id: Option<String>,
+    /// When finish completed (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    /// When finalize may run (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalize_after: Option<i64>,
+}
+
+/// One journaled rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rotation {
+    /// Rotation id (32 hex characters).
+    pub id: String,
+    /// The `secret` label.
+    pub secret: String,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The ClientRequestToken of create, which is also the new version id.
+    pub token: String,
+    /// The next step to run (or the one that failed).
+    pub step: Step,
+    /// Where it stands.
+    pub state: State,
+    /// When it was accepted (seconds since the epoch).
+    pub requested_at: i64,
+    /// Last change (seconds since the epoch).
+    pub updated_at: i64,
+    /// Failed attempts of the current step.
+    pub attempts: u32,
+    /// The last error, if any.
+    pub error: Option<String>,
+    /// Version ids, times and grace.
+    pub detail: Detail,
+}
+
+impl Rotation {
+    /// The ClientRequestToken of the finalize write (value-changing strategies only).
+    pub fn finalize_token(&self) -> String {
+        format!("{}-final", self.token)
+    }
+}
+
+/// One entry of a rotation's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// When (seconds since the epoch).
+    pub at: i64,
+    /// The step it concerns.
+    pub step: String,
+    /// `ok`, `error`, `skipped`, `failed`, ...
+    pub outcome: String,
+    /// A sentence (never a value).
+    pub message: Option<String>,
+}
+
+/// The token of a rotation id: 42 characters, within the 32 to 64 AWS accepts.
+pub fn token_for(id: &str) -> String {
+    format!("keywarden-{id}")
+}
+
+/// A new random rotation id: 16 bytes of the OS CSPRNG in hex.
+pub fn new_id() -> Result<String, getrandom::Error> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+const COLUMNS: &str =
+    "id, secret, trigger, token, step, state, requested_at, updated_at, attempts, error, detail";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Rotation> {
+    let detail: String = r.get(10)?;
+    Ok(Rotation {
+        id: r.get(0)?,
+        secret: r.get(1)?,
+        trigger: Trigger::parse(&r.get::<_, String>(2)?),
+        token: r.get(3)?,
+        step: Step::parse(&r.get::<_, String>(4)?),
+        state: State::parse(&r.get::<_, String>(5)?),
+        requested_at: r.get(6)?,
+        updated_at: r.get(7)?,
+        attempts: r.get(8)?,
+        error: r.get(9)?,
+        detail: serde_json::from_str(&detail).unwrap_or_default(),
+    })
+}
+
+fn detail_json(d: &Detail) -> String {
+    serde_json::to_string(d).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// Inserts a new rotation unless one of the same secret is active; returns `Err(active)` then.
+/// The row is on disk when this returns `Ok`.
+pub fn insert(
+    store: &Store,
+    id: &str,
+    secret: &str,
+    trigger: Trigger,
+    detail: &Detail,
+    now: i64,
+) -> Result<Result<Rotation, Rotation>, StoreError> {
+    store.with(
+        |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let active = tx
+                .query_row(
+                    &format!(
+                        "SELECT {COLUMNS} FROM rotations WHERE secret = ?1
+                         AND state IN ('running', 'grace') ORDER BY requested_at DESC LIMIT 1"
+                    ),
+                    [secret],
+                    row,
+                )
+                .optional()?;
+            if let Some(active) = active {
+                return Ok(Err(active));
+            }
+            tx.execute(
+                &format!("INSERT INTO rotations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'create', 'running', ?5, ?5, 0, NULL, ?6)"),
+                params![id, secret, trigger.as_str(), token_for(id), now, detail_json(detail)],
+            )?;
+            tx.execute(
+                "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, 'accepted', 'ok', ?3)",
+                params![id, now, format!("{} rotation accepted", trigger.as_str())],
+            )?;
+            let r = tx.query_row(
+                &format!("SELECT {COLUMNS} FROM rotations WHERE id = ?1"),
+                [id],
+                row,
+            )?;
+            tx.commit()?;
+            Ok(Ok(r))
+        },
+        "journal a rotation",
+    )
+}
+
+/// Reads one rotation.
+pub fn get(store: &Store, id: &str) -> Result<Option<Rotation>, StoreError> {
+    store.with(
+        |c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM rotations WHERE id = ?1"),
+                [id],
+                row,
+            )
+            .optional()
+        },
+        "read a rotation",
+    )
+}
+
+/// The timeline of a rotation, oldest first.
+pub fn events(store: &Store, id: &str) -> Result<Vec<Event>, StoreError> {
+    store.with(
+        |c| {
+            let mut st = c.prepare(
+                "SELECT at, step, outcome, message FROM rotation_events WHERE rotation_id = ?1 ORDER BY rowid",
+            )?;
+            let rows = st.query_map([id], |r| {
+                Ok(Event {
+                    at: r.get(0)?,
+                    step: r.get(1)?,
+                    outcome: r.get(2)?,
+                    message: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        },
+        "read rotation events",
+    )
+}
+
+/// Every rotation in one of `states`, oldest first.
+pub fn in_states(store: &Store, states: &[State]) -> Result<Vec<Rotation>, StoreError> {
+    let list = states
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    store.with(
+        |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM rotations WHERE state IN ({list}) ORDER BY requested_at, id"
+            ))?;
+            let rows = st.query_map([], row)?;
+            rows.collect()
+        },
+        "read unfinished rotations",
+    )
+}
+
+/// The most recent rotations, newest first; of one secret when given.
+pub fn recent(
+    store: &Store,
+    secret: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Rotation>, StoreError> {
+    store.with(
+        |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM rotations WHERE (?1 IS NULL OR secret = ?1)
+                 ORDER BY requested_at DESC, rowid DESC LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![secret, limit], row)?;
+            rows.collect()
+        },
+        "read recent rotations",
+    )
+}
+
+/// A change to one rotation, written with its event in one transaction.
+#[derive(Debug, Clone)]
+pub struct Update<'a> {
+    /// New step.
+    pub step: Step,
+    /// New state.
+    pub state: State,
+    /// New attempt count.
+    pub attempts: u32,
+    /// New error (None clears it).
+    pub error: Option<&'a str>,
+    /// New detail.
+    pub detail: &'a Detail,
+    /// The event: (step, outcome, message).
+    pub event: (&'a str, &'a str, Option<&'a str>),
+}
+
+/// Applies an update durably.
+pub fn update(store: &Store, id: &str, u: &Update<'_>, now: i64) -> Result<(), StoreError> {
+    store.with(
+        |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE rotations SET step = ?2, state = ?3, attempts = ?4, error = ?5, detail = ?6, updated_at = ?7 WHERE id = ?1",
+                params![id, u.step.as_str(), u.state.as_str(), u.attempts, u.error, detail_json(u.detail), now],
+            )?;
+            tx.execute(
+                "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, now, u.event.0, u.event.1, u.event.2],
+            )?;
+            tx.commit()
+        },
+        "update a rotation",
+    )
+}
+
+/// Appends an event without changing the rotation.
+pub fn note(
+    store: &Store,
+    id: &str,
+    step: &str,
+    outcome: &str,
+    message: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    store.with(
+        |c| {
+            c.execute(
+                "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, now, step, outcome, message],
+            )
+            .map(|_| ())
+        },
+        "note a rotation event",
+    )
+}
+
+/// Whether a compromise incident on `secret` is open (the incidents table of SPEC §7: an
+/// incident is open until `closed_at` is set).
+pub fn open_incident(store: &Store, secret: &str) -> Result<Option<String>, StoreError> {
+    store.with(
+        |c| {
+            c.query_row(
+                "SELECT id FROM incidents WHERE secret = ?1 AND closed_at IS NULL ORDER BY opened_at DESC LIMIT 1",
+                [secret],
+                |r| r.get(0),
+            )
+            .optional()
+        },
+        "read open incidents",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detail() -> Detail {
+        Detail {
+            secret_id: "app/x".into(),
+            strategy: "random".into(),
+            grace_seconds: 0,
+            requested_at_ms: 1_000,
+            ..Detail::default()
+        }
+    }
+
+    #[test]
+    fn one_active_rotation_per_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let a = insert(&store, "a1", "X", Trigger::Manual, &detail(), 10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.token, "keywarden-a1");
+        assert_eq!((a.step, a.state), (Step::Create, State::Running));
+        let busy = insert(&store, "a2", "X", Trigger::Manual, &detail(), 11)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(busy.id, "a1");
+        insert(&store, "b1", "Y", Trigger::Scheduled, &detail(), 11)
+            .unwrap()
+            .unwrap();
+        let d = detail();
+        update(
+            &store,
+            "a1",
+            &Update {
+                step: Step::Done,
+                state: State::Done,
+                attempts: 0,
+                error: None,
+                detail: &d,
+                event: ("finalize", "ok", None),
+            },
+            12,
+        )
+        .unwrap();
+        insert(&store, "a3", "X", Trigger::Manual, &detail(), 13)
+            .unwrap()
+            .unwrap();
+        let running = in_states(&store, &[State::Running]).unwrap();
+        assert_eq!(
+            running.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["b1", "a3"]
+        );
+        assert_eq!(events(&store, "a1").unwrap().len(), 2);
+        assert_eq!(recent(&store, Some("X"), 10).unwrap()[0].id, "a3");
+        assert!(open_incident(&store, "X").unwrap().is_none());
+    }
+
+    #[test]
+    fn ids_and_tokens_fit_aws_limits() {
+        let id = new_id().unwrap();
+        assert_eq!(id.len(), 32);
+        let t = token_for(&id);
+        assert!((32..=64).contains(&t.len()));
+        let r = Rotation {
+            id: id.clone(),
+            secret: "X".into(),
+            trigger: Trigger::Manual,
+            token: t,
+            step: Step::Create,
+            state: State::Running,
+            requested_at: 0,
+            updated_at: 0,
+            attempts: 0,
+            error: None,
+            detail: Detail::default(),
+        };
+        assert!((32..=64).contains(&r.finalize_token().len()));
+    }
+}
