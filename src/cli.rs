@@ -1,4 +1,5 @@
-//! The command line (clap): `keywarden run | check-config | status | rotate | rollback`.
+//! The command line (clap): `keywarden run | check-config | status | consumers | rotate |
+//! rollback`.
 //!
 //! Exit codes: 0 ok, 1 failure, 64 usage or configuration error.
 
@@ -59,6 +60,17 @@ pub enum Command {
     CheckConfig,
     /// Poll Secrets Manager once and show every watched secret.
     Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Read the CloudTrail log group once and list who read a secret.
+    Consumers {
+        /// Inventory name or Secrets Manager name/ARN of the secret.
+        secret: String,
+        /// How far back to look, such as "30d" or "12h".
+        #[arg(long, default_value = "30d")]
+        since: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -182,8 +194,108 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             }
         },
         Command::Status { output } => status(config, output).await,
+        Command::Consumers {
+            secret,
+            since,
+            output,
+        } => consumers(config, &secret, &since, output).await,
         Command::Rotate { .. } | Command::Rollback { .. } => remote_action(&cli).await,
     }
+}
+
+async fn consumers(config: Config, secret: &str, since: &str, output: Output) -> ExitCode {
+    use crate::cloudtrail::{self, SecretIndex};
+    use crate::poll::access::{scan, RateLimiter};
+
+    let since = match crate::schedule::parse_duration(since) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("keywarden: --since {since:?}: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let Some(access) = config.access.clone() else {
+        eprintln!(
+            "keywarden: {}: [access] log_group is not configured; consumers reads CloudTrail from it",
+            config.source.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let spec = config
+        .secrets
+        .iter()
+        .find(|s| s.name == secret || s.id == secret);
+    let (label, id, declared) = match spec {
+        Some(s) => (s.name.clone(), s.id.clone(), s.consumer_set.clone()),
+        None => {
+            eprintln!(
+                "keywarden: {secret} is not in the inventory: no consumers are declared, every reader shows as undeclared."
+            );
+            (
+                secret.to_string(),
+                secret.to_string(),
+                crate::config::ConsumerPatterns::empty(),
+            )
+        }
+    };
+    let mut index = SecretIndex::new();
+    index.add(&label, &id, None);
+
+    let metrics = Arc::new(Metrics::new());
+    let sdk = crate::aws::client::load(&config.aws).await;
+    let api = crate::aws::cloudwatchlogs::CloudWatchLogs::new(&sdk, metrics);
+    let mut limiter = RateLimiter::new(access.max_requests_per_second);
+    let end = Utc::now().timestamp_millis();
+    let start = end - i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 4);
+    eprintln!(
+        "keywarden: reading {} from {} for reads of {label}...",
+        access.log_group,
+        crate::schedule::format_duration(since)
+    );
+    let mut found = crate::consumers::Consumers::new();
+    let (mut events, mut pages, mut skipped) = (0usize, 0usize, 0usize);
+    let result = scan(&api, &mut limiter, &access.log_group, start, end, |page| {
+        pages += 1;
+        events += page.len();
+        for ev in &page {
+            match cloudtrail::parse(&ev.message) {
+                Ok(r) => {
+                    if r.event_source == cloudtrail::SECRETS_MANAGER
+                        && r.secret_ids
+                            .iter()
+                            .any(|i| index.resolve_index(i).is_some())
+                    {
+                        found.add(&r, ev.timestamp_ms, &declared);
+                    }
+                }
+                Err(_) => skipped += 1,
+            }
+        }
+        if pages % 10 == 0 {
+            eprintln!("keywarden: {pages} pages, {events} log events read...");
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        eprintln!("keywarden: {e}");
+        return ExitCode::FAILURE;
+    }
+    let rows = found.list();
+    eprintln!(
+        "keywarden: {events} log events in {pages} page(s), {skipped} skipped as malformed; {} principal(s) read {label}.",
+        rows.iter().filter(|r| r.reads > 0).count()
+    );
+    match output {
+        Output::Table => print!("{}", crate::consumers::render_table(&rows)),
+        Output::Json => match serde_json::to_string_pretty(&rows) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("keywarden: cannot encode the list: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    }
+    ExitCode::SUCCESS
 }
 
 async fn status(config: Config, output: Output) -> ExitCode {

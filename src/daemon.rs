@@ -12,6 +12,7 @@ use crate::aws::{self, SecretValue};
 use crate::config::{Config, ServerConfig, TokenSource};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::poll::access::AccessPoller;
 use crate::poll::metadata::MetadataPoller;
 use crate::reminder::{self, Reminders};
 use crate::rotation::RotationCore;
@@ -111,6 +112,22 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         metrics.clone(),
     );
     let metadata = tokio::spawn(poller.run(stop_rx.clone()));
+    let access = config.access.as_ref().map(|access| {
+        let poller = AccessPoller::new(
+            aws::cloudwatchlogs::CloudWatchLogs::new(&sdk, metrics.clone()),
+            config.clone(),
+            access.clone(),
+            view.clone(),
+            metrics.clone(),
+            store.clone(),
+        );
+        info!(
+            log_group = %access.log_group,
+            access_every = %format_duration(config.poll.access_every),
+            "Access poller enabled."
+        );
+        tokio::spawn(poller.run(stop_rx.clone()))
+    });
     let refresher = tokio::spawn(crate::metrics::run_refresher(
         metrics.clone(),
         METRICS_REFRESH_EVERY,
@@ -171,6 +188,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             "Metadata poller did not stop within {}s.",
             STOP_GRACE.as_secs()
         ),
+    }
+    if let Some(access) = access {
+        match tokio::time::timeout(STOP_GRACE, access).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(error = %e, "Access poller ended abnormally."),
+            Err(_) => warn!(
+                "Access poller did not stop within {}s.",
+                STOP_GRACE.as_secs()
+            ),
+        }
     }
     if let Some(task) = reminders {
         match tokio::time::timeout(STOP_GRACE, task).await {

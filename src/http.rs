@@ -7,6 +7,8 @@
 //!   with the reasons.
 //! - `GET /secrets`: JSON status of every watched secret, with a `rotation` object (latest
 //!   rotation, and why a due scheduled rotation waits).
+//! - `GET /anomalies`: JSON list of recent access anomalies, newest first, with the access
+//!   poller's counts of skipped records, repeated deliveries and principal evictions.
 //! - `POST /rotate/<secret>`: journals a manual rotation, then `202`
 //!   `{"rotation_id","secret","status","url"}`; `409` while one is active or for strategy `none`.
 //! - `POST /rollback/<secret>[?force=true]`: AWSCURRENT back to AWSPREVIOUS; `409` while a
@@ -304,6 +306,31 @@ async fn rotation_routes(state: &AppState, req: &Request<Incoming>) -> Option<Re
     })
 }
 
+/// The body of `GET /anomalies`.
+#[derive(Serialize)]
+struct AnomaliesBody<'a> {
+    /// When the answer was made.
+    generated_at: i64,
+    /// Log events skipped as not JSON, oversized or malformed, since start.
+    skipped_records: u64,
+    /// Already counted events read again (overlap re-reads, duplicate deliveries), since start.
+    repeated_events: u64,
+    /// Principals forgotten because a per-secret set was full, since start.
+    principal_evictions: u64,
+    /// Recent anomalies, newest first.
+    anomalies: Vec<AnomalyItem<'a>>,
+}
+
+/// One anomaly of `GET /anomalies`.
+#[derive(Serialize)]
+struct AnomalyItem<'a> {
+    /// eventTime as RFC 3339.
+    time: String,
+    /// The anomaly.
+    #[serde(flatten)]
+    anomaly: &'a crate::anomaly::Anomaly,
+}
+
 /// Routes one request.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     if let Some(r) = rotation_routes(&state, &req).await {
@@ -377,6 +404,29 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
                         .map(|status| SecretEntry {
                             status,
                             rotation: view.rotations.get(&status.name),
+                        })
+                        .collect(),
+                },
+            )
+        }),
+        "/anomalies" => get_only(&|| {
+            let view = state.view.read();
+            let log = &view.access_log;
+            json(
+                StatusCode::OK,
+                &AnomaliesBody {
+                    generated_at: Utc::now().timestamp(),
+                    skipped_records: log.skipped_records,
+                    repeated_events: log.repeated_events,
+                    principal_evictions: log.principal_evictions,
+                    anomalies: log
+                        .recent
+                        .iter()
+                        .map(|a| AnomalyItem {
+                            time: chrono::DateTime::<Utc>::from_timestamp_millis(a.time_ms)
+                                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                                .unwrap_or_default(),
+                            anomaly: a,
                         })
                         .collect(),
                 },

@@ -2,9 +2,12 @@
 //!
 //! See `ARCHITECTURE.md` for the map of the modules and how data flows between them.
 
+pub mod anomaly;
 pub mod aws;
 pub mod cli;
+pub mod cloudtrail;
 pub mod config;
+pub mod consumers;
 pub mod daemon;
 pub mod http;
 pub mod inventory;

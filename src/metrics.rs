@@ -714,7 +714,8 @@ impl Metrics {
         self.pending.get_or_create(&label).set(i64::from(s.pending));
     }
 
-    fn init_counters(&self, name: &str) {
+    /// Creates the counters of an inventory secret at 0 (idempotent).
+    pub fn init_counters(&self, name: &str) {
         let secret = || name.to_string();
         for outcome in OUTCOMES {
             let _ = self.access_events.get_or_create(&AccessLabels {

@@ -3,7 +3,7 @@
 //!
 //! This module does no I/O and never reads the clock: callers pass `now`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,34 @@ pub struct AccessFacts {
     pub anomalies: u64,
 }
 
+/// Anomalies kept for `GET /anomalies`.
+pub const RECENT_ANOMALIES: usize = 1000;
+
+/// What the access poller reports beyond per-secret facts: the recent anomalies (newest
+/// first, at most [`RECENT_ANOMALIES`]) and the counts SPEC §3 has no metric for.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AccessLog {
+    /// Recent anomalies, newest first.
+    pub recent: VecDeque<crate::anomaly::Anomaly>,
+    /// Log events skipped since start because they were not JSON, oversized or malformed.
+    pub skipped_records: u64,
+    /// Already counted CloudTrail events read again (overlap re-reads and duplicate
+    /// deliveries), since start.
+    pub repeated_events: u64,
+    /// Principals evicted from full per-secret sets (`access.max_principals_per_secret`).
+    pub principal_evictions: u64,
+}
+
+impl AccessLog {
+    /// Adds anomalies (oldest first in `found`), keeping the newest [`RECENT_ANOMALIES`].
+    pub fn push(&mut self, found: impl IntoIterator<Item = crate::anomaly::Anomaly>) {
+        for a in found {
+            self.recent.push_front(a);
+        }
+        self.recent.truncate(RECENT_ANOMALIES);
+    }
+}
+
 /// Rotation state of one secret as `/secrets` shows it (the `rotation` object). Never a value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RotationView {
@@ -140,6 +168,8 @@ pub struct View {
     pub polls: HashMap<&'static str, PollHealth>,
     /// Access facts by `secret` label (written by the access poller).
     pub access: HashMap<String, AccessFacts>,
+    /// Recent anomalies and access counters (written by the access poller).
+    pub access_log: AccessLog,
     /// Rotation state by `secret` label (written by the rotation core and its scheduler).
     pub rotations: HashMap<String, RotationView>,
 }

@@ -7,6 +7,7 @@
 //! against moto.
 
 pub mod client;
+pub mod cloudwatchlogs;
 pub mod secretsmanager;
 pub mod sns;
 
@@ -146,6 +147,39 @@ pub trait SecretsMetadataApi: Send + Sync + 'static {
         &self,
         secret_id: &str,
     ) -> impl Future<Output = Result<Vec<VersionMeta>, AwsError>> + Send;
+}
+
+/// One CloudWatch Logs event as FilterLogEvents returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    /// CloudWatch Logs' own event id (not the CloudTrail eventID inside the message).
+    pub event_id: String,
+    /// The log event timestamp, milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    /// The raw message: one CloudTrail record as JSON.
+    pub message: String,
+}
+
+/// One FilterLogEvents page.
+#[derive(Debug, Clone, Default)]
+pub struct LogPage {
+    /// The events of this page (not sorted by time across streams).
+    pub events: Vec<LogEvent>,
+    /// The token of the next page, if any.
+    pub next_token: Option<String>,
+}
+
+/// The CloudWatch Logs call the access poller makes.
+pub trait LogsApi: Send + Sync + 'static {
+    /// One FilterLogEvents page of `log_group` for log event timestamps in
+    /// `[start_ms, end_ms]` (both inclusive, as AWS defines them).
+    fn filter_log_events_page(
+        &self,
+        log_group: &str,
+        start_ms: i64,
+        end_ms: i64,
+        next_token: Option<String>,
+    ) -> impl Future<Output = Result<LogPage, AwsError>> + Send;
 }
 
 /// A secret value held in memory. It zeroizes its buffer when dropped, prints as `[redacted]`

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod alerting;
 mod config_check;
 mod databases;

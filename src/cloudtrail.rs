@@ -1,0 +1,1192 @@
+//! CloudTrail record parser and classifier (SPEC §4).
+//!
+//! [`parse`] reads one CloudTrail record (one CloudWatch Logs message) and borrows every field
+//! it keeps from the input: a lazy scanner decodes only the fields keywarden needs and skips
+//! every other value by matching quotes and brackets (no allocation, no number or escape
+//! decoding), missing fields are tolerated, and non-JSON, oversized or malformed records (a
+//! field keywarden reads with the wrong type) come back as a [`ParseError`] to be counted and
+//! skipped. Strings with escapes are decoded with serde_json.
+//! [`SecretIndex`] maps a `secretId` (name, full ARN or partial ARN) to a watched secret, built
+//! once per cycle. [`event_label`] and [`Outcome`] give the bounded metric labels.
+//!
+//! This module does no I/O and never reads the clock.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use crate::metrics::EVENTS;
+
+/// Records larger than this are skipped as oversized (CloudTrail records are a few KiB; the
+/// CloudWatch Logs event limit is 256 KiB).
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+
+/// The event source of Secrets Manager records.
+pub const SECRETS_MANAGER: &str = "secretsmanager.amazonaws.com";
+
+/// Why a record was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Larger than [`MAX_RECORD_BYTES`].
+    Oversized,
+    /// Not a JSON object.
+    NotJson,
+    /// JSON, but a field has the wrong type or a required field (eventID, eventName,
+    /// eventSource) is missing.
+    Malformed,
+}
+
+impl ParseError {
+    /// A short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParseError::Oversized => "oversized",
+            ParseError::NotJson => "not_json",
+            ParseError::Malformed => "malformed",
+        }
+    }
+}
+
+/// `userIdentity.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityType {
+    /// An IAM user.
+    IamUser,
+    /// A role session.
+    AssumedRole,
+    /// An AWS service acting itself.
+    AwsService,
+    /// The account root user.
+    Root,
+    /// A federated user (GetFederationToken).
+    FederatedUser,
+    /// Another account.
+    AwsAccount,
+    /// IdentityCenterUser, Directory, SAMLUser, WebIdentityUser, Unknown, or absent.
+    Other,
+}
+
+impl IdentityType {
+    fn from_str(s: &str) -> IdentityType {
+        match s {
+            "IAMUser" => IdentityType::IamUser,
+            "AssumedRole" => IdentityType::AssumedRole,
+            "AWSService" => IdentityType::AwsService,
+            "Root" => IdentityType::Root,
+            "FederatedUser" => IdentityType::FederatedUser,
+            "AWSAccount" => IdentityType::AwsAccount,
+            _ => IdentityType::Other,
+        }
+    }
+}
+
+/// The access outcome label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// No errorCode.
+    Success,
+    /// An authorization error (AccessDenied and friends).
+    Denied,
+    /// Any other errorCode.
+    Error,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+
+    /// Classifies a CloudTrail `errorCode`.
+    pub fn from_error_code(code: Option<&str>) -> Outcome {
+        match code {
+            None | Some("") => Outcome::Success,
+            Some(c)
+                if c.contains("AccessDenied")
+                    || c.starts_with("Unauthorized")
+                    || c.starts_with("Client.Unauthorized")
+                    || c == "NotAuthorized" =>
+            {
+                Outcome::Denied
+            }
+            Some(_) => Outcome::Error,
+        }
+    }
+}
+
+/// The `event` label of an eventName: itself when it is in the fixed list, else `other`.
+pub fn event_label(name: &str) -> &'static str {
+    EVENTS
+        .iter()
+        .copied()
+        .find(|e| *e == name)
+        .unwrap_or("other")
+}
+
+/// Whether an eventName reads the secret value.
+pub fn is_read(name: &str) -> bool {
+    name == "GetSecretValue" || name == "BatchGetSecretValue"
+}
+
+#[derive(Default)]
+struct RawRecord<'a> {
+    event_id: Option<Cow<'a, str>>,
+    event_time: Option<Cow<'a, str>>,
+    event_source: Option<Cow<'a, str>>,
+    event_name: Option<Cow<'a, str>>,
+    user_identity: Option<RawIdentity<'a>>,
+    source_ip: Option<Cow<'a, str>>,
+    error_code: Option<Cow<'a, str>>,
+    request: Option<RawRequest<'a>>,
+}
+
+#[derive(Default)]
+struct RawIdentity<'a> {
+    kind: Option<Cow<'a, str>>,
+    arn: Option<Cow<'a, str>>,
+    invoked_by: Option<Cow<'a, str>>,
+    principal_id: Option<Cow<'a, str>>,
+    account_id: Option<Cow<'a, str>>,
+    /// sessionContext.sessionIssuer.arn
+    issuer_arn: Option<Cow<'a, str>>,
+}
+
+#[derive(Default)]
+struct RawRequest<'a> {
+    secret_id: Option<Cow<'a, str>>,
+    secret_id_list: Option<Vec<Cow<'a, str>>>,
+    version_stage: Option<Cow<'a, str>>,
+    version_id: Option<Cow<'a, str>>,
+}
+
+/// Why the scanner stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The text is not well-formed JSON.
+    Syntax,
+    /// A field keywarden reads has the wrong type.
+    Type,
+}
+
+/// A lazy JSON scanner over a `&str`: it decodes only the fields asked for and skips every
+/// other value by matching brackets and quotes (memchr over string bodies), without building
+/// anything. Skipped values are checked for structure, not validated token by token.
+struct Scanner<'a> {
+    /// The text.
+    s: &'a str,
+    /// Its bytes.
+    b: &'a [u8],
+    /// Position.
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(s: &'a str) -> Scanner<'a> {
+        Scanner {
+            s,
+            b: s.as_bytes(),
+            i: 0,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), Stop> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Stop::Syntax)
+        }
+    }
+
+    /// At an opening quote: returns the body's range and whether it holds escapes.
+    fn string_body(&mut self) -> Result<(usize, usize, bool), Stop> {
+        if self.peek() != Some(b'"') {
+            return Err(Stop::Syntax);
+        }
+        let start = self.i + 1;
+        let mut j = start;
+        let mut escaped = false;
+        // Eight bytes at a time (SWAR): the first byte of a word equal to a quote or a
+        // backslash is exact even when later bytes of the word give false positives.
+        const LO: u64 = 0x0101_0101_0101_0101;
+        const HI: u64 = 0x8080_8080_8080_8080;
+        let has = |x: u64, c: u8| {
+            let y = x ^ (LO * u64::from(c));
+            y.wrapping_sub(LO) & !y & HI
+        };
+        loop {
+            if let Some(chunk) = self.b.get(j..j + 8) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                let x = u64::from_le_bytes(word);
+                let m = has(x, b'"') | has(x, b'\\');
+                if m == 0 {
+                    j += 8;
+                    continue;
+                }
+                j += (m.trailing_zeros() / 8) as usize;
+            }
+            match self.b.get(j) {
+                None => return Err(Stop::Syntax),
+                Some(b'"') => {
+                    self.i = j + 1;
+                    return Ok((start, j, escaped));
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    j += 2;
+                }
+                Some(_) => j += 1,
+            }
+        }
+    }
+
+    /// A string value (or null) as a borrowed or, when escaped, decoded string.
+    fn str_value(&mut self) -> Result<Option<Cow<'a, str>>, Stop> {
+        self.ws();
+        match self.peek() {
+            Some(b'"') => {
+                let (start, end, escaped) = self.string_body()?;
+                if !escaped {
+                    // Quotes are ASCII, so these are char boundaries.
+                    return Ok(self.s.get(start..end).map(Cow::Borrowed));
+                }
+                let quoted = self.s.get(start - 1..end + 1).ok_or(Stop::Syntax)?;
+                serde_json::from_str::<String>(quoted)
+                    .map(|v| Some(Cow::Owned(v)))
+                    .map_err(|_| Stop::Syntax)
+            }
+            Some(b'n') => self.literal(b"null").map(|_| None),
+            Some(_) => {
+                self.skip_value()?;
+                Err(Stop::Type)
+            }
+            None => Err(Stop::Syntax),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), Stop> {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Stop::Syntax)
+        }
+    }
+
+    /// Skips any value.
+    fn skip_value(&mut self) -> Result<(), Stop> {
+        self.ws();
+        match self.peek().ok_or(Stop::Syntax)? {
+            b'"' => self.string_body().map(|_| ()),
+            b'{' | b'[' => {
+                // Open brackets as a bit stack (1 = object), 64 levels deep at most.
+                let mut stack: u64 = 0;
+                let mut depth: u32 = 0;
+                loop {
+                    let c = self.peek().ok_or(Stop::Syntax)?;
+                    match c {
+                        b'"' => {
+                            self.string_body()?;
+                            continue;
+                        }
+                        b'{' | b'[' => {
+                            if depth == 64 {
+                                return Err(Stop::Syntax);
+                            }
+                            stack = (stack << 1) | u64::from(c == b'{');
+                            depth += 1;
+                        }
+                        b'}' | b']' => {
+                            if depth == 0 || (stack & 1 == 1) != (c == b'}') {
+                                return Err(Stop::Syntax);
+                            }
+                            stack >>= 1;
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                return Ok(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => {
+                let start = self.i;
+                while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
+                    self.i += 1;
+                }
+                if self.i == start + 1 && self.b[start] == b'-' {
+                    return Err(Stop::Syntax);
+                }
+                Ok(())
+            }
+            _ => Err(Stop::Syntax),
+        }
+    }
+
+    /// Walks an object (or null, which calls nothing), calling `field` with each raw key; the
+    /// callback must consume the value. Returns whether it was an object.
+    fn object(
+        &mut self,
+        mut field: impl FnMut(&mut Scanner<'a>, &'a [u8]) -> Result<(), Stop>,
+    ) -> Result<bool, Stop> {
+        self.ws();
+        match self.peek() {
+            Some(b'{') => self.i += 1,
+            Some(b'n') => return self.literal(b"null").map(|_| false),
+            Some(_) => {
+                self.skip_value()?;
+                return Err(Stop::Type);
+            }
+            None => return Err(Stop::Syntax),
+        }
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(true);
+        }
+        loop {
+            self.ws();
+            let (start, end, _) = self.string_body()?;
+            let key = self.b.get(start..end).ok_or(Stop::Syntax)?;
+            self.eat(b':')?;
+            self.ws();
+            field(self, key)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(true);
+                }
+                _ => return Err(Stop::Syntax),
+            }
+        }
+    }
+
+    /// An array of strings (or null).
+    fn str_array(&mut self) -> Result<Option<Vec<Cow<'a, str>>>, Stop> {
+        self.ws();
+        match self.peek() {
+            Some(b'[') => self.i += 1,
+            Some(b'n') => return self.literal(b"null").map(|_| None),
+            Some(_) => {
+                self.skip_value()?;
+                return Err(Stop::Type);
+            }
+            None => return Err(Stop::Syntax),
+        }
+        let mut out = Vec::new();
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(Some(out));
+        }
+        loop {
+            match self.str_value()? {
+                Some(v) => out.push(v),
+                None => return Err(Stop::Type),
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Some(out));
+                }
+                _ => return Err(Stop::Syntax),
+            }
+        }
+    }
+}
+
+/// Stores a decoded string; a type error is remembered, a syntax error stops the scan.
+fn keep<'a>(
+    r: Result<Option<Cow<'a, str>>, Stop>,
+    slot: &mut Option<Cow<'a, str>>,
+    type_error: &mut bool,
+) -> Result<(), Stop> {
+    match r {
+        Ok(v) => {
+            *slot = v;
+            Ok(())
+        }
+        Err(Stop::Type) => {
+            *type_error = true;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a record with the scanner. A type error is remembered and reported only once the
+/// whole text proved to be JSON, so that a truncated record is "not JSON" whatever it holds.
+fn scan_record(text: &str) -> Result<RawRecord<'_>, Stop> {
+    let mut sc = Scanner::new(text);
+    let mut rec = RawRecord::default();
+    let mut type_error = false;
+    let is_object = sc.object(|sc, key| match key {
+        b"eventID" => keep(sc.str_value(), &mut rec.event_id, &mut type_error),
+        b"eventTime" => keep(sc.str_value(), &mut rec.event_time, &mut type_error),
+        b"eventSource" => keep(sc.str_value(), &mut rec.event_source, &mut type_error),
+        b"eventName" => keep(sc.str_value(), &mut rec.event_name, &mut type_error),
+        b"sourceIPAddress" => keep(sc.str_value(), &mut rec.source_ip, &mut type_error),
+        b"errorCode" => keep(sc.str_value(), &mut rec.error_code, &mut type_error),
+        b"userIdentity" => {
+            let mut id = RawIdentity::default();
+            let mut inner_type = false;
+            let r = sc.object(|sc, key| {
+                let slot = match key {
+                    b"type" => &mut id.kind,
+                    b"arn" => &mut id.arn,
+                    b"invokedBy" => &mut id.invoked_by,
+                    b"principalId" => &mut id.principal_id,
+                    b"accountId" => &mut id.account_id,
+                    b"sessionContext" => {
+                        let mut issuer = None;
+                        let r = sc.object(|sc, key| match key {
+                            b"sessionIssuer" => sc
+                                .object(|sc, key| match key {
+                                    b"arn" => sc.str_value().map(|v| issuer = v),
+                                    _ => sc.skip_value(),
+                                })
+                                .map(|_| ()),
+                            _ => sc.skip_value(),
+                        });
+                        id.issuer_arn = issuer;
+                        return r.map(|_| ());
+                    }
+                    _ => return sc.skip_value(),
+                };
+                match sc.str_value() {
+                    Ok(v) => {
+                        *slot = v;
+                        Ok(())
+                    }
+                    Err(Stop::Type) => {
+                        inner_type = true;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            });
+            match r {
+                Ok(true) => rec.user_identity = Some(id),
+                Ok(false) => {}
+                Err(Stop::Type) => type_error = true,
+                Err(e) => return Err(e),
+            }
+            if inner_type {
+                type_error = true;
+            }
+            Ok(())
+        }
+        b"requestParameters" => {
+            let mut req = RawRequest::default();
+            let mut inner_type = false;
+            let r = sc.object(|sc, key| {
+                let got = match key {
+                    b"secretId" => sc.str_value().map(|v| req.secret_id = v),
+                    b"versionStage" => sc.str_value().map(|v| req.version_stage = v),
+                    b"versionId" => sc.str_value().map(|v| req.version_id = v),
+                    b"secretIdList" => sc.str_array().map(|v| req.secret_id_list = v),
+                    _ => sc.skip_value(),
+                };
+                match got {
+                    Err(Stop::Type) => {
+                        inner_type = true;
+                        Ok(())
+                    }
+                    other => other,
+                }
+            });
+            match r {
+                Ok(true) => rec.request = Some(req),
+                Ok(false) => {}
+                Err(Stop::Type) => type_error = true,
+                Err(e) => return Err(e),
+            }
+            if inner_type {
+                type_error = true;
+            }
+            Ok(())
+        }
+        _ => sc.skip_value(),
+    });
+    match is_object {
+        Ok(true) => {}
+        Ok(false) | Err(Stop::Type) => return Err(Stop::Syntax),
+        Err(e) => return Err(e),
+    }
+    sc.ws();
+    if sc.i != sc.b.len() {
+        return Err(Stop::Syntax);
+    }
+    if type_error {
+        return Err(Stop::Type);
+    }
+    Ok(rec)
+}
+
+/// One parsed CloudTrail record. Every string borrows from the input unless it held escapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<'a> {
+    /// CloudTrail eventID: the unit of exactly-once counting.
+    pub event_id: Cow<'a, str>,
+    /// eventTime in milliseconds since the epoch, when present and valid.
+    pub time_ms: Option<i64>,
+    /// eventSource.
+    pub event_source: Cow<'a, str>,
+    /// eventName.
+    pub event_name: Cow<'a, str>,
+    /// userIdentity.type.
+    pub identity_type: IdentityType,
+    /// The principal, named for every identity type (see [`principal_name`]).
+    pub principal: Cow<'a, str>,
+    /// For an assumed role: the role ARN of the session issuer.
+    pub issuer: Option<Cow<'a, str>>,
+    /// userIdentity.invokedBy: set when an AWS service made the call for the principal.
+    pub invoked_by: Option<Cow<'a, str>>,
+    /// sourceIPAddress (an IP, or a service host name for AWS service calls).
+    pub source_ip: Option<Cow<'a, str>>,
+    /// errorCode.
+    pub error_code: Option<Cow<'a, str>>,
+    /// requestParameters.secretId, or every entry of secretIdList (BatchGetSecretValue).
+    pub secret_ids: Vec<Cow<'a, str>>,
+    /// requestParameters.versionStage.
+    pub version_stage: Option<Cow<'a, str>>,
+    /// requestParameters.versionId.
+    pub version_id: Option<Cow<'a, str>>,
+}
+
+impl Record<'_> {
+    /// The outcome label.
+    pub fn outcome(&self) -> Outcome {
+        Outcome::from_error_code(self.error_code.as_deref())
+    }
+
+    /// Whether an AWS service made this call (itself or on behalf of a principal).
+    pub fn is_aws_service(&self) -> bool {
+        self.identity_type == IdentityType::AwsService
+            || self.invoked_by.is_some()
+            || self
+                .source_ip
+                .as_deref()
+                .is_some_and(|s| s.ends_with(".amazonaws.com"))
+    }
+}
+
+/// Names the principal of a `userIdentity` for every type: the ARN for IAM users, role
+/// sessions, federated users and root; the service (`invokedBy`) for AWS services; for another
+/// account `account:<accountId>` with `/<principalId>` when known.
+fn principal_name<'a>(kind: IdentityType, id: &mut RawIdentity<'a>) -> Cow<'a, str> {
+    if kind == IdentityType::AwsService {
+        if let Some(s) = &id.invoked_by {
+            return s.clone();
+        }
+    }
+    if kind != IdentityType::AwsAccount {
+        if let Some(arn) = id.arn.take().filter(|a| !a.is_empty()) {
+            return arn;
+        }
+    }
+    match (&id.account_id, &id.principal_id) {
+        (Some(a), Some(p)) if kind == IdentityType::AwsAccount => {
+            Cow::Owned(format!("account:{a}/{p}"))
+        }
+        (Some(a), None) => Cow::Owned(format!("account:{a}")),
+        _ => match id.principal_id.take() {
+            Some(p) => p,
+            None => match &id.invoked_by {
+                Some(s) => s.clone(),
+                None => Cow::Borrowed("unknown"),
+            },
+        },
+    }
+}
+
+/// Parses one CloudTrail record.
+pub fn parse(message: &str) -> Result<Record<'_>, ParseError> {
+    if message.len() > MAX_RECORD_BYTES {
+        return Err(ParseError::Oversized);
+    }
+    let trimmed = message.trim_start();
+    if !trimmed.starts_with('{') {
+        return Err(ParseError::NotJson);
+    }
+    let raw = match scan_record(trimmed) {
+        Ok(r) => r,
+        Err(Stop::Syntax) => return Err(ParseError::NotJson),
+        Err(Stop::Type) => return Err(ParseError::Malformed),
+    };
+    let (Some(event_id), Some(event_source), Some(event_name)) =
+        (raw.event_id, raw.event_source, raw.event_name)
+    else {
+        return Err(ParseError::Malformed);
+    };
+    if event_id.is_empty() {
+        return Err(ParseError::Malformed);
+    }
+    let (identity_type, principal, issuer, invoked_by) = match raw.user_identity {
+        Some(mut id) => {
+            let kind = IdentityType::from_str(id.kind.as_deref().unwrap_or(""));
+            let principal = principal_name(kind, &mut id);
+            (kind, principal, id.issuer_arn, id.invoked_by)
+        }
+        None => (IdentityType::Other, Cow::Borrowed("unknown"), None, None),
+    };
+    let (secret_ids, version_stage, version_id) = match raw.request {
+        Some(r) => {
+            let mut ids: Vec<Cow<'_, str>> = Vec::new();
+            if let Some(id) = r.secret_id {
+                ids.push(id);
+            }
+            if let Some(list) = r.secret_id_list {
+                ids.extend(list);
+            }
+            (ids, r.version_stage, r.version_id)
+        }
+        None => (Vec::new(), None, None),
+    };
+    Ok(Record {
+        event_id,
+        time_ms: raw.event_time.as_deref().and_then(parse_time_ms),
+        event_source,
+        event_name,
+        identity_type,
+        principal,
+        issuer,
+        invoked_by,
+        source_ip: raw.source_ip,
+        error_code: raw.error_code.filter(|c| !c.is_empty()),
+        secret_ids,
+        version_stage,
+        version_id,
+    })
+}
+
+/// Parses a CloudTrail eventTime (`2024-05-01T12:34:56Z`, fractions and offsets tolerated) into
+/// milliseconds since the epoch.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z'
+    {
+        let num = |r: std::ops::Range<usize>| -> Option<i64> {
+            let mut v = 0i64;
+            for &c in &b[r] {
+                if !c.is_ascii_digit() {
+                    return None;
+                }
+                v = v * 10 + i64::from(c - b'0');
+            }
+            Some(v)
+        };
+        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+            return None;
+        }
+        let date = chrono::NaiveDate::from_ymd_opt(y as i32, mo as u32, d as u32)?;
+        let days = date
+            .signed_duration_since(chrono::NaiveDate::default())
+            .num_days();
+        return Some(((days * 86_400) + h * 3600 + mi * 60 + se) * 1000);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Maps `secretId` values (name, full ARN or partial ARN) to watched secrets. Built once per
+/// cycle from each secret's configured id, Secrets Manager name and ARN; a lookup costs a few
+/// hash probes whatever the size of the inventory.
+#[derive(Debug, Clone, Default)]
+pub struct SecretIndex {
+    /// Key (id, name, ARN, partial ARN) to the index of the secret in `names`.
+    by_key: HashMap<String, usize>,
+    /// The `secret` labels.
+    names: Vec<String>,
+}
+
+/// The ARN without the `-XXXXXX` suffix that Secrets Manager appends to names.
+pub fn strip_arn_suffix(arn: &str) -> Option<&str> {
+    let (head, suffix) = arn.rsplit_once('-')?;
+    (suffix.len() == 6 && suffix.bytes().all(|c| c.is_ascii_alphanumeric())).then_some(head)
+}
+
+/// The part after `:secret:` of a Secrets Manager ARN.
+fn arn_resource(id: &str) -> Option<&str> {
+    if !id.starts_with("arn:") {
+        return None;
+    }
+    id.split_once(":secret:").map(|(_, r)| r)
+}
+
+impl SecretIndex {
+    /// An empty index.
+    pub fn new() -> SecretIndex {
+        SecretIndex::default()
+    }
+
+    /// Adds a watched secret: its `secret` label, its configured id, and its ARN once known.
+    /// Returns its position in [`SecretIndex::names`].
+    pub fn add(&mut self, label: &str, id: &str, arn: Option<&str>) -> usize {
+        let idx = match self.names.iter().position(|n| n == label) {
+            Some(i) => i,
+            None => {
+                self.names.push(label.to_string());
+                self.names.len() - 1
+            }
+        };
+        let mut keys: Vec<&str> = vec![id];
+        if let Some(arn) = arn {
+            keys.push(arn);
+            if let Some(partial) = strip_arn_suffix(arn) {
+                keys.push(partial);
+            }
+            if let Some(name) = arn_resource(arn).and_then(strip_arn_suffix) {
+                keys.push(name);
+            }
+        }
+        for k in keys {
+            self.by_key.entry(k.to_string()).or_insert(idx);
+        }
+        idx
+    }
+
+    /// The `secret` label a `secretId` refers to, if it is watched.
+    pub fn resolve(&self, secret_id: &str) -> Option<&str> {
+        self.resolve_index(secret_id)
+            .map(|i| self.names[i].as_str())
+    }
+
+    /// The position in [`SecretIndex::names`] of the secret a `secretId` refers to.
+    pub fn resolve_index(&self, secret_id: &str) -> Option<usize> {
+        let hit = |k: &str| self.by_key.get(k).copied();
+        if let Some(n) = hit(secret_id) {
+            return Some(n);
+        }
+        // An ARN whose form the index does not hold yet (metadata not read, or the configured
+        // id is a name): try the partial ARN and the name with and without the suffix.
+        let resource = arn_resource(secret_id)?;
+        if let Some(n) = strip_arn_suffix(secret_id).and_then(hit) {
+            return Some(n);
+        }
+        hit(resource).or_else(|| strip_arn_suffix(resource).and_then(hit))
+    }
+
+    /// Number of watched secrets.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether no secret is watched.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The `secret` labels.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACCOUNT: &str = "123456789012";
+
+    fn record(identity: &str, extra: &str) -> String {
+        format!(
+            r#"{{"eventVersion":"1.09","userIdentity":{identity},"eventTime":"2024-05-01T12:00:00Z",
+            "eventSource":"secretsmanager.amazonaws.com","eventName":"GetSecretValue",
+            "awsRegion":"us-east-1","sourceIPAddress":"10.1.2.3","userAgent":"x",
+            "requestParameters":{{"secretId":"svc/db"}},"responseElements":null,
+            "eventID":"e-1","readOnly":true,"tlsDetails":{{"tlsVersion":"TLSv1.3"}}{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn principals_are_named_for_every_identity_type() {
+        let cases: &[(&str, IdentityType, &str)] = &[
+            (
+                r#"{"type":"IAMUser","principalId":"AIDA1","arn":"arn:aws:iam::123456789012:user/deploy","accountId":"123456789012","userName":"deploy"}"#,
+                IdentityType::IamUser,
+                "arn:aws:iam::123456789012:user/deploy",
+            ),
+            (
+                r#"{"type":"AssumedRole","principalId":"AROA1:i-1","arn":"arn:aws:sts::123456789012:assumed-role/app/i-1","sessionContext":{"sessionIssuer":{"type":"Role","arn":"arn:aws:iam::123456789012:role/app"},"attributes":{"mfaAuthenticated":"false"}}}"#,
+                IdentityType::AssumedRole,
+                "arn:aws:sts::123456789012:assumed-role/app/i-1",
+            ),
+            (
+                r#"{"type":"AWSService","invokedBy":"secretsmanager.amazonaws.com"}"#,
+                IdentityType::AwsService,
+                "secretsmanager.amazonaws.com",
+            ),
+            (
+                r#"{"type":"Root","principalId":"123456789012","arn":"arn:aws:iam::123456789012:root","accountId":"123456789012"}"#,
+                IdentityType::Root,
+                "arn:aws:iam::123456789012:root",
+            ),
+            (
+                r#"{"type":"FederatedUser","principalId":"123456789012:bob","arn":"arn:aws:sts::123456789012:federated-user/bob","accountId":"123456789012"}"#,
+                IdentityType::FederatedUser,
+                "arn:aws:sts::123456789012:federated-user/bob",
+            ),
+            (
+                r#"{"type":"AWSAccount","principalId":"AIDAX","accountId":"111122223333"}"#,
+                IdentityType::AwsAccount,
+                "account:111122223333/AIDAX",
+            ),
+            (
+                r#"{"type":"AWSAccount","accountId":"111122223333"}"#,
+                IdentityType::AwsAccount,
+                "account:111122223333",
+            ),
+            (
+                r#"{"type":"IdentityCenterUser","principalId":"u-1"}"#,
+                IdentityType::Other,
+                "u-1",
+            ),
+            (r#"{}"#, IdentityType::Other, "unknown"),
+        ];
+        for (identity, kind, name) in cases {
+            let text = record(identity, "");
+            let r = parse(&text).unwrap_or_else(|e| panic!("{identity}: {e:?}"));
+            assert_eq!(r.identity_type, *kind, "{identity}");
+            assert_eq!(r.principal, *name, "{identity}");
+        }
+        let text = record(cases[1].0, "");
+        let r = parse(&text).unwrap();
+        assert_eq!(
+            r.issuer.as_deref(),
+            Some("arn:aws:iam::123456789012:role/app")
+        );
+        let _ = ACCOUNT;
+    }
+
+    #[test]
+    fn fields_borrow_from_the_input() {
+        let text = record(r#"{"type":"IAMUser","arn":"arn:aws:iam::1:user/u"}"#, "");
+        let r = parse(&text).unwrap();
+        assert!(matches!(r.event_id, Cow::Borrowed(_)));
+        assert!(matches!(r.principal, Cow::Borrowed(_)));
+        assert!(matches!(r.secret_ids[0], Cow::Borrowed(_)));
+        assert_eq!(r.time_ms, Some(1_714_564_800_000));
+        assert_eq!(r.outcome(), Outcome::Success);
+        assert_eq!(r.source_ip.as_deref(), Some("10.1.2.3"));
+    }
+
+    #[test]
+    fn skipped_records_say_why() {
+        let big = format!(
+            "{{\"eventID\":\"x\",\"pad\":\"{}\"}}",
+            "a".repeat(MAX_RECORD_BYTES)
+        );
+        let cases: &[(&str, Result<(), ParseError>)] = &[
+            ("", Err(ParseError::NotJson)),
+            ("hello world", Err(ParseError::NotJson)),
+            ("[1,2]", Err(ParseError::NotJson)),
+            ("{\"eventID\":", Err(ParseError::NotJson)),
+            ("{\"eventID\":\"a\"} trailing", Err(ParseError::NotJson)),
+            ("{\"eventID\":1,\"eventName\":\"x\",\"eventSource\":\"s\"}", Err(ParseError::Malformed)),
+            ("{\"eventName\":\"x\",\"eventSource\":\"s\"}", Err(ParseError::Malformed)),
+            ("{\"eventID\":\"\",\"eventName\":\"x\",\"eventSource\":\"s\"}", Err(ParseError::Malformed)),
+            ("{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\",\"requestParameters\":\"oops\"}", Err(ParseError::Malformed)),
+            ("{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\"}", Ok(())),
+            ("{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\",\"requestParameters\":null,\"userIdentity\":null,\"eventTime\":\"garbage\"}", Ok(())),
+            (&big, Err(ParseError::Oversized)),
+        ];
+        for (text, expected) in cases {
+            let got = parse(text).map(|_| ());
+            assert_eq!(&got, expected, "{}", &text[..text.len().min(80)]);
+        }
+    }
+
+    #[test]
+    fn batch_get_lists_every_secret_and_errors_classify() {
+        let text = r#"{"eventID":"b","eventSource":"secretsmanager.amazonaws.com","eventName":"BatchGetSecretValue",
+            "requestParameters":{"secretIdList":["a","arn:aws:secretsmanager:us-east-1:1:secret:b-AbC123"]},
+            "errorCode":"AccessDenied"}"#;
+        let r = parse(text).unwrap();
+        assert_eq!(
+            r.secret_ids,
+            ["a", "arn:aws:secretsmanager:us-east-1:1:secret:b-AbC123"]
+        );
+        assert_eq!(r.outcome(), Outcome::Denied);
+        for (code, outcome) in [
+            (None, Outcome::Success),
+            (Some(""), Outcome::Success),
+            (Some("AccessDenied"), Outcome::Denied),
+            (Some("AccessDeniedException"), Outcome::Denied),
+            (Some("UnauthorizedOperation"), Outcome::Denied),
+            (Some("ResourceNotFoundException"), Outcome::Error),
+            (Some("DecryptionFailure"), Outcome::Error),
+        ] {
+            assert_eq!(Outcome::from_error_code(code), outcome, "{code:?}");
+        }
+        for (name, label) in [
+            ("GetSecretValue", "GetSecretValue"),
+            ("RestoreSecret", "RestoreSecret"),
+            ("ListSecrets", "other"),
+            ("TagResource", "other"),
+        ] {
+            assert_eq!(event_label(name), label);
+        }
+    }
+
+    #[test]
+    fn times_parse_fast_and_slow_forms() {
+        for (s, ms) in [
+            ("1970-01-01T00:00:00Z", Some(0)),
+            ("2024-02-29T23:59:59Z", Some(1_709_251_199_000)),
+            ("2024-02-30T00:00:00Z", None),
+            ("2024-05-01T12:00:00.250Z", Some(1_714_564_800_250)),
+            ("2024-05-01T14:00:00+02:00", Some(1_714_564_800_000)),
+            ("2024-13-01T00:00:00Z", None),
+            ("yesterday", None),
+        ] {
+            assert_eq!(parse_time_ms(s), ms, "{s}");
+        }
+    }
+
+    #[test]
+    fn secret_ids_resolve_by_name_full_and_partial_arn() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:svc/db-AbC123";
+        let mut with_meta = SecretIndex::new();
+        with_meta.add("DB", "svc/db", Some(arn));
+        let mut config_only = SecretIndex::new();
+        config_only.add("DB", "svc/db", None);
+        let mut by_partial = SecretIndex::new();
+        by_partial.add(
+            "DB",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:svc/db",
+            None,
+        );
+        for index in [&with_meta, &config_only, &by_partial] {
+            for (id, expected) in [
+                ("svc/db", true),
+                (arn, true),
+                (
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:svc/db",
+                    true,
+                ),
+                ("svc/d", false),
+                ("svc/db-AbC123x", false),
+                (
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:svc/other-AbC123",
+                    false,
+                ),
+            ] {
+                let got = index.resolve(id);
+                if std::ptr::eq(index, &by_partial) && id == "svc/db" {
+                    // A partial ARN in the configuration does not name a bare name until the
+                    // metadata poller reports the ARN.
+                    continue;
+                }
+                assert_eq!(got.is_some(), expected, "{id}");
+            }
+        }
+        assert_eq!(with_meta.resolve(arn), Some("DB"));
+    }
+
+    mod fuzz {
+        //! Property tests: no input makes the parser, the index or the detector panic. Run
+        //! longer with `PROPTEST_CASES=1000000 cargo test --release --lib cloudtrail::tests::fuzz`.
+        use super::super::*;
+        use crate::anomaly::{Detector, Event, Policy, Thresholds};
+        use proptest::prelude::*;
+
+        const VALID: &str = r#"{"eventVersion":"1.09","userIdentity":{"type":"AssumedRole","principalId":"AROA:i","arn":"arn:aws:sts::1:assumed-role/app/i","accountId":"1","invokedBy":"x","sessionContext":{"sessionIssuer":{"arn":"arn:aws:iam::1:role/app"}}},"eventTime":"2024-05-01T12:00:00Z","eventSource":"secretsmanager.amazonaws.com","eventName":"BatchGetSecretValue","sourceIPAddress":"10.0.0.1","errorCode":"AccessDenied","requestParameters":{"secretId":"arn:aws:secretsmanager:us-east-1:1:secret:svc/db-AbC123","secretIdList":["a","b"],"versionStage":"AWSPREVIOUS","versionId":"v1"},"eventID":"e\u0031"}"#;
+
+        fn exercise(text: &str) {
+            let mut index = SecretIndex::new();
+            index.add(
+                "DB",
+                "svc/db",
+                Some("arn:aws:secretsmanager:us-east-1:1:secret:svc/db-AbC123"),
+            );
+            let _ = parse_time_ms(text);
+            let _ = index.resolve(text);
+            let _ = strip_arn_suffix(text);
+            if let Ok(r) = parse(text) {
+                let _ = event_label(&r.event_name);
+                let _ = r.is_aws_service();
+                for id in &r.secret_ids {
+                    let _ = index.resolve(id);
+                }
+                let mut d = Detector::new(
+                    Thresholds {
+                        baseline_ms: 86_400_000,
+                        spike_factor: 1.0,
+                        spike_min_reads: 1,
+                        denied_burst: 1,
+                        max_principals: 2,
+                    },
+                    0,
+                );
+                let allowed = ["10.0.0.0/8".parse().unwrap()];
+                let consumers = crate::config::ConsumerPatterns::empty();
+                let policy = Policy {
+                    consumers: Some(&consumers),
+                    allowed_sources: &allowed,
+                    grace_ms: 0,
+                    last_rotated_ms: Some(r.time_ms.unwrap_or(0).saturating_sub(1)),
+                    current_version: Some("v2"),
+                };
+                let ev = Event {
+                    event_id: &r.event_id,
+                    time_ms: r.time_ms.unwrap_or(0),
+                    event_name: &r.event_name,
+                    outcome: r.outcome(),
+                    principal: &r.principal,
+                    source_ip: r.source_ip.as_deref(),
+                    aws_service: r.is_aws_service(),
+                    version_stage: r.version_stage.as_deref(),
+                    version_id: r.version_id.as_deref(),
+                };
+                for learning in [true, false, false] {
+                    let _ = d.observe("DB", &policy, &ev, learning);
+                }
+                d.expire(ev.time_ms);
+            }
+        }
+
+        /// Arbitrary JSON values, to splice into records.
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                ".*".prop_map(serde_json::Value::from),
+                "[0-9T:Z.+-]{0,30}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("type".to_string()),
+                            Just("arn".to_string()),
+                            Just("secretId".to_string()),
+                            Just("secretIdList".to_string()),
+                            Just("sessionIssuer".to_string()),
+                            Just("sessionContext".to_string()),
+                            Just("accountId".to_string()),
+                            Just("principalId".to_string()),
+                            ".{0,8}"
+                        ],
+                        inner,
+                        0..6
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_text_never_panics(text in ".*") {
+                exercise(&text);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+                exercise(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn truncated_and_mutated_records_never_panic(
+                cut in 0usize..VALID.len(),
+                at in 0usize..VALID.len(),
+                insert in ".{0,8}",
+            ) {
+                exercise(&VALID[..cut]);
+                let mut s: String = VALID.to_string();
+                let at = (0..=at).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+                s.insert_str(at, &insert);
+                exercise(&s);
+                // Whatever serde_json accepts as an object, the scanner reads as JSON too.
+                if let Ok(serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(&s) {
+                    prop_assert_ne!(parse(&s).err(), Some(ParseError::NotJson), "{}", s);
+                }
+            }
+
+            #[test]
+            fn fields_of_any_type_never_panic(
+                field in prop_oneof![
+                    Just("eventID"), Just("eventTime"), Just("eventSource"), Just("eventName"),
+                    Just("userIdentity"), Just("sourceIPAddress"), Just("errorCode"),
+                    Just("requestParameters"),
+                ],
+                value in json_value(),
+            ) {
+                let mut v: serde_json::Value = serde_json::from_str(VALID).unwrap();
+                v[field] = value.clone();
+                let text = v.to_string();
+                exercise(&text);
+                // Differential check against serde_json: a string or null where a string is
+                // read keeps the record; another type makes it malformed.
+                let string_field = field != "userIdentity" && field != "requestParameters";
+                let got = parse(&text);
+                if string_field {
+                    let required = matches!(field, "eventID" | "eventSource" | "eventName");
+                    match &value {
+                        serde_json::Value::String(x) if !(required && field == "eventID" && x.is_empty()) => {
+                            let r = got.unwrap();
+                            let read = match field {
+                                "eventID" => Some(r.event_id.to_string()),
+                                "eventSource" => Some(r.event_source.to_string()),
+                                "eventName" => Some(r.event_name.to_string()),
+                                "sourceIPAddress" => r.source_ip.map(|c| c.to_string()),
+                                "errorCode" => r.error_code.map(|c| c.to_string()),
+                                _ => Some(x.clone()),
+                            };
+                            if field != "errorCode" || !x.is_empty() {
+                                prop_assert_eq!(read, Some(x.clone()));
+                            }
+                        }
+                        serde_json::Value::Null if !required => prop_assert!(got.is_ok()),
+                        serde_json::Value::String(_) | serde_json::Value::Null => {
+                            prop_assert_eq!(got.err(), Some(ParseError::Malformed))
+                        }
+                        _ => prop_assert_eq!(got.err(), Some(ParseError::Malformed)),
+                    }
+                } else if matches!(value, serde_json::Value::Object(_) | serde_json::Value::Null) {
+                    // Objects are read field by field; only their string fields can fail.
+                } else {
+                    prop_assert_eq!(got.err(), Some(ParseError::Malformed));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,862 @@
+//! The access poller (SPEC §4): reads the CloudTrail records of `[access] log_group` with
+//! FilterLogEvents every `poll.access_every`, counts each CloudTrail eventID exactly once, and
+//! runs anomaly detection.
+//!
+//! A cycle reads `[checkpoint - overlap, now]` (late CloudTrail deliveries land inside the
+//! overlap), in slices of at most an hour, every page through its own rate limiter. Each slice
+//! is parsed, filtered (`eventSource` is Secrets Manager, `secretId` names a watched secret),
+//! deduplicated by eventID against the ids already counted, sorted by time, and classified.
+//! The new eventIDs, the checkpoint and the touched principals are committed to the store in one
+//! transaction *before* metrics, logs and `GET /anomalies` see them: a crash never counts an
+//! event twice (at worst a crash between commit and export drops that slice's increments).
+//!
+//! At start the poller restores the principals of the store and learns the log group's history
+//! over `[now - baseline, first cycle start)`: history updates principal sets and rates and
+//! raises nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::ConsumerPatterns;
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use rusqlite::params;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::anomaly::{self, Anomaly, Detector, Event, Policy, PrincipalStats, Thresholds};
+use crate::aws::{AwsError, LogEvent, LogsApi};
+use crate::cloudtrail::{self, Outcome, ParseError, Record, SecretIndex};
+use crate::config::{AccessConfig, Config};
+use crate::metrics::{AccessLabels, AnomalyLabels, Metrics, SecretLabel};
+use crate::store::{Store, StoreError};
+use crate::view::{AccessFacts, Managed, SharedView};
+
+/// Label of this poller's metrics and readiness.
+pub const SOURCE: &str = "access";
+
+/// Longest time range read and committed in one piece.
+const SLICE_MS: i64 = 60 * 60 * 1000;
+
+/// Prefix of the CloudWatch Logs event ids of skipped records in `access_seen`, so that a
+/// malformed line re-read in the overlap is counted once too.
+const SKIPPED_PREFIX: &str = "cwl:";
+
+/// A failed cycle.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// FilterLogEvents failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Shutdown was requested.
+    #[error("stopped")]
+    Stopped,
+}
+
+impl AccessError {
+    /// The bounded `kind` label of `keywarden_poll_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AccessError::Aws(e) => e.kind.as_str(),
+            AccessError::Store(_) => "store",
+            AccessError::Stopped => "other",
+        }
+    }
+}
+
+/// A token bucket of one token: at most `per_second` acquisitions per second.
+#[derive(Debug)]
+pub struct RateLimiter {
+    /// Time between two requests.
+    interval: Duration,
+    /// Earliest time of the next request.
+    next: tokio::time::Instant,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `per_second` requests per second (at least one per hour).
+    pub fn new(per_second: f64) -> RateLimiter {
+        let secs = if per_second.is_finite() && per_second > 0.0 {
+            (1.0 / per_second).min(3600.0)
+        } else {
+            1.0
+        };
+        RateLimiter {
+            interval: Duration::from_secs_f64(secs),
+            next: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Waits for the next slot.
+    pub async fn acquire(&mut self) {
+        let now = tokio::time::Instant::now();
+        if self.next > now {
+            tokio::time::sleep_until(self.next).await;
+        }
+        self.next = self.next.max(now) + self.interval;
+    }
+}
+
+/// Reads every FilterLogEvents page of `[start_ms, end_ms]`, each through `limiter`, calling
+/// `page` with each page's events. Returns the number of pages.
+pub async fn scan<L: LogsApi>(
+    api: &L,
+    limiter: &mut RateLimiter,
+    log_group: &str,
+    start_ms: i64,
+    end_ms: i64,
+    mut page: impl FnMut(Vec<LogEvent>),
+) -> Result<usize, AwsError> {
+    let mut token = None;
+    let mut pages = 0;
+    loop {
+        limiter.acquire().await;
+        let p = api
+            .filter_log_events_page(log_group, start_ms, end_ms, token)
+            .await?;
+        pages += 1;
+        page(p.events);
+        match p.next_token {
+            Some(t) => token = Some(t),
+            None => return Ok(pages),
+        }
+    }
+}
+
+/// What one cycle did, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// FilterLogEvents pages read.
+    pub pages: usize,
+    /// Log events read.
+    pub log_events: usize,
+    /// Events counted (first delivery of an eventID on a watched secret).
+    pub counted: usize,
+    /// Events already counted (overlap re-reads and duplicate deliveries).
+    pub repeated: usize,
+    /// Records skipped as not JSON, oversized or malformed (first time read).
+    pub skipped: usize,
+    /// Anomalies raised.
+    pub anomalies: usize,
+}
+
+/// Per-secret context of a cycle.
+struct SecretCtx {
+    /// The `secret` label.
+    name: String,
+    /// Declared consumers (inventory secrets only).
+    consumers: Option<ConsumerPatterns>,
+    /// Expected sources.
+    allowed_sources: Vec<IpNet>,
+    /// Rotation grace in ms.
+    grace_ms: i64,
+    /// Last rotation in ms.
+    last_rotated_ms: Option<i64>,
+    /// AWSCURRENT version id.
+    current_version: Option<String>,
+    /// Whether it is in the inventory.
+    inventory: bool,
+}
+
+impl SecretCtx {
+    fn policy(&self) -> Policy<'_> {
+        Policy {
+            consumers: self.consumers.as_ref(),
+            allowed_sources: &self.allowed_sources,
+            grace_ms: self.grace_ms,
+            last_rotated_ms: self.last_rotated_ms,
+            current_version: self.current_version.as_deref(),
+        }
+    }
+}
+
+/// The secrets watched this cycle: an index from `secretId` to a context.
+struct Watch {
+    /// secretId forms to the index in `secrets`.
+    index: SecretIndex,
+    /// Contexts in the order of `index.names()`.
+    secrets: Vec<SecretCtx>,
+}
+
+impl Watch {
+    fn lookup(&self, secret_id: &str) -> Option<usize> {
+        self.index.resolve_index(secret_id)
+    }
+}
+
+/// Builds the watch list from the inventory and what the metadata poller knows.
+fn build_watch(config: &Config, view: &SharedView) -> Watch {
+    let view = view.read();
+    let mut index = SecretIndex::new();
+    let mut secrets = Vec::new();
+    for spec in &config.secrets {
+        let status = view.secrets.get(&spec.name);
+        let at = index.add(&spec.name, &spec.id, status.and_then(|s| s.arn.as_deref()));
+        if at < secrets.len() {
+            continue;
+        }
+        secrets.push(SecretCtx {
+            name: spec.name.clone(),
+            consumers: Some(spec.consumer_set.clone()),
+            allowed_sources: spec.allowed_sources.clone(),
+            grace_ms: i64::try_from(spec.rotation.grace.as_millis()).unwrap_or(i64::MAX / 4),
+            last_rotated_ms: status.and_then(|s| s.last_rotated).map(|t| t * 1000),
+            current_version: status.and_then(|s| s.current_version.clone()),
+            inventory: true,
+        });
+    }
+    for s in view.secrets.values() {
+        if s.managed != Managed::Discovered {
+            continue;
+        }
+        let at = index.add(&s.name, &s.id, s.arn.as_deref());
+        if at < secrets.len() {
+            continue;
+        }
+        secrets.push(SecretCtx {
+            name: s.name.clone(),
+            consumers: None,
+            allowed_sources: Vec::new(),
+            grace_ms: 0,
+            last_rotated_ms: s.last_rotated.map(|t| t * 1000),
+            current_version: s.current_version.clone(),
+            inventory: false,
+        });
+    }
+    // `secrets[i]` is the context of `index.names()[i]`.
+    Watch { index, secrets }
+}
+
+/// One record attributed to watched secrets, ready to be classified.
+struct Attributed<'a> {
+    /// Log event timestamp (ms): windows, checkpoints and the seen-id horizon.
+    log_ms: i64,
+    /// The record.
+    record: Record<'a>,
+    /// Indexes of the watched secrets it concerns.
+    secrets: Vec<usize>,
+}
+
+/// Result of sorting out one slice's log events.
+#[derive(Default)]
+struct Sorted<'a> {
+    /// New events, sorted by time.
+    new: Vec<Attributed<'a>>,
+    /// New skipped records: (CloudWatch Logs event id, timestamp, why).
+    skipped: Vec<(String, i64, ParseError)>,
+    /// Already counted.
+    repeated: usize,
+}
+
+/// Parses, filters and deduplicates a slice. Pure apart from reading `seen`.
+fn sort_out<'a>(events: &'a [LogEvent], watch: &Watch, seen: &HashMap<String, i64>) -> Sorted<'a> {
+    let mut out = Sorted::default();
+    let mut fresh: HashSet<&str> = HashSet::new();
+    for ev in events {
+        let record = match cloudtrail::parse(&ev.message) {
+            Ok(r) => r,
+            Err(why) => {
+                let key = format!("{SKIPPED_PREFIX}{}", ev.event_id);
+                if !seen.contains_key(&key) && fresh.insert(&ev.event_id) {
+                    out.skipped.push((key, ev.timestamp_ms, why));
+                }
+                continue;
+            }
+        };
+        if record.event_source != cloudtrail::SECRETS_MANAGER {
+            continue;
+        }
+        let mut secrets: Vec<usize> = record
+            .secret_ids
+            .iter()
+            .filter_map(|id| watch.lookup(id))
+            .collect();
+        secrets.sort_unstable();
+        secrets.dedup();
+        if secrets.is_empty() {
+            continue;
+        }
+        if seen.contains_key(record.event_id.as_ref()) {
+            out.repeated += 1;
+            continue;
+        }
+        // A duplicate delivery inside this slice: the id borrows from `events`.
+        let id: &'a str = match &record.event_id {
+            std::borrow::Cow::Borrowed(s) => s,
+            std::borrow::Cow::Owned(_) => {
+                // An escaped id: compare by value against the ones kept so far.
+                if out.new.iter().any(|a| a.record.event_id == record.event_id) {
+                    out.repeated += 1;
+                    continue;
+                }
+                out.new.push(Attributed {
+                    log_ms: ev.timestamp_ms,
+                    record,
+                    secrets,
+                });
+                continue;
+            }
+        };
+        if !fresh.insert(id) {
+            out.repeated += 1;
+            continue;
+        }
+        out.new.push(Attributed {
+            log_ms: ev.timestamp_ms,
+            record,
+            secrets,
+        });
+    }
+    out.new.sort_by(|a, b| {
+        let ta = a.record.time_ms.unwrap_or(a.log_ms);
+        let tb = b.record.time_ms.unwrap_or(b.log_ms);
+        ta.cmp(&tb)
+            .then_with(|| a.record.event_id.cmp(&b.record.event_id))
+    });
+    out
+}
+
+fn event_of<'a>(r: &'a Record<'a>, log_ms: i64) -> Event<'a> {
+    Event {
+        event_id: &r.event_id,
+        time_ms: r.time_ms.unwrap_or(log_ms),
+        event_name: &r.event_name,
+        outcome: r.outcome(),
+        principal: &r.principal,
+        source_ip: r.source_ip.as_deref(),
+        aws_service: r.is_aws_service(),
+        version_stage: r.version_stage.as_deref(),
+        version_id: r.version_id.as_deref(),
+    }
+}
+
+/// The poller and its memory between cycles.
+pub struct AccessPoller<L> {
+    /// The AWS boundary.
+    api: L,
+    /// Configuration (inventory).
+    config: Arc<Config>,
+    /// `[access]`.
+    access: AccessConfig,
+    /// Where facts and anomalies are published.
+    view: SharedView,
+    /// Where counts are exported.
+    metrics: Arc<Metrics>,
+    /// Checkpoint, seen ids, principals.
+    store: Store,
+    /// FilterLogEvents pacing.
+    limiter: RateLimiter,
+    /// Anomaly state.
+    detector: Detector,
+    /// eventIDs (and skipped log event ids) already counted, with their log timestamp.
+    seen: HashMap<String, i64>,
+    /// Everything before this log timestamp has been read (minus late arrivals).
+    checkpoint_ms: Option<i64>,
+}
+
+impl<L: LogsApi> AccessPoller<L> {
+    /// A poller; call [`AccessPoller::start`] before polling.
+    pub fn new(
+        api: L,
+        config: Arc<Config>,
+        access: AccessConfig,
+        view: SharedView,
+        metrics: Arc<Metrics>,
+        store: Store,
+    ) -> Self {
+        for spec in &config.secrets {
+            // Counters and the gauge exist from the first scrape.
+            metrics.init_counters(&spec.name);
+            metrics
+                .principals
+                .get_or_create(&SecretLabel {
+                    secret: spec.name.clone(),
+                })
+                .set(0);
+        }
+        metrics.mark_dirty();
+        let limiter = RateLimiter::new(access.max_requests_per_second);
+        let detector = Detector::new(Thresholds::from(&access), 0);
+        AccessPoller {
+            api,
+            config,
+            access,
+            view,
+            metrics,
+            store,
+            limiter,
+            detector,
+            seen: HashMap::new(),
+            checkpoint_ms: None,
+        }
+    }
+
+    fn overlap_ms(&self) -> i64 {
+        i64::try_from(self.access.overlap.as_millis()).unwrap_or(i64::MAX / 4)
+    }
+
+    fn baseline_ms(&self) -> i64 {
+        i64::try_from(self.access.baseline.as_millis()).unwrap_or(i64::MAX / 4)
+    }
+
+    /// Restores the store's state and learns the log group's history. Returns the number of
+    /// history records learned.
+    pub async fn start(&mut self, now: DateTime<Utc>) -> Result<usize, AccessError> {
+        let now_ms = now.timestamp_millis();
+        let baseline_start = now_ms - self.baseline_ms();
+        let log_group = self.access.log_group.clone();
+        let (checkpoint, seen, principals) = self.store.with(
+            |c| {
+                let checkpoint: Option<i64> = c
+                    .query_row(
+                        "SELECT until_ms FROM access_checkpoints WHERE log_group = ?1",
+                        [&log_group],
+                        |r| r.get(0),
+                    )
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })?;
+                let mut stmt = c.prepare("SELECT event_id, event_ms FROM access_seen")?;
+                let seen = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                    .collect::<Result<HashMap<_, _>, _>>()?;
+                let mut stmt = c.prepare(
+                    "SELECT secret, principal, first_seen, last_seen, reads FROM access_principals
+                     WHERE last_seen >= ?1 ORDER BY last_seen ASC",
+                )?;
+                let principals = stmt
+                    .query_map([baseline_start], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((checkpoint, seen, principals))
+            },
+            "load access state",
+        )?;
+        let live_start = match checkpoint {
+            Some(c) => (c - self.overlap_ms()).max(baseline_start),
+            None => now_ms - self.overlap_ms(),
+        };
+        self.detector = Detector::new(Thresholds::from(&self.access), baseline_start);
+        let restored = principals.len();
+        for (secret, principal, first, last, reads) in principals {
+            self.detector.restore_principal(
+                &secret,
+                &principal,
+                PrincipalStats {
+                    first_seen_ms: first,
+                    last_seen_ms: last,
+                    reads: u64::try_from(reads).unwrap_or(0),
+                    source_ips: Default::default(),
+                },
+            );
+        }
+        self.seen = seen;
+        // Without a checkpoint the first cycle starts one overlap back from now.
+        self.checkpoint_ms = Some(checkpoint.unwrap_or(now_ms));
+        info!(
+            log_group = %self.access.log_group,
+            checkpoint_ms = ?checkpoint,
+            seen_ids = self.seen.len(),
+            principals = restored,
+            "Access state restored; learning the baseline from the log group."
+        );
+
+        // History: learn only (no counting, no anomalies); order does not matter for learning.
+        let watch = build_watch(&self.config, &self.view);
+        let mut learned = 0usize;
+        let mut start = baseline_start;
+        while start < live_start {
+            let end = (start + SLICE_MS * 24).min(live_start) - 1;
+            let detector = &mut self.detector;
+            // Page by page: memory stays at one page whatever the history holds.
+            scan(
+                &self.api,
+                &mut self.limiter,
+                &self.access.log_group,
+                start,
+                end.max(start),
+                |events| {
+                    for ev in &events {
+                        let Ok(record) = cloudtrail::parse(&ev.message) else {
+                            continue;
+                        };
+                        if record.event_source != cloudtrail::SECRETS_MANAGER {
+                            continue;
+                        }
+                        for id in &record.secret_ids {
+                            if let Some(i) = watch.lookup(id) {
+                                let ctx = &watch.secrets[i];
+                                let event = event_of(&record, ev.timestamp_ms);
+                                detector.observe(&ctx.name, &ctx.policy(), &event, true);
+                                learned += 1;
+                            }
+                        }
+                    }
+                },
+            )
+            .await?;
+            start = end + 1;
+        }
+        info!(learned, "Access baseline learned.");
+        self.publish_facts(&watch, now_ms);
+        Ok(learned)
+    }
+
+    /// Runs one cycle up to `now`.
+    pub async fn poll_once(&mut self, now: DateTime<Utc>) -> Result<CycleReport, AccessError> {
+        let now_ms = now.timestamp_millis();
+        let watch = build_watch(&self.config, &self.view);
+        let mut report = CycleReport::default();
+        let checkpoint = self.checkpoint_ms.unwrap_or(now_ms);
+        let mut start = (checkpoint - self.overlap_ms()).max(now_ms - self.baseline_ms());
+        while start <= now_ms {
+            let end = (start + SLICE_MS).min(now_ms);
+            self.slice(&watch, start, end, &mut report).await?;
+            start = end + 1;
+        }
+        self.detector.expire(now_ms);
+        self.publish_facts(&watch, now_ms);
+        Ok(report)
+    }
+
+    /// Reads, counts and commits `[start, end]`.
+    async fn slice(
+        &mut self,
+        watch: &Watch,
+        start: i64,
+        end: i64,
+        report: &mut CycleReport,
+    ) -> Result<(), AccessError> {
+        let mut events: Vec<LogEvent> = Vec::new();
+        report.pages += scan(
+            &self.api,
+            &mut self.limiter,
+            &self.access.log_group,
+            start,
+            end,
+            |page| events.extend(page),
+        )
+        .await?;
+        report.log_events += events.len();
+        let sorted = sort_out(&events, watch, &self.seen);
+
+        // Classify in time order.
+        let mut counts: HashMap<(usize, &'static str, Outcome), u64> = HashMap::new();
+        let mut found: Vec<Anomaly> = Vec::new();
+        let mut touched: HashSet<(usize, &str)> = HashSet::new();
+        let evictions_before: u64 = watch
+            .secrets
+            .iter()
+            .map(|s| self.detector.evictions(&s.name))
+            .sum();
+        for a in &sorted.new {
+            let ev = event_of(&a.record, a.log_ms);
+            let label = cloudtrail::event_label(ev.event_name);
+            for &i in &a.secrets {
+                let ctx = &watch.secrets[i];
+                *counts.entry((i, label, ev.outcome)).or_default() += 1;
+                found.extend(self.detector.observe(&ctx.name, &ctx.policy(), &ev, false));
+                if ev.is_successful_read() {
+                    touched.insert((i, ev.principal));
+                }
+            }
+        }
+        let evictions: u64 = watch
+            .secrets
+            .iter()
+            .map(|s| self.detector.evictions(&s.name))
+            .sum::<u64>()
+            - evictions_before;
+
+        // Durable first: new ids, checkpoint, principals; prune what the overlap no longer needs.
+        let horizon = end - self.overlap_ms();
+        let baseline_horizon = end - self.baseline_ms();
+        let new_ids: Vec<(&str, i64)> = sorted
+            .new
+            .iter()
+            .map(|a| (a.record.event_id.as_ref(), a.log_ms))
+            .chain(sorted.skipped.iter().map(|(k, t, _)| (k.as_str(), *t)))
+            .collect();
+        let principal_rows: Vec<(&str, &str, PrincipalStats)> = touched
+            .iter()
+            .filter_map(|&(i, p)| {
+                let name = watch.secrets[i].name.as_str();
+                self.detector.reader(name, p).map(|s| (name, p, s.clone()))
+            })
+            .collect();
+        let log_group = self.access.log_group.as_str();
+        self.store.with(
+            |c| {
+                let tx = c.transaction()?;
+                {
+                    let mut ins = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO access_seen (event_id, event_ms) VALUES (?1, ?2)",
+                    )?;
+                    for (id, ms) in &new_ids {
+                        ins.execute(params![id, ms])?;
+                    }
+                    let mut up = tx.prepare_cached(
+                        "INSERT INTO access_principals (secret, principal, first_seen, last_seen, reads)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (secret, principal) DO UPDATE SET
+                           first_seen = min(first_seen, excluded.first_seen),
+                           last_seen = max(last_seen, excluded.last_seen),
+                           reads = max(reads, excluded.reads)",
+                    )?;
+                    for (secret, principal, s) in &principal_rows {
+                        up.execute(params![
+                            secret,
+                            principal,
+                            s.first_seen_ms,
+                            s.last_seen_ms,
+                            i64::try_from(s.reads).unwrap_or(i64::MAX)
+                        ])?;
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO access_checkpoints (log_group, until_ms) VALUES (?1, ?2)
+                     ON CONFLICT (log_group) DO UPDATE SET until_ms = excluded.until_ms",
+                    params![log_group, end],
+                )?;
+                tx.execute("DELETE FROM access_seen WHERE event_ms < ?1", [horizon])?;
+                tx.execute(
+                    "DELETE FROM access_principals WHERE last_seen < ?1",
+                    [baseline_horizon],
+                )?;
+                tx.commit()
+            },
+            "commit access events",
+        )?;
+
+        // Now acknowledged: memory, metrics, logs, view.
+        for (id, ms) in &new_ids {
+            self.seen.insert((*id).to_string(), *ms);
+        }
+        self.seen.retain(|_, ms| *ms >= horizon);
+        self.checkpoint_ms = Some(end);
+        for ((i, event, outcome), n) in counts {
+            self.metrics
+                .access_events
+                .get_or_create_owned(&AccessLabels {
+                    secret: watch.secrets[i].name.clone(),
+                    event,
+                    outcome: outcome.as_str(),
+                })
+                .inc_by(n);
+        }
+        for (key, ms, why) in &sorted.skipped {
+            warn!(log_event_id = %key.trim_start_matches(SKIPPED_PREFIX), timestamp_ms = ms, reason = why.as_str(), "Skipped a log event that is not a usable CloudTrail record.");
+        }
+        for a in &found {
+            self.metrics
+                .access_anomalies
+                .get_or_create_owned(&AnomalyLabels {
+                    secret: a.secret.clone(),
+                    kind: a.kind.as_str(),
+                })
+                .inc();
+            warn!(
+                secret = %a.secret,
+                kind = a.kind.as_str(),
+                principal = %a.principal,
+                ip = a.source_ip.as_deref().unwrap_or("-"),
+                event_id = %a.event_id,
+                event = %a.event_name,
+                time = %DateTime::<Utc>::from_timestamp_millis(a.time_ms).map(|t| t.to_rfc3339()).unwrap_or_default(),
+                detail = %a.detail,
+                "Access anomaly."
+            );
+        }
+        // The per-secret families are rendered from a cache: say that they changed.
+        self.metrics.mark_dirty();
+        if evictions > 0 {
+            warn!(
+                evictions,
+                max = self.access.max_principals_per_secret,
+                "Principal sets full; least recently seen principals forgotten (they will count as new)."
+            );
+        }
+        report.counted += sorted.new.len();
+        report.repeated += sorted.repeated;
+        report.skipped += sorted.skipped.len();
+        report.anomalies += found.len();
+        {
+            let mut view = self.view.write();
+            let log = &mut view.access_log;
+            log.skipped_records += sorted.skipped.len() as u64;
+            log.repeated_events += sorted.repeated as u64;
+            log.principal_evictions += evictions;
+            log.push(found);
+        }
+        Ok(())
+    }
+
+    /// Publishes per-secret facts and the principals gauge.
+    fn publish_facts(&self, watch: &Watch, now_ms: i64) {
+        let baseline = self.baseline_ms();
+        let mut facts = HashMap::with_capacity(watch.secrets.len());
+        for ctx in &watch.secrets {
+            let readers = self.detector.readers(&ctx.name, now_ms);
+            let undeclared = match &ctx.consumers {
+                Some(c) if ctx.inventory => anomaly::undeclared_readers(
+                    readers.iter().map(|(p, s)| (*p, s.last_seen_ms)),
+                    c,
+                    now_ms,
+                    baseline,
+                ),
+                _ => Vec::new(),
+            };
+            self.metrics
+                .principals
+                .get_or_create(&SecretLabel {
+                    secret: ctx.name.clone(),
+                })
+                .set(readers.len() as i64);
+            facts.insert(
+                ctx.name.clone(),
+                AccessFacts {
+                    undeclared_readers: undeclared,
+                    principals: readers.len(),
+                    anomalies: self.detector.anomalies(&ctx.name),
+                },
+            );
+        }
+        self.metrics.mark_dirty();
+        self.view.write().access = facts;
+    }
+
+    /// Learns the baseline, then polls until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        // Wait (bounded) for the metadata poller's first success: discovered secrets, ARNs,
+        // last rotations and current versions come from it, and learning needs them.
+        let wait_until = Instant::now()
+            + self
+                .config
+                .poll
+                .metadata_every
+                .saturating_mul(3)
+                .min(Duration::from_secs(60));
+        while Instant::now() < wait_until
+            && self
+                .view
+                .read()
+                .polls
+                .get(crate::poll::metadata::SOURCE)
+                .is_none_or(|h| h.last_success.is_none())
+        {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.changed() => return info!("Access poller stopped."),
+            }
+        }
+        // Learn first; a failure is retried at the next period, and counted.
+        let every = self.config.poll.access_every;
+        loop {
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = self.start(Utc::now()) => r,
+                _ = shutdown.changed() => return info!("Access poller stopped."),
+            };
+            match result {
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, kind = e.kind(), "Cannot learn the access baseline; retrying.");
+                    self.metrics.poll_finished(
+                        SOURCE,
+                        started.elapsed().as_secs_f64(),
+                        Some(e.kind()),
+                        Utc::now().timestamp(),
+                    );
+                    self.view
+                        .write()
+                        .record_poll(SOURCE, Instant::now(), Some(e.kind()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = shutdown.changed() => return info!("Access poller stopped."),
+                    }
+                }
+            }
+        }
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = self.poll_once(Utc::now()) => r,
+                _ = shutdown.changed() => break,
+            };
+            let elapsed = started.elapsed().as_secs_f64();
+            let kind = match &result {
+                Ok(report) => {
+                    debug!(
+                        pages = report.pages,
+                        log_events = report.log_events,
+                        counted = report.counted,
+                        repeated = report.repeated,
+                        skipped = report.skipped,
+                        anomalies = report.anomalies,
+                        seconds = elapsed,
+                        "Access poll done."
+                    );
+                    None
+                }
+                Err(e) => {
+                    warn!(error = %e, kind = e.kind(), "Access poll failed; it resumes from its checkpoint.");
+                    Some(e.kind())
+                }
+            };
+            self.metrics
+                .poll_finished(SOURCE, elapsed, kind, Utc::now().timestamp());
+            self.view.write().record_poll(SOURCE, Instant::now(), kind);
+        }
+        info!("Access poller stopped.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rate_limiter_spaces_requests() {
+        for (per_second, requests, at_least_ms) in [(20.0, 5, 200), (100.0, 11, 100)] {
+            let mut limiter = RateLimiter::new(per_second);
+            let started = std::time::Instant::now();
+            for _ in 0..requests {
+                limiter.acquire().await;
+            }
+            let took = started.elapsed().as_millis();
+            assert!(
+                took >= at_least_ms - 5,
+                "{per_second}/s x{requests}: {took} ms"
+            );
+            assert!(
+                took < at_least_ms * 3,
+                "{per_second}/s x{requests}: {took} ms"
+            );
+        }
+        // A nonsensical rate falls back to one per second rather than spinning.
+        assert_eq!(RateLimiter::new(f64::NAN).interval, Duration::from_secs(1));
+        assert_eq!(RateLimiter::new(0.0).interval, Duration::from_secs(1));
+    }
+}
