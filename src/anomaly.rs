@@ -530,7 +530,7 @@ pub fn undeclared_readers<'a>(
     let horizon = now_ms - baseline_ms;
     let mut out: Vec<String> = readers
         .into_iter()
-        .filter(|(p, last)| *last >= horizon && !consumers.is_match(*p))
+        .filter(|(p, last)| *last >= horizon && !consumers.is_match(p))
         .map(|(p, _)| p.to_string())
         .collect();
     out.sort();
