@@ -511,8 +511,21 @@ pub async fn serve(
 
 /// The largest request body an action route reads (SPEC §7).
 pub const MAX_BODY: usize = 16 * 1024;
-/// Requests per secret and action route within [`RATE_WINDOW`].
+/// `POST /compromised` requests per secret within [`RATE_WINDOW`]: the first opens the
+/// incident, the next ones answer 200 with it; more is a script in a loop.
 pub const RATE_LIMIT: usize = 5;
+/// `POST /rotate` and `POST /rollback` requests per secret within [`RATE_WINDOW`] (a rotation
+/// takes well under a second on a fast backend; one per 2 s on average is plenty).
+pub const ROTATE_RATE_LIMIT: usize = 30;
+
+/// The limit of an action route.
+pub fn rate_limit(action: &str) -> usize {
+    if action == "compromised" {
+        RATE_LIMIT
+    } else {
+        ROTATE_RATE_LIMIT
+    }
+}
 /// The rate limit's sliding window.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// The longest raw `<secret>` path segment looked at.
@@ -538,9 +551,9 @@ pub struct ActionLimiter {
 }
 
 impl ActionLimiter {
-    /// Records a request at `now`; `Err(retry_after)` when over [`RATE_LIMIT`] in
-    /// [`RATE_WINDOW`] (the refused request is not recorded).
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
+    /// Records a request at `now`; `Err(retry_after)` when `limit` requests were recorded in
+    /// the last [`RATE_WINDOW`] (the refused request is not recorded).
+    pub fn check(&self, key: &str, limit: usize, now: Instant) -> Result<(), Duration> {
         let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
         let q = hits.entry(key.to_string()).or_default();
         while q
@@ -549,7 +562,7 @@ impl ActionLimiter {
         {
             q.pop_front();
         }
-        if q.len() >= RATE_LIMIT {
+        if q.len() >= limit {
             let oldest = q.front().copied().unwrap_or(now);
             return Err(RATE_WINDOW.saturating_sub(now.saturating_duration_since(oldest)));
         }
@@ -638,14 +651,15 @@ fn guard_action(
             format!("unknown secret {name:?}: not in the inventory"),
         ));
     };
+    let limit = rate_limit(action);
     if let Err(wait) = state
         .limiter
-        .check(&format!("{action}:{label}"), Instant::now())
+        .check(&format!("{action}:{label}"), limit, Instant::now())
     {
         let mut r = error_json(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "rate limited: at most {RATE_LIMIT} {action} requests per secret per {} s",
+                "rate limited: at most {limit} {action} requests per secret per {} s",
                 RATE_WINDOW.as_secs()
             ),
         );
@@ -872,16 +886,19 @@ mod guard_tests {
         let t0 = Instant::now();
         for i in 0..RATE_LIMIT {
             assert!(l
-                .check("compromised:A", t0 + Duration::from_secs(i as u64))
+                .check("compromised:A", 5, t0 + Duration::from_secs(i as u64))
                 .is_ok());
         }
         let wait = l
-            .check("compromised:A", t0 + Duration::from_secs(10))
+            .check("compromised:A", 5, t0 + Duration::from_secs(10))
             .unwrap_err();
         assert_eq!(wait, Duration::from_secs(50));
-        assert!(l.check("compromised:B", t0).is_ok());
-        assert!(l.check("rotate:A", t0).is_ok());
-        assert!(l.check("compromised:A", t0 + RATE_WINDOW).is_ok());
+        assert!(l.check("compromised:B", 5, t0).is_ok());
+        assert!(l.check("rotate:A", 5, t0).is_ok());
+        assert!(l.check("compromised:A", 5, t0 + RATE_WINDOW).is_ok());
+        assert_eq!(rate_limit("compromised"), RATE_LIMIT);
+        assert_eq!(rate_limit("rotate"), ROTATE_RATE_LIMIT);
+        assert_eq!(rate_limit("rollback"), ROTATE_RATE_LIMIT);
     }
 
     #[test]

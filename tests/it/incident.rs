@@ -428,6 +428,14 @@ async fn action_routes_refuse_what_spec_7_refuses() {
         .await;
     assert!(status == 200 || status == 202, "{body}");
 
+    // rotate and rollback have their own, looser limit (30 per secret per minute).
+    for i in 0..30 {
+        let (status, body) = seen.post(&d, "/rollback/A", Some(TOKEN), None).await;
+        assert_eq!(status, 409, "rollback {i}: {body}");
+    }
+    assert_eq!(seen.post(&d, "/rollback/A", Some(TOKEN), None).await.0, 429);
+    assert_eq!(current(&client, "sec/a").await, before);
+
     let log = d.log();
     assert!(!log.contains(TOKEN), "the token reached the log");
     for text in &seen.0 {
@@ -518,6 +526,22 @@ async fn compromise_rotates_audits_notifies_and_reports() {
         s.get("keywarden_incident_open", &[("secret", "JWT_SECRET")]),
         Some(0.0)
     );
+
+    // A read by the undeclared principal after the start: the access poller flags it.
+    write_reads(&moto, "app/jwt", &[(mallory.as_str(), "203.0.113.7", 0)]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, a) = d.get("/anomalies").await;
+        if a.contains("user/mallory") && a.contains("undeclared_consumer") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no anomaly: {a}\nlog:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The CLI opens it and follows it.
     let server = d.url("");
@@ -637,7 +661,21 @@ async fn compromise_rotates_audits_notifies_and_reports() {
         by[app.as_str()]["source_ips"],
         json!(["10.0.0.5", "10.0.0.6"])
     );
-    assert_eq!(by[mallory.as_str()]["reads"], 3);
+    assert_eq!(by[mallory.as_str()]["reads"], 4);
+    assert!(
+        by[mallory.as_str()]["flags"]
+            .to_string()
+            .contains("undeclared_consumer"),
+        "{:#}",
+        by[mallory.as_str()]
+    );
+    let flagged = inc["audit"]["flagged"].as_array().unwrap();
+    assert!(
+        flagged
+            .iter()
+            .any(|f| f["kind"] == "undeclared_consumer" && f["principal"] == mallory.as_str()),
+        "{flagged:?}"
+    );
     assert_eq!(by[mallory.as_str()]["declared"], false);
     assert_eq!(
         by[mallory.as_str()]["source_ips"],
