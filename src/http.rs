@@ -14,6 +14,14 @@
 //! - `POST /rollback/<secret>[?force=true]`: AWSCURRENT back to AWSPREVIOUS; `409` while a
 //!   compromise incident on the secret is open (unless forced) or a rotation is running.
 //! - `GET /rotations`: the latest rotations; `GET /rotations/<id>`: one rotation and its steps.
+//! - `POST /compromised/<secret>`: opens a compromise incident (journaled first), `202`
+//!   `{"incident_id","secret","status","url"}`; `200` with the open incident while one is open.
+//! - `GET /incidents`, `GET /incidents/<id>`, `GET /incidents/<id>/report.md`.
+//!
+//! Action POSTs pass `guard_action` first: a credential in the query string `400`, the token
+//! (`403`/`401`), a declared body over 16 KiB `413`, a malformed `<secret>` `400`, unknown `404`,
+//! the per-secret rate limit `429`; `/compromised` then reads at most 16 KiB of body within
+//! `server.body_timeout` (`413`, `408`) and wants a JSON object or nothing (`400`).
 //!
 //! Every POST needs `Authorization: Bearer <admin token>` (compared in constant time): `401`
 //! when missing or wrong, `403` when no token is configured (actions are off). `<secret>` is the
