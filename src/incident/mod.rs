@@ -464,8 +464,18 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
         store::recent(&self.store, limit)
     }
 
-    /// Restarts every open incident. Returns how many.
+    /// Restarts every open incident and restores the incident metrics from the store (the
+    /// counter carries every incident ever opened, so one opened just before a crash is not
+    /// lost to `increase()`). Returns how many incidents were resumed.
     pub fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
+        for (secret, n) in store::counts(&self.store)? {
+            if self.config.secrets.iter().any(|s| s.name == secret) {
+                self.metrics
+                    .incidents
+                    .get_or_create(&SecretLabel { secret })
+                    .inc_by(n);
+            }
+        }
         let open = store::open_all(&self.store)?;
         for inc in &open {
             self.metrics

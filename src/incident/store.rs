@@ -120,6 +120,23 @@ pub fn open_all(store: &Store) -> Result<Vec<Incident>, StoreError> {
     )
 }
 
+/// How many incidents each secret has had (all time).
+pub fn counts(store: &Store) -> Result<Vec<(String, u64)>, StoreError> {
+    store.with(
+        |c| {
+            let mut stmt = c.prepare("SELECT secret, COUNT(*) FROM incidents GROUP BY secret")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (secret, n) = row?;
+                out.push((secret, u64::try_from(n).unwrap_or(0)));
+            }
+            Ok(out)
+        },
+        "count incidents",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +170,7 @@ mod tests {
             .is_none());
         assert!(create(&store, &second).unwrap().is_ok());
         assert_eq!(recent(&store, 10).unwrap()[0].incident_id, "i2");
+        assert_eq!(counts(&store).unwrap(), vec![("A".to_string(), 2)]);
         assert_eq!(get(&store, "i1").unwrap().unwrap().status, Status::Resolved);
     }
 }

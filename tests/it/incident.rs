@@ -906,11 +906,11 @@ async fn an_incident_interrupted_by_a_crash_resumes() {
     let list: Value = serde_json::from_str(&list).unwrap();
     assert_eq!(list["incidents"].as_array().unwrap().len(), 2);
     let s = d.scrape().await;
-    // A counter counts since the process started (Prometheus handles the reset): both
-    // incidents were opened by processes that crashed.
+    // The counter is restored from the store: both incidents were opened by processes that
+    // crashed.
     assert_eq!(
         s.get("keywarden_incidents_total", &[("secret", "K9")]),
-        Some(0.0)
+        Some(2.0)
     );
     assert_eq!(
         s.get("keywarden_incident_open", &[("secret", "K9")]),
