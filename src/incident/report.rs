@@ -86,6 +86,10 @@ pub fn todo(inc: &Incident, spec: Option<&SecretSpec>) -> Vec<String> {
                     a.flagged.len()
                 ));
             }
+            out.push(format!(
+                "CloudTrail delivers events minutes late: the reads just before the incident may be missing from the audit; run `keywarden consumers {} --since 1d` again in 30 minutes.",
+                inc.secret
+            ));
         }
         None => out.push(
             "Audit CloudTrail for reads of the secret by hand: the audit did not run.".into(),
