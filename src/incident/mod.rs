@@ -613,12 +613,22 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
                         inc.rotated_at = r.detail.finished_at;
                         return Ok(Some(match r.state {
                             State::Done => {
-                                inc.new_version_id = Some(r.token.clone());
-                                StepResult::done(format!(
-                                    "rotation {rid} finished and finalized: AWSCURRENT is version {}; the previous value no longer works ({})",
-                                    r.token,
+                                // Two-key strategies write the value without the old key at
+                                // finalize, under the rotation's finalize token.
+                                let version = if matches!(
+                                    inc.strategy.as_str(),
+                                    "dual-key" | "primary-secondary"
+                                ) {
+                                    r.finalize_token()
+                                } else {
+                                    r.token.clone()
+                                };
+                                let msg = format!(
+                                    "rotation {rid} finished and finalized: AWSCURRENT is version {version}; the previous value no longer works ({})",
                                     finalize_words(&inc.strategy)
-                                ))
+                                );
+                                inc.new_version_id = Some(version);
+                                StepResult::done(msg)
                             }
                             other => StepResult::failed(format!(
                                 "rotation {rid} ended {}: {}",
@@ -724,7 +734,17 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
                 inc.audit = Some(a);
                 StepResult::done(msg)
             }
-            Err(e) => StepResult::failed(format!("cannot read the log group: {e}")),
+            Err(e) => {
+                warn!(incident = %inc.incident_id, error = %e, "Incident audit cannot read the log group.");
+                let short: String = e.message.chars().take(200).collect();
+                StepResult::failed(format!(
+                    "cannot read the log group {}: {} {} failed ({}): {short}",
+                    access.log_group,
+                    e.service,
+                    e.operation,
+                    e.kind.as_str()
+                ))
+            }
         })
     }
 

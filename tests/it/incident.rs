@@ -631,6 +631,8 @@ async fn compromise_rotates_audits_notifies_and_reports() {
     assert_eq!(rot["detail"]["grace_seconds"], 0);
     let (vid, v) = current(&client, "app/jwt").await;
     assert_ne!(vid, old_vid);
+    assert_eq!(inc["new_version_id"], vid.as_str());
+    assert_eq!(inc["previous_version_id"], old_vid.as_str());
     let j: Value = serde_json::from_str(&v).unwrap();
     assert!(
         j.get("previous").is_none(),
@@ -990,4 +992,128 @@ async fn compromise_response_time() {
         median(&to_current) < Duration::from_secs(1),
         "{to_current:?}"
     );
+}
+
+/// A manual rotation still in its grace (the previous key still works) is finalized at once, then
+/// the compromise rotation runs; a secret keywarden cannot rotate (`none`) gives a `failed`
+/// incident that still audits, notifies and reports, and a CLI exit code of 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_is_cut_short_and_a_failed_rotation_fails_the_incident() {
+    let moto = Moto::start();
+    let client = sm_client(&moto).await;
+    create(
+        &client,
+        "app/graced",
+        &format!("{{\"current\":\"{CANARY}-g\"}}"),
+    )
+    .await;
+    create(&client, "app/monitored", &format!("{CANARY}-m")).await;
+    write_reads(
+        &moto,
+        "app/graced",
+        &[("arn:aws:iam::123456789012:user/deploy", "10.1.1.1", 5)],
+    )
+    .await;
+    let wire = Wire::new(&moto);
+    let topic = wire.create_topic("security-grace").await;
+    let queue = wire.create_queue("security-grace-q").await;
+    wire.subscribe(&topic, "security-grace-q").await;
+    let secrets = "[[secret]]\nname = \"GRACED\"\nid = \"app/graced\"\nrotation = { strategy = \"dual-key\", grace = \"48h\" }\n\n\
+         [[secret]]\nname = \"MONITORED\"\nid = \"app/monitored\"\n";
+    let text = config(&moto, Some(&topic), secrets);
+    let d = start(&text, &[]).await;
+    let mut seen = Seen::default();
+
+    let (status, body) = seen.post(&d, "/rotate/GRACED", Some(TOKEN), None).await;
+    assert_eq!(status, 202, "{body}");
+    let manual = body["rotation_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = seen.get_json(&d, &format!("/rotations/{manual}")).await;
+        if r["state"] == "grace" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, v) = current(&client, "app/graced").await;
+    assert!(v.contains("previous"), "in grace the old key is kept");
+
+    let (status, body) = seen
+        .post(
+            &d,
+            "/compromised/GRACED",
+            Some(TOKEN),
+            Some("{\"reason\":\"r\"}"),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["incident_id"].as_str().unwrap().to_string();
+    let inc = wait_incident(&d, &id, Duration::from_secs(30)).await;
+    assert_eq!(inc["status"], "resolved", "{inc:#}");
+    assert_eq!(inc["finalized_earlier_rotation"], manual.as_str());
+    let r = seen.get_json(&d, &format!("/rotations/{manual}")).await;
+    assert_eq!(r["state"], "done", "{r:#}");
+    let rid = inc["rotation_id"].as_str().unwrap();
+    assert_ne!(rid, manual);
+    let rot = seen.get_json(&d, &format!("/rotations/{rid}")).await;
+    assert_eq!(rot["trigger"], "compromise");
+    let (vid, v) = current(&client, "app/graced").await;
+    assert_eq!(vid, format!("keywarden-{rid}-final"));
+    assert_eq!(inc["new_version_id"], vid.as_str());
+    let j: Value = serde_json::from_str(&v).unwrap();
+    assert!(j.get("previous").is_none(), "{j}");
+    assert!(inc["audit"].is_object(), "{inc:#}");
+
+    // strategy none: the rotation step fails, the others still run, the CLI exits 1.
+    let server = d.url("");
+    let out = tokio::task::spawn_blocking(move || {
+        keywarden_command()
+            .env("KEYWARDEN_ADMIN_TOKEN", TOKEN)
+            .args([
+                "compromised",
+                "MONITORED",
+                "--reason",
+                "r",
+                "--server",
+                &server,
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("rotate  failed"), "{stdout}");
+    assert!(stdout.contains("report  done"), "{stdout}");
+    assert!(stderr.contains("failed"), "{stderr}");
+    let list = seen.get_json(&d, "/incidents").await;
+    let failed = list["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["secret"] == "MONITORED")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["failed_steps"], json!(["rotate"]));
+    let (_, md) = seen
+        .get(
+            &d,
+            &format!(
+                "/incidents/{}/report.md",
+                failed["incident_id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert!(md.contains("**Failed steps:** rotate"), "{md}");
+    assert!(md.contains("rotate MONITORED by hand"), "{md}");
+    let notices = wire.drain(&queue).await;
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices.iter().any(|n| n.body.contains("rotate (failed)")));
+    for text in seen.0.iter().chain(notices.iter().map(|n| &n.body)) {
+        assert!(!text.contains(CANARY), "{text}");
+    }
 }
