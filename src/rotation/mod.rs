@@ -891,11 +891,18 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 let Some(st) = view.secrets.get(&spec.name).cloned() else {
                     continue;
                 };
-                let undeclared = view
-                    .access
-                    .get(&spec.name)
-                    .map(|a| a.undeclared_readers.clone())
-                    .unwrap_or_default();
+                // With access monitoring on, readers are unknown until its first report.
+                let access_reported = self.config.access.is_none()
+                    || view
+                        .polls
+                        .get("access")
+                        .is_some_and(|h| h.last_success.is_some());
+                let undeclared = access_reported.then(|| {
+                    view.access
+                        .get(&spec.name)
+                        .map(|a| a.undeclared_readers.clone())
+                        .unwrap_or_default()
+                });
                 (st, undeclared)
             };
             let last = match journal::recent(&self.store, Some(&spec.name), 1) {
@@ -910,7 +917,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 status: &status,
                 strategy: spec.rotation.strategy,
                 window: spec.window.as_ref(),
-                undeclared: &undeclared,
+                undeclared: undeclared.as_deref(),
                 last: last.as_ref(),
                 lead: self
                     .config

@@ -56,8 +56,9 @@ pub struct Inputs<'a> {
     pub strategy: Strategy,
     /// Its window.
     pub window: Option<&'a ScheduleExpr>,
-    /// Undeclared readers within the baseline (from the access poller).
-    pub undeclared: &'a [String],
+    /// Undeclared readers within the baseline (from the access poller); `None` while access
+    /// monitoring is configured but has not reported yet.
+    pub undeclared: Option<&'a [String]>,
     /// Its latest journaled rotation.
     pub last: Option<&'a Rotation>,
     /// The shortest reminder lead, when reminders are configured: eligible from due minus it.
@@ -102,14 +103,25 @@ pub fn decide(i: Inputs<'_>) -> (Decision, Option<DateTime<Utc>>) {
             next_window,
         );
     }
-    if !i.undeclared.is_empty() {
-        return (
-            Decision::Wait(format!(
-                "undeclared principals read it within the access baseline: {}; declare them in consumers or revoke their access",
-                i.undeclared.join(", ")
-            )),
-            next_window,
-        );
+    match i.undeclared {
+        None => {
+            return (
+                Decision::Wait(
+                    "access monitoring has not reported yet: every reader must be known before a rotation".into(),
+                ),
+                next_window,
+            )
+        }
+        Some(undeclared) if !undeclared.is_empty() => {
+            return (
+                Decision::Wait(format!(
+                    "undeclared principals read it within the access baseline: {}; declare them in consumers or revoke their access",
+                    undeclared.join(", ")
+                )),
+                next_window,
+            );
+        }
+        Some(_) => {}
     }
     let opened = match i.window {
         Some(w) => match open_since(w, i.now) {
@@ -282,7 +294,7 @@ mod tests {
                 status: st,
                 strategy,
                 window: Some(&window),
-                undeclared,
+                undeclared: Some(undeclared),
                 last,
                 lead: None,
             });
@@ -305,12 +317,23 @@ mod tests {
             status: &ok,
             strategy: Strategy::DualKey,
             window: None,
-            undeclared: &[],
+            undeclared: Some(&[]),
             last: None,
             lead: None,
         });
         assert!(matches!(d, Decision::Wait(w) if w.contains("no window")));
         assert_eq!(next, None);
+        // Access monitoring on but not reported yet: wait, whatever the window says.
+        let (d, _) = decide(Inputs {
+            now: inside,
+            status: &ok,
+            strategy: Strategy::Random,
+            window: Some(&window),
+            undeclared: None,
+            last: None,
+            lead: None,
+        });
+        assert!(matches!(d, Decision::Wait(w) if w.contains("access monitoring has not reported")));
         // Inside the reminder lead: eligible before the due date.
         let soon = status(inside.timestamp() + 86_400, false);
         for (lead, want) in [
@@ -322,7 +345,7 @@ mod tests {
                 status: &soon,
                 strategy: Strategy::Random,
                 window: Some(&window),
-                undeclared: &[],
+                undeclared: Some(&[]),
                 last: None,
                 lead,
             });
