@@ -1,5 +1,5 @@
 //! The command line (clap): `keywarden run | check-config | status | consumers | rotate |
-//! rollback`.
+//! rollback | compromised | incidents`.
 //!
 //! Exit codes: 0 ok, 1 failure, 64 usage or configuration error.
 
@@ -80,6 +80,31 @@ pub enum Command {
     Rotate {
         /// Inventory name or Secrets Manager name.
         secret: String,
+        /// The daemon's URL; default http://<server.listen of the configuration>.
+        #[arg(long, env = "KEYWARDEN_SERVER")]
+        server: Option<String>,
+    },
+    /// Declare a secret compromised through a running daemon: rotate it at once with no grace,
+    /// audit who read it, notify the security team, write the report; shows each step as it
+    /// completes (token from KEYWARDEN_ADMIN_TOKEN). Exit 0 when the incident resolved.
+    Compromised {
+        /// Inventory name or Secrets Manager name.
+        secret: String,
+        /// Why the secret is believed compromised (goes into the report and the notice).
+        #[arg(long)]
+        reason: String,
+        /// Who reported it; default $USER.
+        #[arg(long)]
+        reported_by: Option<String>,
+        /// The daemon's URL; default http://<server.listen of the configuration>.
+        #[arg(long, env = "KEYWARDEN_SERVER")]
+        server: Option<String>,
+    },
+    /// List the daemon's compromise incidents, newest first.
+    Incidents {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         /// The daemon's URL; default http://<server.listen of the configuration>.
         #[arg(long, env = "KEYWARDEN_SERVER")]
         server: Option<String>,
@@ -168,6 +193,66 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
     ) {
         return remote_action(&cli).await;
     }
+    if let Command::Compromised {
+        secret,
+        reason,
+        reported_by,
+        server,
+    } = &cli.command
+    {
+        let server = match server_url(&cli.config, server.clone()) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let token = match admin_token() {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+        let reported_by = reported_by
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "(not given)".into());
+        return match crate::remote::compromised(&server, &token, secret, reason, &reported_by).await
+        {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("keywarden: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Incidents { output, server } = &cli.command {
+        let server = match server_url(&cli.config, server.clone()) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        return match crate::remote::incidents(&server).await {
+            Ok((200, body)) => {
+                let list = body
+                    .get("incidents")
+                    .and_then(|v| v.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                match output {
+                    Output::Table => print!("{}", crate::remote::render_incidents(&list)),
+                    Output::Json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".into())
+                    ),
+                }
+                ExitCode::SUCCESS
+            }
+            Ok((status, body)) => {
+                eprintln!("keywarden: {server}/incidents: {status}: {body}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("keywarden: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match load_config(&cli.config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -200,6 +285,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             output,
         } => consumers(config, &secret, &since, output).await,
         Command::Rotate { .. } | Command::Rollback { .. } => remote_action(&cli).await,
+        Command::Compromised { .. } | Command::Incidents { .. } => ExitCode::from(EXIT_USAGE),
     }
 }
 

@@ -170,12 +170,34 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         metadata_every = %format_duration(config.poll.metadata_every),
         "keywarden is running; metrics on http://{local}/metrics"
     );
+    let incidents = crate::incident::Incidents::new(
+        store.clone(),
+        config.clone(),
+        rotation.clone(),
+        aws::sns::Sns::new(&sdk, metrics.clone()),
+        config
+            .access
+            .as_ref()
+            .map(|_| aws::cloudwatchlogs::CloudWatchLogs::new(&sdk, metrics.clone())),
+        metrics.clone(),
+        view.clone(),
+        stop_rx.clone(),
+    );
+    let reopened = incidents.resume()?;
+    if reopened > 0 {
+        info!(
+            incidents = reopened,
+            "Resumed open compromise incidents from the store."
+        );
+    }
     let state = Arc::new(AppState {
         config: config.clone(),
         view,
         metrics,
         rotation: Some(rotation),
         admin_token,
+        incidents: Some(incidents),
+        limiter: http::ActionLimiter::default(),
     });
     http::serve(listener, state, stop_rx).await;
     finalizer.abort();

@@ -14,6 +14,14 @@
 //! - `POST /rollback/<secret>[?force=true]`: AWSCURRENT back to AWSPREVIOUS; `409` while a
 //!   compromise incident on the secret is open (unless forced) or a rotation is running.
 //! - `GET /rotations`: the latest rotations; `GET /rotations/<id>`: one rotation and its steps.
+//! - `POST /compromised/<secret>`: opens a compromise incident (journaled first), `202`
+//!   `{"incident_id","secret","status","url"}`; `200` with the open incident while one is open.
+//! - `GET /incidents`, `GET /incidents/<id>`, `GET /incidents/<id>/report.md`.
+//!
+//! Action POSTs pass `guard_action` first: a credential in the query string `400`, the token
+//! (`403`/`401`), a declared body over 16 KiB `413`, a malformed `<secret>` `400`, unknown `404`,
+//! the per-secret rate limit `429`; `/compromised` then reads at most 16 KiB of body within
+//! `server.body_timeout` (`413`, `408`) and wants a JSON object or nothing (`400`).
 //!
 //! Every POST needs `Authorization: Bearer <admin token>` (compared in constant time): `401`
 //! when missing or wrong, `403` when no token is configured (actions are off). `<secret>` is the
@@ -70,6 +78,10 @@ pub struct AppState {
     pub rotation: Option<Arc<Engine>>,
     /// The admin bearer token; `None` turns every POST off (403).
     pub admin_token: Option<SecretValue>,
+    /// Compromise incidents (`None` in tools that only serve reads).
+    pub incidents: Option<Arc<crate::incident::Service>>,
+    /// The per-secret rate limit of the action routes.
+    pub limiter: ActionLimiter,
 }
 
 impl AppState {
@@ -220,22 +232,32 @@ async fn rotation_routes(state: &AppState, req: &Request<Incoming>) -> Option<Re
     if !is_post && req.method() != Method::GET && req.method() != Method::HEAD {
         return Some(method_not_allowed("GET, HEAD"));
     }
-    if is_post {
-        if let Some(r) = authorize(state, req) {
-            return Some(r);
-        }
-    }
     let Some(engine) = &state.rotation else {
+        if is_post {
+            if let Err(r) = guard_action(state, req, kind, rest, &|_| None) {
+                return Some(r);
+            }
+        }
         return Some(error_json(
             StatusCode::SERVICE_UNAVAILABLE,
             "the rotation core is not running",
         ));
     };
-    let Some(name) = percent_decode(rest) else {
-        return Some(error_json(
-            StatusCode::BAD_REQUEST,
-            "malformed percent-escape in the path",
-        ));
+    let name = if is_post {
+        match guard_action(state, req, kind, rest, &|n| {
+            engine.find_secret(n).map(|s| s.name.clone())
+        }) {
+            Ok(label) => label,
+            Err(r) => return Some(r),
+        }
+    } else {
+        let Some(name) = percent_decode(rest) else {
+            return Some(error_json(
+                StatusCode::BAD_REQUEST,
+                "malformed percent-escape in the path",
+            ));
+        };
+        name
     };
     Some(match kind {
         "rotate" => match engine.request(&name, Trigger::Manual, RequestOptions::default()) {
@@ -333,6 +355,11 @@ struct AnomalyItem<'a> {
 
 /// Routes one request.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    if path.starts_with("/compromised/") || path == "/incidents" || path.starts_with("/incidents/")
+    {
+        return incident_routes(&state, req).await;
+    }
     if let Some(r) = rotation_routes(&state, &req).await {
         return r;
     }
@@ -487,5 +514,421 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => info!("HTTP connections drained."),
         _ = tokio::time::sleep(DRAIN) => warn!("HTTP connections still open after {}s; dropping them.", DRAIN.as_secs()),
+    }
+}
+
+/// The largest request body an action route reads (SPEC §7).
+pub const MAX_BODY: usize = 16 * 1024;
+/// `POST /compromised` requests per secret within [`RATE_WINDOW`]: the first opens the
+/// incident, the next ones answer 200 with it; more is a script in a loop.
+pub const RATE_LIMIT: usize = 5;
+/// `POST /rotate` and `POST /rollback` requests per secret within [`RATE_WINDOW`] (a rotation
+/// takes well under a second on a fast backend; one per 2 s on average is plenty).
+pub const ROTATE_RATE_LIMIT: usize = 30;
+
+/// The limit of an action route.
+pub fn rate_limit(action: &str) -> usize {
+    if action == "compromised" {
+        RATE_LIMIT
+    } else {
+        ROTATE_RATE_LIMIT
+    }
+}
+/// The rate limit's sliding window.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// The longest raw `<secret>` path segment looked at.
+const MAX_RAW_SEGMENT: usize = 2048;
+/// Query keys that look like credentials: refused with 400, never logged.
+const CREDENTIAL_KEYS: &[&str] = &[
+    "token",
+    "access_token",
+    "bearer",
+    "auth",
+    "authorization",
+    "api_key",
+    "apikey",
+    "key",
+    "admin_token",
+];
+
+/// Per-(action, secret) sliding-window rate limit of the action routes. Keys are inventory
+/// names (bounded by the inventory), checked only after the secret was found.
+#[derive(Default)]
+pub struct ActionLimiter {
+    hits: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<Instant>>>,
+}
+
+impl ActionLimiter {
+    /// Records a request at `now`; `Err(retry_after)` when `limit` requests were recorded in
+    /// the last [`RATE_WINDOW`] (the refused request is not recorded).
+    pub fn check(&self, key: &str, limit: usize, now: Instant) -> Result<(), Duration> {
+        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        let q = hits.entry(key.to_string()).or_default();
+        while q
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= RATE_WINDOW)
+        {
+            q.pop_front();
+        }
+        if q.len() >= limit {
+            let oldest = q.front().copied().unwrap_or(now);
+            return Err(RATE_WINDOW.saturating_sub(now.saturating_duration_since(oldest)));
+        }
+        q.push_back(now);
+        Ok(())
+    }
+}
+
+/// Validates the raw `<secret>` segment: percent-decoded exactly once, then only the characters
+/// Secrets Manager allows in a name (`A-Z a-z 0-9 / _ + = . @ -`), at most 512 of them, and no
+/// empty, `.` or `..` path segment. `Err` says why (the caller answers 400).
+pub fn secret_from_path(raw: &str) -> Result<String, &'static str> {
+    if raw.is_empty() {
+        return Err("the secret name is missing");
+    }
+    if raw.len() > MAX_RAW_SEGMENT {
+        return Err("the secret name is too long");
+    }
+    let name =
+        percent_decode(raw).ok_or("malformed percent-escape or invalid UTF-8 in the path")?;
+    if name.len() > 512 {
+        return Err("the secret name is too long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
+    {
+        return Err("the secret name has a character Secrets Manager names cannot contain");
+    }
+    if name
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err("the secret name has an empty, '.' or '..' path segment");
+    }
+    Ok(name)
+}
+
+/// Whether the query string carries something that looks like a credential.
+pub fn query_has_credentials(query: Option<&str>) -> bool {
+    query.unwrap_or("").split('&').any(|kv| {
+        let key = kv.split('=').next().unwrap_or("");
+        let key = percent_decode(key).unwrap_or_else(|| key.to_string());
+        CREDENTIAL_KEYS.contains(&key.to_ascii_lowercase().as_str())
+    })
+}
+
+/// The checks every action POST passes, in order: no credential in the query (400), the bearer
+/// token (403/401), a declared body size within [`MAX_BODY`] (413), a valid `<secret>` (400), a
+/// known secret (404), the rate limit (429). Returns the inventory name.
+// The error is the response to send, built once per refused request: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
+fn guard_action(
+    state: &AppState,
+    req: &Request<Incoming>,
+    action: &str,
+    raw: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Response<Body>> {
+    if query_has_credentials(req.uri().query()) {
+        // The URL is not logged anywhere; the caller must move the token to the header (and
+        // should replace it: proxies may have logged the URL).
+        return Err(error_json(
+            StatusCode::BAD_REQUEST,
+            "credentials are accepted only in the Authorization header (Bearer), never in the URL; replace a token that was sent in a URL",
+        ));
+    }
+    if let Some(r) = authorize(state, req) {
+        return Err(r);
+    }
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(error_json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_BODY} bytes"),
+        ));
+    }
+    let name = secret_from_path(raw).map_err(|why| error_json(StatusCode::BAD_REQUEST, why))?;
+    let Some(label) = lookup(&name) else {
+        return Err(error_json(
+            StatusCode::NOT_FOUND,
+            format!("unknown secret {name:?}: not in the inventory"),
+        ));
+    };
+    let limit = rate_limit(action);
+    if let Err(wait) = state
+        .limiter
+        .check(&format!("{action}:{label}"), limit, Instant::now())
+    {
+        let mut r = error_json(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "rate limited: at most {limit} {action} requests per secret per {} s",
+                RATE_WINDOW.as_secs()
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
+            r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+        }
+        return Err(r);
+    }
+    Ok(label)
+}
+
+/// Reads the body, at most [`MAX_BODY`] bytes (enforced while reading) within `timeout`.
+#[allow(clippy::result_large_err)]
+async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, Response<Body>> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(error_json(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {} s", timeout.as_secs_f64()),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(error_json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_BODY} bytes"),
+        )),
+        Ok(Err(e)) => Err(error_json(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the body: {e}"),
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// The optional body of `POST /compromised/<secret>`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompromiseBody {
+    /// Why the secret is believed compromised.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Who reported it.
+    #[serde(default)]
+    pub reported_by: Option<String>,
+}
+
+/// Parses the body: empty means no reason; anything else must be the JSON object.
+pub fn parse_compromise_body(body: &[u8]) -> Result<CompromiseBody, String> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(CompromiseBody::default());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
+    if !value.is_object() {
+        return Err("malformed JSON body: expected an object {\"reason\", \"reported_by\"}".into());
+    }
+    serde_json::from_value::<CompromiseBody>(value).map_err(|e| format!("malformed JSON body: {e}"))
+}
+
+fn incident_answer(status: StatusCode, inc: &crate::incident::Incident) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({
+            "incident_id": inc.incident_id,
+            "secret": inc.secret,
+            "status": inc.status.as_str(),
+            "url": inc.url(),
+        }),
+    )
+}
+
+/// `POST /compromised/<secret>`, `GET /incidents`, `GET /incidents/<id>`,
+/// `GET /incidents/<id>/report.md`.
+async fn incident_routes(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if let Some(raw) = path.strip_prefix("/compromised/") {
+        if req.method() != Method::POST {
+            return method_not_allowed("POST");
+        }
+        let Some(svc) = &state.incidents else {
+            if let Err(r) = guard_action(state, &req, "compromised", raw, &|_| None) {
+                return r;
+            }
+            return error_json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the incident service is not running",
+            );
+        };
+        let label = match guard_action(state, &req, "compromised", raw, &|n| {
+            svc.find_secret(n).map(|s| s.name.clone())
+        }) {
+            Ok(l) => l,
+            Err(r) => return r,
+        };
+        let body = match read_body(req.into_body(), state.config.server.body_timeout).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let body = match parse_compromise_body(&body) {
+            Ok(b) => b,
+            Err(e) => return error_json(StatusCode::BAD_REQUEST, e),
+        };
+        let reason = body.reason.unwrap_or_else(|| "(no reason given)".into());
+        let reported_by = body.reported_by.unwrap_or_else(|| "(not given)".into());
+        return match svc.open(&label, &reason, &reported_by) {
+            Ok(crate::incident::Opened::New(inc)) => incident_answer(StatusCode::ACCEPTED, &inc),
+            Ok(crate::incident::Opened::Existing(inc)) => incident_answer(StatusCode::OK, &inc),
+            Err(e @ crate::incident::OpenError::UnknownSecret(_)) => {
+                error_json(StatusCode::NOT_FOUND, e)
+            }
+            Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return method_not_allowed("GET, HEAD");
+    }
+    let Some(svc) = &state.incidents else {
+        return error_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the incident service is not running",
+        );
+    };
+    if path == "/incidents" {
+        return match svc.list(200) {
+            Ok(list) => json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "incidents": list.iter().map(|i| i.summary()).collect::<Vec<_>>()
+                }),
+            ),
+            Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
+    }
+    let rest = path.strip_prefix("/incidents/").unwrap_or("");
+    let (id, md) = match rest.strip_suffix("/report.md") {
+        Some(id) => (id, true),
+        None => (rest, false),
+    };
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error_json(StatusCode::NOT_FOUND, "no such incident");
+    }
+    match svc.get(id) {
+        Ok(Some(inc)) if md => {
+            let mut r = text(StatusCode::OK, crate::incident::report::markdown(&inc));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/markdown; charset=utf-8"),
+            );
+            r
+        }
+        Ok(Some(inc)) => {
+            let mut v = serde_json::to_value(&inc).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("url".into(), serde_json::json!(inc.url()));
+                o.insert(
+                    "report_url".into(),
+                    serde_json::json!(format!("{}/report.md", inc.url())),
+                );
+            }
+            json(StatusCode::OK, &v)
+        }
+        Ok(None) => error_json(StatusCode::NOT_FOUND, "no such incident"),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_from_the_path() {
+        for (raw, want) in [
+            ("JWT_SECRET", Some("JWT_SECRET")),
+            ("event-service/jwt-secret", Some("event-service/jwt-secret")),
+            (
+                "event-service%2Fjwt-secret",
+                Some("event-service/jwt-secret"),
+            ),
+            ("a%2Bb%3Dc%40d.e", Some("a+b=c@d.e")),
+            ("..", None),
+            ("a/../b", None),
+            ("%2e%2e", None),
+            ("a/%2E%2E/b", None),
+            ("./a", None),
+            ("a//b", None),
+            ("/a", None),
+            ("a/", None),
+            ("%252F", None),
+            ("a%2500", None),
+            ("a%00b", None),
+            ("a%0Ab", None),
+            ("%C0%AE%C0%AE", None),
+            ("%c0%af", None),
+            ("a%2", None),
+            ("a%zz", None),
+            ("caf%C3%A9", None),
+            ("a b", None),
+            ("", None),
+        ] {
+            assert_eq!(secret_from_path(raw).ok().as_deref(), want, "{raw}");
+        }
+        assert!(secret_from_path(&"a".repeat(513)).is_err());
+        assert!(secret_from_path(&"a".repeat(512)).is_ok());
+        assert!(secret_from_path(&"%41".repeat(700)).is_err());
+    }
+
+    #[test]
+    fn credentials_in_the_query() {
+        for (q, want) in [
+            (None, false),
+            (Some("force=true"), false),
+            (Some("token=abc"), true),
+            (Some("force=1&access_token=x"), true),
+            (Some("Authorization=Bearer%20x"), true),
+            (Some("%74oken=x"), true),
+            (Some("tokens=x"), false),
+        ] {
+            assert_eq!(query_has_credentials(q), want, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_is_per_key_and_slides() {
+        let l = ActionLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..RATE_LIMIT {
+            assert!(l
+                .check("compromised:A", 5, t0 + Duration::from_secs(i as u64))
+                .is_ok());
+        }
+        let wait = l
+            .check("compromised:A", 5, t0 + Duration::from_secs(10))
+            .unwrap_err();
+        assert_eq!(wait, Duration::from_secs(50));
+        assert!(l.check("compromised:B", 5, t0).is_ok());
+        assert!(l.check("rotate:A", 5, t0).is_ok());
+        assert!(l.check("compromised:A", 5, t0 + RATE_WINDOW).is_ok());
+        assert_eq!(rate_limit("compromised"), RATE_LIMIT);
+        assert_eq!(rate_limit("rotate"), ROTATE_RATE_LIMIT);
+        assert_eq!(rate_limit("rollback"), ROTATE_RATE_LIMIT);
+    }
+
+    #[test]
+    fn compromise_bodies() {
+        assert!(parse_compromise_body(b"").unwrap().reason.is_none());
+        assert!(parse_compromise_body(b"  \n").is_ok());
+        let b = parse_compromise_body(br#"{"reason":"leak","reported_by":"bob"}"#).unwrap();
+        assert_eq!(b.reason.as_deref(), Some("leak"));
+        assert_eq!(b.reported_by.as_deref(), Some("bob"));
+        for bad in [
+            &b"{"[..],
+            b"[]",
+            b"\"x\"",
+            br#"{"reason":1}"#,
+            br#"{"other":"x"}"#,
+            b"null",
+        ] {
+            assert!(
+                parse_compromise_body(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod consumers;
 pub mod daemon;
 pub mod http;
+pub mod incident;
 pub mod inventory;
 pub mod metrics;
 pub mod poll;

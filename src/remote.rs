@@ -28,6 +28,16 @@ pub async fn call(
     url: &str,
     token: Option<&str>,
 ) -> Result<(u16, serde_json::Value), RemoteError> {
+    call_with_body(method, url, token, None).await
+}
+
+/// One HTTP exchange with an optional JSON body; returns status and body.
+pub async fn call_with_body(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    json: Option<&serde_json::Value>,
+) -> Result<(u16, serde_json::Value), RemoteError> {
     let err = |reason: String| RemoteError {
         url: url.to_string(),
         reason,
@@ -37,8 +47,15 @@ pub async fn call(
     if let Some(t) = token {
         req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
     }
+    let body = match json {
+        Some(v) => {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+            Bytes::from(v.to_string())
+        }
+        None => Bytes::new(),
+    };
     let req = req
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(body))
         .map_err(|e| err(format!("invalid request: {e}")))?;
     let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
         .await
@@ -202,4 +219,175 @@ pub async fn rollback(
         );
         Ok(false)
     }
+}
+
+/// `keywarden compromised`: opens (or joins) the incident and follows it step by step. Returns
+/// true when it resolved.
+pub async fn compromised(
+    server: &str,
+    token: &str,
+    secret: &str,
+    reason: &str,
+    reported_by: &str,
+) -> Result<bool, RemoteError> {
+    let url = format!("{server}/compromised/{}", encode_segment(secret));
+    let body = serde_json::json!({"reason": reason, "reported_by": reported_by});
+    let (status, body) = call_with_body("POST", &url, Some(token), Some(&body)).await?;
+    let id = body
+        .get("incident_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    match status {
+        202 => println!("incident {id} opened for {secret}"),
+        200 => println!(
+            "incident {id} on {secret} is already open: following it (nothing new started)"
+        ),
+        _ => {
+            eprintln!(
+                "keywarden: compromise of {secret} refused ({status}): {}",
+                error_text(&body)
+            );
+            return Ok(false);
+        }
+    }
+    let status_url = format!(
+        "{server}{}",
+        body.get("url").and_then(|u| u.as_str()).unwrap_or_default()
+    );
+    follow_incident(server, &status_url).await
+}
+
+/// Prints each step of an incident as it ends, then the report path; true when resolved.
+pub async fn follow_incident(server: &str, status_url: &str) -> Result<bool, RemoteError> {
+    let mut shown = std::collections::HashSet::new();
+    let mut failures = 0;
+    loop {
+        let (status, body) = match call("GET", status_url, None).await {
+            Ok(r) => r,
+            Err(e) if failures < 60 => {
+                // The daemon may be restarting: it resumes the incident; keep following.
+                failures += 1;
+                eprintln!("keywarden: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        failures = 0;
+        if status != 200 {
+            eprintln!("keywarden: {status_url}: {status}: {}", error_text(&body));
+            return Ok(false);
+        }
+        for s in body
+            .get("steps")
+            .and_then(|s| s.as_array())
+            .cloned()
+            .unwrap_or_default()
+        {
+            let name = s.get("name").and_then(|v| v.as_str()).unwrap_or("");
+            let state = s.get("state").and_then(|v| v.as_str()).unwrap_or("");
+            if !matches!(state, "done" | "skipped" | "failed") || !shown.insert(name.to_string()) {
+                continue;
+            }
+            let at = s
+                .get("ended_at_ms")
+                .and_then(|v| v.as_i64())
+                .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
+                .map(|t| t.format("%H:%M:%S%.3f").to_string())
+                .unwrap_or_default();
+            println!(
+                "{at}  {name:<7} {state:<8} {}",
+                s.get("message").and_then(|v| v.as_str()).unwrap_or("")
+            );
+        }
+        let state = body.get("status").and_then(|s| s.as_str()).unwrap_or("");
+        if state != "open" {
+            let id = body
+                .get("incident_id")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            if let Some(p) = body.get("report_md").and_then(|v| v.as_str()) {
+                println!("report: {p}");
+            }
+            println!("report: {server}/incidents/{id}/report.md");
+            if state == "resolved" {
+                println!("incident {id} resolved; the report lists what a human must still do");
+                return Ok(true);
+            }
+            eprintln!(
+                "keywarden: incident {id} {state}: see the failed steps above and the report"
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `keywarden incidents`: the daemon's incidents, newest first.
+pub async fn incidents(server: &str) -> Result<(u16, serde_json::Value), RemoteError> {
+    call("GET", &format!("{server}/incidents"), None).await
+}
+
+/// The table of `keywarden incidents`.
+pub fn render_incidents(list: &[serde_json::Value]) -> String {
+    let mut rows = vec![[
+        "INCIDENT".to_string(),
+        "SECRET".into(),
+        "STATUS".into(),
+        "OPENED".into(),
+        "CLOSED".into(),
+        "FAILED STEPS".into(),
+        "REASON".into(),
+    ]];
+    let t = |v: Option<&serde_json::Value>| {
+        v.and_then(|v| v.as_i64())
+            .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    for i in list {
+        let s = |k: &str| i.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let failed = i
+            .get("failed_steps")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        rows.push([
+            s("incident_id"),
+            s("secret"),
+            s("status"),
+            t(i.get("opened_at")),
+            t(i.get("closed_at")),
+            if failed.is_empty() {
+                "-".into()
+            } else {
+                failed
+            },
+            s("reason")
+                .replace(['\n', '\r'], " ")
+                .chars()
+                .take(60)
+                .collect(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }

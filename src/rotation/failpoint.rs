@@ -8,7 +8,9 @@
 //! the variable is never read, so a production binary cannot be made to crash, pause or change
 //! anything through its environment.
 
-/// Every boundary the core marks, in protocol order.
+/// Every boundary the core marks, in protocol order. The incident service marks its own
+/// (`incident:accepted`, `incident:<step>:done` for `rotate`, `audit`, `notify`, `report`); they
+/// are not in this list, which the rotation crash test walks.
 pub const POINTS: &[&str] = &[
     "accepted",
     "create:put",

@@ -8,6 +8,7 @@ mod alerting;
 mod config_check;
 mod databases;
 mod http_server;
+mod incident;
 mod metadata;
 mod reminders;
 mod rotation;

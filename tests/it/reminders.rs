@@ -17,22 +17,22 @@ const CANARY: &str = "CANARY-7f3a9c-never-publish-me";
 
 /// The SNS and SQS calls the tests make, over the services' wire protocols (moto does not check
 /// signatures; the Authorization header only routes the request).
-struct Wire {
+pub(crate) struct Wire {
     endpoint: String,
 }
 
 /// One message as SNS delivered it to the queue (the JSON envelope).
 #[derive(Debug, Clone)]
-struct Delivered {
+pub(crate) struct Delivered {
     /// The SNS MessageId.
-    sns_id: String,
-    subject: String,
-    body: String,
-    attributes: BTreeMap<String, String>,
+    pub(crate) sns_id: String,
+    pub(crate) subject: String,
+    pub(crate) body: String,
+    pub(crate) attributes: BTreeMap<String, String>,
     /// SQS attributes (MessageGroupId, MessageDeduplicationId on FIFO queues).
-    sqs: BTreeMap<String, String>,
+    pub(crate) sqs: BTreeMap<String, String>,
     /// When SNS accepted it (the envelope's Timestamp), seconds since the epoch.
-    published_at: i64,
+    pub(crate) published_at: i64,
 }
 
 fn auth(service: &str) -> String {
@@ -42,13 +42,13 @@ fn auth(service: &str) -> String {
 }
 
 impl Wire {
-    fn new(moto: &Moto) -> Wire {
+    pub(crate) fn new(moto: &Moto) -> Wire {
         Wire {
             endpoint: moto.endpoint(),
         }
     }
 
-    async fn sqs(&self, op: &str, body: serde_json::Value) -> serde_json::Value {
+    pub(crate) async fn sqs(&self, op: &str, body: serde_json::Value) -> serde_json::Value {
         let target = format!("AmazonSQS.{op}");
         let auth = auth("sqs");
         let (status, _, text) = http(
@@ -66,7 +66,7 @@ impl Wire {
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 
-    async fn sns(&self, params: &[(&str, &str)]) -> String {
+    pub(crate) async fn sns(&self, params: &[(&str, &str)]) -> String {
         let form: Vec<String> = params
             .iter()
             .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
@@ -87,7 +87,7 @@ impl Wire {
     }
 
     /// Creates a queue (FIFO when the name ends in `.fifo`); returns its URL.
-    async fn create_queue(&self, name: &str) -> String {
+    pub(crate) async fn create_queue(&self, name: &str) -> String {
         let mut body = serde_json::json!({ "QueueName": name });
         if name.ends_with(".fifo") {
             body["Attributes"] = serde_json::json!({ "FifoQueue": "true" });
@@ -97,7 +97,7 @@ impl Wire {
     }
 
     /// Creates a topic (FIFO when the name ends in `.fifo`); returns its ARN.
-    async fn create_topic(&self, name: &str) -> String {
+    pub(crate) async fn create_topic(&self, name: &str) -> String {
         let mut params = vec![("Action", "CreateTopic"), ("Name", name)];
         if name.ends_with(".fifo") {
             params.extend([
@@ -110,7 +110,7 @@ impl Wire {
     }
 
     /// Subscribes the queue to the topic (JSON envelope delivery).
-    async fn subscribe(&self, topic_arn: &str, queue: &str) {
+    pub(crate) async fn subscribe(&self, topic_arn: &str, queue: &str) {
         let queue_arn = format!("arn:aws:sqs:us-east-1:{ACCOUNT}:{queue}");
         self.sns(&[
             ("Action", "Subscribe"),
@@ -122,7 +122,7 @@ impl Wire {
     }
 
     /// Receives (and deletes) whatever the queue holds now.
-    async fn drain(&self, queue_url: &str) -> Vec<Delivered> {
+    pub(crate) async fn drain(&self, queue_url: &str) -> Vec<Delivered> {
         let mut out = Vec::new();
         loop {
             let v = self

@@ -1,0 +1,927 @@
+//! Compromise incidents (SPEC §7): `POST /compromised/<secret>` opens one; a task per incident
+//! then runs its steps in order, each journaled in the store before and after it runs:
+//!
+//! 1. `rotate`: a compromise rotation through the rotation core (no window, no grace: finalize
+//!    follows finish, so dual-key and primary-secondary keep only the new key, postgres and redis
+//!    cut the old credentials' sessions); a rotation still in grace is finalized first.
+//! 2. `audit`: every principal that read the secret within `incident.audit_lookback`, from the
+//!    CloudTrail log group of `[access]`, plus what the access poller flagged.
+//! 3. `notify`: one SNS message to `[incident] sns_topic_arn` (never a value).
+//! 4. `report`: JSON and Markdown in `incident.report_dir`; the incident closes (`resolved`, or
+//!    `failed` naming the steps that failed).
+//!
+//! The incident row is written before the API answers `202`, and every step's start and end is
+//! written as it happens, so a daemon killed mid-incident resumes it at start ([`Incidents::resume`])
+//! from the first step that has not ended. Steps are safe to run again: the rotation is found by
+//! its id in the incident (or adopted from the journal), the audit and the report are recomputed,
+//! and the notice is at-least-once (a crash between SNS accepting it and the journal write sends
+//! it again; a FIFO topic deduplicates by incident id).
+//!
+//! Nothing here ever holds a secret value: the incident document is built from journal facts,
+//! CloudTrail records and the request's reason.
+
+pub mod audit;
+pub mod report;
+pub mod store;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::aws::{is_fifo_topic, FifoIds, Notification, NotifyApi};
+use crate::config::{Config, SecretSpec};
+use crate::metrics::{Metrics, SecretLabel};
+use crate::rotation::journal::{State, Trigger};
+use crate::rotation::{Engine, RequestError, RequestOptions};
+use crate::store::{Store, StoreError};
+use crate::view::SharedView;
+
+pub use audit::{Audit, AuditFlag, AuditReader};
+
+/// The service on the real SNS and CloudWatch Logs adapters.
+pub type Service = Incidents<crate::aws::sns::Sns, crate::aws::cloudwatchlogs::CloudWatchLogs>;
+
+/// The steps of an incident, in order.
+pub const STEPS: [&str; 4] = ["rotate", "audit", "notify", "report"];
+
+/// How often a running rotation is looked at.
+const ROTATION_POLL: Duration = Duration::from_millis(50);
+/// Attempts of the SNS publish before the notify step fails.
+const NOTIFY_ATTEMPTS: u32 = 5;
+
+/// Where an incident stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Steps are running (or will resume at start).
+    Open,
+    /// Every step succeeded (or was skipped with a reason).
+    Resolved,
+    /// At least one step failed; the report says which.
+    Failed,
+}
+
+impl Status {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Resolved => "resolved",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not started.
+    Pending,
+    /// Started, not ended (a crash leaves it here; resume runs it again).
+    Running,
+    /// Succeeded.
+    Done,
+    /// Not applicable (the message says why).
+    Skipped,
+    /// Failed (the message says why).
+    Failed,
+}
+
+impl StepState {
+    /// Whether the step has ended.
+    pub fn ended(self) -> bool {
+        matches!(
+            self,
+            StepState::Done | StepState::Skipped | StepState::Failed
+        )
+    }
+
+    /// The text shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Skipped => "skipped",
+            StepState::Failed => "failed",
+        }
+    }
+}
+
+/// One step of an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// One of [`STEPS`].
+    pub name: String,
+    /// Where it stands.
+    pub state: StepState,
+    /// When it (last) started, milliseconds since the epoch.
+    pub started_at_ms: Option<i64>,
+    /// When it ended, milliseconds since the epoch.
+    pub ended_at_ms: Option<i64>,
+    /// How many times it was started (more than 1 after a crash).
+    pub runs: u32,
+    /// What happened, in a sentence (never a value).
+    pub message: Option<String>,
+}
+
+/// One entry of the rotation's timeline, copied from the rotation journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationEvent {
+    /// Seconds since the epoch.
+    pub at: i64,
+    /// The rotation step.
+    pub step: String,
+    /// Its outcome.
+    pub outcome: String,
+    /// The journal's sentence.
+    pub message: Option<String>,
+}
+
+/// A compromise incident: what the store keeps (the `doc` column) and the API shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// 32 hex characters.
+    pub incident_id: String,
+    /// The `secret` label.
+    pub secret: String,
+    /// The Secrets Manager id.
+    pub secret_id: String,
+    /// The rotation strategy.
+    pub strategy: String,
+    /// The configured impact.
+    pub impact: String,
+    /// Why it was reported.
+    pub reason: String,
+    /// Who reported it.
+    pub reported_by: String,
+    /// Where it stands.
+    pub status: Status,
+    /// Opened, milliseconds since the epoch.
+    pub opened_at_ms: i64,
+    /// Closed, milliseconds since the epoch.
+    pub closed_at_ms: Option<i64>,
+    /// The steps, in order.
+    pub steps: Vec<StepRecord>,
+    /// The compromise rotation.
+    pub rotation_id: Option<String>,
+    /// The version that is AWSCURRENT after the rotation.
+    pub new_version_id: Option<String>,
+    /// The version that was AWSCURRENT when the incident opened.
+    pub previous_version_id: Option<String>,
+    /// When AWSCURRENT moved to the new version (seconds since the epoch).
+    pub rotated_at: Option<i64>,
+    /// A rotation that was in grace and was finalized at once.
+    pub finalized_earlier_rotation: Option<String>,
+    /// The rotation's own timeline.
+    pub rotation_events: Vec<RotationEvent>,
+    /// The access audit.
+    pub audit: Option<Audit>,
+    /// The SNS MessageId of the notice.
+    pub notice_message_id: Option<String>,
+    /// The report files.
+    pub report_json: Option<PathBuf>,
+    /// The Markdown report file.
+    pub report_md: Option<PathBuf>,
+    /// What a human must still do.
+    pub todo: Vec<String>,
+}
+
+impl Incident {
+    /// The status URL (relative).
+    pub fn url(&self) -> String {
+        format!("/incidents/{}", self.incident_id)
+    }
+
+    /// The step named `name`.
+    pub fn step(&self, name: &str) -> Option<&StepRecord> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    fn step_mut(&mut self, name: &str) -> &mut StepRecord {
+        if let Some(i) = self.steps.iter().position(|s| s.name == name) {
+            &mut self.steps[i]
+        } else {
+            self.steps.push(StepRecord {
+                name: name.to_string(),
+                state: StepState::Pending,
+                started_at_ms: None,
+                ended_at_ms: None,
+                runs: 0,
+                message: None,
+            });
+            let last = self.steps.len() - 1;
+            &mut self.steps[last]
+        }
+    }
+
+    /// The status the incident closes with once every step ended.
+    pub fn final_status(&self) -> Status {
+        if self.steps.iter().any(|s| s.state == StepState::Failed) {
+            Status::Failed
+        } else {
+            Status::Resolved
+        }
+    }
+
+    /// The short form of `GET /incidents`.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "incident_id": self.incident_id,
+            "secret": self.secret,
+            "status": self.status.as_str(),
+            "reason": self.reason,
+            "reported_by": self.reported_by,
+            "opened_at": self.opened_at_ms / 1000,
+            "closed_at": self.closed_at_ms.map(|t| t / 1000),
+            "failed_steps": self.steps.iter().filter(|s| s.state == StepState::Failed).map(|s| s.name.clone()).collect::<Vec<_>>(),
+            "url": self.url(),
+        })
+    }
+}
+
+/// A new incident document for `spec`.
+pub fn new_incident(
+    id: &str,
+    spec: &SecretSpec,
+    reason: &str,
+    reported_by: &str,
+    now_ms: i64,
+) -> Incident {
+    Incident {
+        incident_id: id.to_string(),
+        secret: spec.name.clone(),
+        secret_id: spec.id.clone(),
+        strategy: spec.rotation.strategy.as_str().to_string(),
+        impact: spec.impact.clone(),
+        reason: reason.to_string(),
+        reported_by: reported_by.to_string(),
+        status: Status::Open,
+        opened_at_ms: now_ms,
+        closed_at_ms: None,
+        steps: STEPS
+            .iter()
+            .map(|n| StepRecord {
+                name: n.to_string(),
+                state: StepState::Pending,
+                started_at_ms: None,
+                ended_at_ms: None,
+                runs: 0,
+                message: None,
+            })
+            .collect(),
+        rotation_id: None,
+        new_version_id: None,
+        previous_version_id: None,
+        rotated_at: None,
+        finalized_earlier_rotation: None,
+        rotation_events: Vec::new(),
+        audit: None,
+        notice_message_id: None,
+        report_json: None,
+        report_md: None,
+        todo: Vec::new(),
+    }
+}
+
+/// Why an incident could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Not in the inventory.
+    #[error("unknown secret {0:?}: not in the inventory")]
+    UnknownSecret(String),
+    /// The store could not record it: nothing was started.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No id could be drawn.
+    #[error("cannot draw an incident id from the OS random number generator: {0}")]
+    Random(String),
+}
+
+/// What [`Incidents::open`] did.
+#[derive(Debug, Clone)]
+pub enum Opened {
+    /// A new incident was recorded and started.
+    New(Incident),
+    /// An incident on the secret was already open; nothing new started.
+    Existing(Incident),
+}
+
+/// The outcome of one step run.
+struct StepResult {
+    state: StepState,
+    message: String,
+}
+
+impl StepResult {
+    fn done(m: impl Into<String>) -> StepResult {
+        StepResult {
+            state: StepState::Done,
+            message: m.into(),
+        }
+    }
+    fn skipped(m: impl Into<String>) -> StepResult {
+        StepResult {
+            state: StepState::Skipped,
+            message: m.into(),
+        }
+    }
+    fn failed(m: impl Into<String>) -> StepResult {
+        StepResult {
+            state: StepState::Failed,
+            message: m.into(),
+        }
+    }
+}
+
+/// The incident service: opens incidents and drives each one to its end.
+pub struct Incidents<N, L> {
+    store: Store,
+    config: Arc<Config>,
+    engine: Arc<Engine>,
+    notify: N,
+    logs: Option<L>,
+    metrics: Arc<Metrics>,
+    view: SharedView,
+    /// Incident ids with a task driving them.
+    driving: Mutex<HashSet<String>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes an incident from `driving` when its task ends.
+struct Driving<'a>(&'a Mutex<HashSet<String>>, String);
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        lock(self.0).remove(&self.1);
+    }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Where reports go: `incident.report_dir`, else `incidents/` next to the state file.
+pub fn report_dir(config: &Config) -> PathBuf {
+    match &config.incident {
+        Some(i) => i.report_dir.clone(),
+        None => config
+            .state
+            .path
+            .parent()
+            .map(|p| p.join("incidents"))
+            .unwrap_or_else(|| PathBuf::from("incidents")),
+    }
+}
+
+impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
+    /// The service; call [`Incidents::resume`] next.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        engine: Arc<Engine>,
+        notify: N,
+        logs: Option<L>,
+        metrics: Arc<Metrics>,
+        view: SharedView,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        for spec in &config.secrets {
+            let label = SecretLabel {
+                secret: spec.name.clone(),
+            };
+            let _ = metrics.incidents.get_or_create(&label);
+            metrics.incident_open.get_or_create(&label).set(0);
+        }
+        metrics.mark_dirty();
+        Arc::new(Incidents {
+            store,
+            config,
+            engine,
+            notify,
+            logs,
+            metrics,
+            view,
+            driving: Mutex::new(HashSet::new()),
+            shutdown,
+        })
+    }
+
+    /// The inventory entry for a name from the URL.
+    pub fn find_secret(&self, name: &str) -> Option<&SecretSpec> {
+        self.engine.find_secret(name)
+    }
+
+    /// Opens an incident on `spec` (durably, before it returns), or returns the open one.
+    pub fn open(
+        self: &Arc<Self>,
+        secret: &str,
+        reason: &str,
+        reported_by: &str,
+    ) -> Result<Opened, OpenError> {
+        let spec = self
+            .find_secret(secret)
+            .ok_or_else(|| OpenError::UnknownSecret(secret.to_string()))?;
+        let id =
+            crate::rotation::journal::new_id().map_err(|e| OpenError::Random(e.to_string()))?;
+        let inc = new_incident(&id, spec, reason, reported_by, now_ms());
+        match store::create(&self.store, &inc)? {
+            Ok(()) => {
+                let label = SecretLabel {
+                    secret: inc.secret.clone(),
+                };
+                self.metrics.incidents.get_or_create(&label).inc();
+                self.metrics.incident_open.get_or_create(&label).set(1);
+                self.metrics.mark_dirty();
+                warn!(secret = %inc.secret, incident = %inc.incident_id, reported_by = %inc.reported_by, "Compromise incident opened and journaled.");
+                crate::rotation::failpoint::hit("incident:accepted");
+                self.spawn(inc.incident_id.clone());
+                Ok(Opened::New(inc))
+            }
+            Err(existing) => Ok(Opened::Existing(existing)),
+        }
+    }
+
+    /// One incident.
+    pub fn get(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        store::get(&self.store, id)
+    }
+
+    /// The latest incidents, newest first.
+    pub fn list(&self, limit: u32) -> Result<Vec<Incident>, StoreError> {
+        store::recent(&self.store, limit)
+    }
+
+    /// Restarts every open incident and restores the incident metrics from the store (the
+    /// counter carries every incident ever opened, so one opened just before a crash is not
+    /// lost to `increase()`). Returns how many incidents were resumed.
+    pub fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
+        for (secret, n) in store::counts(&self.store)? {
+            if self.config.secrets.iter().any(|s| s.name == secret) {
+                self.metrics
+                    .incidents
+                    .get_or_create(&SecretLabel { secret })
+                    .inc_by(n);
+            }
+        }
+        let open = store::open_all(&self.store)?;
+        for inc in &open {
+            self.metrics
+                .incident_open
+                .get_or_create(&SecretLabel {
+                    secret: inc.secret.clone(),
+                })
+                .set(1);
+            info!(secret = %inc.secret, incident = %inc.incident_id, "Resuming an open compromise incident.");
+            self.spawn(inc.incident_id.clone());
+        }
+        self.metrics.mark_dirty();
+        Ok(open.len())
+    }
+
+    fn spawn(self: &Arc<Self>, id: String) {
+        if !lock(&self.driving).insert(id.clone()) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _guard = Driving(&me.driving, id.clone());
+            if let Err(e) = me.drive(&id).await {
+                error!(incident = %id, error = %e, "Incident stopped on a store error; it resumes at the next start.");
+            }
+        });
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    async fn drive(self: &Arc<Self>, id: &str) -> Result<(), StoreError> {
+        let Some(mut inc) = store::get(&self.store, id)? else {
+            return Ok(());
+        };
+        for name in STEPS {
+            if inc.step(name).is_some_and(|s| s.state.ended()) {
+                continue;
+            }
+            if self.stopping() {
+                return Ok(());
+            }
+            {
+                let s = inc.step_mut(name);
+                s.state = StepState::Running;
+                s.started_at_ms = Some(now_ms());
+                s.ended_at_ms = None;
+                s.runs += 1;
+            }
+            store::save(&self.store, &inc)?;
+            info!(incident = %inc.incident_id, secret = %inc.secret, step = name, "Incident step started.");
+            let result = match name {
+                "rotate" => self.rotate(&mut inc).await?,
+                "audit" => self.audit(&mut inc).await,
+                "notify" => self.notice(&mut inc).await,
+                _ => self.report(&mut inc),
+            };
+            let Some(result) = result else {
+                // Shutting down mid-step: the step resumes at the next start.
+                return Ok(());
+            };
+            {
+                let s = inc.step_mut(name);
+                s.state = result.state;
+                s.ended_at_ms = Some(now_ms());
+                s.message = Some(result.message.clone());
+            }
+            if name == "report" {
+                inc.status = inc.final_status();
+                inc.closed_at_ms = inc.step("report").and_then(|s| s.ended_at_ms);
+                // Rewrite the files with the closing status (the report step wrote them while
+                // the incident was still open).
+                if result.state == StepState::Done {
+                    if let Err(e) = report::write_files(&report_dir(&self.config), &inc) {
+                        warn!(incident = %inc.incident_id, error = %e, "Cannot rewrite the report with the closing status.");
+                    }
+                }
+            }
+            store::save(&self.store, &inc)?;
+            let level_ok = result.state != StepState::Failed;
+            if level_ok {
+                info!(incident = %inc.incident_id, secret = %inc.secret, step = name, outcome = result.state.as_str(), message = %result.message, "Incident step ended.");
+            } else {
+                error!(incident = %inc.incident_id, secret = %inc.secret, step = name, message = %result.message, "Incident step failed.");
+            }
+            crate::rotation::failpoint::hit(&format!("incident:{name}:done"));
+        }
+        if inc.status != Status::Open {
+            self.metrics
+                .incident_open
+                .get_or_create(&SecretLabel {
+                    secret: inc.secret.clone(),
+                })
+                .set(0);
+            self.metrics.mark_dirty();
+            info!(incident = %inc.incident_id, secret = %inc.secret, status = inc.status.as_str(), "Compromise incident closed.");
+        }
+        Ok(())
+    }
+
+    /// Step 1: the compromise rotation. `Ok(None)` when shutting down.
+    async fn rotate(&self, inc: &mut Incident) -> Result<Option<StepResult>, StoreError> {
+        let Some(spec) = self.config.secrets.iter().find(|s| s.name == inc.secret) else {
+            return Ok(Some(StepResult::failed(format!(
+                "{} is no longer in the inventory",
+                inc.secret
+            ))));
+        };
+        let spec_name = spec.name.clone();
+        loop {
+            if let Some(rid) = inc.rotation_id.clone() {
+                // Follow our rotation to its end.
+                loop {
+                    let Some((r, events)) = self.engine.status(&rid)? else {
+                        return Ok(Some(StepResult::failed(format!(
+                            "rotation {rid} is not in the journal"
+                        ))));
+                    };
+                    if r.state == State::Grace {
+                        // A compromise rotation has no grace; make sure of it.
+                        self.engine.finalize_now(&rid)?;
+                    }
+                    if !r.state.is_active() {
+                        inc.rotation_events = events
+                            .into_iter()
+                            .map(|e| RotationEvent {
+                                at: e.at,
+                                step: e.step,
+                                outcome: e.outcome,
+                                message: e.message,
+                            })
+                            .collect();
+                        inc.previous_version_id = r.detail.previous_version_id.clone();
+                        inc.rotated_at = r.detail.finished_at;
+                        return Ok(Some(match r.state {
+                            State::Done => {
+                                // Two-key strategies write the value without the old key at
+                                // finalize, under the rotation's finalize token.
+                                let version = if matches!(
+                                    inc.strategy.as_str(),
+                                    "dual-key" | "primary-secondary"
+                                ) {
+                                    r.finalize_token()
+                                } else {
+                                    r.token.clone()
+                                };
+                                let msg = format!(
+                                    "rotation {rid} finished and finalized: AWSCURRENT is version {version}; the previous value no longer works ({})",
+                                    finalize_words(&inc.strategy)
+                                );
+                                inc.new_version_id = Some(version);
+                                StepResult::done(msg)
+                            }
+                            other => StepResult::failed(format!(
+                                "rotation {rid} ended {}: {}",
+                                other.as_str(),
+                                r.error.unwrap_or_default()
+                            )),
+                        }));
+                    }
+                    if self.stopping() {
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(ROTATION_POLL).await;
+                }
+            }
+            match self.engine.request(
+                &spec_name,
+                Trigger::Compromise,
+                RequestOptions {
+                    grace: Some(Duration::ZERO),
+                },
+            ) {
+                Ok(r) => {
+                    info!(incident = %inc.incident_id, rotation = %r.id, "Compromise rotation requested.");
+                    inc.rotation_id = Some(r.id);
+                    store::save(&self.store, inc)?;
+                }
+                Err(RequestError::Busy(r)) => {
+                    if r.trigger == Trigger::Compromise
+                        && r.requested_at * 1000 >= inc.opened_at_ms - 1000
+                    {
+                        // Ours, requested before a crash that came before the journal write.
+                        inc.rotation_id = Some(r.id.clone());
+                        store::save(&self.store, inc)?;
+                    } else if r.state == State::Grace {
+                        info!(incident = %inc.incident_id, rotation = %r.id, "A rotation in grace still accepts the previous key: finalizing it now.");
+                        self.engine.finalize_now(&r.id)?;
+                        inc.finalized_earlier_rotation = Some(r.id.clone());
+                        store::save(&self.store, inc)?;
+                        tokio::time::sleep(ROTATION_POLL).await;
+                    } else {
+                        if self.stopping() {
+                            return Ok(None);
+                        }
+                        tokio::time::sleep(ROTATION_POLL).await;
+                    }
+                }
+                Err(e @ RequestError::Refused(_)) => {
+                    return Ok(Some(StepResult::failed(format!(
+                        "{e}; rotate the secret by hand"
+                    ))))
+                }
+                Err(e @ RequestError::UnknownSecret(_)) => {
+                    return Ok(Some(StepResult::failed(e.to_string())))
+                }
+                Err(RequestError::Store(e)) => return Err(e),
+                Err(e @ RequestError::Random(_)) => {
+                    return Ok(Some(StepResult::failed(e.to_string())))
+                }
+            }
+        }
+    }
+
+    /// Step 2: the access audit. `None` when shutting down.
+    async fn audit(&self, inc: &mut Incident) -> Option<StepResult> {
+        let lookback = self
+            .config
+            .incident
+            .as_ref()
+            .map(|i| i.audit_lookback)
+            .unwrap_or(Duration::from_secs(30 * 86_400));
+        let (Some(access), Some(logs)) = (&self.config.access, &self.logs) else {
+            return Some(StepResult::skipped(
+                "no [access] log_group is configured: audit CloudTrail for reads of the secret by hand",
+            ));
+        };
+        let Some(spec) = self.config.secrets.iter().find(|s| s.name == inc.secret) else {
+            return Some(StepResult::failed("the secret left the inventory"));
+        };
+        let end_ms = now_ms();
+        let start_ms = end_ms - i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX / 4);
+        let flagged = audit::flagged(&self.view, &inc.secret, start_ms);
+        let mut shutdown = self.shutdown.clone();
+        let run = audit::run(logs, access, spec, &self.view, start_ms, end_ms, flagged);
+        let result = tokio::select! {
+            r = run => r,
+            _ = shutdown.changed() => return None,
+        };
+        Some(match result {
+            Ok(a) => {
+                let undeclared = a
+                    .readers
+                    .iter()
+                    .filter(|r| !r.declared && r.reads > 0)
+                    .count();
+                let msg = format!(
+                    "{} principal(s) read the secret in the last {} ({} undeclared); {} finding(s) flagged; {} log event(s) read",
+                    a.readers.iter().filter(|r| r.reads > 0).count(),
+                    crate::schedule::format_duration(lookback),
+                    undeclared,
+                    a.flagged.len(),
+                    a.events_read
+                );
+                inc.audit = Some(a);
+                StepResult::done(msg)
+            }
+            Err(e) => {
+                warn!(incident = %inc.incident_id, error = %e, "Incident audit cannot read the log group.");
+                let short: String = e.message.chars().take(200).collect();
+                StepResult::failed(format!(
+                    "cannot read the log group {}: {} {} failed ({}): {short}",
+                    access.log_group,
+                    e.service,
+                    e.operation,
+                    e.kind.as_str()
+                ))
+            }
+        })
+    }
+
+    /// Step 3: the security team's notice. `None` when shutting down.
+    async fn notice(&self, inc: &mut Incident) -> Option<StepResult> {
+        let Some(cfg) = &self.config.incident else {
+            return Some(StepResult::skipped(
+                "no [incident] sns_topic_arn is configured: notify the security team by hand",
+            ));
+        };
+        if inc.notice_message_id.is_some() {
+            return Some(StepResult::done("the notice was already accepted by SNS"));
+        }
+        let base = format!("http://{}", self.config.server.listen);
+        let dir = report_dir(&self.config);
+        let (subject, body) = report::notice(inc, &base, &dir);
+        let n = Notification {
+            topic_arn: cfg.sns_topic_arn.clone(),
+            subject,
+            body,
+            attributes: vec![
+                ("secret".into(), inc.secret.clone()),
+                ("incident_id".into(), inc.incident_id.clone()),
+                ("kind".into(), "compromise".into()),
+            ],
+            fifo: is_fifo_topic(&cfg.sns_topic_arn).then(|| FifoIds {
+                group_id: format!("incident-{}", inc.incident_id),
+                deduplication_id: format!("incident-{}", inc.incident_id),
+            }),
+        };
+        let mut last = String::new();
+        for attempt in 0..NOTIFY_ATTEMPTS {
+            if attempt > 0 {
+                let wait = crate::reminder::backoff(attempt, fastrand::f64());
+                let mut shutdown = self.shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return None,
+                }
+            }
+            match self.notify.publish(&n).await {
+                Ok(message_id) => {
+                    let msg = format!(
+                        "notice published to {} (MessageId {message_id})",
+                        cfg.sns_topic_arn
+                    );
+                    inc.notice_message_id = Some(message_id);
+                    return Some(StepResult::done(msg));
+                }
+                Err(e) => {
+                    warn!(incident = %inc.incident_id, attempt = attempt + 1, error = %e, "Incident notice not accepted by SNS.");
+                    last = e.to_string();
+                }
+            }
+        }
+        Some(StepResult::failed(format!(
+            "SNS refused the notice {NOTIFY_ATTEMPTS} times: {last}"
+        )))
+    }
+
+    /// Step 4: the report files.
+    fn report(&self, inc: &mut Incident) -> Option<StepResult> {
+        let spec = self.config.secrets.iter().find(|s| s.name == inc.secret);
+        inc.todo = report::todo(inc, spec);
+        let dir = report_dir(&self.config);
+        // Written with the status the incident will close with.
+        let mut closing = inc.clone();
+        closing.status = closing.final_status();
+        match report::write_files(&dir, &closing) {
+            Ok((json, md)) => {
+                inc.report_json = Some(json);
+                inc.report_md = Some(md.clone());
+                Some(StepResult::done(format!(
+                    "report written to {}",
+                    md.display()
+                )))
+            }
+            Err(e) => Some(StepResult::failed(format!(
+                "cannot write the report in {}: {e}",
+                dir.display()
+            ))),
+        }
+    }
+}
+
+/// What finalize did for a strategy, in words.
+pub fn finalize_words(strategy: &str) -> &'static str {
+    match strategy {
+        "dual-key" => "the previous key was dropped: only the new key verifies",
+        "primary-secondary" => "the re-encryption hook ran and the secondary key was dropped",
+        "postgres" => "the old user was set NOLOGIN and its sessions were terminated",
+        "redis" => "the old password was removed and its clients were killed",
+        "random" => "the value was replaced",
+        "lambda" => "the rotation Lambda replaced the value",
+        _ => "finalized",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SecretSpec {
+        let cfg = crate::config::parse(
+            r#"
+[[secret]]
+name = "JWT_SECRET"
+id = "svc/jwt"
+rotation = { strategy = "dual-key" }
+"#,
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        cfg.secrets[0].clone()
+    }
+
+    #[test]
+    fn final_status_table() {
+        let mut inc = new_incident("a", &spec(), "r", "me", 0);
+        assert_eq!(inc.status, Status::Open);
+        for (states, want) in [
+            (
+                [
+                    StepState::Done,
+                    StepState::Done,
+                    StepState::Done,
+                    StepState::Done,
+                ],
+                Status::Resolved,
+            ),
+            (
+                [
+                    StepState::Done,
+                    StepState::Skipped,
+                    StepState::Skipped,
+                    StepState::Done,
+                ],
+                Status::Resolved,
+            ),
+            (
+                [
+                    StepState::Failed,
+                    StepState::Done,
+                    StepState::Done,
+                    StepState::Done,
+                ],
+                Status::Failed,
+            ),
+            (
+                [
+                    StepState::Done,
+                    StepState::Done,
+                    StepState::Failed,
+                    StepState::Done,
+                ],
+                Status::Failed,
+            ),
+        ] {
+            for (s, st) in inc.steps.iter_mut().zip(states) {
+                s.state = st;
+            }
+            assert_eq!(inc.final_status(), want, "{states:?}");
+        }
+    }
+
+    #[test]
+    fn new_incident_has_every_step_pending() {
+        let inc = new_incident("abc", &spec(), "leaked", "alice", 5);
+        assert_eq!(
+            inc.steps
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            STEPS
+        );
+        assert!(inc.steps.iter().all(|s| s.state == StepState::Pending));
+        assert_eq!(inc.url(), "/incidents/abc");
+        assert_eq!(inc.summary()["status"], "open");
+    }
+}
