@@ -80,6 +80,8 @@ pub fn load_admin_token(server: &ServerConfig) -> Result<Option<SecretValue>, Da
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let config = Arc::new(config);
+    // Parsing a large configuration leaves freed memory behind: give it back.
+    crate::memory::trim();
     let store = Store::open(&config.state.path)?;
     info!(path = %config.state.path.display(), schema = store.schema_version()?, "State store open.");
     let listener = TcpListener::bind(config.server.listen)

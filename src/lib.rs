@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod http;
 pub mod incident;
 pub mod inventory;
+pub mod memory;
 pub mod metrics;
 pub mod poll;
 pub mod reminder;

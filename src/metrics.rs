@@ -845,7 +845,11 @@ pub async fn run_refresher(
         let stale = metrics.cache_age().is_none_or(|age| age >= max_age);
         if metrics.is_dirty() || stale {
             let m = metrics.clone();
-            let _ = tokio::task::spawn_blocking(move || m.refresh()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                m.refresh();
+                crate::memory::trim();
+            })
+            .await;
         }
     }
 }

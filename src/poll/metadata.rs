@@ -191,7 +191,11 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         if self.metrics.sync_secrets(statuses) {
             // Render now, off the scrape path, so the next scrape is served from the cache.
             let metrics = self.metrics.clone();
-            let _ = tokio::task::spawn_blocking(move || metrics.refresh()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                metrics.refresh();
+                crate::memory::trim();
+            })
+            .await;
         }
     }
 
