@@ -607,6 +607,55 @@ fn test_alertmanager(sink: SocketAddr, key_file: &Path) -> String {
 }
 
 /// The runbook's five secrets, named as in config/keywarden.example.toml.
+/// The CloudTrail log group keywarden reads in this test.
+const LOG_GROUP: &str = "/aws/secretsmanager";
+/// Its one stream.
+const LOG_STREAM: &str = "123456789012_CloudTrail_us-east-1";
+
+/// A CloudWatch Logs client against moto.
+async fn logs_client(moto: &Moto) -> aws_sdk_cloudwatchlogs::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await;
+    aws_sdk_cloudwatchlogs::Client::new(&conf)
+}
+
+/// One CloudTrail GetSecretValue record, as the trail delivers it to CloudWatch Logs.
+fn cloudtrail_read(principal: &str, ip: &str, secret_id: &str, at_ms: i64) -> String {
+    let role = principal
+        .replace(":sts::", ":iam::")
+        .replace("assumed-role/", "role/");
+    let role = role
+        .rsplit_once('/')
+        .map_or(role.clone(), |(r, _)| r.to_string());
+    let time = chrono::DateTime::from_timestamp_millis(at_ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default();
+    json!({
+        "eventVersion": "1.08",
+        "userIdentity": {"type": "AssumedRole", "arn": principal, "accountId": "123456789012",
+                         "principalId": "AROAEXAMPLE:session",
+                         "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role}}},
+        "eventTime": time,
+        "eventSource": "secretsmanager.amazonaws.com",
+        "eventName": "GetSecretValue",
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": ip,
+        "requestParameters": {"secretId": secret_id},
+        "responseElements": null,
+        "eventID": format!("alerting-{at_ms}"),
+        "readOnly": true,
+        "eventType": "AwsApiCall",
+        "recipientAccountId": "123456789012"
+    })
+    .to_string()
+}
+
 fn keywarden_config(moto: &Moto) -> String {
     format!(
         r#"[aws]
@@ -616,6 +665,11 @@ endpoint_url = "{endpoint}"
 listen = "{{listen}}"
 [poll]
 metadata_every = "1s"
+access_every = "1s"
+[access]
+log_group = "{log_group}"
+baseline = "1d"
+max_requests_per_second = 20.0
 [state]
 path = "{{state}}"
 
@@ -646,8 +700,10 @@ id = "event-service/database"
 rotate_every = "90d"
 severity = "critical"
 impact = "Data breach"
+consumers = ["arn:aws:sts::123456789012:assumed-role/event-service-*/*"]
 "#,
-        endpoint = moto.endpoint()
+        endpoint = moto.endpoint(),
+        log_group = LOG_GROUP,
     )
 }
 
@@ -760,6 +816,20 @@ async fn alerts_reach_pagerduty_end_to_end() {
 
     // PagerDuty sink, keywarden, Alertmanager, Prometheus.
     let (sink, events) = start_sink().await;
+    let logs_api = logs_client(&moto).await;
+    logs_api
+        .create_log_group()
+        .log_group_name(LOG_GROUP)
+        .send()
+        .await
+        .expect("create the CloudTrail log group");
+    logs_api
+        .create_log_stream()
+        .log_group_name(LOG_GROUP)
+        .log_stream_name(LOG_STREAM)
+        .send()
+        .await
+        .expect("create the CloudTrail log stream");
     let mut keywarden = Daemon::start(&keywarden_config(&moto)).await;
     let key_file = dir.join("routing-key");
     std::fs::write(&key_file, ROUTING_KEY).expect("key file");
@@ -958,9 +1028,44 @@ async fn alerts_reach_pagerduty_end_to_end() {
         queries.len() * 2
     );
 
-    // 6. Alertmanager routing of what keywarden cannot produce on this branch yet (the access
-    //    poller lands elsewhere; the rule is covered by promtool): an anomaly pages with the
-    //    secret's severity; Overdue inhibits DueSoon for the same secret only.
+    // 6. A real access anomaly: an undeclared principal, never seen before, reads the database
+    //    secret. keywarden's access poller reads it from the log group, counts the anomaly and
+    //    Prometheus pages SecretAccessAnomaly with the secret's severity.
+    let read_at = chrono::Utc::now().timestamp_millis();
+    logs_api
+        .put_log_events()
+        .log_group_name(LOG_GROUP)
+        .log_stream_name(LOG_STREAM)
+        .log_events(
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(read_at)
+                .message(cloudtrail_read(
+                    "arn:aws:sts::123456789012:assumed-role/data-export-job/session",
+                    "203.0.113.50",
+                    "event-service/database",
+                    read_at,
+                ))
+                .build()
+                .expect("log event"),
+        )
+        .send()
+        .await
+        .expect("put the CloudTrail record");
+    let anomaly = wait_event(
+        &events,
+        "SecretAccessAnomaly trigger for DATABASE_PASSWORD",
+        Duration::from_secs(30),
+        |e| is_trigger_for(e, "SecretAccessAnomaly", "DATABASE_PASSWORD"),
+        &logs,
+    )
+    .await;
+    assert_eq!(anomaly.body["payload"]["severity"], "critical");
+    eprintln!(
+        "ALERTING-LATENCY access read -> PagerDuty trigger: {:.2}s",
+        anomaly.at - read_at as f64 / 1000.0
+    );
+
+    // 7. Alertmanager routing: Overdue inhibits DueSoon for the same secret only.
     let labels = |alertname: &str, secret: &str, extra: Value| {
         let mut l = json!({"alertname": alertname, "secret": secret, "id": format!("svc/{secret}"),
                            "severity": "critical", "impact": "test"});
@@ -970,24 +1075,6 @@ async fn alerts_reach_pagerduty_end_to_end() {
         json!({"labels": l, "annotations": {"summary": format!("{alertname} on {secret}"),
                "runbook_url": format!("https://github.com/keywarden/keywarden/blob/main/docs/runbook.md#{}", alertname.to_lowercase())}})
     };
-    post_alerts(
-        &am_url,
-        json!([labels(
-            "SecretAccessAnomaly",
-            "API_KEY_ENCRYPTION_KEY",
-            json!({"kind": "new_principal"})
-        )]),
-    )
-    .await;
-    let anomaly = wait_event(
-        &events,
-        "SecretAccessAnomaly trigger",
-        Duration::from_secs(10),
-        |e| is_trigger_for(e, "SecretAccessAnomaly", "API_KEY_ENCRYPTION_KEY"),
-        &logs,
-    )
-    .await;
-    assert_eq!(anomaly.body["payload"]["severity"], "critical");
     post_alerts(
         &am_url,
         json!([labels("SecretRotationOverdue", "INHIBIT_ME", json!({}))]),
@@ -1048,7 +1135,8 @@ async fn alerts_reach_pagerduty_end_to_end() {
     assert_eq!(down.body["payload"]["severity"], "critical");
 
     // Exactly one trigger per incident (no duplicates from resends), nothing but SecretMissing
-    // for the fresh secret, and no secret value in anything sent to PagerDuty.
+    // and the access anomaly for the fresh secret, and no secret value in anything sent to
+    // PagerDuty.
     let all = events.lock().expect("lock").clone();
     let mut triggers: BTreeMap<String, usize> = BTreeMap::new();
     for e in all.iter().filter(|e| e.action() == "trigger") {
@@ -1059,7 +1147,9 @@ async fn alerts_reach_pagerduty_end_to_end() {
     }
     assert!(!all
         .iter()
-        .any(|e| e.details("secret") == "DATABASE_PASSWORD" && e.class() != "SecretMissing"));
+        .any(|e| e.details("secret") == "DATABASE_PASSWORD"
+            && e.class() != "SecretMissing"
+            && e.class() != "SecretAccessAnomaly"));
     let sent =
         serde_json::to_string(&all.iter().map(|e| &e.body).collect::<Vec<_>>()).expect("json");
     for canary in &canaries {
