@@ -228,18 +228,6 @@ fn malformed(t: i64, i: u64) -> Rec {
     }
 }
 
-async fn logs_client(moto: &Moto) -> logs::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(logs::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await;
-    logs::Client::new(&conf)
-}
-
 /// Writes records to a stream in time-ordered batches.
 async fn put(client: &logs::Client, stream: &str, recs: &[Rec]) {
     let _ = client
@@ -377,7 +365,7 @@ async fn world_with_group(create_group: bool) -> World {
             .to_string();
         arns.insert(label, (name.to_string(), arn));
     }
-    let logs = logs_client(&moto).await;
+    let logs = moto.logs_client().await;
     if create_group {
         logs.create_log_group()
             .log_group_name(GROUP)

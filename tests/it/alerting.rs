@@ -612,19 +612,6 @@ const LOG_GROUP: &str = "/aws/secretsmanager";
 /// Its one stream.
 const LOG_STREAM: &str = "123456789012_CloudTrail_us-east-1";
 
-/// A CloudWatch Logs client against moto.
-async fn logs_client(moto: &Moto) -> aws_sdk_cloudwatchlogs::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await;
-    aws_sdk_cloudwatchlogs::Client::new(&conf)
-}
-
 /// One CloudTrail GetSecretValue record, as the trail delivers it to CloudWatch Logs.
 fn cloudtrail_read(principal: &str, ip: &str, secret_id: &str, at_ms: i64) -> String {
     let role = principal
@@ -816,7 +803,7 @@ async fn alerts_reach_pagerduty_end_to_end() {
 
     // PagerDuty sink, keywarden, Alertmanager, Prometheus.
     let (sink, events) = start_sink().await;
-    let logs_api = logs_client(&moto).await;
+    let logs_api = moto.logs_client().await;
     logs_api
         .create_log_group()
         .log_group_name(LOG_GROUP)

@@ -55,21 +55,9 @@ async fn sm_client(moto: &Moto) -> sm::Client {
     moto.secrets_client().await
 }
 
-async fn logs_client(moto: &Moto) -> logs::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(logs::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await;
-    logs::Client::new(&conf)
-}
-
 /// Writes CloudTrail GetSecretValue records of `secret_id`: (principal ARN, source IP, minutes ago).
 async fn write_reads(moto: &Moto, secret_id: &str, reads: &[(&str, &str, i64)]) {
-    let client = logs_client(moto).await;
+    let client = moto.logs_client().await;
     let _ = client.create_log_group().log_group_name(GROUP).send().await;
     let stream = format!("s-{}", crate::support::uuid_like());
     client

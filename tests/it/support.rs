@@ -136,17 +136,26 @@ impl Moto {
         }
     }
 
-    /// A Secrets Manager client against this moto.
-    pub async fn secrets_client(&self) -> sm::Client {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    /// The SDK configuration for this moto: its endpoint, us-east-1, dummy credentials.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(self.endpoint())
             .credentials_provider(sm::config::Credentials::new(
                 "test", "test", None, None, "tests",
             ))
             .load()
-            .await;
-        sm::Client::new(&conf)
+            .await
+    }
+
+    /// A Secrets Manager client against this moto.
+    pub async fn secrets_client(&self) -> sm::Client {
+        sm::Client::new(&self.sdk_config().await)
+    }
+
+    /// A CloudWatch Logs client against this moto.
+    pub async fn logs_client(&self) -> aws_sdk_cloudwatchlogs::Client {
+        aws_sdk_cloudwatchlogs::Client::new(&self.sdk_config().await)
     }
 
     /// Calls the launcher's control API.
