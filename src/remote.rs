@@ -121,27 +121,38 @@ pub async fn rotate(server: &str, token: &str, secret: &str) -> Result<bool, Rem
     follow(&status_url).await
 }
 
-/// Prints each new event of a rotation until it leaves `running`; true when it finished.
-pub async fn follow(status_url: &str) -> Result<bool, RemoteError> {
-    let mut printed = 0usize;
+/// GETs a status URL. Connection failures are retried every 500 ms, up to `max_failures` in a
+/// row: the daemon may be restarting, and it resumes what it was doing. `Ok(None)` when the daemon
+/// answered with something other than 200 (reported on stderr).
+async fn get_status(
+    url: &str,
+    max_failures: u32,
+) -> Result<Option<serde_json::Value>, RemoteError> {
     let mut failures = 0;
     loop {
-        let (status, body) = match call("GET", status_url, None).await {
-            Ok(r) => r,
-            Err(e) if failures < 20 => {
-                // The daemon may be restarting: it resumes the rotation; keep following.
+        match call("GET", url, None).await {
+            Ok((200, body)) => return Ok(Some(body)),
+            Ok((status, body)) => {
+                eprintln!("keywarden: {url}: {status}: {}", error_text(&body));
+                return Ok(None);
+            }
+            Err(e) if failures < max_failures => {
                 failures += 1;
                 eprintln!("keywarden: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
             }
             Err(e) => return Err(e),
-        };
-        failures = 0;
-        if status != 200 {
-            eprintln!("keywarden: {status_url}: {status}: {}", error_text(&body));
-            return Ok(false);
         }
+    }
+}
+
+/// Prints each new event of a rotation until it leaves `running`; true when it finished.
+pub async fn follow(status_url: &str) -> Result<bool, RemoteError> {
+    let mut printed = 0usize;
+    loop {
+        let Some(body) = get_status(status_url, 20).await? else {
+            return Ok(false);
+        };
         let events = body
             .get("events")
             .and_then(|e| e.as_array())
@@ -261,24 +272,10 @@ pub async fn compromised(
 /// Prints each step of an incident as it ends, then the report path; true when resolved.
 pub async fn follow_incident(server: &str, status_url: &str) -> Result<bool, RemoteError> {
     let mut shown = std::collections::HashSet::new();
-    let mut failures = 0;
     loop {
-        let (status, body) = match call("GET", status_url, None).await {
-            Ok(r) => r,
-            Err(e) if failures < 60 => {
-                // The daemon may be restarting: it resumes the incident; keep following.
-                failures += 1;
-                eprintln!("keywarden: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        failures = 0;
-        if status != 200 {
-            eprintln!("keywarden: {status_url}: {status}: {}", error_text(&body));
+        let Some(body) = get_status(status_url, 60).await? else {
             return Ok(false);
-        }
+        };
         for s in body
             .get("steps")
             .and_then(|s| s.as_array())
