@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod memory;
 pub mod metrics;
 pub mod poll;
+pub mod principal_glob;
 pub mod reminder;
 pub mod remote;
 pub mod rotation;
