@@ -56,7 +56,7 @@ fn bench(c: &mut Criterion) {
         metrics,
     );
     // The first cycle looks every version up; steady state is what the daemon does every minute.
-    let (report, _) = rt
+    let report = rt
         .block_on(poller.poll_once(common::now()))
         .expect("first cycle");
     assert_eq!(report.version_lookups, common::N);
@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("steady_state", |b| {
         b.iter(|| {
-            let (report, _) = rt.block_on(poller.poll_once(common::now())).expect("cycle");
+            let report = rt.block_on(poller.poll_once(common::now())).expect("cycle");
             assert_eq!(report.version_lookups, 0);
             assert_eq!(report.pages, common::N / 100);
         })

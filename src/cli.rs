@@ -391,7 +391,7 @@ async fn status(config: Config, output: Output) -> ExitCode {
     let mut poller = MetadataPoller::new(api, Arc::new(config), SharedView::default(), metrics);
     eprintln!("keywarden: listing secrets in Secrets Manager...");
     let now = Utc::now();
-    match poller.poll_once(now).await {
+    match poller.statuses_once(now).await {
         Ok((report, statuses)) => {
             eprintln!(
                 "keywarden: {} secrets watched ({} listed in {} page(s)).",

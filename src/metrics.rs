@@ -5,10 +5,13 @@
 //! absolute seconds since the epoch. Labels are bounded: the `secret` label is an inventory or
 //! discovered secret name, every other label comes from a fixed set. The series of a secret that
 //! left the view are removed by [`Metrics::sync_secrets`].
+//!
+//! Two parts: the per-secret series live in [`crate::fleet_metrics`] (one compact record per
+//! secret, rendered into a gzip cache off the scrape path); the process-wide families (polls,
+//! AWS requests, rotation durations, build) are prometheus-client families, encoded per scrape.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use std::io::{Read, Write};
@@ -26,6 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::fleet_metrics::{Fleet, Gauge as FleetGauge, Info, Synced};
 use crate::view::{Managed, SecretStatus};
 
 /// The content type of the OpenMetrics exposition.
@@ -33,30 +37,6 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The content type of the Prometheus text exposition (format 0.0.4).
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Label set of per-secret series.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SecretLabel {
-    /// Inventory name, or Secrets Manager name for a discovered secret.
-    pub secret: String,
-}
-
-/// Labels of `keywarden_secret_info`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct InfoLabels {
-    /// The secret label.
-    pub secret: String,
-    /// The configured id (name or ARN).
-    pub id: String,
-    /// critical | high | warning | info.
-    pub severity: String,
-    /// Impact if compromised, from the inventory.
-    pub impact: String,
-    /// Rotation strategy.
-    pub strategy: String,
-    /// `inventory` or `discovered`.
-    pub managed: String,
-}
 
 /// Labels of `keywarden_aws_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,46 +65,6 @@ pub struct PollErrorLabels {
     pub kind: &'static str,
 }
 
-/// Labels of `keywarden_secret_access_events_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AccessLabels {
-    /// The secret label.
-    pub secret: String,
-    /// CloudTrail eventName from the fixed list, else `other`.
-    pub event: &'static str,
-    /// `success`, `denied` or `error`.
-    pub outcome: &'static str,
-}
-
-/// Labels of `keywarden_secret_access_anomalies_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AnomalyLabels {
-    /// The secret label.
-    pub secret: String,
-    /// Anomaly kind.
-    pub kind: &'static str,
-}
-
-/// Labels of `keywarden_reminders_sent_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReminderLabels {
-    /// The secret label.
-    pub secret: String,
-    /// Lead time as configured, such as `14d`.
-    pub lead: String,
-}
-
-/// Labels of `keywarden_rotations_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RotationLabels {
-    /// The secret label.
-    pub secret: String,
-    /// `scheduled`, `manual` or `compromise`.
-    pub trigger: &'static str,
-    /// `success`, `failure` or `rolled_back`.
-    pub result: &'static str,
-}
-
 /// Label of `keywarden_rotation_duration_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TriggerLabel {
@@ -139,33 +79,7 @@ pub struct BuildLabels {
     pub version: &'static str,
 }
 
-/// Anomaly kinds (the `kind` label values).
-pub const ANOMALY_KINDS: [&str; 6] = [
-    "undeclared_consumer",
-    "new_principal",
-    "rate_spike",
-    "denied_burst",
-    "unexpected_source",
-    "previous_version_read",
-];
-/// CloudTrail event names counted under their own `event` label; others count as `other`.
-pub const EVENTS: [&str; 9] = [
-    "GetSecretValue",
-    "BatchGetSecretValue",
-    "DescribeSecret",
-    "PutSecretValue",
-    "UpdateSecret",
-    "UpdateSecretVersionStage",
-    "RotateSecret",
-    "DeleteSecret",
-    "RestoreSecret",
-];
-/// Rotation triggers.
-pub const TRIGGERS: [&str; 3] = ["scheduled", "manual", "compromise"];
-/// Rotation results.
-pub const RESULTS: [&str; 3] = ["success", "failure", "rolled_back"];
-/// Access outcomes.
-pub const OUTCOMES: [&str; 3] = ["success", "denied", "error"];
+pub use crate::fleet_metrics::{ANOMALY_KINDS, EVENTS, OUTCOMES, RESULTS, TRIGGERS};
 
 /// The cached rendering of the per-secret families.
 #[derive(Default)]
@@ -175,16 +89,6 @@ struct FleetCache {
     gzip: Bytes,
     /// When it was rendered.
     rendered_at: Option<Instant>,
-}
-
-/// Lets prometheus-client's text encoder write straight into a gzip stream, so the full text of
-/// a large fleet never sits in memory.
-struct GzipWriter(GzEncoder<Vec<u8>>);
-
-impl std::fmt::Write for GzipWriter {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.write_all(s.as_bytes()).map_err(|_| std::fmt::Error)
-    }
 }
 
 fn gzip(text: &str) -> Bytes {
@@ -215,25 +119,6 @@ pub struct Exposition {
     pub gzip: bool,
 }
 
-/// The exported gauge values of one secret, to tell whether a cycle changed anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ExportedValues([Option<i64>; 8]);
-
-impl ExportedValues {
-    fn of(s: &SecretStatus) -> Self {
-        ExportedValues([
-            Some(i64::from(s.present)),
-            s.last_rotated,
-            s.interval_seconds,
-            s.due,
-            s.scheduled,
-            s.last_accessed,
-            Some(i64::from(s.rotation_enabled)),
-            Some(i64::from(s.pending)),
-        ])
-    }
-}
-
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn poll_histogram() -> Histogram {
@@ -248,53 +133,17 @@ fn rotation_histogram() -> Histogram {
 
 /// Every metric handle, registered once.
 pub struct Metrics {
-    /// Per-secret families: large (tens of series per secret), so rendered only when they
-    /// changed and served from `cache`.
-    fleet: Registry,
+    /// Per-secret series (tens per secret, one compact record per secret): rendered only when
+    /// they changed and served from `cache`.
+    secrets: Fleet,
     /// Process-wide families (polls, AWS requests, build): small, rendered on every scrape.
     process: Registry,
     /// The last rendering of `fleet`.
     cache: RwLock<FleetCache>,
     /// Set when a fleet series changed since the last rendering.
     dirty: AtomicBool,
-    /// `keywarden_secret_info`.
-    pub secret_info: Family<InfoLabels, Gauge>,
-    /// `keywarden_secret_present`.
-    pub secret_present: Family<SecretLabel, Gauge>,
-    /// `keywarden_secret_last_rotated_timestamp_seconds`.
-    pub last_rotated: Family<SecretLabel, Gauge>,
-    /// `keywarden_secret_rotation_interval_seconds`.
-    pub interval: Family<SecretLabel, Gauge>,
-    /// `keywarden_secret_rotation_due_timestamp_seconds`.
-    pub due: Family<SecretLabel, Gauge>,
-    /// `keywarden_secret_rotation_scheduled_timestamp_seconds`.
-    pub scheduled: Family<SecretLabel, Gauge>,
-    /// `keywarden_secret_rotation_enabled`.
-    pub rotation_enabled: Family<SecretLabel, Gauge>,
-    /// `keywarden_secret_rotation_pending`.
-    pub pending: Family<SecretLabel, Gauge>,
-    /// `keywarden_secret_last_accessed_timestamp_seconds`.
-    pub last_accessed: Family<SecretLabel, Gauge>,
-    /// `keywarden_secret_access_events_total`.
-    pub access_events: Family<AccessLabels, Counter>,
-    /// `keywarden_secret_access_anomalies_total`.
-    pub access_anomalies: Family<AnomalyLabels, Counter>,
-    /// `keywarden_secret_principals`.
-    pub principals: Family<SecretLabel, Gauge>,
-    /// `keywarden_reminders_sent_total`.
-    pub reminders_sent: Family<ReminderLabels, Counter>,
-    /// `keywarden_reminder_failures_total`.
-    pub reminder_failures: Family<SecretLabel, Counter>,
-    /// `keywarden_rotations_total`.
-    pub rotations: Family<RotationLabels, Counter>,
     /// `keywarden_rotation_duration_seconds`.
     pub rotation_duration: HistogramFamily<TriggerLabel>,
-    /// `keywarden_rotation_in_progress`.
-    pub rotation_in_progress: Family<SecretLabel, Gauge>,
-    /// `keywarden_incidents_total`.
-    pub incidents: Family<SecretLabel, Counter>,
-    /// `keywarden_incident_open`.
-    pub incident_open: Family<SecretLabel, Gauge>,
     /// `keywarden_poll_duration_seconds`.
     pub poll_duration: HistogramFamily<SourceLabel>,
     /// `keywarden_poll_errors_total`.
@@ -303,10 +152,6 @@ pub struct Metrics {
     pub last_successful_poll: Family<SourceLabel, Gauge>,
     /// `keywarden_aws_requests_total`.
     pub aws_requests: Family<AwsRequestLabels, Counter>,
-    /// Info labels exported per secret, to retire exactly those series.
-    exported: Mutex<HashMap<String, (InfoLabels, ExportedValues)>>,
-    /// Every `lead` label value used, to retire reminder series.
-    leads: Mutex<Vec<String>>,
 }
 
 impl Default for Metrics {
@@ -318,133 +163,22 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
-        let mut fleet = Registry::default();
         let mut process = Registry::default();
         let m = Metrics {
-            fleet: Registry::default(),
+            secrets: Fleet::default(),
             process: Registry::default(),
             cache: RwLock::new(FleetCache::default()),
             dirty: AtomicBool::new(true),
-            secret_info: Family::default(),
-            secret_present: Family::default(),
-            last_rotated: Family::default(),
-            interval: Family::default(),
-            due: Family::default(),
-            scheduled: Family::default(),
-            rotation_enabled: Family::default(),
-            pending: Family::default(),
-            last_accessed: Family::default(),
-            access_events: Family::default(),
-            access_anomalies: Family::default(),
-            principals: Family::default(),
-            reminders_sent: Family::default(),
-            reminder_failures: Family::default(),
-            rotations: Family::default(),
             rotation_duration: Family::new_with_constructor(rotation_histogram),
-            rotation_in_progress: Family::default(),
-            incidents: Family::default(),
-            incident_open: Family::default(),
             poll_duration: Family::new_with_constructor(poll_histogram),
             poll_errors: Family::default(),
             last_successful_poll: Family::default(),
             aws_requests: Family::default(),
-            exported: Mutex::new(HashMap::new()),
-            leads: Mutex::new(Vec::new()),
         };
-        fleet.register(
-            "keywarden_secret_info",
-            "Static facts about a watched secret (value 1)",
-            m.secret_info.clone(),
-        );
-        fleet.register(
-            "keywarden_secret_present",
-            "1 if the secret exists in Secrets Manager and is not scheduled for deletion",
-            m.secret_present.clone(),
-        );
-        fleet.register(
-            "keywarden_secret_last_rotated_timestamp_seconds",
-            "Creation time of the AWSCURRENT version (else LastRotatedDate, else CreatedDate)",
-            m.last_rotated.clone(),
-        );
-        fleet.register(
-            "keywarden_secret_rotation_interval_seconds",
-            "Rotation policy of the secret",
-            m.interval.clone(),
-        );
-        fleet.register(
-            "keywarden_secret_rotation_due_timestamp_seconds",
-            "When the next rotation is due: last rotation plus interval",
-            m.due.clone(),
-        );
-        fleet.register(
-            "keywarden_secret_rotation_scheduled_timestamp_seconds",
-            "When AWS will rotate the secret next (only with AWS rotation enabled)",
-            m.scheduled.clone(),
-        );
-        fleet.register(
-            "keywarden_secret_rotation_enabled",
-            "1 if AWS-side rotation is enabled",
-            m.rotation_enabled.clone(),
-        );
-        fleet.register(
-            "keywarden_secret_rotation_pending",
-            "1 if a version other than AWSCURRENT carries AWSPENDING",
-            m.pending.clone(),
-        );
-        fleet.register(
-            "keywarden_secret_last_accessed_timestamp_seconds",
-            "LastAccessedDate as AWS reports it (to the day)",
-            m.last_accessed.clone(),
-        );
-        fleet.register(
-            "keywarden_secret_access_events",
-            "CloudTrail events about the secret, each counted once",
-            m.access_events.clone(),
-        );
-        fleet.register(
-            "keywarden_secret_access_anomalies",
-            "Access anomalies detected on the secret",
-            m.access_anomalies.clone(),
-        );
-        fleet.register(
-            "keywarden_secret_principals",
-            "Distinct principals that read the secret within the baseline window",
-            m.principals.clone(),
-        );
-        fleet.register(
-            "keywarden_reminders_sent",
-            "Pre-rotation reminders accepted by SNS",
-            m.reminders_sent.clone(),
-        );
-        fleet.register(
-            "keywarden_reminder_failures",
-            "Failed attempts to publish a reminder (each is retried)",
-            m.reminder_failures.clone(),
-        );
-        fleet.register(
-            "keywarden_rotations",
-            "Rotations run by keywarden, by trigger and result",
-            m.rotations.clone(),
-        );
         process.register(
             "keywarden_rotation_duration_seconds",
             "Time from the start of a rotation to its new AWSCURRENT",
             m.rotation_duration.clone(),
-        );
-        fleet.register(
-            "keywarden_rotation_in_progress",
-            "1 while a rotation of the secret is under way",
-            m.rotation_in_progress.clone(),
-        );
-        fleet.register(
-            "keywarden_incidents",
-            "Compromise incidents opened for the secret",
-            m.incidents.clone(),
-        );
-        fleet.register(
-            "keywarden_incident_open",
-            "1 while a compromise incident on the secret is open",
-            m.incident_open.clone(),
         );
         process.register(
             "keywarden_poll_duration_seconds",
@@ -480,24 +214,18 @@ impl Metrics {
         for trigger in TRIGGERS {
             let _ = m.rotation_duration.get_or_create(&TriggerLabel { trigger });
         }
-        Metrics {
-            fleet,
-            process,
-            ..m
-        }
+        Metrics { process, ..m }
     }
 
     /// Declares the reminder lead times (label values such as `14d`), so that the reminder
     /// counters of each inventory secret exist from the first scrape.
     pub fn set_leads(&self, leads: Vec<String>) {
-        match self.leads.lock() {
-            Ok(mut g) => *g = leads,
-            Err(poisoned) => *poisoned.into_inner() = leads,
-        }
+        self.secrets.set_leads(&leads);
+        self.mark_dirty();
     }
 
     /// Marks the per-secret series as changed: the next [`Metrics::refresh`] re-renders them.
-    /// Call it after changing a per-secret family directly.
+    /// Every per-secret setter below calls it.
     pub fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::Release);
     }
@@ -519,13 +247,10 @@ impl Metrics {
     pub fn refresh(&self) {
         self.dirty.store(false, Ordering::Release);
         let hint = self.read_cache().gzip.len();
-        let mut w = GzipWriter(GzEncoder::new(
-            Vec::with_capacity(hint + 4096),
-            Compression::fast(),
-        ));
+        let mut w = GzEncoder::new(Vec::with_capacity(hint + 4096), Compression::fast());
         // Writing into a Vec cannot fail.
-        let _ = encode_registry(&mut w, &self.fleet);
-        let gzip = Bytes::from(w.0.finish().unwrap_or_default());
+        let _ = self.secrets.encode(&mut w);
+        let gzip = Bytes::from(w.finish().unwrap_or_default());
         let mut cache = match self.cache.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -640,190 +365,99 @@ impl Metrics {
         }
     }
 
-    /// Makes the per-secret series match `statuses`: sets every gauge, creates the counters of
-    /// new inventory secrets at 0, and removes every series of a secret no longer listed.
-    /// Returns whether anything changed (then the cache is marked dirty).
+    /// Makes the per-secret series match `statuses`: sets every gauge the metadata poller knows,
+    /// creates the counters of new inventory secrets at 0, and removes every series of a secret
+    /// no longer listed. Returns whether anything changed (then the cache is marked dirty).
     pub fn sync_secrets<'a>(&self, statuses: impl IntoIterator<Item = &'a SecretStatus>) -> bool {
-        let mut exported = match self.exported.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let mut seen: HashMap<String, (InfoLabels, ExportedValues)> =
-            HashMap::with_capacity(exported.len());
-        let mut changed = false;
-        for s in statuses {
-            let info = InfoLabels {
-                secret: s.name.clone(),
+        let changed = self.secrets.sync(statuses.into_iter().map(|s| Synced {
+            name: &s.name,
+            info: Info {
                 id: s.id.clone(),
-                severity: s.severity.as_str().to_string(),
+                severity: s.severity.as_str(),
                 impact: s.impact.clone(),
-                strategy: s.strategy.as_str().to_string(),
-                managed: s.managed.as_str().to_string(),
-            };
-            let values = ExportedValues::of(s);
-            match exported.get(&s.name) {
-                Some((old, old_values)) if *old == info && *old_values == values => {}
-                Some((old, _)) => {
-                    if *old != info {
-                        self.secret_info.remove(old);
-                        self.secret_info.get_or_create(&info).set(1);
-                    }
-                    self.set_gauges(s);
-                    changed = true;
-                }
-                None => {
-                    self.secret_info.get_or_create(&info).set(1);
-                    if s.managed == Managed::Inventory {
-                        self.init_counters(&s.name);
-                    }
-                    self.set_gauges(s);
-                    changed = true;
-                }
-            }
-            seen.insert(s.name.clone(), (info, values));
-        }
-        for (name, (info, _)) in exported.iter() {
-            if !seen.contains_key(name) {
-                self.secret_info.remove(info);
-                self.remove_secret_series(name);
-                changed = true;
-            }
-        }
-        *exported = seen;
+                strategy: s.strategy.as_str(),
+                managed: s.managed.as_str(),
+            },
+            values: [
+                Some(i64::from(s.present)),
+                s.last_rotated,
+                s.interval_seconds,
+                s.due,
+                s.scheduled,
+                s.last_accessed,
+                Some(i64::from(s.rotation_enabled)),
+                Some(i64::from(s.pending)),
+            ],
+            inventory: s.managed == Managed::Inventory,
+        }));
         if changed {
             self.mark_dirty();
         }
         changed
     }
 
-    fn set_gauges(&self, s: &SecretStatus) {
-        let label = SecretLabel {
-            secret: s.name.clone(),
-        };
-        self.secret_present
-            .get_or_create(&label)
-            .set(i64::from(s.present));
-        set_or_remove(&self.last_rotated, &label, s.last_rotated);
-        set_or_remove(&self.interval, &label, s.interval_seconds);
-        set_or_remove(&self.due, &label, s.due);
-        set_or_remove(&self.scheduled, &label, s.scheduled);
-        set_or_remove(&self.last_accessed, &label, s.last_accessed);
-        self.rotation_enabled
-            .get_or_create(&label)
-            .set(i64::from(s.rotation_enabled));
-        self.pending.get_or_create(&label).set(i64::from(s.pending));
-    }
-
     /// Creates the counters of an inventory secret at 0 (idempotent).
     pub fn init_counters(&self, name: &str) {
-        let secret = || name.to_string();
-        for outcome in OUTCOMES {
-            let _ = self.access_events.get_or_create(&AccessLabels {
-                secret: secret(),
-                event: "GetSecretValue",
-                outcome,
-            });
-        }
-        for kind in ANOMALY_KINDS {
-            let _ = self.access_anomalies.get_or_create(&AnomalyLabels {
-                secret: secret(),
-                kind,
-            });
-        }
-        for trigger in TRIGGERS {
-            for result in RESULTS {
-                let _ = self.rotations.get_or_create(&RotationLabels {
-                    secret: secret(),
-                    trigger,
-                    result,
-                });
-            }
-        }
-        let leads = match self.leads.lock() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        for lead in leads {
-            let _ = self.reminders_sent.get_or_create(&ReminderLabels {
-                secret: secret(),
-                lead,
-            });
-        }
-        let label = SecretLabel { secret: secret() };
-        let _ = self.reminder_failures.get_or_create(&label);
-        let _ = self.incidents.get_or_create(&label);
-        let _ = self.rotation_in_progress.get_or_create(&label);
-        let _ = self.incident_open.get_or_create(&label);
+        self.secrets.init_counters(name);
+        self.mark_dirty();
     }
 
-    fn remove_secret_series(&self, name: &str) {
-        let label = SecretLabel {
-            secret: name.to_string(),
-        };
-        for family in [
-            &self.secret_present,
-            &self.last_rotated,
-            &self.interval,
-            &self.due,
-            &self.scheduled,
-            &self.rotation_enabled,
-            &self.pending,
-            &self.last_accessed,
-            &self.principals,
-            &self.rotation_in_progress,
-            &self.incident_open,
-        ] {
-            family.remove(&label);
-        }
-        self.reminder_failures.remove(&label);
-        self.incidents.remove(&label);
-        // prometheus-client cannot iterate a family, so every label set is rebuilt from the
-        // fixed lists it is drawn from.
-        for event in EVENTS.into_iter().chain(["other"]) {
-            for outcome in OUTCOMES {
-                self.access_events.remove(&AccessLabels {
-                    secret: name.to_string(),
-                    event,
-                    outcome,
-                });
-            }
-        }
-        for kind in ANOMALY_KINDS {
-            self.access_anomalies.remove(&AnomalyLabels {
-                secret: name.to_string(),
-                kind,
-            });
-        }
-        for trigger in TRIGGERS {
-            for result in RESULTS {
-                self.rotations.remove(&RotationLabels {
-                    secret: name.to_string(),
-                    trigger,
-                    result,
-                });
-            }
-        }
-        let leads = match self.leads.lock() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        for lead in leads {
-            self.reminders_sent.remove(&ReminderLabels {
-                secret: name.to_string(),
-                lead,
-            });
-        }
+    /// Adds `n` to `keywarden_secret_access_events_total` (`event` outside [`EVENTS`] counts
+    /// as `other`).
+    pub fn count_access(&self, secret: &str, event: &str, outcome: &str, n: u64) {
+        self.secrets.count_access(secret, event, outcome, n);
+        self.mark_dirty();
     }
-}
 
-fn set_or_remove(family: &Family<SecretLabel, Gauge>, label: &SecretLabel, value: Option<i64>) {
-    match value {
-        Some(v) => {
-            family.get_or_create(label).set(v);
-        }
-        None => {
-            family.remove(label);
-        }
+    /// Counts one `keywarden_secret_access_anomalies_total`.
+    pub fn count_anomaly(&self, secret: &str, kind: &str) {
+        self.secrets.count_anomaly(secret, kind);
+        self.mark_dirty();
+    }
+
+    /// Sets `keywarden_secret_principals`.
+    pub fn set_principals(&self, secret: &str, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.secrets.set_gauge(secret, FleetGauge::Principals, n);
+        self.mark_dirty();
+    }
+
+    /// Sets `keywarden_rotation_in_progress`.
+    pub fn set_rotation_in_progress(&self, secret: &str, on: bool) {
+        self.secrets
+            .set_gauge(secret, FleetGauge::RotationInProgress, i64::from(on));
+        self.mark_dirty();
+    }
+
+    /// Counts one `keywarden_rotations_total`.
+    pub fn count_rotation(&self, secret: &str, trigger: &str, result: &str) {
+        self.secrets.count_rotation(secret, trigger, result);
+        self.mark_dirty();
+    }
+
+    /// Counts one `keywarden_reminders_sent_total`.
+    pub fn count_reminder(&self, secret: &str, lead: &str) {
+        self.secrets.count_reminder(secret, lead);
+        self.mark_dirty();
+    }
+
+    /// Counts one `keywarden_reminder_failures_total`.
+    pub fn count_reminder_failure(&self, secret: &str) {
+        self.secrets.count_reminder_failure(secret);
+        self.mark_dirty();
+    }
+
+    /// Adds `n` to `keywarden_incidents_total`.
+    pub fn count_incidents(&self, secret: &str, n: u64) {
+        self.secrets.count_incidents(secret, n);
+        self.mark_dirty();
+    }
+
+    /// Sets `keywarden_incident_open`.
+    pub fn set_incident_open(&self, secret: &str, open: bool) {
+        self.secrets
+            .set_gauge(secret, FleetGauge::IncidentOpen, i64::from(open));
+        self.mark_dirty();
     }
 }
 

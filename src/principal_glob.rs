@@ -108,8 +108,7 @@ impl PrincipalGlob {
                                 });
                             }
                             // Consecutive `**/` collapse into one (as the glob crate does).
-                            if !(tokens.len() > 1 && tokens.last() == Some(&Token::AnyComponents))
-                            {
+                            if !(tokens.len() > 1 && tokens.last() == Some(&Token::AnyComponents)) {
                                 tokens.push(Token::AnyComponents);
                             }
                         }
@@ -273,8 +272,8 @@ mod tests {
 
     #[test]
     fn role_patterns_match_like_the_runbook_expects() {
-        let g = PrincipalGlob::new("arn:aws:sts::123456789012:assumed-role/event-service-*/*")
-            .unwrap();
+        let g =
+            PrincipalGlob::new("arn:aws:sts::123456789012:assumed-role/event-service-*/*").unwrap();
         assert!(g.matches("arn:aws:sts::123456789012:assumed-role/event-service-prod/i-0abc"));
         assert!(g.matches("arn:aws:sts::123456789012:assumed-role/event-service-/x/y"));
         assert!(!g.matches("arn:aws:sts::123456789012:assumed-role/billing/i-0abc"));
@@ -301,8 +300,8 @@ mod tests {
 
     #[test]
     fn a_typical_pattern_is_small() {
-        let g = PrincipalGlob::new("arn:aws:sts::123456789012:assumed-role/service-4242-*/*")
-            .unwrap();
+        let g =
+            PrincipalGlob::new("arn:aws:sts::123456789012:assumed-role/service-4242-*/*").unwrap();
         let heap = g.text.len() + g.tokens.len() * std::mem::size_of::<Token>();
         assert_eq!(g.tokens.len(), 4);
         assert!(heap < 120, "{heap} bytes");

@@ -39,7 +39,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::aws::{is_fifo_topic, AwsError, FifoIds, Notification, NotifyApi};
 use crate::config::{Config, SecretSpec};
-use crate::metrics::{Metrics, ReminderLabels, SecretLabel};
+use crate::metrics::Metrics;
 use crate::schedule::format_duration;
 use crate::store::{Store, StoreError};
 use crate::view::{AccessFacts, SecretStatus, SharedView};
@@ -840,14 +840,7 @@ impl<N: NotifyApi> Reminders<N> {
         match ledger_mark_sent(&self.store, key, &message_id, Utc::now().timestamp()) {
             Ok(_) => {
                 self.outbox.remove(key);
-                self.metrics
-                    .reminders_sent
-                    .get_or_create_owned(&ReminderLabels {
-                        secret: key.secret.clone(),
-                        lead: key.lead_label(),
-                    })
-                    .inc();
-                self.metrics.mark_dirty();
+                self.metrics.count_reminder(&key.secret, &key.lead_label());
                 info!(
                     secret = %key.secret,
                     due = %date(key.due),
@@ -869,13 +862,7 @@ impl<N: NotifyApi> Reminders<N> {
 
     /// A publish failed: count it, record it, schedule the retry.
     fn failed(&mut self, key: &ReminderKey, e: &AwsError) {
-        self.metrics
-            .reminder_failures
-            .get_or_create_owned(&SecretLabel {
-                secret: key.secret.clone(),
-            })
-            .inc();
-        self.metrics.mark_dirty();
+        self.metrics.count_reminder_failure(&key.secret);
         let text: String = e.to_string().chars().take(500).collect();
         let stored = ledger_record_failure(&self.store, key, &text);
         let Some(o) = self.outbox.get_mut(key) else {

@@ -36,7 +36,7 @@ use tracing::{error, info, warn};
 
 use crate::aws::{is_fifo_topic, FifoIds, Notification, NotifyApi};
 use crate::config::{Config, SecretSpec};
-use crate::metrics::{Metrics, SecretLabel};
+use crate::metrics::Metrics;
 use crate::rotation::journal::{State, Trigger};
 use crate::rotation::{Engine, RequestError, RequestOptions};
 use crate::store::{Store, StoreError};
@@ -399,13 +399,8 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
         for spec in &config.secrets {
-            let label = SecretLabel {
-                secret: spec.name.clone(),
-            };
-            let _ = metrics.incidents.get_or_create(&label);
-            metrics.incident_open.get_or_create(&label).set(0);
+            metrics.init_counters(&spec.name);
         }
-        metrics.mark_dirty();
         Arc::new(Incidents {
             store,
             config,
@@ -439,12 +434,8 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
         let inc = new_incident(&id, spec, reason, reported_by, now_ms());
         match store::create(&self.store, &inc)? {
             Ok(()) => {
-                let label = SecretLabel {
-                    secret: inc.secret.clone(),
-                };
-                self.metrics.incidents.get_or_create(&label).inc();
-                self.metrics.incident_open.get_or_create(&label).set(1);
-                self.metrics.mark_dirty();
+                self.metrics.count_incidents(&inc.secret, 1);
+                self.metrics.set_incident_open(&inc.secret, true);
                 warn!(secret = %inc.secret, incident = %inc.incident_id, reported_by = %inc.reported_by, "Compromise incident opened and journaled.");
                 crate::rotation::failpoint::hit("incident:accepted");
                 self.spawn(inc.incident_id.clone());
@@ -470,20 +461,12 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
     pub fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
         for (secret, n) in store::counts(&self.store)? {
             if self.config.secrets.iter().any(|s| s.name == secret) {
-                self.metrics
-                    .incidents
-                    .get_or_create(&SecretLabel { secret })
-                    .inc_by(n);
+                self.metrics.count_incidents(&secret, n);
             }
         }
         let open = store::open_all(&self.store)?;
         for inc in &open {
-            self.metrics
-                .incident_open
-                .get_or_create(&SecretLabel {
-                    secret: inc.secret.clone(),
-                })
-                .set(1);
+            self.metrics.set_incident_open(&inc.secret, true);
             info!(secret = %inc.secret, incident = %inc.incident_id, "Resuming an open compromise incident.");
             self.spawn(inc.incident_id.clone());
         }
@@ -565,13 +548,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
             crate::rotation::failpoint::hit(&format!("incident:{name}:done"));
         }
         if inc.status != Status::Open {
-            self.metrics
-                .incident_open
-                .get_or_create(&SecretLabel {
-                    secret: inc.secret.clone(),
-                })
-                .set(0);
-            self.metrics.mark_dirty();
+            self.metrics.set_incident_open(&inc.secret, false);
             info!(incident = %inc.incident_id, secret = %inc.secret, status = inc.status.as_str(), "Compromise incident closed.");
         }
         Ok(())

@@ -29,7 +29,7 @@ use crate::anomaly::{self, Anomaly, Detector, Event, Policy, PrincipalStats, Thr
 use crate::aws::{AwsError, LogEvent, LogsApi};
 use crate::cloudtrail::{self, Outcome, ParseError, Record, SecretIndex};
 use crate::config::{AccessConfig, Config};
-use crate::metrics::{AccessLabels, AnomalyLabels, Metrics, SecretLabel};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::view::{AccessFacts, Managed, SharedView};
 
@@ -371,14 +371,8 @@ impl<L: LogsApi> AccessPoller<L> {
         for spec in &config.secrets {
             // Counters and the gauge exist from the first scrape.
             metrics.init_counters(&spec.name);
-            metrics
-                .principals
-                .get_or_create(&SecretLabel {
-                    secret: spec.name.clone(),
-                })
-                .set(0);
+            metrics.set_principals(&spec.name, 0);
         }
-        metrics.mark_dirty();
         let limiter = RateLimiter::new(access.max_requests_per_second);
         let detector = Detector::new(Thresholds::from(&access), 0);
         AccessPoller {
@@ -649,25 +643,13 @@ impl<L: LogsApi> AccessPoller<L> {
         self.checkpoint_ms = Some(end);
         for ((i, event, outcome), n) in counts {
             self.metrics
-                .access_events
-                .get_or_create_owned(&AccessLabels {
-                    secret: watch.secrets[i].name.clone(),
-                    event,
-                    outcome: outcome.as_str(),
-                })
-                .inc_by(n);
+                .count_access(&watch.secrets[i].name, event, outcome.as_str(), n);
         }
         for (key, ms, why) in &sorted.skipped {
             warn!(log_event_id = %key.trim_start_matches(SKIPPED_PREFIX), timestamp_ms = ms, reason = why.as_str(), "Skipped a log event that is not a usable CloudTrail record.");
         }
         for a in &found {
-            self.metrics
-                .access_anomalies
-                .get_or_create_owned(&AnomalyLabels {
-                    secret: a.secret.clone(),
-                    kind: a.kind.as_str(),
-                })
-                .inc();
+            self.metrics.count_anomaly(&a.secret, a.kind.as_str());
             warn!(
                 secret = %a.secret,
                 kind = a.kind.as_str(),
@@ -719,12 +701,7 @@ impl<L: LogsApi> AccessPoller<L> {
                 ),
                 _ => Vec::new(),
             };
-            self.metrics
-                .principals
-                .get_or_create(&SecretLabel {
-                    secret: ctx.name.clone(),
-                })
-                .set(readers.len() as i64);
+            self.metrics.set_principals(&ctx.name, readers.len());
             facts.insert(
                 ctx.name.clone(),
                 AccessFacts {

@@ -63,6 +63,8 @@ pub struct MetadataPoller<A> {
     metrics: Arc<Metrics>,
     /// AWSCURRENT creation times by ARN.
     versions: HashMap<String, CurrentVersion>,
+    /// How many secrets the last listing had (to size the next one at once).
+    last_listed: usize,
 }
 
 impl<A: SecretsMetadataApi> MetadataPoller<A> {
@@ -74,12 +76,13 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
             view,
             metrics,
             versions: HashMap::new(),
+            last_listed: 0,
         }
     }
 
     /// Reads every ListSecrets page.
     async fn list_all(&self) -> Result<(Vec<SecretMeta>, usize), AwsError> {
-        let mut all = Vec::new();
+        let mut all = Vec::with_capacity(self.last_listed + 100);
         let mut token = None;
         let mut pages = 0;
         loop {
@@ -94,12 +97,30 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         Ok((all, pages))
     }
 
-    /// Runs one cycle and returns the statuses it computed; on error nothing is published.
-    pub async fn poll_once(
+    /// Runs one cycle and publishes its statuses to the view and the metrics. When ListSecrets
+    /// fails nothing is published; when only some version lookups fail, those secrets keep
+    /// their previous status, the rest is published, and the first error is returned.
+    pub async fn poll_once(&mut self, now: DateTime<Utc>) -> Result<CycleReport, AwsError> {
+        let (report, statuses, first_error) = self.cycle(now).await?;
+        self.publish(statuses).await;
+        first_error.map_or(Ok(report), Err)
+    }
+
+    /// Runs one cycle and returns its statuses without publishing them (`keywarden status`).
+    pub async fn statuses_once(
         &mut self,
         now: DateTime<Utc>,
     ) -> Result<(CycleReport, Vec<SecretStatus>), AwsError> {
+        let (report, statuses, first_error) = self.cycle(now).await?;
+        first_error.map_or(Ok((report, statuses)), Err)
+    }
+
+    async fn cycle(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<(CycleReport, Vec<SecretStatus>, Option<AwsError>), AwsError> {
         let (listed, pages) = self.list_all().await?;
+        self.last_listed = listed.len();
         let watch = inventory::watch_list(&self.config, &listed);
         let mut report = CycleReport {
             pages,
@@ -169,34 +190,30 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         }
         self.versions
             .retain(|arn, _| live_arns.contains(arn.as_str()));
-        self.publish(&statuses).await;
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok((report, statuses)),
-        }
+        Ok((report, statuses, first_error))
     }
 
     fn previous_status(&self, w: &Watched) -> Option<SecretStatus> {
         self.view.read().secrets.get(&w.name).cloned()
     }
 
-    async fn publish(&self, statuses: &[SecretStatus]) {
-        {
-            let mut view = self.view.write();
-            view.secrets = statuses
-                .iter()
-                .map(|s| (s.name.clone(), s.clone()))
-                .collect();
-        }
-        if self.metrics.sync_secrets(statuses) {
+    /// Moves the statuses into the view (no copy: with 10,000 secrets a copy is megabytes)
+    /// after the metrics took what they export.
+    async fn publish(&self, statuses: Vec<SecretStatus>) {
+        let changed = self.metrics.sync_secrets(&statuses);
+        let secrets = statuses.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let old = std::mem::replace(&mut self.view.write().secrets, secrets);
+        drop(old);
+        if changed {
             // Render now, off the scrape path, so the next scrape is served from the cache.
             let metrics = self.metrics.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 metrics.refresh();
-                crate::memory::trim();
             })
             .await;
         }
+        // A cycle allocates and frees megabytes (the listing, the statuses): give them back.
+        crate::memory::trim();
     }
 
     /// Polls until `shutdown` turns true.
@@ -219,7 +236,7 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
             };
             let elapsed = started.elapsed().as_secs_f64();
             let kind = match &result {
-                Ok((report, _)) => {
+                Ok(report) => {
                     debug!(
                         pages = report.pages,
                         listed = report.listed,

@@ -36,7 +36,7 @@ use crate::aws::{
     AwsError, SecretValue, SecretsWriteApi, VersionSelector, AWSCURRENT, AWSPREVIOUS,
 };
 use crate::config::{Config, HookStage, SecretSpec};
-use crate::metrics::{Metrics, RotationLabels, SecretLabel, TriggerLabel};
+use crate::metrics::{Metrics, TriggerLabel};
 use crate::store::{Store, StoreError};
 use crate::view::{RotationView, SharedView};
 
@@ -394,25 +394,12 @@ impl<A: SecretsWriteApi> RotationCore<A> {
     }
 
     fn set_in_progress(&self, secret: &str, on: bool) {
-        self.metrics
-            .rotation_in_progress
-            .get_or_create(&SecretLabel {
-                secret: secret.to_string(),
-            })
-            .set(i64::from(on));
-        self.metrics.mark_dirty();
+        self.metrics.set_rotation_in_progress(secret, on);
     }
 
     fn count(&self, secret: &str, trigger: Trigger, result: &'static str) {
         self.metrics
-            .rotations
-            .get_or_create(&RotationLabels {
-                secret: secret.to_string(),
-                trigger: trigger.as_str(),
-                result,
-            })
-            .inc();
-        self.metrics.mark_dirty();
+            .count_rotation(secret, trigger.as_str(), result);
     }
 
     /// Drives one rotation until it is done, failed, waiting for its grace, or rolled back.

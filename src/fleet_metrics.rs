@@ -1,0 +1,812 @@
+//! The per-secret series of SPEC §3, one compact record per secret, and their OpenMetrics
+//! encoding.
+//!
+//! A fleet of 10,000 inventory secrets exports about 330,000 series (every counter of an
+//! inventory secret exists at 0 from the first scrape). Kept as prometheus-client families,
+//! each series was a hash-map entry with its own copy of the secret name and its own heap
+//! atomic: about 50 MB. Here a secret is one [`SecretSeries`]: its name once, its info labels,
+//! and fixed arrays of atomics indexed by the bounded label values (event x outcome, anomaly
+//! kind, trigger x result, reminder lead), with a sentinel for "no such series". That is
+//! about 600 bytes a secret. Updates take a shared lock and touch one atomic; only adding and
+//! removing secrets takes the exclusive lock.
+//!
+//! [`Fleet::encode`] writes the families in OpenMetrics text, in a fixed order, series sorted by
+//! secret name; label values are escaped as the format requires. This module does no I/O.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// CloudTrail event names counted under their own `event` label; others count as `other`.
+pub const EVENTS: [&str; 9] = [
+    "GetSecretValue",
+    "BatchGetSecretValue",
+    "DescribeSecret",
+    "PutSecretValue",
+    "UpdateSecret",
+    "UpdateSecretVersionStage",
+    "RotateSecret",
+    "DeleteSecret",
+    "RestoreSecret",
+];
+/// Slots of the access counters: every event of [`EVENTS`], then `other`.
+const EVENT_SLOTS: usize = EVENTS.len() + 1;
+
+fn event_label(i: usize) -> &'static str {
+    EVENTS.get(i).copied().unwrap_or("other")
+}
+/// Access outcomes (the `outcome` label).
+pub const OUTCOMES: [&str; 3] = ["success", "denied", "error"];
+/// Anomaly kinds (the `kind` label).
+pub const ANOMALY_KINDS: [&str; 6] = [
+    "undeclared_consumer",
+    "new_principal",
+    "rate_spike",
+    "denied_burst",
+    "unexpected_source",
+    "previous_version_read",
+];
+/// Rotation triggers.
+pub const TRIGGERS: [&str; 3] = ["scheduled", "manual", "compromise"];
+/// Rotation results.
+pub const RESULTS: [&str; 3] = ["success", "failure", "rolled_back"];
+
+/// The per-secret gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gauge {
+    /// `keywarden_secret_present`.
+    Present,
+    /// `keywarden_secret_last_rotated_timestamp_seconds`.
+    LastRotated,
+    /// `keywarden_secret_rotation_interval_seconds`.
+    Interval,
+    /// `keywarden_secret_rotation_due_timestamp_seconds`.
+    Due,
+    /// `keywarden_secret_rotation_scheduled_timestamp_seconds`.
+    Scheduled,
+    /// `keywarden_secret_rotation_enabled`.
+    RotationEnabled,
+    /// `keywarden_secret_rotation_pending`.
+    Pending,
+    /// `keywarden_secret_last_accessed_timestamp_seconds`.
+    LastAccessed,
+    /// `keywarden_secret_principals`.
+    Principals,
+    /// `keywarden_rotation_in_progress`.
+    RotationInProgress,
+    /// `keywarden_incident_open`.
+    IncidentOpen,
+}
+
+const GAUGES: usize = 11;
+
+/// Marks a gauge without a series.
+const NO_GAUGE: i64 = i64::MIN;
+/// Marks a counter without a series.
+const NO_COUNTER: u64 = u64::MAX;
+
+/// The labels of `keywarden_secret_info`, besides `secret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The configured id (name or ARN).
+    pub id: String,
+    /// critical | high | warning | info.
+    pub severity: &'static str,
+    /// Impact if compromised.
+    pub impact: String,
+    /// Rotation strategy.
+    pub strategy: &'static str,
+    /// `inventory` or `discovered`.
+    pub managed: &'static str,
+}
+
+/// Every series of one secret.
+pub struct SecretSeries {
+    /// Info labels, once the metadata poller listed the secret.
+    synced: Option<Info>,
+    /// The sync generation that last listed this secret.
+    generation: u64,
+    gauges: [AtomicI64; GAUGES],
+    /// By event slot x outcome.
+    access: [AtomicU64; EVENT_SLOTS * 3],
+    anomalies: [AtomicU64; 6],
+    /// By trigger x result.
+    rotations: [AtomicU64; 9],
+    /// By lead (index into [`Fleet`]'s leads).
+    reminders: Box<[AtomicU64]>,
+    reminder_failures: AtomicU64,
+    incidents: AtomicU64,
+}
+
+fn absent_counters<const N: usize>() -> [AtomicU64; N] {
+    std::array::from_fn(|_| AtomicU64::new(NO_COUNTER))
+}
+
+impl SecretSeries {
+    fn new(leads: usize) -> SecretSeries {
+        SecretSeries {
+            synced: None,
+            generation: 0,
+            gauges: std::array::from_fn(|_| AtomicI64::new(NO_GAUGE)),
+            access: absent_counters(),
+            anomalies: absent_counters(),
+            rotations: absent_counters(),
+            reminders: (0..leads).map(|_| AtomicU64::new(NO_COUNTER)).collect(),
+            reminder_failures: AtomicU64::new(NO_COUNTER),
+            incidents: AtomicU64::new(NO_COUNTER),
+        }
+    }
+
+    fn gauge(&self, g: Gauge) -> &AtomicI64 {
+        &self.gauges[g as usize]
+    }
+
+    /// A gauge's value (`None`: no series).
+    fn get(&self, g: Gauge) -> Option<i64> {
+        let v = self.gauge(g).load(Ordering::Relaxed);
+        (v != NO_GAUGE).then_some(v)
+    }
+
+    /// Sets a gauge, or removes its series with `None`.
+    fn set(&self, g: Gauge, value: Option<i64>) {
+        self.gauge(g)
+            .store(value.unwrap_or(NO_GAUGE), Ordering::Relaxed);
+    }
+}
+
+/// Creates a counter at 0 when it has no series yet.
+fn ensure(c: &AtomicU64) {
+    let _ = c.compare_exchange(NO_COUNTER, 0, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// Adds to a counter, creating its series.
+fn add(c: &AtomicU64, n: u64) {
+    let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(if v == NO_COUNTER {
+            n
+        } else {
+            v.saturating_add(n).min(NO_COUNTER - 1)
+        })
+    });
+}
+
+/// Every secret's series.
+#[derive(Default)]
+pub struct Fleet {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Boxed, so that the map's spare capacity costs a pointer, not a record.
+    secrets: HashMap<Box<str>, Box<SecretSeries>>,
+    /// Reminder lead label values, such as `14d`.
+    leads: Vec<Box<str>>,
+    /// Incremented by each sync.
+    generation: u64,
+}
+
+impl Inner {
+    fn series(&mut self, secret: &str) -> &mut SecretSeries {
+        let leads = self.leads.len();
+        self.secrets
+            .entry(secret.into())
+            .or_insert_with(|| Box::new(SecretSeries::new(leads)))
+    }
+}
+
+impl Fleet {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the secret's record, creating it (without series) when it is new.
+    fn with<R>(&self, secret: &str, f: impl FnOnce(&SecretSeries) -> R) -> R {
+        {
+            let inner = self.read();
+            if let Some(s) = inner.secrets.get(secret) {
+                return f(s);
+            }
+        }
+        let mut inner = self.write();
+        f(inner.series(secret))
+    }
+
+    /// Declares the reminder lead label values (series of every lead exist for inventory
+    /// secrets from the first scrape).
+    pub fn set_leads(&self, leads: &[String]) {
+        let mut inner = self.write();
+        for lead in leads {
+            lead_index(&mut inner, lead);
+        }
+    }
+
+    /// Creates the counters (and the in-progress and incident gauges) of an inventory secret
+    /// at 0; existing series keep their values.
+    pub fn init_counters(&self, secret: &str) {
+        self.with(secret, |s| {
+            for o in 0..OUTCOMES.len() {
+                ensure(&s.access[o]); // GetSecretValue is event 0.
+            }
+            s.anomalies.iter().for_each(ensure);
+            s.rotations.iter().for_each(ensure);
+            s.reminders.iter().for_each(ensure);
+            ensure(&s.reminder_failures);
+            ensure(&s.incidents);
+            for g in [Gauge::RotationInProgress, Gauge::IncidentOpen] {
+                let _ =
+                    s.gauge(g)
+                        .compare_exchange(NO_GAUGE, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// Sets a gauge of a secret.
+    pub fn set_gauge(&self, secret: &str, g: Gauge, value: i64) {
+        self.with(secret, |s| s.set(g, Some(value)));
+    }
+
+    /// Adds `n` CloudTrail events; an event name outside [`EVENTS`] counts as `other`, an
+    /// outcome outside [`OUTCOMES`] is not exported.
+    pub fn count_access(&self, secret: &str, event: &str, outcome: &str, n: u64) {
+        let e = EVENTS
+            .iter()
+            .position(|l| *l == event)
+            .unwrap_or(EVENTS.len());
+        if let Some(o) = OUTCOMES.iter().position(|l| *l == outcome) {
+            self.with(secret, |s| add(&s.access[e * OUTCOMES.len() + o], n));
+        }
+    }
+
+    /// Counts an anomaly of a kind from [`ANOMALY_KINDS`] (other kinds are not exported).
+    pub fn count_anomaly(&self, secret: &str, kind: &str) {
+        if let Some(k) = ANOMALY_KINDS.iter().position(|l| *l == kind) {
+            self.with(secret, |s| add(&s.anomalies[k], 1));
+        }
+    }
+
+    /// Counts a rotation by trigger and result (values from [`TRIGGERS`], [`RESULTS`]).
+    pub fn count_rotation(&self, secret: &str, trigger: &str, result: &str) {
+        let t = TRIGGERS.iter().position(|l| *l == trigger);
+        let r = RESULTS.iter().position(|l| *l == result);
+        if let (Some(t), Some(r)) = (t, r) {
+            self.with(secret, |s| add(&s.rotations[t * RESULTS.len() + r], 1));
+        }
+    }
+
+    /// Counts a reminder SNS accepted.
+    pub fn count_reminder(&self, secret: &str, lead: &str) {
+        let known = self.read().leads.iter().position(|l| &**l == lead);
+        let i = match known {
+            Some(i) => i,
+            None => lead_index(&mut self.write(), lead),
+        };
+        self.with(secret, |s| {
+            if let Some(c) = s.reminders.get(i) {
+                add(c, 1);
+            }
+        });
+    }
+
+    /// Counts a failed reminder publish.
+    pub fn count_reminder_failure(&self, secret: &str) {
+        self.with(secret, |s| add(&s.reminder_failures, 1));
+    }
+
+    /// Adds to the incident counter.
+    pub fn count_incidents(&self, secret: &str, n: u64) {
+        self.with(secret, |s| add(&s.incidents, n));
+    }
+
+    /// Makes the synced part (info and the gauges the metadata poller knows) match
+    /// `statuses`; an inventory secret seen for the first time gets its counters at 0; every
+    /// series of a synced secret that is no longer listed is removed. Returns whether
+    /// anything changed.
+    pub fn sync<'a>(&self, statuses: impl IntoIterator<Item = Synced<'a>>) -> bool {
+        let mut inner = self.write();
+        inner.generation += 1;
+        let generation = inner.generation;
+        let mut changed = false;
+        let mut new_inventory = Vec::new();
+        for st in statuses {
+            let s = inner.series(st.name);
+            s.generation = generation;
+            if s.synced.as_ref() == Some(&st.info)
+                && SYNCED_GAUGES
+                    .iter()
+                    .zip(st.values)
+                    .all(|(g, v)| s.get(*g) == v)
+            {
+                continue;
+            }
+            if s.synced.is_none() && st.inventory {
+                new_inventory.push(st.name);
+            }
+            for (g, v) in SYNCED_GAUGES.iter().zip(st.values) {
+                s.set(*g, v);
+            }
+            s.synced = Some(st.info);
+            changed = true;
+        }
+        let before = inner.secrets.len();
+        inner
+            .secrets
+            .retain(|_, s| s.synced.is_none() || s.generation == generation);
+        changed |= inner.secrets.len() != before;
+        drop(inner);
+        for name in new_inventory {
+            self.init_counters(name);
+        }
+        changed
+    }
+
+    /// Number of secrets with a record.
+    pub fn len(&self) -> usize {
+        self.read().secrets.len()
+    }
+
+    /// Whether no secret has a record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes every family in OpenMetrics text (without `# EOF`).
+    pub fn encode(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let inner = self.read();
+        let mut sorted: Vec<(&str, &SecretSeries)> =
+            inner.secrets.iter().map(|(k, v)| (&**k, &**v)).collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut w = Writer::new(out);
+        // keywarden_secret_info
+        w.family(
+            "keywarden_secret_info",
+            "gauge",
+            "Static facts about a watched secret (value 1)",
+            sorted
+                .iter()
+                .filter_map(|(name, s)| s.synced.as_ref().map(|info| (*name, info))),
+            |w, (name, info)| {
+                w.sample_start("keywarden_secret_info", name)?;
+                w.label("id", &info.id)?;
+                w.label("severity", info.severity)?;
+                w.label("impact", &info.impact)?;
+                w.label("strategy", info.strategy)?;
+                w.label("managed", info.managed)?;
+                w.end_i64(1)
+            },
+        )?;
+        for (name, help, g) in GAUGE_FAMILIES_BEFORE_ACCESS {
+            w.gauge_family(name, help, g, &sorted)?;
+        }
+        w.counter_family(
+            "keywarden_secret_access_events",
+            "CloudTrail events about the secret, each counted once",
+            &sorted,
+            |s| &s.access[..],
+            |w, i| {
+                w.label("event", event_label(i / OUTCOMES.len()))?;
+                w.label("outcome", OUTCOMES[i % OUTCOMES.len()])
+            },
+        )?;
+        w.counter_family(
+            "keywarden_secret_access_anomalies",
+            "Access anomalies detected on the secret",
+            &sorted,
+            |s| &s.anomalies[..],
+            |w, i| w.label("kind", ANOMALY_KINDS[i]),
+        )?;
+        w.gauge_family(
+            "keywarden_secret_principals",
+            "Distinct principals that read the secret within the baseline window",
+            Gauge::Principals,
+            &sorted,
+        )?;
+        let leads = &inner.leads;
+        w.counter_family(
+            "keywarden_reminders_sent",
+            "Pre-rotation reminders accepted by SNS",
+            &sorted,
+            |s| &s.reminders[..],
+            |w, i| w.label("lead", leads.get(i).map_or("", |l| &**l)),
+        )?;
+        w.counter_family(
+            "keywarden_reminder_failures",
+            "Failed attempts to publish a reminder (each is retried)",
+            &sorted,
+            |s| std::slice::from_ref(&s.reminder_failures),
+            |_, _| Ok(()),
+        )?;
+        w.counter_family(
+            "keywarden_rotations",
+            "Rotations run by keywarden, by trigger and result",
+            &sorted,
+            |s| &s.rotations[..],
+            |w, i| {
+                w.label("trigger", TRIGGERS[i / RESULTS.len()])?;
+                w.label("result", RESULTS[i % RESULTS.len()])
+            },
+        )?;
+        w.gauge_family(
+            "keywarden_rotation_in_progress",
+            "1 while a rotation of the secret is under way",
+            Gauge::RotationInProgress,
+            &sorted,
+        )?;
+        w.counter_family(
+            "keywarden_incidents",
+            "Compromise incidents opened for the secret",
+            &sorted,
+            |s| std::slice::from_ref(&s.incidents),
+            |_, _| Ok(()),
+        )?;
+        w.gauge_family(
+            "keywarden_incident_open",
+            "1 while a compromise incident on the secret is open",
+            Gauge::IncidentOpen,
+            &sorted,
+        )?;
+        w.flush()
+    }
+}
+
+/// The gauges between `keywarden_secret_info` and the access counters, in exposition order.
+const GAUGE_FAMILIES_BEFORE_ACCESS: [(&str, &str, Gauge); 8] = [
+    (
+        "keywarden_secret_present",
+        "1 if the secret exists in Secrets Manager and is not scheduled for deletion",
+        Gauge::Present,
+    ),
+    (
+        "keywarden_secret_last_rotated_timestamp_seconds",
+        "Creation time of the AWSCURRENT version (else LastRotatedDate, else CreatedDate)",
+        Gauge::LastRotated,
+    ),
+    (
+        "keywarden_secret_rotation_interval_seconds",
+        "Rotation policy of the secret",
+        Gauge::Interval,
+    ),
+    (
+        "keywarden_secret_rotation_due_timestamp_seconds",
+        "When the next rotation is due: last rotation plus interval",
+        Gauge::Due,
+    ),
+    (
+        "keywarden_secret_rotation_scheduled_timestamp_seconds",
+        "When AWS will rotate the secret next (only with AWS rotation enabled)",
+        Gauge::Scheduled,
+    ),
+    (
+        "keywarden_secret_rotation_enabled",
+        "1 if AWS-side rotation is enabled",
+        Gauge::RotationEnabled,
+    ),
+    (
+        "keywarden_secret_rotation_pending",
+        "1 if a version other than AWSCURRENT carries AWSPENDING",
+        Gauge::Pending,
+    ),
+    (
+        "keywarden_secret_last_accessed_timestamp_seconds",
+        "LastAccessedDate as AWS reports it (to the day)",
+        Gauge::LastAccessed,
+    ),
+];
+
+fn lead_index(inner: &mut Inner, lead: &str) -> usize {
+    if let Some(i) = inner.leads.iter().position(|l| &**l == lead) {
+        return i;
+    }
+    inner.leads.push(lead.into());
+    let n = inner.leads.len();
+    for s in inner.secrets.values_mut() {
+        let mut v: Vec<AtomicU64> = std::mem::take(&mut s.reminders).into_vec();
+        v.resize_with(n, || AtomicU64::new(NO_COUNTER));
+        s.reminders = v.into_boxed_slice();
+    }
+    n - 1
+}
+
+/// The gauges [`Fleet::sync`] sets, in the order of [`Synced::values`].
+const SYNCED_GAUGES: [Gauge; 8] = [
+    Gauge::Present,
+    Gauge::LastRotated,
+    Gauge::Interval,
+    Gauge::Due,
+    Gauge::Scheduled,
+    Gauge::LastAccessed,
+    Gauge::RotationEnabled,
+    Gauge::Pending,
+];
+
+/// One secret's synced facts, for [`Fleet::sync`].
+pub struct Synced<'a> {
+    /// The `secret` label.
+    pub name: &'a str,
+    /// Info labels.
+    pub info: Info,
+    /// present, last rotated, interval, due, scheduled, last accessed, rotation enabled,
+    /// pending (`None`: no series).
+    pub values: [Option<i64>; 8],
+    /// Whether it is an inventory secret (its counters exist from the first scrape).
+    pub inventory: bool,
+}
+
+/// A buffered OpenMetrics writer.
+struct Writer<'w, W: std::io::Write> {
+    out: &'w mut W,
+    buf: Vec<u8>,
+}
+
+impl<'w, W: std::io::Write> Writer<'w, W> {
+    fn new(out: &'w mut W) -> Self {
+        Writer {
+            out,
+            buf: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn maybe_flush(&mut self) -> std::io::Result<()> {
+        if self.buf.len() >= 60 * 1024 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        for part in [
+            "# HELP ",
+            name,
+            " ",
+            help,
+            ".\n# TYPE ",
+            name,
+            " ",
+            kind,
+            "\n",
+        ] {
+            self.buf.extend_from_slice(part.as_bytes());
+        }
+    }
+
+    /// Writes `name{secret="..."` (without the closing brace).
+    fn sample_start(&mut self, name: &str, secret: &str) -> std::io::Result<()> {
+        self.maybe_flush()?;
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b"{secret=\"");
+        escape_into(&mut self.buf, secret);
+        self.buf.push(b'"');
+        Ok(())
+    }
+
+    fn label(&mut self, key: &str, value: &str) -> std::io::Result<()> {
+        self.buf.push(b',');
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"=\"");
+        escape_into(&mut self.buf, value);
+        self.buf.push(b'"');
+        Ok(())
+    }
+
+    fn end_i64(&mut self, v: i64) -> std::io::Result<()> {
+        self.buf.extend_from_slice(b"} ");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        self.buf.push(b'\n');
+        Ok(())
+    }
+
+    fn end_u64(&mut self, v: u64) -> std::io::Result<()> {
+        self.buf.extend_from_slice(b"} ");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        self.buf.push(b'\n');
+        Ok(())
+    }
+
+    /// A family from an iterator of items; the header only when there is a sample.
+    fn family<T>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        items: impl Iterator<Item = T>,
+        mut sample: impl FnMut(&mut Self, T) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut items = items.peekable();
+        if items.peek().is_none() {
+            return Ok(());
+        }
+        self.header(name, kind, help);
+        for item in items {
+            sample(self, item)?;
+        }
+        Ok(())
+    }
+
+    fn gauge_family(
+        &mut self,
+        name: &str,
+        help: &str,
+        g: Gauge,
+        sorted: &[(&str, &SecretSeries)],
+    ) -> std::io::Result<()> {
+        let values = sorted.iter().filter_map(|(secret, s)| {
+            let v = s.gauge(g).load(Ordering::Relaxed);
+            (v != NO_GAUGE).then_some((*secret, v))
+        });
+        self.family(name, "gauge", help, values, |w, (secret, v)| {
+            w.sample_start(name, secret)?;
+            w.end_i64(v)
+        })
+    }
+
+    fn counter_family(
+        &mut self,
+        name: &str,
+        help: &str,
+        sorted: &[(&str, &SecretSeries)],
+        counters: impl Fn(&SecretSeries) -> &[AtomicU64],
+        labels: impl Fn(&mut Self, usize) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let values = sorted.iter().flat_map(|(secret, s)| {
+            counters(s).iter().enumerate().filter_map(|(i, c)| {
+                let v = c.load(Ordering::Relaxed);
+                (v != NO_COUNTER).then_some((*secret, i, v))
+            })
+        });
+        let total = format!("{name}_total");
+        self.family(name, "counter", help, values, |w, (secret, i, v)| {
+            w.sample_start(&total, secret)?;
+            labels(w, i)?;
+            w.end_u64(v)
+        })
+    }
+}
+
+/// Escapes a label value: backslash, double quote and line feed.
+fn escape_into(buf: &mut Vec<u8>, value: &str) {
+    for &b in value.as_bytes() {
+        match b {
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'"' => buf.extend_from_slice(b"\\\""),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            _ => buf.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: &Fleet) -> String {
+        let mut out = Vec::new();
+        f.encode(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn synced<'a>(name: &'a str, impact: &str, values: [Option<i64>; 8]) -> Synced<'a> {
+        Synced {
+            name,
+            info: Info {
+                id: format!("svc/{name}"),
+                severity: "high",
+                impact: impact.into(),
+                strategy: "random",
+                managed: "inventory",
+            },
+            values,
+            inventory: true,
+        }
+    }
+
+    #[test]
+    fn an_inventory_secret_has_every_counter_at_zero_and_escaped_labels() {
+        let f = Fleet::default();
+        f.set_leads(&["14d".into(), "1d".into()]);
+        let values = [
+            Some(1),
+            Some(10),
+            Some(20),
+            Some(30),
+            None,
+            Some(5),
+            Some(0),
+            Some(1),
+        ];
+        assert!(f.sync([synced("A\"B", "x \"q\" \\ y\nz", values)]));
+        let t = text(&f);
+        assert!(t.contains(
+            "keywarden_secret_info{secret=\"A\\\"B\",id=\"svc/A\\\"B\",severity=\"high\",impact=\"x \\\"q\\\" \\\\ y\\nz\",strategy=\"random\",managed=\"inventory\"} 1\n"
+        ), "{t}");
+        assert!(t.contains("# HELP keywarden_secret_rotation_due_timestamp_seconds When the next rotation is due: last rotation plus interval.\n# TYPE keywarden_secret_rotation_due_timestamp_seconds gauge\nkeywarden_secret_rotation_due_timestamp_seconds{secret=\"A\\\"B\"} 30\n"));
+        // No scheduled series, so no family either.
+        assert!(!t.contains("scheduled_timestamp"));
+        assert!(t.contains("# TYPE keywarden_secret_access_events counter\n"));
+        for o in OUTCOMES {
+            assert!(t.contains(&format!("keywarden_secret_access_events_total{{secret=\"A\\\"B\",event=\"GetSecretValue\",outcome=\"{o}\"}} 0\n")));
+        }
+        assert_eq!(
+            t.matches("keywarden_secret_access_anomalies_total{")
+                .count(),
+            6
+        );
+        assert_eq!(t.matches("keywarden_rotations_total{").count(), 9);
+        assert!(t.contains("keywarden_reminders_sent_total{secret=\"A\\\"B\",lead=\"1d\"} 0\n"));
+        assert!(t.contains("keywarden_incident_open{secret=\"A\\\"B\"} 0\n"));
+        assert!(t.contains("keywarden_reminder_failures_total{secret=\"A\\\"B\"} 0\n"));
+        // Principals are set by the access poller only.
+        assert!(!t.contains("keywarden_secret_principals"));
+        // Nothing changed: nothing to do.
+        assert!(!f.sync([synced("A\"B", "x \"q\" \\ y\nz", values)]));
+    }
+
+    #[test]
+    fn updates_count_and_removal_retires_every_series() {
+        let f = Fleet::default();
+        f.set_leads(&["14d".into()]);
+        let v = [Some(1), None, None, None, None, None, Some(0), Some(0)];
+        f.sync([synced("A", "", v), synced("B", "", v)]);
+        f.count_access("A", "GetSecretValue", "denied", 3);
+        f.count_access("A", "ListSecrets", "success", 2);
+        f.count_access("A", "ListSecrets", "not_an_outcome", 2);
+        f.count_anomaly("A", "rate_spike");
+        f.count_anomaly("A", "not_a_kind");
+        f.count_rotation("A", "manual", "success");
+        f.count_reminder("A", "14d");
+        f.count_reminder("A", "3d");
+        f.count_reminder_failure("A");
+        f.count_incidents("A", 2);
+        f.set_gauge("A", Gauge::Principals, 4);
+        f.set_gauge("A", Gauge::IncidentOpen, 1);
+        let t = text(&f);
+        for line in [
+            "keywarden_secret_access_events_total{secret=\"A\",event=\"GetSecretValue\",outcome=\"denied\"} 3\n",
+            "keywarden_secret_access_events_total{secret=\"A\",event=\"other\",outcome=\"success\"} 2\n",
+            "keywarden_secret_access_anomalies_total{secret=\"A\",kind=\"rate_spike\"} 1\n",
+            "keywarden_rotations_total{secret=\"A\",trigger=\"manual\",result=\"success\"} 1\n",
+            "keywarden_reminders_sent_total{secret=\"A\",lead=\"14d\"} 1\n",
+            "keywarden_reminders_sent_total{secret=\"A\",lead=\"3d\"} 1\n",
+            "keywarden_reminder_failures_total{secret=\"A\"} 1\n",
+            "keywarden_incidents_total{secret=\"A\"} 2\n",
+            "keywarden_secret_principals{secret=\"A\"} 4\n",
+            "keywarden_incident_open{secret=\"A\"} 1\n",
+        ] {
+            assert!(t.contains(line), "missing {line:?} in\n{t}");
+        }
+        // B sorts after A within each family.
+        let a = t.find("keywarden_secret_present{secret=\"A\"}").unwrap();
+        let b = t.find("keywarden_secret_present{secret=\"B\"}").unwrap();
+        assert!(a < b);
+        // B is no longer listed: every series of it goes; A keeps its counts.
+        assert!(f.sync([synced("A", "", v)]));
+        let t = text(&f);
+        assert!(!t.contains("secret=\"B\""), "{t}");
+        assert!(t.contains("keywarden_incidents_total{secret=\"A\"} 2\n"));
+    }
+
+    #[test]
+    fn a_secret_only_counted_elsewhere_survives_syncs() {
+        let f = Fleet::default();
+        f.count_incidents("ONLY_INCIDENT", 1);
+        f.sync(std::iter::empty());
+        assert!(text(&f).contains("keywarden_incidents_total{secret=\"ONLY_INCIDENT\"} 1\n"));
+    }
+
+    #[test]
+    fn a_record_is_small() {
+        let size = std::mem::size_of::<SecretSeries>();
+        assert!(size <= 600, "{size} bytes");
+    }
+}
