@@ -56,5 +56,7 @@ done
 sleep 25
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$kw_pid/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$kw_pid/status")
+anon=$(awk '/RssAnon/ {print $2}' "/proc/$kw_pid/status")
+file=$(awk '/RssFile/ {print $2}' "/proc/$kw_pid/status")
 lists=$(curl -fsS "$endpoint/_keywarden/requests")
-echo "secrets=$n rss_kib=$rss peak_kib=$hwm requests=$lists"
+echo "secrets=$n rss_kib=$rss peak_kib=$hwm (heap and other anonymous ${anon} KiB, binary and libraries ${file} KiB) requests=$lists"
