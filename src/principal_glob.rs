@@ -316,7 +316,10 @@ mod tests {
     const INPUT: &[char] = &['a', 'b', '/', '-', '!', ']', 'é', ':', 'z'];
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        // 20,000 cases by default; PROPTEST_CASES runs more.
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+        ))]
 
         /// Same accepted patterns, same errors, same matches as the glob crate.
         #[test]
