@@ -174,8 +174,9 @@ enum Stop {
     Type,
 }
 
-/// Bytes a string body is classified by at once (see [`marks`]): strings are short.
-const STRING_BLOCK: usize = 16;
+/// Bytes a string body is classified by at once (see [`marks`]): most keys and values of a
+/// CloudTrail record fit in one block.
+const STRING_BLOCK: usize = 32;
 
 /// Bytes a skipped object or array is classified by at once (see [`marks`]).
 const BLOCK: usize = 64;
@@ -342,11 +343,32 @@ impl<'a> Scanner<'a> {
     }
 
     /// At an opening quote: returns the body's range and whether it holds escapes.
+    #[inline(always)]
     fn string_body(&mut self) -> Result<(usize, usize, bool), Stop> {
         if self.peek() != Some(b'"') {
             return Err(Stop::Syntax);
         }
         let start = self.i + 1;
+        // Most strings end, unescaped, in their first block.
+        if let Some(block) = self
+            .b
+            .get(start..start + STRING_BLOCK)
+            .and_then(|s| <&[u8; STRING_BLOCK]>::try_from(s).ok())
+        {
+            let m = marks_block(block);
+            let hits = m.quote | m.backslash;
+            if hits & m.quote & hits.wrapping_neg() != 0 {
+                let end = start + hits.trailing_zeros() as usize;
+                self.i = end + 1;
+                return Ok((start, end, false));
+            }
+        }
+        self.string_body_blocks(start)
+    }
+
+    /// [`Scanner::string_body`] from `start`, the byte after the opening quote, block by block.
+    #[inline(never)]
+    fn string_body_blocks(&mut self, start: usize) -> Result<(usize, usize, bool), Stop> {
         let mut escaped = false;
         // Block by block: the first quote or backslash of a block is found from its masks; a
         // backslash escapes the byte after it, which may start the next block.
@@ -594,11 +616,11 @@ fn keep<'a>(
     }
 }
 
-/// Reads a record with the scanner. A type error is remembered and reported only once the
-/// whole text proved to be JSON, so that a truncated record is "not JSON" whatever it holds.
-fn scan_record(text: &str) -> Result<RawRecord<'_>, Stop> {
+/// Reads a record with the scanner into `rec` (filled in place: it is a few hundred bytes). A
+/// type error is remembered and reported only once the whole text proved to be JSON, so that a
+/// truncated record is "not JSON" whatever it holds.
+fn scan_record<'a>(text: &'a str, rec: &mut RawRecord<'a>) -> Result<(), Stop> {
     let mut sc = Scanner::new(text);
-    let mut rec = RawRecord::default();
     let mut type_error = false;
     let is_object = sc.object(|sc, key| match key {
         b"eventID" => keep(sc.str_value(), &mut rec.event_id, &mut type_error),
@@ -700,7 +722,7 @@ fn scan_record(text: &str) -> Result<RawRecord<'_>, Stop> {
     if type_error {
         return Err(Stop::Type);
     }
-    Ok(rec)
+    Ok(())
 }
 
 /// One parsed CloudTrail record. Every string borrows from the input unless it held escapes.
@@ -789,7 +811,7 @@ pub fn parse(message: &str) -> Result<Record<'_>, ParseError> {
 #[inline(always)]
 fn parse_with<'a>(
     message: &'a str,
-    scan: impl FnOnce(&'a str) -> Result<RawRecord<'a>, Stop>,
+    scan: impl FnOnce(&'a str, &mut RawRecord<'a>) -> Result<(), Stop>,
 ) -> Result<Record<'a>, ParseError> {
     if message.len() > MAX_RECORD_BYTES {
         return Err(ParseError::Oversized);
@@ -798,8 +820,9 @@ fn parse_with<'a>(
     if !trimmed.starts_with('{') {
         return Err(ParseError::NotJson);
     }
-    let raw = match scan(trimmed) {
-        Ok(r) => r,
+    let mut raw = RawRecord::default();
+    match scan(trimmed, &mut raw) {
+        Ok(()) => {}
         Err(Stop::Syntax) => return Err(ParseError::NotJson),
         Err(Stop::Type) => return Err(ParseError::Malformed),
     };
@@ -893,7 +916,7 @@ pub fn parse_time_ms(s: &str) -> Option<i64> {
 #[derive(Debug, Clone, Default)]
 pub struct SecretIndex {
     /// Key (id, name, ARN, partial ARN) to the index of the secret in `names`.
-    by_key: HashMap<String, usize>,
+    by_key: HashMap<String, usize, foldhash::fast::RandomState>,
     /// The `secret` labels.
     names: Vec<String>,
 }

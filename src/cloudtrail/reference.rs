@@ -277,9 +277,8 @@ fn keep<'a>(
 
 /// Reads a record with the scanner. A type error is remembered and reported only once the
 /// whole text proved to be JSON, so that a truncated record is "not JSON" whatever it holds.
-pub(super) fn scan_record(text: &str) -> Result<RawRecord<'_>, Stop> {
+pub(super) fn scan_record<'a>(text: &'a str, rec: &mut RawRecord<'a>) -> Result<(), Stop> {
     let mut sc = Scanner::new(text);
-    let mut rec = RawRecord::default();
     let mut type_error = false;
     let is_object = sc.object(|sc, key| match key {
         b"eventID" => keep(sc.str_value(), &mut rec.event_id, &mut type_error),
@@ -381,5 +380,5 @@ pub(super) fn scan_record(text: &str) -> Result<RawRecord<'_>, Stop> {
     if type_error {
         return Err(Stop::Type);
     }
-    Ok(rec)
+    Ok(())
 }
