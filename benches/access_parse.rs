@@ -61,6 +61,19 @@ fn count_line(line: &str, index: &SecretIndex, c: &mut Counts) {
     }
 }
 
+/// The line as text: a line of ASCII (CloudTrail escapes nothing else, but any UTF-8 is valid)
+/// is checked with `<[u8]>::is_ascii` (several bytes per step), anything else by
+/// `std::str::from_utf8`.
+#[inline]
+fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if bytes.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes)
+    }
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -92,10 +105,12 @@ fn stream(path: &str) {
 fn stream_once(path: &str) -> (f64, Counts) {
     let index = index();
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    let mut reader = std::io::BufReader::with_capacity(4 << 20, file);
+    // 256 KiB reads: the buffer stays in the core's L2 cache between the kernel's copy and the
+    // parse (4 MiB gave the same speed and twice the resident memory).
+    let mut reader = std::io::BufReader::with_capacity(256 << 10, file);
     let mut carry: Vec<u8> = Vec::new();
     let mut c = Counts::default();
-    let line_of = |bytes: &[u8], c: &mut Counts| match std::str::from_utf8(bytes) {
+    let line_of = |bytes: &[u8], c: &mut Counts| match utf8(bytes) {
         Ok(l) => count_line(l, &index, c),
         Err(_) => {
             c.records += 1;
