@@ -18,6 +18,10 @@ for size in "$n" $((n * 4)); do
   cat "$file" >/dev/null   # both runs read it from the page cache
   # One core each: taskset pins the process when available.
   pin=(); command -v taskset >/dev/null && pin=(taskset -c 0)
-  KEYWARDEN_ACCESS_STREAM="$file" "${pin[@]}" cargo bench --bench access_parse 2>/dev/null | grep '^rust:'
+  # Streamed: each reads the file line by line from the page cache (memory stays flat).
+  KEYWARDEN_ACCESS_STREAM="$file" "${pin[@]}" cargo bench --bench access_parse 2>/dev/null | grep '^rust'
   "${pin[@]}" "$python" benches/access_parse.py "$file"
+  # In memory: each reads the whole file first, untimed; only parse + classify + count is timed.
+  KEYWARDEN_ACCESS_MEMORY=1 KEYWARDEN_ACCESS_STREAM="$file" "${pin[@]}" cargo bench --bench access_parse 2>/dev/null | grep '^rust'
+  "${pin[@]}" "$python" benches/access_parse.py "$file" 3 --in-memory
 done

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Plain Python reference of keywarden's access counting, for benches/access_compare.sh.
 
-Usage: access_parse.py FILE [REPEAT]
+Usage: access_parse.py FILE [REPEAT] [--in-memory]
 
 Streams FILE (one CloudTrail record per line) and does what benches/access_parse.rs does with
 the json module and dicts: parse, keep eventSource secretsmanager.amazonaws.com, map secretId or
 secretIdList entries (name, full ARN, partial ARN) to the 20 watched secrets, label the event and
 the outcome, count per (secret, event, outcome). Prints events/s and the peak resident memory.
+
+With --in-memory the file's lines are read into a list first, outside the timing, so that only
+parse + classify + count is timed (benches/access_parse.rs does the same with
+KEYWARDEN_ACCESS_MEMORY=1).
 """
 
 import json
@@ -62,50 +66,63 @@ def outcome(code):
     return "error"
 
 
-def count(path, index):
-    """One pass over the file: (seconds, counts, records, skipped)."""
+def count(path, index, lines=None):
+    """One pass over the file, or over `lines` when given: (seconds, counts, records, skipped)."""
+    if lines is not None:
+        return count_lines(lines, index)
+    with open(path, encoding="utf-8") as f:
+        return count_lines(f, index)
+
+
+def count_lines(lines, index):
     counts = {}
     records = skipped = 0
     started = time.perf_counter()
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            records += 1
-            try:
-                r = json.loads(line)
-            except ValueError:
-                skipped += 1
-                continue
-            if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ("eventID", "eventSource", "eventName")) or not r["eventID"]:
-                skipped += 1
-                continue
-            if r["eventSource"] != SM:
-                continue
-            name = r["eventName"]
-            label = name if name in EVENTS else "other"
-            result = outcome(r.get("errorCode"))
-            params = r.get("requestParameters") or {}
-            ids = []
-            if params.get("secretId"):
-                ids.append(params["secretId"])
-            ids.extend(params.get("secretIdList") or [])
-            for secret_id in ids:
-                i = resolve(index, secret_id)
-                if i is not None:
-                    key = (i, label, result)
-                    counts[key] = counts.get(key, 0) + 1
+    for line in lines:
+        records += 1
+        try:
+            r = json.loads(line)
+        except ValueError:
+            skipped += 1
+            continue
+        if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ("eventID", "eventSource", "eventName")) or not r["eventID"]:
+            skipped += 1
+            continue
+        if r["eventSource"] != SM:
+            continue
+        name = r["eventName"]
+        label = name if name in EVENTS else "other"
+        result = outcome(r.get("errorCode"))
+        params = r.get("requestParameters") or {}
+        ids = []
+        if params.get("secretId"):
+            ids.append(params["secretId"])
+        ids.extend(params.get("secretIdList") or [])
+        for secret_id in ids:
+            i = resolve(index, secret_id)
+            if i is not None:
+                key = (i, label, result)
+                counts[key] = counts.get(key, 0) + 1
     return time.perf_counter() - started, counts, records, skipped
 
 
 def main():
-    path = sys.argv[1]
-    repeat = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    args = [a for a in sys.argv[1:] if a != "--in-memory"]
+    in_memory = len(args) != len(sys.argv) - 1
+    path = args[0]
+    repeat = int(args[1]) if len(args) > 1 else 3
     index = build_index()
+    lines = None
+    if in_memory:
+        with open(path, encoding="utf-8") as f:
+            lines = list(f)
     # The fastest of `repeat` passes (the machine is shared).
-    runs = [count(path, index) for _ in range(max(1, repeat))]
+    runs = [count(path, index, lines) for _ in range(max(1, repeat))]
     secs, counts, records, skipped = min(runs, key=lambda r: r[0])
     total = sum(counts.values())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"python: {records} records, {total} counted, {skipped} skipped in {secs:.3f}s: "
+    mode = "in memory" if in_memory else "streamed"
+    print(f"python ({mode}): {records} records, {total} counted, {skipped} skipped in {secs:.3f}s: "
           f"{records / secs:.0f} events/s (best pass), peak RSS {peak} KiB")
     print(f"python: counters {len(counts)} series, total {total}, skipped {skipped}")
 
