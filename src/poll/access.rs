@@ -751,15 +751,7 @@ impl<L: LogsApi> AccessPoller<L> {
                 Ok(_) => break,
                 Err(e) => {
                     warn!(error = %e, kind = e.kind(), "Cannot learn the access baseline; retrying.");
-                    self.metrics.poll_finished(
-                        SOURCE,
-                        started.elapsed().as_secs_f64(),
-                        Some(e.kind()),
-                        Utc::now().timestamp(),
-                    );
-                    self.view
-                        .write()
-                        .record_poll(SOURCE, Instant::now(), Some(e.kind()));
+                    super::record_cycle(&self.metrics, &self.view, SOURCE, started, Some(e.kind()));
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
                         _ = shutdown.changed() => return info!("Access poller stopped."),
@@ -767,46 +759,33 @@ impl<L: LogsApi> AccessPoller<L> {
                 }
             }
         }
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => break,
-            }
-            if *shutdown.borrow() {
-                break;
-            }
-            let started = Instant::now();
-            let result = tokio::select! {
-                r = self.poll_once(Utc::now()) => r,
-                _ = shutdown.changed() => break,
-            };
-            let elapsed = started.elapsed().as_secs_f64();
-            let kind = match &result {
-                Ok(report) => {
-                    debug!(
-                        pages = report.pages,
-                        log_events = report.log_events,
-                        counted = report.counted,
-                        repeated = report.repeated,
-                        skipped = report.skipped,
-                        anomalies = report.anomalies,
-                        seconds = elapsed,
-                        "Access poll done."
-                    );
-                    None
-                }
-                Err(e) => {
-                    warn!(error = %e, kind = e.kind(), "Access poll failed; it resumes from its checkpoint.");
-                    Some(e.kind())
-                }
-            };
-            self.metrics
-                .poll_finished(SOURCE, elapsed, kind, Utc::now().timestamp());
-            self.view.write().record_poll(SOURCE, Instant::now(), kind);
-        }
+        let (metrics, view) = (self.metrics.clone(), self.view.clone());
+        super::run_periodically(SOURCE, every, &metrics, &view, &mut shutdown, &mut self).await;
         info!("Access poller stopped.");
+    }
+}
+
+impl<L: LogsApi> super::Cycle for AccessPoller<L> {
+    async fn cycle(&mut self, started: Instant) -> Option<&'static str> {
+        match self.poll_once(Utc::now()).await {
+            Ok(report) => {
+                debug!(
+                    pages = report.pages,
+                    log_events = report.log_events,
+                    counted = report.counted,
+                    repeated = report.repeated,
+                    skipped = report.skipped,
+                    anomalies = report.anomalies,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "Access poll done."
+                );
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, kind = e.kind(), "Access poll failed; it resumes from its checkpoint.");
+                Some(e.kind())
+            }
+        }
     }
 }
 

@@ -219,43 +219,30 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
     /// Polls until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let every = self.config.poll.metadata_every;
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => break,
-            }
-            if *shutdown.borrow() {
-                break;
-            }
-            let started = Instant::now();
-            let result = tokio::select! {
-                r = self.poll_once(Utc::now()) => r,
-                _ = shutdown.changed() => break,
-            };
-            let elapsed = started.elapsed().as_secs_f64();
-            let kind = match &result {
-                Ok(report) => {
-                    debug!(
-                        pages = report.pages,
-                        listed = report.listed,
-                        watched = report.watched,
-                        version_lookups = report.version_lookups,
-                        seconds = elapsed,
-                        "Metadata poll done."
-                    );
-                    None
-                }
-                Err(e) => {
-                    warn!(error = %e, kind = e.kind.as_str(), "Metadata poll failed; last values stay exported.");
-                    Some(e.kind.as_str())
-                }
-            };
-            self.metrics
-                .poll_finished(SOURCE, elapsed, kind, Utc::now().timestamp());
-            self.view.write().record_poll(SOURCE, Instant::now(), kind);
-        }
+        let (metrics, view) = (self.metrics.clone(), self.view.clone());
+        super::run_periodically(SOURCE, every, &metrics, &view, &mut shutdown, &mut self).await;
         info!("Metadata poller stopped.");
+    }
+}
+
+impl<A: SecretsMetadataApi> super::Cycle for MetadataPoller<A> {
+    async fn cycle(&mut self, started: Instant) -> Option<&'static str> {
+        match self.poll_once(Utc::now()).await {
+            Ok(report) => {
+                debug!(
+                    pages = report.pages,
+                    listed = report.listed,
+                    watched = report.watched,
+                    version_lookups = report.version_lookups,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "Metadata poll done."
+                );
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, kind = e.kind.as_str(), "Metadata poll failed; last values stay exported.");
+                Some(e.kind.as_str())
+            }
+        }
     }
 }

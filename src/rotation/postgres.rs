@@ -28,7 +28,8 @@ use tokio_postgres::{Client, NoTls};
 use crate::aws::SecretValue;
 
 use super::strategies::{
-    random_password, scrub, BoxFut, RotationStrategy, StepContext, StrategyError,
+    encode_object, json_object, json_port, random_password, scrub, BoxFut, RotationStrategy,
+    StepContext, StrategyError,
 };
 
 /// The suffix of the second user of a pair.
@@ -61,20 +62,11 @@ fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 fn parse_map(v: &SecretValue, what: &str) -> Result<Map<String, Value>, StrategyError> {
-    match serde_json::from_str::<Value>(v.expose()) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(StrategyError(format!(
+    json_object(v).ok_or_else(|| {
+        StrategyError(format!(
             "the {what} is not a JSON object with username, password, host, port and dbname"
-        ))),
-    }
-}
-
-fn port_of(m: &Map<String, Value>) -> Option<u16> {
-    match m.get("port") {
-        Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    }
+        ))
+    })
 }
 
 /// Parses `v`; fields missing from it are taken from `fallback` (the master secret may omit
@@ -96,7 +88,7 @@ fn creds(v: &SecretValue, what: &str, fallback: Option<&Creds>) -> Result<Creds,
                 .to_string(),
         ),
         host: text("host", fallback.map(|f| &f.host))?,
-        port: port_of(&m)
+        port: json_port(&m)
             .or(fallback.map(|f| f.port))
             .ok_or_else(|| StrategyError(format!("the {what} has no valid \"port\"")))?,
         dbname: text("dbname", fallback.map(|f| &f.dbname))?,
@@ -242,9 +234,7 @@ impl RotationStrategy for Postgres {
         let pw = random_password(self.bytes)?;
         m.insert("username".into(), Value::String(other));
         m.insert("password".into(), Value::String(pw.expose().to_string()));
-        serde_json::to_string(&Value::Object(m))
-            .map(SecretValue::new)
-            .map_err(|e| StrategyError(format!("cannot encode the new value: {e}")))
+        encode_object(m)
     }
 
     fn check_value(&self, new: &SecretValue) -> Result<(), StrategyError> {

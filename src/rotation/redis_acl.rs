@@ -25,7 +25,8 @@ use serde_json::{Map, Value};
 use crate::aws::SecretValue;
 
 use super::strategies::{
-    random_password, scrub, BoxFut, RotationStrategy, StepContext, StrategyError,
+    encode_object, json_object, json_port, random_password, scrub, BoxFut, RotationStrategy,
+    StepContext, StrategyError,
 };
 
 /// Limit for connecting and for each step's commands.
@@ -47,12 +48,11 @@ struct Creds {
 }
 
 fn parse_map(v: &SecretValue, what: &str) -> Result<Map<String, Value>, StrategyError> {
-    match serde_json::from_str::<Value>(v.expose()) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(StrategyError(format!(
+    json_object(v).ok_or_else(|| {
+        StrategyError(format!(
             "the {what} is not a JSON object with username, password, host and port"
-        ))),
-    }
+        ))
+    })
 }
 
 /// Parses `v`; the master secret may omit host and port (the secret's are used) and username
@@ -61,11 +61,7 @@ fn creds(v: &SecretValue, what: &str, fallback: Option<&Creds>) -> Result<Creds,
     let m = parse_map(v, what)?;
     let get = |k: &str| m.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
     let missing = |k: &str| StrategyError(format!("the {what} has no non-empty \"{k}\""));
-    let port = match m.get("port") {
-        Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    };
+    let port = json_port(&m);
     Ok(Creds {
         username: match (get("username"), fallback) {
             (Some(u), _) => u.to_string(),
@@ -172,9 +168,7 @@ impl RotationStrategy for RedisAcl {
         creds(old, "current value", None)?;
         let pw = random_password(self.bytes)?;
         m.insert("password".into(), Value::String(pw.expose().to_string()));
-        serde_json::to_string(&Value::Object(m))
-            .map(SecretValue::new)
-            .map_err(|e| StrategyError(format!("cannot encode the new value: {e}")))
+        encode_object(m)
     }
 
     fn check_value(&self, new: &SecretValue) -> Result<(), StrategyError> {

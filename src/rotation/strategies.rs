@@ -183,6 +183,30 @@ impl RotationStrategy for RandomValue {
     }
 }
 
+/// A secret value as a JSON object, when it is one.
+pub fn json_object(v: &SecretValue) -> Option<Map<String, Value>> {
+    match serde_json::from_str::<Value>(v.expose()) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// A JSON object as a new secret value.
+pub fn encode_object(m: Map<String, Value>) -> Result<SecretValue, StrategyError> {
+    serde_json::to_string(&Value::Object(m))
+        .map(SecretValue::new)
+        .map_err(|e| StrategyError(format!("cannot encode the new value: {e}")))
+}
+
+/// The `port` field of a credentials object: a number or a numeric string.
+pub fn json_port(m: &Map<String, Value>) -> Option<u16> {
+    match m.get("port") {
+        Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+}
+
 /// The JSON keys of a two-key strategy: (new key, old key).
 type KeyNames = (&'static str, &'static str);
 const DUAL_KEY: KeyNames = ("current", "previous");
@@ -196,21 +220,6 @@ pub struct TwoKeys {
     pub bytes: usize,
     /// The JSON key names.
     keys: KeyNames,
-}
-
-impl TwoKeys {
-    fn parse(&self, v: &SecretValue) -> Option<Map<String, Value>> {
-        match serde_json::from_str::<Value>(v.expose()) {
-            Ok(Value::Object(m)) => Some(m),
-            _ => None,
-        }
-    }
-
-    fn encode(m: Map<String, Value>) -> Result<SecretValue, StrategyError> {
-        serde_json::to_string(&Value::Object(m))
-            .map(SecretValue::new)
-            .map_err(|e| StrategyError(format!("cannot encode the new value: {e}")))
-    }
 }
 
 impl RotationStrategy for TwoKeys {
@@ -227,7 +236,7 @@ impl RotationStrategy for TwoKeys {
         let fresh = random_base64(self.bytes)?;
         // Other fields of the JSON (a key id, an algorithm) are kept. A plain-string value (a
         // secret before its first rotation by keywarden) becomes the old key.
-        let (mut m, previous) = match self.parse(old) {
+        let (mut m, previous) = match json_object(old) {
             Some(m) => {
                 let prev = m.get(new_key).cloned();
                 (m, prev)
@@ -240,12 +249,12 @@ impl RotationStrategy for TwoKeys {
             Some(p) => m.insert(old_key.into(), p),
             None => m.remove(old_key),
         };
-        Self::encode(m)
+        encode_object(m)
     }
 
     fn check_value(&self, new: &SecretValue) -> Result<(), StrategyError> {
         let (new_key, _) = self.keys;
-        match self.parse(new).as_ref().and_then(|m| m.get(new_key)) {
+        match json_object(new).as_ref().and_then(|m| m.get(new_key)) {
             Some(Value::String(s)) if !s.is_empty() => Ok(()),
             _ => Err(StrategyError(format!(
                 "the new value is not a JSON object with a non-empty \"{new_key}\" string"
@@ -256,13 +265,13 @@ impl RotationStrategy for TwoKeys {
     fn finalize_value(&self, current: &SecretValue) -> Result<Option<SecretValue>, StrategyError> {
         let (_, old_key) = self.keys;
         self.check_value(current)?;
-        let Some(mut m) = self.parse(current) else {
+        let Some(mut m) = json_object(current) else {
             return Ok(None);
         };
         if m.remove(old_key).is_none() {
             return Ok(None);
         }
-        Self::encode(m).map(Some)
+        encode_object(m).map(Some)
     }
 }
 
