@@ -561,6 +561,45 @@ mod tests {
         );
     }
 
+    /// Per-secret counters drop label values outside their fixed lists: every kind and trigger
+    /// the code can produce must be in them. A new variant fails to compile here until listed.
+    #[test]
+    fn every_anomaly_kind_and_trigger_is_exported() {
+        use crate::anomaly::Kind;
+        use crate::rotation::journal::Trigger;
+        for k in [
+            Kind::UndeclaredConsumer,
+            Kind::NewPrincipal,
+            Kind::RateSpike,
+            Kind::DeniedBurst,
+            Kind::UnexpectedSource,
+            Kind::PreviousVersionRead,
+        ] {
+            match k {
+                Kind::UndeclaredConsumer
+                | Kind::NewPrincipal
+                | Kind::RateSpike
+                | Kind::DeniedBurst
+                | Kind::UnexpectedSource
+                | Kind::PreviousVersionRead => {}
+            }
+            assert!(ANOMALY_KINDS.contains(&k.as_str()), "{}", k.as_str());
+        }
+        for t in [Trigger::Scheduled, Trigger::Manual, Trigger::Compromise] {
+            match t {
+                Trigger::Scheduled | Trigger::Manual | Trigger::Compromise => {}
+            }
+            assert!(TRIGGERS.contains(&t.as_str()), "{}", t.as_str());
+        }
+        for o in [
+            crate::cloudtrail::Outcome::Success,
+            crate::cloudtrail::Outcome::Denied,
+            crate::cloudtrail::Outcome::Error,
+        ] {
+            assert!(OUTCOMES.contains(&o.as_str()), "{}", o.as_str());
+        }
+    }
+
     #[test]
     fn removed_secrets_lose_every_series() {
         use crate::config::{Severity, Strategy};
