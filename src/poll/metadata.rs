@@ -202,18 +202,20 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
     async fn publish(&self, statuses: Vec<SecretStatus>) {
         let changed = self.metrics.sync_secrets(&statuses);
         let secrets = statuses.into_iter().map(|s| (s.name.clone(), s)).collect();
-        let old = std::mem::replace(&mut self.view.write().secrets, secrets);
-        drop(old);
-        if changed {
-            // Render now, off the scrape path, so the next scrape is served from the cache.
-            let metrics = self.metrics.clone();
-            let _ = tokio::task::spawn_blocking(move || {
+        // The write guard is a temporary: the previous map is freed after the lock is released.
+        let previous = std::mem::replace(&mut self.view.write().secrets, secrets);
+        drop(previous);
+        let metrics = self.metrics.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if changed {
+                // Render now, off the scrape path, so the next scrape is served from the cache.
                 metrics.refresh();
-            })
-            .await;
-        }
-        // A cycle allocates and frees megabytes (the listing, the statuses): give them back.
-        crate::memory::trim();
+            }
+            // A cycle allocates and frees megabytes (the listing, the statuses): give them
+            // back, off the async workers (malloc_trim walks the whole heap).
+            crate::memory::trim();
+        })
+        .await;
     }
 
     /// Polls until `shutdown` turns true.
