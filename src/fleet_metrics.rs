@@ -344,16 +344,6 @@ impl Fleet {
         changed
     }
 
-    /// Number of secrets with a record.
-    pub fn len(&self) -> usize {
-        self.read().secrets.len()
-    }
-
-    /// Whether no secret has a record.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Writes every family in OpenMetrics text (without `# EOF`).
     pub fn encode(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let inner = self.read();
