@@ -347,9 +347,7 @@ async fn consumers(config: Config, secret: &str, since: &str, output: Output) ->
             match cloudtrail::parse(&ev.message) {
                 Ok(r) => {
                     if r.event_source == cloudtrail::SECRETS_MANAGER
-                        && r.secret_ids
-                            .iter()
-                            .any(|i| index.resolve_index(i).is_some())
+                        && r.secret_ids().any(|i| index.resolve_index(i).is_some())
                     {
                         found.add(&r, ev.timestamp_ms, &declared);
                     }

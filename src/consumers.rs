@@ -72,7 +72,7 @@ impl Consumers {
         if outcome == Outcome::Error || !self.seen.insert(r.event_id.to_string()) {
             return;
         }
-        let t = r.time_ms.unwrap_or(log_ms);
+        let t = r.time_ms().unwrap_or(log_ms);
         let c = self
             .by_principal
             .entry(r.principal.to_string())

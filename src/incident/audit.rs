@@ -131,9 +131,7 @@ pub async fn run<L: LogsApi>(
                 match cloudtrail::parse(&ev.message) {
                     Ok(r) => {
                         if r.event_source == cloudtrail::SECRETS_MANAGER
-                            && r.secret_ids
-                                .iter()
-                                .any(|i| index.resolve_index(i).is_some())
+                            && r.secret_ids().any(|i| index.resolve_index(i).is_some())
                         {
                             found.add(&r, ev.timestamp_ms, &spec.consumer_set);
                         }

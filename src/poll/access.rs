@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::anomaly::{self, Anomaly, Detector, Event, Policy, PrincipalStats, Thresholds};
 use crate::aws::{AwsError, LogEvent, LogsApi};
-use crate::cloudtrail::{self, Outcome, ParseError, Record, SecretIndex};
+use crate::cloudtrail::{self, AccessCounts, ParseError, Record, SecretIndex};
 use crate::config::{AccessConfig, Config};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -235,6 +235,8 @@ fn build_watch(config: &Config, view: &SharedView) -> Watch {
 struct Attributed<'a> {
     /// Log event timestamp (ms): windows, checkpoints and the seen-id horizon.
     log_ms: i64,
+    /// When the call happened (ms): eventTime, or the log timestamp without one.
+    time_ms: i64,
     /// The record.
     record: Record<'a>,
     /// Indexes of the watched secrets it concerns.
@@ -271,8 +273,7 @@ fn sort_out<'a>(events: &'a [LogEvent], watch: &Watch, seen: &HashMap<String, i6
             continue;
         }
         let mut secrets: Vec<usize> = record
-            .secret_ids
-            .iter()
+            .secret_ids()
             .filter_map(|id| watch.lookup(id))
             .collect();
         secrets.sort_unstable();
@@ -295,6 +296,7 @@ fn sort_out<'a>(events: &'a [LogEvent], watch: &Watch, seen: &HashMap<String, i6
                 }
                 out.new.push(Attributed {
                     log_ms: ev.timestamp_ms,
+                    time_ms: record.time_ms().unwrap_or(ev.timestamp_ms),
                     record,
                     secrets,
                 });
@@ -307,23 +309,24 @@ fn sort_out<'a>(events: &'a [LogEvent], watch: &Watch, seen: &HashMap<String, i6
         }
         out.new.push(Attributed {
             log_ms: ev.timestamp_ms,
+            time_ms: record.time_ms().unwrap_or(ev.timestamp_ms),
             record,
             secrets,
         });
     }
     out.new.sort_by(|a, b| {
-        let ta = a.record.time_ms.unwrap_or(a.log_ms);
-        let tb = b.record.time_ms.unwrap_or(b.log_ms);
-        ta.cmp(&tb)
+        a.time_ms
+            .cmp(&b.time_ms)
             .then_with(|| a.record.event_id.cmp(&b.record.event_id))
     });
     out
 }
 
-fn event_of<'a>(r: &'a Record<'a>, log_ms: i64) -> Event<'a> {
+/// `time_ms`: when the call happened (see [`Attributed::time_ms`]).
+fn event_of<'a>(r: &'a Record<'a>, time_ms: i64) -> Event<'a> {
     Event {
         event_id: &r.event_id,
-        time_ms: r.time_ms.unwrap_or(log_ms),
+        time_ms,
         event_name: &r.event_name,
         outcome: r.outcome(),
         principal: &r.principal,
@@ -490,10 +493,11 @@ impl<L: LogsApi> AccessPoller<L> {
                         if record.event_source != cloudtrail::SECRETS_MANAGER {
                             continue;
                         }
-                        for id in &record.secret_ids {
+                        let time_ms = record.time_ms().unwrap_or(ev.timestamp_ms);
+                        for id in record.secret_ids() {
                             if let Some(i) = watch.lookup(id) {
                                 let ctx = &watch.secrets[i];
-                                let event = event_of(&record, ev.timestamp_ms);
+                                let event = event_of(&record, time_ms);
                                 detector.observe(&ctx.name, &ctx.policy(), &event, true);
                                 learned += 1;
                             }
@@ -548,7 +552,7 @@ impl<L: LogsApi> AccessPoller<L> {
         let sorted = sort_out(&events, watch, &self.seen);
 
         // Classify in time order.
-        let mut counts: HashMap<(usize, &'static str, Outcome), u64> = HashMap::new();
+        let mut counts = AccessCounts::new();
         let mut found: Vec<Anomaly> = Vec::new();
         let mut touched: HashSet<(usize, &str)> = HashSet::new();
         let evictions_before: u64 = watch
@@ -557,11 +561,10 @@ impl<L: LogsApi> AccessPoller<L> {
             .map(|s| self.detector.evictions(&s.name))
             .sum();
         for a in &sorted.new {
-            let ev = event_of(&a.record, a.log_ms);
-            let label = cloudtrail::event_label(ev.event_name);
+            let ev = event_of(&a.record, a.time_ms);
             for &i in &a.secrets {
                 let ctx = &watch.secrets[i];
-                *counts.entry((i, label, ev.outcome)).or_default() += 1;
+                counts.add(i, ev.event_name, ev.outcome);
                 found.extend(self.detector.observe(&ctx.name, &ctx.policy(), &ev, false));
                 if ev.is_successful_read() {
                     touched.insert((i, ev.principal));
@@ -641,7 +644,7 @@ impl<L: LogsApi> AccessPoller<L> {
         }
         self.seen.retain(|_, ms| *ms >= horizon);
         self.checkpoint_ms = Some(end);
-        for ((i, event, outcome), n) in counts {
+        for (i, event, outcome, n) in counts.iter() {
             self.metrics
                 .count_access(&watch.secrets[i].name, event, outcome.as_str(), n);
         }

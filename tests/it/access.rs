@@ -421,11 +421,11 @@ fn history(w: &mut World) -> Vec<Rec> {
             v.push(w.trail.sm(t, label, read(&i1, "10.0.1.1")));
             v.push(w.trail.sm(t + 1000, label, read(&i2, "10.0.1.2")));
         }
-        if n % 20 == 0 {
+        if n.is_multiple_of(20) {
             v.push(w.trail.sm(t + 2000, "QUIET", read(&i1, "10.0.1.1")));
             v.push(w.trail.noise(t + 3000, n));
         }
-        if n % 60 == 0 {
+        if n.is_multiple_of(60) {
             v.push(w.trail.sm(t + 4000, "QUIET", read(&legacy, "10.0.9.9")));
             v.push(malformed(t + 5000, n));
             v.push(w.trail.sm(
