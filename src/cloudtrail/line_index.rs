@@ -48,7 +48,14 @@ impl LineIndex {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { x86::fill_avx2(b, quote, bracket) },
-            Kernel::Portable => fill(b, quote, bracket, marks_block::<BLOCK>, prefix_xor),
+            Kernel::Portable => fill(
+                b,
+                quote,
+                bracket,
+                marks_block::<BLOCK>,
+                |tail| padded(tail, marks_block::<BLOCK>),
+                prefix_xor,
+            ),
         };
         backslash == 0
     }
@@ -118,13 +125,15 @@ impl Kernel {
 }
 
 /// Fills `quote` and `bracket` (one word per block of `b`, the last block padded with zeros)
-/// from the block classifier `classify`; returns the union of the backslash masks.
+/// from the block classifier `classify` (and `classify_tail` for a last block shorter than
+/// [`BLOCK`]); returns the union of the backslash masks.
 #[inline(always)]
 fn fill(
     b: &[u8],
     quote: &mut [u64],
     bracket: &mut [u64],
     classify: impl Fn(&[u8; BLOCK]) -> Marks,
+    classify_tail: impl Fn(&[u8]) -> Marks,
     prefix_xor: impl Fn(u64) -> u64,
 ) -> u64 {
     // All ones while the block starts inside a string.
@@ -146,13 +155,19 @@ fn fill(
     }
     let tail = blocks.remainder();
     if let (false, Some((q, br))) = (tail.is_empty(), slots.next()) {
-        let mut padded = [0u8; BLOCK];
-        if let Some(dst) = padded.get_mut(..tail.len()) {
-            dst.copy_from_slice(tail);
-        }
-        one(classify(&padded), q, br);
+        one(classify_tail(tail), q, br);
     }
     backslash
+}
+
+/// Classifies `tail` (shorter than a block) as a block padded with zeros.
+#[inline(always)]
+fn padded(tail: &[u8], classify: impl Fn(&[u8; BLOCK]) -> Marks) -> Marks {
+    let mut padded = [0u8; BLOCK];
+    if let Some(dst) = padded.get_mut(..tail.len()) {
+        dst.copy_from_slice(tail);
+    }
+    classify(&padded)
 }
 
 /// Bit `k` of the result is the XOR of bits `0..=k` of `x`.
@@ -179,7 +194,10 @@ mod x86 {
             b,
             quote,
             bracket,
-            |block| marks_avx512(block),
+            // SAFETY: a whole block of 64 readable bytes.
+            |block| unsafe { marks_avx512(block.as_ptr(), u64::MAX) },
+            // SAFETY: the mask selects the tail's bytes only (`fill` passes fewer than 64).
+            |tail| unsafe { marks_avx512(tail.as_ptr(), (1u64 << tail.len()) - 1) },
             |x| prefix_xor_clmul(x),
         )
     }
@@ -192,15 +210,23 @@ mod x86 {
             quote,
             bracket,
             |block| marks_avx2(block),
+            |tail| super::padded(tail, |block| marks_avx2(block)),
             |x| prefix_xor_clmul(x),
         )
     }
 
+    /// The marks of the bytes at `p` that `load` selects (bit `k` for byte `p + k`); the
+    /// others read as zero.
+    ///
+    /// # Safety
+    /// Every byte that `load` selects must be readable: all ones for a whole block of 64
+    /// bytes, the low `len` bits for a tail of `len` bytes. The processor must have AVX-512BW.
     #[target_feature(enable = "avx512bw")]
     #[inline]
-    fn marks_avx512(block: &[u8; BLOCK]) -> Marks {
-        // SAFETY: `block` is 64 readable bytes; the load accepts any alignment.
-        let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+    unsafe fn marks_avx512(p: *const u8, load: u64) -> Marks {
+        // SAFETY: the masked load touches only the selected bytes, readable by the contract
+        // above; it accepts any alignment.
+        let v = unsafe { _mm512_maskz_loadu_epi8(load, p.cast()) };
         // `[` and `]` are `{` and `}` without bit 0x20; no other byte maps onto those two.
         let folded = _mm512_or_si512(v, _mm512_set1_epi8(0x20));
         Marks {
