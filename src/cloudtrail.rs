@@ -374,37 +374,46 @@ thread_local! {
 /// other value by matching brackets and quotes, without building anything. Strings and skipped
 /// objects and arrays are scanned [`BLOCK`] bytes at a time (see [`marks`]). Skipped values are
 /// checked for structure, not validated token by token.
-struct Scanner<'a, 'x> {
+struct Scanner<'a, 'x, const INDEXED: bool> {
     /// The text.
     s: &'a str,
     /// Its bytes.
     b: &'a [u8],
     /// Position.
     i: usize,
-    /// The text's [`LineIndex`] when it holds no backslash: strings and skipped values then
-    /// end where the index says, without classifying their bytes again.
-    index: Option<&'x LineIndex>,
+    /// With `INDEXED`, the text's [`LineIndex`] (the text holds no backslash): strings and
+    /// skipped values then end where the index says, without classifying their bytes again.
+    /// Without, an empty index that nothing reads.
+    index: &'x LineIndex,
 }
 
-impl<'a, 'x> Scanner<'a, 'x> {
-    fn new(s: &'a str) -> Scanner<'a, 'x> {
+/// The index of a scanner without one.
+static NO_INDEX: LineIndex = LineIndex::new();
+
+impl<'a> Scanner<'a, 'static, false> {
+    /// A scanner that classifies the bytes of strings and skipped values block by block.
+    fn new(s: &'a str) -> Scanner<'a, 'static, false> {
         Scanner {
             s,
             b: s.as_bytes(),
             i: 0,
-            index: None,
+            index: &NO_INDEX,
         }
     }
 
     /// A scanner of `s` that uses `index`, which must have been built from `s` (see
     /// [`LineIndex::build`]).
-    fn indexed(s: &'a str, index: &'x LineIndex) -> Scanner<'a, 'x> {
+    fn indexed<'x>(s: &'a str, index: &'x LineIndex) -> Scanner<'a, 'x, true> {
         Scanner {
-            index: Some(index),
-            ..Scanner::new(s)
+            s,
+            b: s.as_bytes(),
+            i: 0,
+            index,
         }
     }
+}
 
+impl<'a, 'x, const INDEXED: bool> Scanner<'a, 'x, INDEXED> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
@@ -432,9 +441,9 @@ impl<'a, 'x> Scanner<'a, 'x> {
             return Err(Stop::Syntax);
         }
         let start = self.i + 1;
-        if let Some(index) = self.index {
+        if INDEXED {
             // No backslash in the text: the string ends at the next quote.
-            let end = index.next_quote(start).ok_or(Stop::Syntax)?;
+            let end = self.index.next_quote(start).ok_or(Stop::Syntax)?;
             self.i = end + 1;
             return Ok((start, end, false));
         }
@@ -590,8 +599,8 @@ impl<'a, 'x> Scanner<'a, 'x> {
     /// (1 = object), 64 levels deep at most; quotes and backslashes are followed so that
     /// brackets inside strings do not count. Block by block, from the masks of [`marks`].
     fn skip_container(&mut self) -> Result<(), Stop> {
-        if let Some(index) = self.index {
-            return self.skip_container_indexed(index);
+        if INDEXED {
+            return self.skip_container_indexed();
         }
         let mut stack: u64 = 0;
         let mut depth: u32 = 0;
@@ -657,7 +666,8 @@ impl<'a, 'x> Scanner<'a, 'x> {
 
     /// [`Scanner::skip_container`] over the brackets outside strings that `index` lists: the
     /// same bit stack, without looking at any other byte.
-    fn skip_container_indexed(&mut self, index: &LineIndex) -> Result<(), Stop> {
+    fn skip_container_indexed(&mut self) -> Result<(), Stop> {
+        let index = self.index;
         let mut stack: u64 = 0;
         let mut depth: u32 = 0;
         let mut word = self.i / 64;
@@ -694,7 +704,7 @@ impl<'a, 'x> Scanner<'a, 'x> {
     /// callback must consume the value. Returns whether it was an object.
     fn object(
         &mut self,
-        mut field: impl FnMut(&mut Scanner<'a, 'x>, &'a [u8]) -> Result<(), Stop>,
+        mut field: impl FnMut(&mut Scanner<'a, 'x, INDEXED>, &'a [u8]) -> Result<(), Stop>,
     ) -> Result<bool, Stop> {
         self.ws();
         match self.peek() {
@@ -821,7 +831,10 @@ fn scan_record_blocks<'a>(text: &'a str, rec: &mut RawRecord<'a>) -> Result<(), 
     scan_record_with(Scanner::new(text), rec)
 }
 
-fn scan_record_with<'a>(mut sc: Scanner<'a, '_>, rec: &mut RawRecord<'a>) -> Result<(), Stop> {
+fn scan_record_with<'a, const INDEXED: bool>(
+    mut sc: Scanner<'a, '_, INDEXED>,
+    rec: &mut RawRecord<'a>,
+) -> Result<(), Stop> {
     let mut type_error = false;
     let is_object = sc.object(|sc, key| match key {
         b"eventID" => keep(sc.str_into(&mut rec.event_id), &mut type_error),
