@@ -722,15 +722,37 @@ impl<'a, 'x, const INDEXED: bool> Scanner<'a, 'x, INDEXED> {
             return Ok(true);
         }
         loop {
-            self.ws();
+            // At the key (whitespace done).
             let (start, end, _) = self.string_body()?;
             let key = self.b.get(start..end).ok_or(Stop::Syntax)?;
-            self.eat(b':')?;
-            self.ws();
+            // Most often `:` and at most one space, then the value.
+            match self.b.get(self.i..self.i + 3) {
+                Some(&[b':', c, _]) if c > b' ' => self.i += 1,
+                Some(&[b':', b' ', c]) if c > b' ' => self.i += 2,
+                _ => {
+                    self.eat(b':')?;
+                    self.ws();
+                }
+            }
             field(self, key)?;
+            // Most often `,` and at most one space, then the next key.
+            match self.b.get(self.i..self.i + 3) {
+                Some(&[b',', c, _]) if c > b' ' => {
+                    self.i += 1;
+                    continue;
+                }
+                Some(&[b',', b' ', c]) if c > b' ' => {
+                    self.i += 2;
+                    continue;
+                }
+                _ => {}
+            }
             self.ws();
             match self.peek() {
-                Some(b',') => self.i += 1,
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
                 Some(b'}') => {
                     self.i += 1;
                     return Ok(true);
