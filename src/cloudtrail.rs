@@ -1892,6 +1892,36 @@ mod tests {
             }
         }
 
+        /// Every form of the separators between a key and its value and between two fields
+        /// (the scanner takes `:`/`,` with at most one space in one test, anything else the
+        /// long way), and every truncation of the result.
+        #[test]
+        fn separators_parse_like_before() {
+            let forms = [
+                "", " ", "  ", "\t", "\n", "\r\n", " \t", "\u{1}", "\u{b}", "x",
+            ];
+            for before in ["", " ", "\n"] {
+                for after in forms {
+                    for (colon, comma) in [(":", ","), (":", ";"), (";", ","), ("", ",")] {
+                        let c = format!("{before}{colon}{after}");
+                        let s = format!("{before}{comma}{after}");
+                        let text = format!(
+                            "{{\"eventID\"{c}\"e\"{s}\"eventSource\"{c}\"secretsmanager.amazonaws.com\"{s}\"n\"{c}1{s}\"t\"{c}true{s}\"eventName\"{c}\"GetSecretValue\"{s}\"userIdentity\"{c}{{\"type\"{c}\"IAMUser\"{s}\"arn\"{c}\"a\"}}{s}\"requestParameters\"{c}{{\"secretId\"{c}\"s\"}}{s}\"o\"{c}{{\"k\"{c}[1{s}2]}}}}"
+                        );
+                        for cut in 0..=text.len() {
+                            if text.is_char_boundary(cut) {
+                                same_parse(&text[..cut]).unwrap();
+                            }
+                        }
+                    }
+                }
+            }
+            // The parse above really takes the fast forms.
+            let compact = r#"{"eventID":"e","eventSource":"s","eventName":"n"}"#;
+            let spaced = r#"{"eventID": "e", "eventSource": "s", "eventName": "n"}"#;
+            assert!(parse(compact).is_ok() && parse(spaced).is_ok());
+        }
+
         /// A repeated userIdentity or requestParameters: an object replaces the one before, a
         /// null or a value of another type leaves it (the parse fills the first in place).
         #[test]
