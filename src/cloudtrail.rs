@@ -976,7 +976,7 @@ pub struct Record<'a> {
     pub event_name: Cow<'a, str>,
     /// userIdentity.type.
     pub identity_type: IdentityType,
-    /// The principal, named for every identity type (see [`principal_name`]).
+    /// The principal, named for every identity type (see `principal_name`).
     pub principal: Cow<'a, str>,
     /// For an assumed role: the role ARN of the session issuer.
     pub issuer: Option<Cow<'a, str>>,

@@ -1,4 +1,4 @@
-//! Configuration: the TOML file of SPEC §1, parsed into [`RawConfig`] with serde and validated into
+//! Configuration: the TOML file of SPEC §1, parsed into `RawConfig` with serde and validated into
 //! the typed [`Config`] the rest of the daemon uses.
 //!
 //! Every error names the file, line, column and key and says what was expected

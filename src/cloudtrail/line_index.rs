@@ -32,7 +32,8 @@ impl LineIndex {
         self.build_with(Kernel::best(), b)
     }
 
-    /// Indexes `b` with `kernel`, which the processor must have (see [`Kernel::available`]).
+    /// Indexes `b` with `kernel`, which the processor must have (`Kernel::best` gives the
+    /// fastest; the tests run every one).
     pub(super) fn build_with(&mut self, kernel: Kernel, b: &[u8]) -> bool {
         let words = b.len().div_ceil(BLOCK);
         self.quote.clear();

@@ -24,7 +24,7 @@ pub enum HookError {
     /// The command could not be started.
     #[error("hook {command:?} could not start: {reason}")]
     Spawn {
-        /// argv[0].
+        /// `argv[0]`.
         command: String,
         /// The OS error.
         reason: String,
@@ -32,7 +32,7 @@ pub enum HookError {
     /// The command exited non-zero or died of a signal.
     #[error("hook {command:?} failed: {status}")]
     Failed {
-        /// argv[0].
+        /// `argv[0]`.
         command: String,
         /// Exit status as text.
         status: String,
@@ -40,7 +40,7 @@ pub enum HookError {
     /// The command ran past its timeout and was killed.
     #[error("hook {command:?} timed out after {seconds}s and was killed")]
     TimedOut {
-        /// argv[0].
+        /// `argv[0]`.
         command: String,
         /// The timeout.
         seconds: u64,
