@@ -1738,39 +1738,35 @@ mod tests {
             })
         }
 
-        /// The new and the old scanner skip `text` alike, and read a string at its start alike.
+        /// The block scanner and, when `text` has no backslash, the indexed one skip `text`
+        /// like the old scanner, and read a string at its start like it.
         fn same_skip(text: &str) -> Result<(), TestCaseError> {
-            let mut new = Scanner::new(text);
-            let mut old = reference::Scanner::new(text);
-            let (a, b) = (new.skip_value(), old.skip_value());
-            prop_assert_eq!(a, b, "skip {:?}", text);
-            if a.is_ok() {
-                prop_assert_eq!(new.i, old.i, "skip end {:?}", text);
-            }
-            let mut new = Scanner::new(text);
-            let mut old = reference::Scanner::new(text);
-            let (a, b) = (new.string_body(), old.string_body());
-            prop_assert_eq!(a, b, "string {:?}", text);
-            if a.is_ok() {
-                prop_assert_eq!(new.i, old.i, "string end {:?}", text);
-            }
-            // The same through the line index, when the text has no backslash.
+            like_reference(text, "blocks", || Scanner::new(text))?;
             let mut index = LineIndex::new();
             if index.build(text.as_bytes()) {
-                let mut new = Scanner::indexed(text, &index);
-                let mut old = reference::Scanner::new(text);
-                let (a, b) = (new.skip_value(), old.skip_value());
-                prop_assert_eq!(a, b, "indexed skip {:?}", text);
-                if a.is_ok() {
-                    prop_assert_eq!(new.i, old.i, "indexed skip end {:?}", text);
-                }
-                let mut new = Scanner::indexed(text, &index);
-                let mut old = reference::Scanner::new(text);
-                let (a, b) = (new.string_body(), old.string_body());
-                prop_assert_eq!(a, b, "indexed string {:?}", text);
-                if a.is_ok() {
-                    prop_assert_eq!(new.i, old.i, "indexed string end {:?}", text);
-                }
+                like_reference(text, "indexed", || Scanner::indexed(text, &index))?;
+            }
+            Ok(())
+        }
+
+        /// A skipped value and a string at the start of `text`: same result and end position
+        /// from a scanner made by `scanner` as from the old one.
+        fn like_reference<'a, 'x, const INDEXED: bool>(
+            text: &'a str,
+            what: &str,
+            scanner: impl Fn() -> Scanner<'a, 'x, INDEXED>,
+        ) -> Result<(), TestCaseError> {
+            let (mut new, mut old) = (scanner(), reference::Scanner::new(text));
+            let (a, b) = (new.skip_value(), old.skip_value());
+            prop_assert_eq!(a, b, "{} skip {:?}", what, text);
+            if a.is_ok() {
+                prop_assert_eq!(new.i, old.i, "{} skip end {:?}", what, text);
+            }
+            let (mut new, mut old) = (scanner(), reference::Scanner::new(text));
+            let (a, b) = (new.string_body(), old.string_body());
+            prop_assert_eq!(a, b, "{} string {:?}", what, text);
+            if a.is_ok() {
+                prop_assert_eq!(new.i, old.i, "{} string end {:?}", what, text);
             }
             Ok(())
         }
