@@ -130,11 +130,16 @@ impl Outcome {
 
 /// The `event` label of an eventName: itself when it is in the fixed list, else `other`.
 pub fn event_label(name: &str) -> &'static str {
+    EVENTS.get(event_slot(name)).copied().unwrap_or("other")
+}
+
+/// The position of an eventName's label: in [`EVENTS`], or `EVENTS.len()` for `other`.
+#[inline]
+fn event_slot(name: &str) -> usize {
     EVENTS
         .iter()
-        .copied()
-        .find(|e| *e == name)
-        .unwrap_or("other")
+        .position(|e| *e == name)
+        .unwrap_or(EVENTS.len())
 }
 
 /// Access events counted by (watched secret, `event` label, outcome): the counting of the
@@ -159,10 +164,7 @@ impl AccessCounts {
     /// count as `other`) of secret `secret` with `outcome`.
     #[inline]
     pub fn add(&mut self, secret: usize, event_name: &str, outcome: Outcome) {
-        let event = EVENTS
-            .iter()
-            .position(|e| *e == event_name)
-            .unwrap_or(EVENTS.len());
+        let event = event_slot(event_name);
         let outcome = match outcome {
             Outcome::Success => 0,
             Outcome::Denied => 1,
