@@ -370,8 +370,8 @@ fn from_bit(mask: u64, from: usize) -> u64 {
 }
 
 thread_local! {
-    /// Reused by every [`parse`] on the thread: it grows to the longest line seen
-    /// ([`MAX_RECORD_BYTES`] at most: 8 KiB of bits).
+    /// Reused by every [`parse`] on the thread: it grows to the longest line seen (two bits
+    /// per byte: 64 KiB for a record of [`MAX_RECORD_BYTES`]).
     static LINE_INDEX: std::cell::RefCell<LineIndex> = const {
         std::cell::RefCell::new(LineIndex::new())
     };
@@ -506,26 +506,8 @@ impl<'a, 'x, const INDEXED: bool> Scanner<'a, 'x, INDEXED> {
 
     /// A string value (or null) as a borrowed or, when escaped, decoded string.
     fn str_value(&mut self) -> Result<Option<Cow<'a, str>>, Stop> {
-        self.ws();
-        match self.peek() {
-            Some(b'"') => {
-                let (start, end, escaped) = self.string_body()?;
-                if !escaped {
-                    // Quotes are ASCII, so these are char boundaries.
-                    return Ok(self.s.get(start..end).map(Cow::Borrowed));
-                }
-                let quoted = self.s.get(start - 1..end + 1).ok_or(Stop::Syntax)?;
-                serde_json::from_str::<String>(quoted)
-                    .map(|v| Some(Cow::Owned(v)))
-                    .map_err(|_| Stop::Syntax)
-            }
-            Some(b'n') => self.literal(b"null").map(|_| None),
-            Some(_) => {
-                self.skip_value()?;
-                Err(Stop::Type)
-            }
-            None => Err(Stop::Syntax),
-        }
+        let mut value = None;
+        self.str_into(&mut value).map(|()| value)
     }
 
     /// [`Scanner::str_value`] stored straight into `slot` (a string, or `None` for null): a
