@@ -29,12 +29,16 @@ impl LineIndex {
     /// Indexes `b` with the fastest kernel the processor has. Returns false, leaving the index
     /// unusable, when `b` holds a backslash.
     pub(super) fn build(&mut self, b: &[u8]) -> bool {
-        self.build_with(Kernel::best(), b)
+        // SAFETY: `Kernel::best` gives a kernel this processor has.
+        unsafe { self.build_with(Kernel::best(), b) }
     }
 
-    /// Indexes `b` with `kernel`, which the processor must have (`Kernel::best` gives the
-    /// fastest; the tests run every one).
-    pub(super) fn build_with(&mut self, kernel: Kernel, b: &[u8]) -> bool {
+    /// Indexes `b` with `kernel` (the tests run every one).
+    ///
+    /// # Safety
+    /// The processor must have `kernel`'s features: take it from `Kernel::best` or
+    /// `Kernel::available`.
+    pub(super) unsafe fn build_with(&mut self, kernel: Kernel, b: &[u8]) -> bool {
         let words = b.len().div_ceil(BLOCK);
         self.quote.clear();
         self.quote.resize(words, 0);
@@ -42,8 +46,7 @@ impl LineIndex {
         self.bracket.resize(words, 0);
         let (quote, bracket) = (&mut self.quote[..], &mut self.bracket[..]);
         let backslash = match kernel {
-            // SAFETY: `Kernel::best` and `Kernel::available` only give a vector kernel when
-            // the processor has its features.
+            // SAFETY: the processor has the kernel's features (this function's contract).
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => unsafe { x86::fill_avx512(b, quote, bracket) },
             // SAFETY: as above.
@@ -301,7 +304,9 @@ mod tests {
         let (quote, bracket, usable) = naive(b);
         for kernel in Kernel::available() {
             let mut index = LineIndex::new();
-            prop_assert_eq!(index.build_with(kernel, b), usable, "{:?}", kernel);
+            // SAFETY: `Kernel::available` lists only what this processor has.
+            let built = unsafe { index.build_with(kernel, b) };
+            prop_assert_eq!(built, usable, "{:?}", kernel);
             prop_assert_eq!(&index.quote, &quote, "{:?}", kernel);
             prop_assert_eq!(&index.bracket, &bracket, "{:?}", kernel);
         }
