@@ -18,8 +18,8 @@ use crate::config::ConsumerPatterns;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::cloudtrail::Outcome;
 use crate::config::AccessConfig;
+use crate::domain::{AnomalyKind, Outcome};
 
 /// Length of a rate bucket and of the denied-burst window.
 pub const BUCKET_MS: i64 = 5 * 60 * 1000;
@@ -29,45 +29,13 @@ pub const RENOTIFY_MS: i64 = 60 * 60 * 1000;
 /// Source addresses remembered per principal (for `consumers` and the audit).
 pub const MAX_IPS_PER_PRINCIPAL: usize = 16;
 
-/// The anomaly kinds (the `kind` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// A successful read by a principal that matches no declared consumer.
-    UndeclaredConsumer,
-    /// A read by a principal not seen reading the secret within the baseline window.
-    NewPrincipal,
-    /// Reads in a 5-minute bucket far above the learned rate.
-    RateSpike,
-    /// Many denied calls on the secret within 5 minutes.
-    DeniedBurst,
-    /// A call from outside `allowed_sources`.
-    UnexpectedSource,
-    /// A read of AWSPREVIOUS or a non-current version after the grace period.
-    PreviousVersionRead,
-}
-
-impl Kind {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::UndeclaredConsumer => "undeclared_consumer",
-            Kind::NewPrincipal => "new_principal",
-            Kind::RateSpike => "rate_spike",
-            Kind::DeniedBurst => "denied_burst",
-            Kind::UnexpectedSource => "unexpected_source",
-            Kind::PreviousVersionRead => "previous_version_read",
-        }
-    }
-}
-
 /// One finding: what `GET /anomalies` lists and the structured log line carries. Never a value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Anomaly {
     /// The `secret` label.
     pub secret: String,
     /// What was found.
-    pub kind: Kind,
+    pub kind: AnomalyKind,
     /// The principal of the event that raised it.
     pub principal: String,
     /// Its sourceIPAddress.
@@ -182,7 +150,7 @@ struct SecretState {
     /// Times of recent denied calls.
     denied: VecDeque<i64>,
     /// Last time a renotify-limited finding fired, by (kind, principal, address).
-    fired: HashMap<(Kind, String, String), i64>,
+    fired: HashMap<(AnomalyKind, String, String), i64>,
     /// Principals evicted because the set was full.
     evictions: u64,
     /// Findings raised since start.
@@ -249,7 +217,7 @@ impl Detector {
             None => self.secrets.entry(secret.to_string()).or_default(),
         };
         let mut found = Vec::new();
-        let mut raise = |kind: Kind, detail: String| {
+        let mut raise = |kind: AnomalyKind, detail: String| {
             found.push(Anomaly {
                 secret: secret.to_string(),
                 kind,
@@ -264,9 +232,15 @@ impl Detector {
 
         if !learning {
             if let Some(ip) = unexpected_source(policy.allowed_sources, ev) {
-                if renotify(state, Kind::UnexpectedSource, ev.principal, &ip, ev.time_ms) {
+                if renotify(
+                    state,
+                    AnomalyKind::UnexpectedSource,
+                    ev.principal,
+                    &ip,
+                    ev.time_ms,
+                ) {
                     raise(
-                        Kind::UnexpectedSource,
+                        AnomalyKind::UnexpectedSource,
                         format!("{} from {ip}, outside allowed_sources", ev.event_name),
                     );
                 }
@@ -284,7 +258,7 @@ impl Detector {
                     let n = state.denied.len();
                     state.denied.clear();
                     raise(
-                        Kind::DeniedBurst,
+                        AnomalyKind::DeniedBurst,
                         format!(
                             "{n} denied calls within 5 minutes (threshold {})",
                             t.denied_burst
@@ -306,7 +280,7 @@ impl Detector {
         if !learning {
             if !known {
                 raise(
-                    Kind::NewPrincipal,
+                    AnomalyKind::NewPrincipal,
                     "first read by this principal within the baseline window".to_string(),
                 );
             }
@@ -314,14 +288,14 @@ impl Detector {
                 if !consumers.is_match(ev.principal)
                     && renotify(
                         state,
-                        Kind::UndeclaredConsumer,
+                        AnomalyKind::UndeclaredConsumer,
                         ev.principal,
                         "",
                         ev.time_ms,
                     )
                 {
                     raise(
-                        Kind::UndeclaredConsumer,
+                        AnomalyKind::UndeclaredConsumer,
                         "read by a principal that matches no declared consumer".to_string(),
                     );
                 }
@@ -329,13 +303,13 @@ impl Detector {
             if let Some(version) = previous_version(policy, ev) {
                 if renotify(
                     state,
-                    Kind::PreviousVersionRead,
+                    AnomalyKind::PreviousVersionRead,
                     ev.principal,
                     "",
                     ev.time_ms,
                 ) {
                     raise(
-                        Kind::PreviousVersionRead,
+                        AnomalyKind::PreviousVersionRead,
                         format!("read of {version} after the rotation grace period"),
                     );
                 }
@@ -399,7 +373,7 @@ impl Detector {
             if count as f64 > t.spike_factor * rate {
                 state.spiked.insert(bucket);
                 raise(
-                    Kind::RateSpike,
+                    AnomalyKind::RateSpike,
                     format!(
                         "{count} reads in 5 minutes; learned rate {rate:.2} per 5 minutes (factor {}, floor {})",
                         t.spike_factor, t.spike_min_reads
@@ -483,7 +457,13 @@ fn remember_ip(p: &mut PrincipalStats, ip: Option<&str>) {
 }
 
 /// Whether a finding keyed by (kind, principal, address) may fire now; records it if so.
-fn renotify(state: &mut SecretState, kind: Kind, principal: &str, addr: &str, now: i64) -> bool {
+fn renotify(
+    state: &mut SecretState,
+    kind: AnomalyKind,
+    principal: &str,
+    addr: &str,
+    now: i64,
+) -> bool {
     let key = (kind, principal.to_string(), addr.to_string());
     match state.fired.get(&key) {
         Some(&at) if now >= at && now - at < RENOTIFY_MS => false,
@@ -579,7 +559,7 @@ mod tests {
     struct Case {
         name: &'static str,
         history: Vec<Event<'static>>,
-        live: Vec<(Event<'static>, Vec<Kind>)>,
+        live: Vec<(Event<'static>, Vec<AnomalyKind>)>,
     }
 
     fn check(case: Case) {
@@ -601,7 +581,7 @@ mod tests {
             );
         }
         for (i, (e, expected)) in case.live.iter().enumerate() {
-            let mut got: Vec<Kind> = d
+            let mut got: Vec<AnomalyKind> = d
                 .observe("S", &policy, e, false)
                 .iter()
                 .map(|a| a.kind)
@@ -615,7 +595,7 @@ mod tests {
 
     #[test]
     fn every_kind_fires_and_stays_quiet() {
-        use Kind::*;
+        use AnomalyKind::*;
         let steady: Vec<Event<'static>> = (0..288)
             .map(|i| ev(APP, T0 - 86_400_000 + i * BUCKET_MS))
             .collect();
@@ -858,12 +838,12 @@ mod tests {
             current_version: None,
         };
         let mut d = Detector::new(thresholds(), T0);
-        let kinds: Vec<Kind> = d
+        let kinds: Vec<AnomalyKind> = d
             .observe("S", &policy, &ev(INTRUDER, T0), false)
             .iter()
             .map(|a| a.kind)
             .collect();
-        assert_eq!(kinds, [Kind::NewPrincipal]);
+        assert_eq!(kinds, [AnomalyKind::NewPrincipal]);
     }
 
     #[test]
@@ -887,12 +867,12 @@ mod tests {
         assert_eq!(readers, ["p3", "p4", "p5"]);
         assert_eq!(d.evictions("S"), 2);
         // An evicted principal reading again is new again.
-        let kinds: Vec<Kind> = d
+        let kinds: Vec<AnomalyKind> = d
             .observe("S", &policy, &ev("p1", T0 + 20), false)
             .iter()
             .map(|a| a.kind)
             .collect();
-        assert_eq!(kinds, [Kind::NewPrincipal]);
+        assert_eq!(kinds, [AnomalyKind::NewPrincipal]);
         assert_eq!(d.evictions("S"), 3);
         d.expire(T0 + 20 + thresholds().baseline_ms - 15);
         let readers: Vec<&str> = d.readers("S", T0 + 20).iter().map(|r| r.0).collect();

@@ -11,7 +11,7 @@
 //! the index; a record with one is scanned block by block. Both give the same results as the
 //! first scanner, kept for the tests in `reference.rs`.
 //! [`SecretIndex`] maps a `secretId` (name, full ARN or partial ARN) to a watched secret, built
-//! once per cycle. [`event_label`], [`Outcome`] and [`AccessCounts`] give the bounded metric
+//! once per cycle. [`EventName::of`], [`outcome_of`] and [`AccessCounts`] give the bounded metric
 //! labels and the counting by them.
 //!
 //! This module does no I/O and never reads the clock.
@@ -19,7 +19,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::metrics::EVENTS;
+pub use crate::domain::{EventName, Outcome};
 
 mod line_index;
 #[cfg(test)]
@@ -90,56 +90,20 @@ impl IdentityType {
     }
 }
 
-/// The access outcome label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// No errorCode.
-    Success,
-    /// An authorization error (AccessDenied and friends).
-    Denied,
-    /// Any other errorCode.
-    Error,
-}
-
-impl Outcome {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Denied => "denied",
-            Outcome::Error => "error",
+/// Classifies a CloudTrail `errorCode` as an access outcome.
+pub fn outcome_of(error_code: Option<&str>) -> Outcome {
+    match error_code {
+        None | Some("") => Outcome::Success,
+        Some(c)
+            if c.contains("AccessDenied")
+                || c.starts_with("Unauthorized")
+                || c.starts_with("Client.Unauthorized")
+                || c == "NotAuthorized" =>
+        {
+            Outcome::Denied
         }
+        Some(_) => Outcome::Error,
     }
-
-    /// Classifies a CloudTrail `errorCode`.
-    pub fn from_error_code(code: Option<&str>) -> Outcome {
-        match code {
-            None | Some("") => Outcome::Success,
-            Some(c)
-                if c.contains("AccessDenied")
-                    || c.starts_with("Unauthorized")
-                    || c.starts_with("Client.Unauthorized")
-                    || c == "NotAuthorized" =>
-            {
-                Outcome::Denied
-            }
-            Some(_) => Outcome::Error,
-        }
-    }
-}
-
-/// The `event` label of an eventName: itself when it is in the fixed list, else `other`.
-pub fn event_label(name: &str) -> &'static str {
-    EVENTS.get(event_slot(name)).copied().unwrap_or("other")
-}
-
-/// The position of an eventName's label: in [`EVENTS`], or `EVENTS.len()` for `other`.
-#[inline]
-fn event_slot(name: &str) -> usize {
-    EVENTS
-        .iter()
-        .position(|e| *e == name)
-        .unwrap_or(EVENTS.len())
 }
 
 /// Access events counted by (watched secret, `event` label, outcome): the counting of the
@@ -151,9 +115,6 @@ pub struct AccessCounts {
     by_key: HashMap<(usize, u8), u64, foldhash::fast::FixedState>,
 }
 
-/// The outcomes in slot order.
-const OUTCOME_SLOTS: [Outcome; 3] = [Outcome::Success, Outcome::Denied, Outcome::Error];
-
 impl AccessCounts {
     /// No counts.
     pub fn new() -> AccessCounts {
@@ -164,26 +125,21 @@ impl AccessCounts {
     /// count as `other`) of secret `secret` with `outcome`.
     #[inline]
     pub fn add(&mut self, secret: usize, event_name: &str, outcome: Outcome) {
-        let event = event_slot(event_name);
-        let outcome = match outcome {
-            Outcome::Success => 0,
-            Outcome::Denied => 1,
-            Outcome::Error => 2,
-        };
-        let slot = event * OUTCOME_SLOTS.len() + outcome;
-        // At most (EVENTS.len() + 1) * 3 = 30 slots.
+        let slot = EventName::of(event_name).index() * Outcome::COUNT + outcome.index();
+        // At most EventName::COUNT * Outcome::COUNT = 30 slots.
         *self.by_key.entry((secret, slot as u8)).or_default() += 1;
     }
 
     /// Every count above zero: (secret, `event` label, outcome, count), in no order.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, &'static str, Outcome, u64)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (usize, EventName, Outcome, u64)> + '_ {
         self.by_key.iter().map(|(&(secret, slot), &n)| {
             let slot = usize::from(slot);
-            let event = EVENTS
-                .get(slot / OUTCOME_SLOTS.len())
-                .copied()
-                .unwrap_or("other");
-            (secret, event, OUTCOME_SLOTS[slot % OUTCOME_SLOTS.len()], n)
+            (
+                secret,
+                EventName::ALL[slot / Outcome::COUNT],
+                Outcome::ALL[slot % Outcome::COUNT],
+                n,
+            )
         })
     }
 
@@ -997,7 +953,7 @@ impl Record<'_> {
 
     /// The outcome label.
     pub fn outcome(&self) -> Outcome {
-        Outcome::from_error_code(self.error_code.as_deref())
+        outcome_of(self.error_code.as_deref())
     }
 
     /// Whether an AWS service made this call (itself or on behalf of a principal).
@@ -1369,19 +1325,19 @@ mod tests {
         assert_eq!(
             got,
             [
-                (0, "GetSecretValue", Outcome::Denied, 1),
-                (0, "GetSecretValue", Outcome::Success, 3),
-                (7, "RestoreSecret", Outcome::Error, 1),
-                (7, "other", Outcome::Success, 2),
+                (0, EventName::GetSecretValue, Outcome::Denied, 1),
+                (0, EventName::GetSecretValue, Outcome::Success, 3),
+                (7, EventName::RestoreSecret, Outcome::Error, 1),
+                (7, EventName::Other, Outcome::Success, 2),
             ]
         );
         assert_eq!((c.series(), c.total()), (4, 7));
         // Every label pair round-trips.
-        for (e, name) in EVENTS.iter().chain(["other"].iter()).enumerate() {
-            for o in OUTCOME_SLOTS {
+        for (e, name) in EventName::ALL.into_iter().enumerate() {
+            for o in Outcome::ALL {
                 let mut c = AccessCounts::new();
-                c.add(e, name, o);
-                assert_eq!(c.iter().collect::<Vec<_>>(), [(e, *name, o, 1)]);
+                c.add(e, name.as_str(), o);
+                assert_eq!(c.iter().collect::<Vec<_>>(), [(e, name, o, 1)]);
             }
         }
     }
@@ -1406,7 +1362,7 @@ mod tests {
             (Some("ResourceNotFoundException"), Outcome::Error),
             (Some("DecryptionFailure"), Outcome::Error),
         ] {
-            assert_eq!(Outcome::from_error_code(code), outcome, "{code:?}");
+            assert_eq!(outcome_of(code), outcome, "{code:?}");
         }
         for (name, label) in [
             ("GetSecretValue", "GetSecretValue"),
@@ -1414,7 +1370,7 @@ mod tests {
             ("ListSecrets", "other"),
             ("TagResource", "other"),
         ] {
-            assert_eq!(event_label(name), label);
+            assert_eq!(EventName::of(name).as_str(), label);
         }
     }
 
@@ -1493,7 +1449,7 @@ mod tests {
             let _ = index.resolve(text);
             let _ = strip_arn_suffix(text);
             if let Ok(r) = parse(text) {
-                let _ = event_label(&r.event_name);
+                let _ = EventName::of(&r.event_name);
                 let _ = r.is_aws_service();
                 for id in r.secret_ids() {
                     let _ = index.resolve(id);

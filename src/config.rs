@@ -10,12 +10,13 @@
 //! (token sources are recorded, not resolved).
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+
+pub use crate::domain::{Severity, Strategy};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
@@ -48,74 +49,6 @@ pub enum ConfigError {
         /// What is wrong and what was expected.
         message: String,
     },
-}
-
-/// Severity of a secret: drives the severity of its alerts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Pages immediately.
-    Critical,
-    /// Pages during working hours.
-    High,
-    /// A ticket.
-    Warning,
-    /// Informational only.
-    Info,
-}
-
-impl Severity {
-    /// The label value used in metrics and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::High => "high",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
-}
-
-/// How keywarden rotates a secret (SPEC §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// AWS-managed rotation through the secret's rotation Lambda.
-    Lambda,
-    /// A new random string replaces the value.
-    Random,
-    /// JSON `{"current", "previous"}` during grace (JWT signing keys).
-    DualKey,
-    /// JSON `{"primary", "secondary"}` with a re-encryption hook (encryption keys).
-    PrimarySecondary,
-    /// Alternating PostgreSQL users.
-    Postgres,
-    /// Redis ACL user with two passwords during grace.
-    Redis,
-    /// Monitored only; never rotated by keywarden.
-    None,
-}
-
-impl Strategy {
-    /// The label value used in metrics and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Lambda => "lambda",
-            Strategy::Random => "random",
-            Strategy::DualKey => "dual-key",
-            Strategy::PrimarySecondary => "primary-secondary",
-            Strategy::Postgres => "postgres",
-            Strategy::Redis => "redis",
-            Strategy::None => "none",
-        }
-    }
-
-    fn generates_bytes(self) -> bool {
-        matches!(
-            self,
-            Strategy::Random | Strategy::DualKey | Strategy::PrimarySecondary
-        )
-    }
 }
 
 /// When a hook runs.
@@ -1027,12 +960,6 @@ fn validate_rotation(
         master_secret: r.master_secret.map(Spanned::into_inner),
         timeout: r.timeout.map_or(Duration::from_secs(15 * 60), |d| d.0),
     })
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[cfg(test)]

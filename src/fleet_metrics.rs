@@ -17,39 +17,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// CloudTrail event names counted under their own `event` label; others count as `other`.
-pub const EVENTS: [&str; 9] = [
-    "GetSecretValue",
-    "BatchGetSecretValue",
-    "DescribeSecret",
-    "PutSecretValue",
-    "UpdateSecret",
-    "UpdateSecretVersionStage",
-    "RotateSecret",
-    "DeleteSecret",
-    "RestoreSecret",
-];
-/// Slots of the access counters: every event of [`EVENTS`], then `other`.
-const EVENT_SLOTS: usize = EVENTS.len() + 1;
+use crate::domain::{AnomalyKind, EventName, Outcome, RotationResult, Trigger};
 
-fn event_label(i: usize) -> &'static str {
-    EVENTS.get(i).copied().unwrap_or("other")
-}
-/// Access outcomes (the `outcome` label).
-pub const OUTCOMES: [&str; 3] = ["success", "denied", "error"];
-/// Anomaly kinds (the `kind` label).
-pub const ANOMALY_KINDS: [&str; 6] = [
-    "undeclared_consumer",
-    "new_principal",
-    "rate_spike",
-    "denied_burst",
-    "unexpected_source",
-    "previous_version_read",
-];
-/// Rotation triggers.
-pub const TRIGGERS: [&str; 3] = ["scheduled", "manual", "compromise"];
-/// Rotation results.
-pub const RESULTS: [&str; 3] = ["success", "failure", "rolled_back"];
+/// Slots of the access counters: event x outcome.
+const ACCESS_SLOTS: usize = EventName::COUNT * Outcome::COUNT;
 
 /// The per-secret gauges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,14 +79,20 @@ pub struct SecretSeries {
     generation: u64,
     gauges: [AtomicI64; GAUGES],
     /// By event slot x outcome.
-    access: [AtomicU64; EVENT_SLOTS * 3],
-    anomalies: [AtomicU64; 6],
+    access: [AtomicU64; ACCESS_SLOTS],
+    anomalies: [AtomicU64; AnomalyKind::COUNT],
     /// By trigger x result.
-    rotations: [AtomicU64; 9],
+    rotations: [AtomicU64; Trigger::COUNT * RotationResult::COUNT],
     /// By lead (index into [`Fleet`]'s leads).
     reminders: Box<[AtomicU64]>,
     reminder_failures: AtomicU64,
     incidents: AtomicU64,
+}
+
+/// The access counter of an event label and outcome.
+#[inline]
+fn access_slot(event: EventName, outcome: Outcome) -> usize {
+    event.index() * Outcome::COUNT + outcome.index()
 }
 
 fn absent_counters<const N: usize>() -> [AtomicU64; N] {
@@ -229,8 +206,8 @@ impl Fleet {
     /// at 0; existing series keep their values.
     pub fn init_counters(&self, secret: &str) {
         self.with(secret, |s| {
-            for o in 0..OUTCOMES.len() {
-                ensure(&s.access[o]); // GetSecretValue is event 0.
+            for o in Outcome::ALL {
+                ensure(&s.access[access_slot(EventName::GetSecretValue, o)]);
             }
             s.anomalies.iter().for_each(ensure);
             s.rotations.iter().for_each(ensure);
@@ -250,32 +227,20 @@ impl Fleet {
         self.with(secret, |s| s.set(g, Some(value)));
     }
 
-    /// Adds `n` CloudTrail events; an event name outside [`EVENTS`] counts as `other`, an
-    /// outcome outside [`OUTCOMES`] is not exported.
-    pub fn count_access(&self, secret: &str, event: &str, outcome: &str, n: u64) {
-        let e = EVENTS
-            .iter()
-            .position(|l| *l == event)
-            .unwrap_or(EVENTS.len());
-        if let Some(o) = OUTCOMES.iter().position(|l| *l == outcome) {
-            self.with(secret, |s| add(&s.access[e * OUTCOMES.len() + o], n));
-        }
+    /// Adds `n` CloudTrail events of one `event` label and outcome.
+    pub fn count_access(&self, secret: &str, event: EventName, outcome: Outcome, n: u64) {
+        self.with(secret, |s| add(&s.access[access_slot(event, outcome)], n));
     }
 
-    /// Counts an anomaly of a kind from [`ANOMALY_KINDS`] (other kinds are not exported).
-    pub fn count_anomaly(&self, secret: &str, kind: &str) {
-        if let Some(k) = ANOMALY_KINDS.iter().position(|l| *l == kind) {
-            self.with(secret, |s| add(&s.anomalies[k], 1));
-        }
+    /// Counts an anomaly.
+    pub fn count_anomaly(&self, secret: &str, kind: AnomalyKind) {
+        self.with(secret, |s| add(&s.anomalies[kind.index()], 1));
     }
 
-    /// Counts a rotation by trigger and result (values from [`TRIGGERS`], [`RESULTS`]).
-    pub fn count_rotation(&self, secret: &str, trigger: &str, result: &str) {
-        let t = TRIGGERS.iter().position(|l| *l == trigger);
-        let r = RESULTS.iter().position(|l| *l == result);
-        if let (Some(t), Some(r)) = (t, r) {
-            self.with(secret, |s| add(&s.rotations[t * RESULTS.len() + r], 1));
-        }
+    /// Counts a rotation by trigger and result.
+    pub fn count_rotation(&self, secret: &str, trigger: Trigger, result: RotationResult) {
+        let slot = trigger.index() * RotationResult::COUNT + result.index();
+        self.with(secret, |s| add(&s.rotations[slot], 1));
     }
 
     /// Counts a reminder SNS accepted.
@@ -378,8 +343,8 @@ impl Fleet {
             &sorted,
             |s| &s.access[..],
             |w, i| {
-                w.label("event", event_label(i / OUTCOMES.len()))?;
-                w.label("outcome", OUTCOMES[i % OUTCOMES.len()])
+                w.label("event", EventName::ALL[i / Outcome::COUNT].as_str())?;
+                w.label("outcome", Outcome::ALL[i % Outcome::COUNT].as_str())
             },
         )?;
         w.counter_family(
@@ -387,7 +352,7 @@ impl Fleet {
             "Access anomalies detected on the secret",
             &sorted,
             |s| &s.anomalies[..],
-            |w, i| w.label("kind", ANOMALY_KINDS[i]),
+            |w, i| w.label("kind", AnomalyKind::ALL[i].as_str()),
         )?;
         w.gauge_family(
             "keywarden_secret_principals",
@@ -416,8 +381,11 @@ impl Fleet {
             &sorted,
             |s| &s.rotations[..],
             |w, i| {
-                w.label("trigger", TRIGGERS[i / RESULTS.len()])?;
-                w.label("result", RESULTS[i % RESULTS.len()])
+                w.label("trigger", Trigger::ALL[i / RotationResult::COUNT].as_str())?;
+                w.label(
+                    "result",
+                    RotationResult::ALL[i % RotationResult::COUNT].as_str(),
+                )
             },
         )?;
         w.gauge_family(
@@ -724,7 +692,7 @@ mod tests {
         // No scheduled series, so no family either.
         assert!(!t.contains("scheduled_timestamp"));
         assert!(t.contains("# TYPE keywarden_secret_access_events counter\n"));
-        for o in OUTCOMES {
+        for o in Outcome::NAMES {
             assert!(t.contains(&format!("keywarden_secret_access_events_total{{secret=\"A\\\"B\",event=\"GetSecretValue\",outcome=\"{o}\"}} 0\n")));
         }
         assert_eq!(
@@ -748,12 +716,10 @@ mod tests {
         f.set_leads(&["14d".into()]);
         let v = [Some(1), None, None, None, None, None, Some(0), Some(0)];
         f.sync([synced("A", "", v), synced("B", "", v)]);
-        f.count_access("A", "GetSecretValue", "denied", 3);
-        f.count_access("A", "ListSecrets", "success", 2);
-        f.count_access("A", "ListSecrets", "not_an_outcome", 2);
-        f.count_anomaly("A", "rate_spike");
-        f.count_anomaly("A", "not_a_kind");
-        f.count_rotation("A", "manual", "success");
+        f.count_access("A", EventName::GetSecretValue, Outcome::Denied, 3);
+        f.count_access("A", EventName::of("ListSecrets"), Outcome::Success, 2);
+        f.count_anomaly("A", AnomalyKind::RateSpike);
+        f.count_rotation("A", Trigger::Manual, RotationResult::Success);
         f.count_reminder("A", "14d");
         f.count_reminder("A", "3d");
         f.count_reminder_failure("A");

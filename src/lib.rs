@@ -9,6 +9,7 @@ pub mod cloudtrail;
 pub mod config;
 pub mod consumers;
 pub mod daemon;
+pub mod domain;
 pub mod fleet_metrics;
 pub mod http;
 pub mod incident;

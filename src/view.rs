@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{Severity, Strategy};
+use crate::domain::{Severity, State, Step, Strategy, Trigger};
 
 /// Whether a secret comes from the inventory or from discovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -129,11 +129,11 @@ pub struct RotationView {
     /// The latest rotation's id.
     pub rotation_id: Option<String>,
     /// Its trigger.
-    pub trigger: Option<&'static str>,
+    pub trigger: Option<Trigger>,
     /// Its state: `running`, `grace`, `done`, `failed`, `rolled_back`.
-    pub state: Option<&'static str>,
+    pub state: Option<State>,
     /// Its next (or failed) step.
-    pub step: Option<&'static str>,
+    pub step: Option<Step>,
     /// When it was requested (seconds since the epoch).
     pub requested_at: Option<i64>,
     /// Its last change.

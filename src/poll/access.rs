@@ -646,13 +646,13 @@ impl<L: LogsApi> AccessPoller<L> {
         self.checkpoint_ms = Some(end);
         for (i, event, outcome, n) in counts.iter() {
             self.metrics
-                .count_access(&watch.secrets[i].name, event, outcome.as_str(), n);
+                .count_access(&watch.secrets[i].name, event, outcome, n);
         }
         for (key, ms, why) in &sorted.skipped {
             warn!(log_event_id = %key.trim_start_matches(SKIPPED_PREFIX), timestamp_ms = ms, reason = why.as_str(), "Skipped a log event that is not a usable CloudTrail record.");
         }
         for a in &found {
-            self.metrics.count_anomaly(&a.secret, a.kind.as_str());
+            self.metrics.count_anomaly(&a.secret, a.kind);
             warn!(
                 secret = %a.secret,
                 kind = a.kind.as_str(),

@@ -9,136 +9,8 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain::{State, Step, Trigger};
 use crate::store::{Store, StoreError};
-
-/// What started a rotation (the `trigger` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    /// The scheduler, inside the secret's window.
-    Scheduled,
-    /// `POST /rotate` or `keywarden rotate`.
-    Manual,
-    /// A compromise incident: no window, no grace.
-    Compromise,
-}
-
-impl Trigger {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Scheduled => "scheduled",
-            Trigger::Manual => "manual",
-            Trigger::Compromise => "compromise",
-        }
-    }
-
-    fn parse(s: &str) -> Trigger {
-        match s {
-            "scheduled" => Trigger::Scheduled,
-            "compromise" => Trigger::Compromise,
-            _ => Trigger::Manual,
-        }
-    }
-}
-
-/// Where a rotation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Steps create to finish are under way (or will resume at start).
-    Running,
-    /// Finished: AWSCURRENT is the new version; finalize waits for the grace period.
-    Grace,
-    /// Finalized.
-    Done,
-    /// A step failed after every retry; see `error`.
-    Failed,
-    /// Rolled back (or superseded) before finalize; nothing more will run.
-    RolledBack,
-}
-
-impl State {
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Running => "running",
-            State::Grace => "grace",
-            State::Done => "done",
-            State::Failed => "failed",
-            State::RolledBack => "rolled_back",
-        }
-    }
-
-    fn parse(s: &str) -> State {
-        match s {
-            "running" => State::Running,
-            "grace" => State::Grace,
-            "done" => State::Done,
-            "rolled_back" => State::RolledBack,
-            _ => State::Failed,
-        }
-    }
-
-    /// Whether the rotation still holds the secret (one active rotation per secret).
-    pub fn is_active(self) -> bool {
-        matches!(self, State::Running | State::Grace)
-    }
-}
-
-/// The protocol steps, in order (SPEC §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Step {
-    /// PutSecretValue of the new value as AWSPENDING.
-    Create,
-    /// Apply the value to the backing system.
-    Set,
-    /// Prove the new value works (plus `test` hooks).
-    Test,
-    /// AWSCURRENT to the new version, AWSPENDING removed, `finish` hooks.
-    Finish,
-    /// After grace: drop the previous value, `finalize` hooks.
-    Finalize,
-    /// Nothing left to do.
-    Done,
-}
-
-impl Step {
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Create => "create",
-            Step::Set => "set",
-            Step::Test => "test",
-            Step::Finish => "finish",
-            Step::Finalize => "finalize",
-            Step::Done => "done",
-        }
-    }
-
-    fn parse(s: &str) -> Step {
-        match s {
-            "set" => Step::Set,
-            "test" => Step::Test,
-            "finish" => Step::Finish,
-            "finalize" => Step::Finalize,
-            "done" => Step::Done,
-            _ => Step::Create,
-        }
-    }
-
-    /// The step after this one.
-    pub fn next(self) -> Step {
-        match self {
-            Step::Create => Step::Set,
-            Step::Set => Step::Test,
-            Step::Test => Step::Finish,
-            Step::Finish => Step::Finalize,
-            Step::Finalize | Step::Done => Step::Done,
-        }
-    }
-}
 
 /// Facts about a rotation kept in the `detail` JSON column.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,20 +96,33 @@ pub fn new_id() -> Result<String, getrandom::Error> {
 const COLUMNS: &str =
     "id, secret, trigger, token, step, state, requested_at, updated_at, attempts, error, detail";
 
+/// Reads a column of a closed vocabulary: a word outside it is a corrupt row, an error.
+fn word<T>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T>
+where
+    T: for<'a> TryFrom<&'a str, Error = crate::domain::UnknownWord>,
+{
+    let text: String = r.get(i)?;
+    T::try_from(text.as_str()).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Rotation> {
     let detail: String = r.get(10)?;
     Ok(Rotation {
         id: r.get(0)?,
         secret: r.get(1)?,
-        trigger: Trigger::parse(&r.get::<_, String>(2)?),
+        trigger: word(r, 2)?,
         token: r.get(3)?,
-        step: Step::parse(&r.get::<_, String>(4)?),
-        state: State::parse(&r.get::<_, String>(5)?),
+        step: word(r, 4)?,
+        state: word(r, 5)?,
         requested_at: r.get(6)?,
         updated_at: r.get(7)?,
         attempts: r.get(8)?,
         error: r.get(9)?,
-        detail: serde_json::from_str(&detail).unwrap_or_default(),
+        detail: serde_json::from_str(&detail).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e))
+        })?,
     })
 }
 

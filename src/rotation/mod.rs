@@ -36,6 +36,7 @@ use crate::aws::{
     AwsError, SecretValue, SecretsWriteApi, VersionSelector, AWSCURRENT, AWSPREVIOUS,
 };
 use crate::config::{Config, HookStage, SecretSpec};
+use crate::domain::RotationResult;
 use crate::metrics::{Metrics, TriggerLabel};
 use crate::store::{Store, StoreError};
 use crate::view::{RotationView, SharedView};
@@ -123,7 +124,7 @@ pub struct RollbackReport {
     /// The rotation whose finalize was cancelled, if one was in grace.
     pub rotation_id: Option<String>,
     /// Always `rolled_back`.
-    pub result: &'static str,
+    pub result: RotationResult,
 }
 
 /// Options of a request.
@@ -384,9 +385,9 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         let mut view = self.view.write();
         let entry = view.rotations.entry(r.secret.clone()).or_default();
         entry.rotation_id = Some(r.id.clone());
-        entry.trigger = Some(r.trigger.as_str());
-        entry.state = Some(r.state.as_str());
-        entry.step = Some(r.step.as_str());
+        entry.trigger = Some(r.trigger);
+        entry.state = Some(r.state);
+        entry.step = Some(r.step);
         entry.requested_at = Some(r.requested_at);
         entry.updated_at = Some(r.updated_at);
         entry.finalize_after = r.detail.finalize_after.filter(|_| r.state == State::Grace);
@@ -397,9 +398,8 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         self.metrics.set_rotation_in_progress(secret, on);
     }
 
-    fn count(&self, secret: &str, trigger: Trigger, result: &'static str) {
-        self.metrics
-            .count_rotation(secret, trigger.as_str(), result);
+    fn count(&self, secret: &str, trigger: Trigger, result: RotationResult) {
+        self.metrics.count_rotation(secret, trigger, result);
     }
 
     /// Drives one rotation until it is done, failed, waiting for its grace, or rolled back.
@@ -509,7 +509,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         failpoint::hit(&format!("{}:done", rot.step.as_str()));
         if rot.step == Step::Finish {
             self.set_in_progress(&rot.secret, false);
-            self.count(&rot.secret, rot.trigger, "success");
+            self.count(&rot.secret, rot.trigger, RotationResult::Success);
             // Resumed past the label move: this process has not observed it yet.
             if !lock(&self.observed).remove(&rot.id) {
                 self.observe_duration(rot);
@@ -561,7 +561,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         if rot.state == State::Running {
             self.set_in_progress(&rot.secret, false);
         }
-        self.count(&rot.secret, rot.trigger, "failure");
+        self.count(&rot.secret, rot.trigger, RotationResult::Failure);
         lock(&self.started).remove(&rot.id);
         lock(&self.observed).remove(&rot.id);
         error!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), error = %msg, "Rotation failed; AWSCURRENT was left as it was before this step.");
@@ -1033,14 +1033,14 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 self.publish(&r);
             }
         }
-        self.count(&spec.name, trigger, "rolled_back");
+        self.count(&spec.name, trigger, RotationResult::RolledBack);
         warn!(secret = %spec.name, from = %current, to = %previous, forced = force, "Rolled back: AWSCURRENT is the previous version again.");
         Ok(RollbackReport {
             secret: spec.name.clone(),
             from_version: current,
             to_version: previous,
             rotation_id: cancelled,
-            result: "rolled_back",
+            result: RotationResult::RolledBack,
         })
     }
 }

@@ -1,0 +1,14 @@
+//! The domain: the words keywarden speaks and the one picture of the inventory.
+//!
+//! - `vocabulary`: the closed sets (event, outcome, anomaly kind, trigger, result, state, step,
+//!   strategy, severity), each with `ALL` and `index()`. A leaf: it imports nothing of the crate.
+//!
+//! Owns no I/O and never reads the clock. Must never import `telemetry`, `http`, `aws` adapters,
+//! the store, or any task.
+
+pub mod vocabulary;
+
+pub use vocabulary::{
+    AnomalyKind, EventName, Outcome, RotationResult, Severity, State, Step, Strategy, Trigger,
+    UnknownWord,
+};
