@@ -381,6 +381,37 @@ mod tests {
         assert!(open_incident(&store, "X").unwrap().is_none());
     }
 
+    /// A row whose trigger, state or step is not a known word was corrupted outside keywarden:
+    /// reading it is an error naming the column, never a silent default such as `manual`.
+    #[test]
+    fn corrupt_rows_are_errors_not_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        insert(&store, "c1", "X", Trigger::Compromise, &detail(), 10)
+            .unwrap()
+            .unwrap();
+        for (column, value) in [
+            ("trigger", "sheduled"),
+            ("state", "paused"),
+            ("step", "CREATE"),
+            ("detail", "{not json"),
+        ] {
+            let fresh = Store::open(&dir.path().join(format!("{column}.db"))).unwrap();
+            insert(&fresh, "c1", "X", Trigger::Compromise, &detail(), 10)
+                .unwrap()
+                .unwrap();
+            fresh
+                .with(
+                    |c| c.execute(&format!("UPDATE rotations SET {column} = ?1"), [value]),
+                    "corrupt",
+                )
+                .unwrap();
+            let err = get(&fresh, "c1").expect_err(column).to_string();
+            assert!(err.contains(value) || column == "detail", "{column}: {err}");
+        }
+        assert_eq!(get(&store, "c1").unwrap().unwrap().trigger, Trigger::Compromise);
+    }
+
     #[test]
     fn ids_and_tokens_fit_aws_limits() {
         let id = new_id().unwrap();
