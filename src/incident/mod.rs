@@ -36,6 +36,7 @@ use tracing::{error, info, warn};
 
 use crate::aws::{is_fifo_topic, FifoIds, Notification, NotifyApi};
 use crate::config::{Config, SecretSpec};
+use crate::domain::Strategy;
 use crate::metrics::Metrics;
 use crate::rotation::journal::{State, Trigger};
 use crate::rotation::{Engine, RequestError, RequestOptions};
@@ -155,7 +156,7 @@ pub struct Incident {
     /// The Secrets Manager id.
     pub secret_id: String,
     /// The rotation strategy.
-    pub strategy: String,
+    pub strategy: Strategy,
     /// The configured impact.
     pub impact: String,
     /// Why it was reported.
@@ -259,7 +260,7 @@ pub fn new_incident(
         incident_id: id.to_string(),
         secret: spec.name.clone(),
         secret_id: spec.id.clone(),
-        strategy: spec.rotation.strategy.as_str().to_string(),
+        strategy: spec.rotation.strategy,
         impact: spec.impact.clone(),
         reason: reason.to_string(),
         reported_by: reported_by.to_string(),
@@ -582,7 +583,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
                             .map(|e| RotationEvent {
                                 at: e.at,
                                 step: e.step,
-                                outcome: e.outcome,
+                                outcome: e.outcome.as_str().to_string(),
                                 message: e.message,
                             })
                             .collect();
@@ -592,17 +593,14 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
                             State::Done => {
                                 // Two-key strategies write the value without the old key at
                                 // finalize, under the rotation's finalize token.
-                                let version = if matches!(
-                                    inc.strategy.as_str(),
-                                    "dual-key" | "primary-secondary"
-                                ) {
+                                let version = if inc.strategy.keeps_two_keys() {
                                     r.finalize_token()
                                 } else {
                                     r.token.clone()
                                 };
                                 let msg = format!(
                                     "rotation {rid} finished and finalized: AWSCURRENT is version {version}; the previous value no longer works ({})",
-                                    finalize_words(&inc.strategy)
+                                    finalize_words(inc.strategy)
                                 );
                                 inc.new_version_id = Some(version);
                                 StepResult::done(msg)
@@ -808,15 +806,17 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
 }
 
 /// What finalize did for a strategy, in words.
-pub fn finalize_words(strategy: &str) -> &'static str {
+pub fn finalize_words(strategy: Strategy) -> &'static str {
     match strategy {
-        "dual-key" => "the previous key was dropped: only the new key verifies",
-        "primary-secondary" => "the re-encryption hook ran and the secondary key was dropped",
-        "postgres" => "the old user was set NOLOGIN and its sessions were terminated",
-        "redis" => "the old password was removed and its clients were killed",
-        "random" => "the value was replaced",
-        "lambda" => "the rotation Lambda replaced the value",
-        _ => "finalized",
+        Strategy::DualKey => "the previous key was dropped: only the new key verifies",
+        Strategy::PrimarySecondary => {
+            "the re-encryption hook ran and the secondary key was dropped"
+        }
+        Strategy::Postgres => "the old user was set NOLOGIN and its sessions were terminated",
+        Strategy::Redis => "the old password was removed and its clients were killed",
+        Strategy::Random => "the value was replaced",
+        Strategy::Lambda => "the rotation Lambda replaced the value",
+        Strategy::None => "finalized",
     }
 }
 

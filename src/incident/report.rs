@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Incident, StepState};
 use crate::config::SecretSpec;
+use crate::domain::Strategy;
 
 fn time_ms(ms: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
@@ -35,26 +36,26 @@ pub fn todo(inc: &Incident, spec: Option<&SecretSpec>) -> Vec<String> {
             inc.secret, inc.secret
         ));
     }
-    match inc.strategy.as_str() {
-        "dual-key" => out.push(
+    match inc.strategy {
+        Strategy::DualKey => out.push(
             "Invalidate sessions and tokens issued with the old key in systems keywarden does not manage: JWTs already issued stay valid wherever a verifier still holds the old key (until it reloads), and refresh tokens or server-side sessions created from them survive; revoke them.".into(),
         ),
-        "primary-secondary" => out.push(
+        Strategy::PrimarySecondary => out.push(
             "Confirm the re-encryption hook re-encrypted every record under the new key; data encrypted with the old key by a consumer that had not reloaded cannot be decrypted now.".into(),
         ),
-        "postgres" => out.push(
+        Strategy::Postgres => out.push(
             "Check connection poolers and replicas (PgBouncer, read replicas, logical subscribers) for connections or copies of the old user's credentials; keywarden terminated the old user's sessions on the primary only.".into(),
         ),
-        "redis" => out.push(
+        Strategy::Redis => out.push(
             "Check proxies and replicas (Sentinel, Cluster nodes, twemproxy) for connections authenticated with the old password; keywarden killed the old password's clients on the configured server only.".into(),
         ),
-        "random" => out.push(
+        Strategy::Random => out.push(
             "Invalidate anything derived from the old value (service tokens, signed requests, cached sessions) in the services that accept it.".into(),
         ),
-        "lambda" => out.push(
+        Strategy::Lambda => out.push(
             "The rotation Lambda changed the value: verify the backing system no longer accepts the old value (keywarden cannot check a Lambda's target).".into(),
         ),
-        _ => {}
+        Strategy::None => {}
     }
     out.push("Purge downstream copies and caches of the old value (CI/CD variables, .env files, config maps, application caches, backups of the secret).".into());
     out.push(format!(
@@ -136,7 +137,7 @@ pub fn markdown(inc: &Incident) -> String {
         ("status", inc.status.as_str().to_string()),
         ("secret", inc.secret.clone()),
         ("Secrets Manager id", inc.secret_id.clone()),
-        ("strategy", inc.strategy.clone()),
+        ("strategy", inc.strategy.to_string()),
         ("impact", inc.impact.clone()),
         ("reason", inc.reason.clone()),
         ("reported by", inc.reported_by.clone()),

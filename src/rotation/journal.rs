@@ -10,6 +10,58 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 pub use crate::domain::{State, Step, Trigger};
+
+/// The step name of a rollback's journal event.
+pub const ROLLBACK: &str = "rollback";
+
+/// How a journaled step event went (the `outcome` column of `rotation_events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventOutcome {
+    /// The step did its work.
+    Ok,
+    /// The step found its work already done.
+    Skipped,
+    /// An attempt failed; it will be retried.
+    Error,
+    /// The step failed for good.
+    Failed,
+    /// Something was asked of the step (finalize before its grace ended).
+    Requested,
+}
+
+impl EventOutcome {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Ok => "ok",
+            EventOutcome::Skipped => "skipped",
+            EventOutcome::Error => "error",
+            EventOutcome::Failed => "failed",
+            EventOutcome::Requested => "requested",
+        }
+    }
+}
+
+impl TryFrom<&str> for EventOutcome {
+    type Error = crate::domain::UnknownWord;
+    fn try_from(s: &str) -> Result<EventOutcome, crate::domain::UnknownWord> {
+        const ALL: [EventOutcome; 5] = [
+            EventOutcome::Ok,
+            EventOutcome::Skipped,
+            EventOutcome::Error,
+            EventOutcome::Failed,
+            EventOutcome::Requested,
+        ];
+        ALL.into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| crate::domain::UnknownWord {
+                set: "journal outcome",
+                word: s.to_string(),
+                expected: ALL.map(|o| format!("`{}`", o.as_str())).join(", "),
+            })
+    }
+}
 use crate::store::{Store, StoreError};
 
 /// Facts about a rotation kept in the `detail` JSON column.
@@ -75,8 +127,8 @@ pub struct Event {
     pub at: i64,
     /// The step it concerns.
     pub step: String,
-    /// `ok`, `error`, `skipped`, `failed`, ...
-    pub outcome: String,
+    /// How it went.
+    pub outcome: EventOutcome,
     /// A sentence (never a value).
     pub message: Option<String>,
 }
@@ -202,7 +254,7 @@ pub fn events(store: &Store, id: &str) -> Result<Vec<Event>, StoreError> {
                 Ok(Event {
                     at: r.get(0)?,
                     step: r.get(1)?,
-                    outcome: r.get(2)?,
+                    outcome: word(r, 2)?,
                     message: r.get(3)?,
                 })
             })?;
@@ -263,8 +315,8 @@ pub struct Update<'a> {
     pub error: Option<&'a str>,
     /// New detail.
     pub detail: &'a Detail,
-    /// The event: (step, outcome, message).
-    pub event: (&'a str, &'a str, Option<&'a str>),
+    /// The event: (step or `rollback`, outcome, message).
+    pub event: (&'a str, EventOutcome, Option<&'a str>),
 }
 
 /// Applies an update durably.
@@ -278,7 +330,7 @@ pub fn update(store: &Store, id: &str, u: &Update<'_>, now: i64) -> Result<(), S
             )?;
             tx.execute(
                 "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, now, u.event.0, u.event.1, u.event.2],
+                params![id, now, u.event.0, u.event.1.as_str(), u.event.2],
             )?;
             tx.commit()
         },
@@ -291,7 +343,7 @@ pub fn note(
     store: &Store,
     id: &str,
     step: &str,
-    outcome: &str,
+    outcome: EventOutcome,
     message: Option<&str>,
     now: i64,
 ) -> Result<(), StoreError> {
@@ -299,7 +351,7 @@ pub fn note(
         |c| {
             c.execute(
                 "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, now, step, outcome, message],
+                params![id, now, step, outcome.as_str(), message],
             )
             .map(|_| ())
         },
@@ -363,7 +415,7 @@ mod tests {
                 attempts: 0,
                 error: None,
                 detail: &d,
-                event: ("finalize", "ok", None),
+                event: ("finalize", EventOutcome::Ok, None),
             },
             12,
         )
@@ -409,7 +461,10 @@ mod tests {
             let err = get(&fresh, "c1").expect_err(column).to_string();
             assert!(err.contains(value) || column == "detail", "{column}: {err}");
         }
-        assert_eq!(get(&store, "c1").unwrap().unwrap().trigger, Trigger::Compromise);
+        assert_eq!(
+            get(&store, "c1").unwrap().unwrap().trigger,
+            Trigger::Compromise
+        );
     }
 
     #[test]

@@ -42,8 +42,8 @@ use crate::store::{Store, StoreError};
 use crate::view::{RotationView, SharedView};
 
 use hooks::HookEnv;
-use journal::{Detail, Event, Rotation, State, Step, Trigger};
-use protocol::{FinalizeState, LambdaState, StepError};
+use journal::{Detail, Event, EventOutcome, Rotation, State, Step, Trigger, ROLLBACK};
+use protocol::{FinalizeState, LambdaState, Retry, StepError};
 use strategies::{Mode, Refused, RotationStrategy, StepContext};
 
 /// Attempts of one step before the rotation is marked failed.
@@ -182,7 +182,7 @@ fn now_s() -> i64 {
 /// What a completed step reports for the journal.
 struct StepOutcome {
     /// `ok` or `skipped`.
-    outcome: &'static str,
+    outcome: EventOutcome,
     /// A sentence for the timeline.
     message: String,
     /// The version that was AWSCURRENT before, if create learned it.
@@ -194,7 +194,7 @@ struct StepOutcome {
 impl StepOutcome {
     fn ok(message: impl Into<String>) -> StepOutcome {
         StepOutcome {
-            outcome: "ok",
+            outcome: EventOutcome::Ok,
             message: message.into(),
             previous_version_id: None,
             superseded: false,
@@ -203,25 +203,18 @@ impl StepOutcome {
 
     fn skipped(message: impl Into<String>) -> StepOutcome {
         StepOutcome {
-            outcome: "skipped",
+            outcome: EventOutcome::Skipped,
             ..StepOutcome::ok(message)
         }
     }
 }
 
-/// A step error that is not worth retrying.
-fn is_fatal(e: &StepError) -> bool {
-    matches!(e, StepError::Protocol(m) if m.starts_with("fatal: "))
-}
-
 /// How many attempts a step gets for this error.
 fn attempt_limit(e: &StepError) -> u32 {
-    use crate::aws::AwsErrorKind::{Network, Throttled, Timeout};
-    match e {
-        StepError::Aws(a) if matches!(a.kind, Network | Timeout | Throttled) => {
-            MAX_TRANSIENT_ATTEMPTS
-        }
-        _ => MAX_ATTEMPTS,
+    match e.retry() {
+        Retry::Transient => MAX_TRANSIENT_ATTEMPTS,
+        Retry::Limited => MAX_ATTEMPTS,
+        Retry::Never => 1,
     }
 }
 
@@ -341,7 +334,11 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 attempts: r.attempts,
                 error: r.error.as_deref(),
                 detail: &detail,
-                event: ("finalize", "requested", Some("grace ended early")),
+                event: (
+                    Step::Finalize.as_str(),
+                    EventOutcome::Requested,
+                    Some("grace ended early"),
+                ),
             },
             now,
         )?;
@@ -452,7 +449,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                     let attempts = rot.attempts + 1;
                     let msg = e.to_string();
                     warn!(secret = %rot.secret, rotation = id, step = rot.step.as_str(), attempt = attempts, error = %msg, "Rotation step failed.");
-                    if attempts >= attempt_limit(&e) || is_fatal(&e) {
+                    if attempts >= attempt_limit(&e) {
                         self.fail(&rot, &msg).await;
                         return;
                     }
@@ -462,7 +459,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                         attempts,
                         error: Some(&msg),
                         detail: &rot.detail,
-                        event: (rot.step.as_str(), "error", Some(&msg)),
+                        event: (rot.step.as_str(), EventOutcome::Error, Some(&msg)),
                     };
                     if let Err(e) = journal::update(&self.store, id, &u, now) {
                         error!(rotation = id, error = %e, "Cannot journal a failed attempt.");
@@ -505,7 +502,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             },
             now,
         )?;
-        info!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), outcome = out.outcome, detail = %out.message, "Rotation step completed.");
+        info!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), outcome = out.outcome.as_str(), detail = %out.message, "Rotation step completed.");
         failpoint::hit(&format!("{}:done", rot.step.as_str()));
         if rot.step == Step::Finish {
             self.set_in_progress(&rot.secret, false);
@@ -553,7 +550,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             attempts: rot.attempts + 1,
             error: Some(msg),
             detail: &rot.detail,
-            event: (rot.step.as_str(), "failed", Some(msg)),
+            event: (rot.step.as_str(), EventOutcome::Failed, Some(msg)),
         };
         if let Err(e) = journal::update(&self.store, &rot.id, &u, now_s()) {
             error!(rotation = %rot.id, error = %e, "Cannot journal a failed rotation.");
@@ -801,8 +798,8 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                         } else {
                             format!("version {token} was never written")
                         };
-                        return Err(StepError::Protocol(format!(
-                            "fatal: the rotation Lambda did not finish within {} ({where_}); see the Lambda's CloudWatch logs",
+                        return Err(StepError::Fatal(format!(
+                            "the rotation Lambda did not finish within {} ({where_}); see the Lambda's CloudWatch logs",
                             crate::schedule::format_duration(spec.rotation.timeout)
                         )));
                     }
@@ -1020,14 +1017,21 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                         attempts: 0,
                         error: None,
                         detail: &r.detail,
-                        event: ("rollback", "ok", Some(&msg)),
+                        event: (ROLLBACK, EventOutcome::Ok, Some(&msg)),
                     },
                     now,
                 )?;
                 lock(&self.finalize_due).retain(|(_, id)| id != &r.id);
                 cancelled = Some(r.id.clone());
             } else {
-                journal::note(&self.store, &r.id, "rollback", "ok", Some(&msg), now)?;
+                journal::note(
+                    &self.store,
+                    &r.id,
+                    ROLLBACK,
+                    EventOutcome::Ok,
+                    Some(&msg),
+                    now,
+                )?;
             }
             if let Ok(Some(r)) = journal::get(&self.store, &r.id) {
                 self.publish(&r);
@@ -1244,7 +1248,10 @@ mod tests {
             "{err}"
         );
         assert_eq!(
-            events.iter().filter(|e| e.outcome == "error").count(),
+            events
+                .iter()
+                .filter(|e| e.outcome == EventOutcome::Error)
+                .count(),
             MAX_ATTEMPTS as usize - 1
         );
     }

@@ -26,9 +26,38 @@ pub enum StepError {
     /// A hook failed.
     #[error(transparent)]
     Hook(#[from] super::hooks::HookError),
-    /// The secret is in a state the protocol cannot continue from.
+    /// The secret is in a state the protocol cannot continue from (retried a few times: the
+    /// state may be a moment's race with another writer).
     #[error("{0}")]
     Protocol(String),
+    /// A failure that no retry can mend (such as a rotation Lambda past its timeout).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// How the rotation core retries a failed step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A transient AWS failure (network, timeout, throttling): the long budget.
+    Transient,
+    /// Any other failure: the short budget.
+    Limited,
+    /// Not worth retrying: the rotation fails at once.
+    Never,
+}
+
+impl StepError {
+    /// How this error is retried.
+    pub fn retry(&self) -> Retry {
+        use crate::aws::AwsErrorKind::{Network, Throttled, Timeout};
+        match self {
+            StepError::Fatal(_) => Retry::Never,
+            StepError::Aws(a) if matches!(a.kind, Network | Timeout | Throttled) => {
+                Retry::Transient
+            }
+            _ => Retry::Limited,
+        }
+    }
 }
 
 /// What create found or did.
