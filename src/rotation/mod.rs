@@ -2,7 +2,7 @@
 //!
 //! A request is journaled (state `running`, step `create`) before anyone is told it was
 //! accepted; a task per rotation then drives the steps create, set, test and finish
-//! ([`protocol`]) with the secret's [`strategies::RotationStrategy`] and [`hooks`], recording each
+//! ([`protocol`]) with the secret's [`strategy::RotationStrategy`] and [`hooks`], recording each
 //! completed step durably. A failed step is retried with exponential backoff up to
 //! [`MAX_ATTEMPTS`]; then the rotation is `failed`, AWSPENDING is taken off its version (AWSCURRENT
 //! was never touched before finish), and the failure is counted and shown. After finish the
@@ -17,11 +17,11 @@
 pub mod failpoint;
 pub mod hooks;
 pub mod journal;
-pub mod postgres;
+
 pub mod protocol;
-pub mod redis_acl;
+
 pub mod scheduled;
-pub mod strategies;
+pub mod strategy;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -44,7 +44,7 @@ use crate::view::{RotationView, SharedView};
 use hooks::HookEnv;
 use journal::{Detail, Event, EventOutcome, Rotation, State, Step, Trigger, ROLLBACK};
 use protocol::{FinalizeState, LambdaState, Retry, StepError};
-use strategies::{Mode, Refused, RotationStrategy, StepContext};
+use strategy::{Mode, Refused, RotationStrategy, StepContext};
 
 /// Attempts of one step before the rotation is marked failed.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -278,7 +278,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         let spec = self
             .find_secret(secret)
             .ok_or_else(|| RequestError::UnknownSecret(secret.to_string()))?;
-        strategies::for_spec(&spec.name, &spec.rotation)?;
+        strategy::for_spec(&spec.name, &spec.rotation)?;
         let id = journal::new_id().map_err(|e| RequestError::Random(e.to_string()))?;
         let grace = opts.grace.unwrap_or(spec.rotation.grace);
         let detail = Detail {
@@ -429,7 +429,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                     .await;
                 return;
             };
-            let strategy = match strategies::for_spec(&spec.name, &spec.rotation) {
+            let strategy = match strategy::for_spec(&spec.name, &spec.rotation) {
                 Ok(s) => s,
                 Err(e) => {
                     self.fail(&rot, &e.to_string()).await;
@@ -594,7 +594,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         }
         let fragments: Vec<String> = values
             .iter()
-            .flat_map(|v| strategies::redaction_fragments(v))
+            .flat_map(|v| strategy::redaction_fragments(v))
             .collect();
         let env = HookEnv {
             secret: &rot.secret,
@@ -927,7 +927,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                     }
                 }
                 scheduled::Decision::Start => {
-                    if let Err(refused) = strategies::for_spec(&spec.name, &spec.rotation) {
+                    if let Err(refused) = strategy::for_spec(&spec.name, &spec.rotation) {
                         let why = refused.to_string();
                         self.view
                             .write()

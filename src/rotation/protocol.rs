@@ -12,7 +12,7 @@ use crate::aws::{
 };
 
 use super::failpoint;
-use super::strategies::{RotationStrategy, StrategyError};
+use super::strategy::{RotationStrategy, StrategyError};
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]

@@ -750,7 +750,7 @@ async fn kill9_between_set_and_finish_and_before_finalize_leaves_servers_and_sec
 async fn steps_repeated_after_an_interrupted_step_are_harmless() {
     use keywarden::aws::SecretValue;
     use keywarden::config::{RotationSpec, Strategy};
-    use keywarden::rotation::strategies::{for_spec, StepContext};
+    use keywarden::rotation::strategy::{for_spec, StepContext};
 
     let pg = Pg::start().await;
     pg.prepare().await;

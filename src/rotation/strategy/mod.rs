@@ -1,18 +1,28 @@
 //! Rotation strategies (SPEC §6): how a new value is made, applied, tested and finalized.
 //!
 //! The core drives every strategy through the [`RotationStrategy`] trait, so a strategy that
-//! talks to a backing system (the `postgres` and `redis` strategies of issue #8) only implements
-//! `create_value`, `set`, `test` and `finalize`; the protocol, the journal, retries, hooks and
-//! compromise handling stay in the core. The value-only strategies here never do I/O.
+//! talks to a backing system (`postgres`, `redis`) only implements `create_value`, `set`, `test`
+//! and `finalize`; the protocol, the journal, retries, hooks and compromise handling stay in the
+//! core. One file per strategy; `value` holds what they share about values (random material,
+//! JSON objects, redaction). The value-only strategies never do I/O.
+//!
+//! Must never import the rotation core, the journal or the store: a strategy sees a
+//! [`StepContext`] and values, nothing else.
+
+pub mod lambda;
+pub mod postgres;
+pub mod random;
+pub mod redis;
+pub mod two_keys;
+pub mod value;
 
 use std::future::Future;
 use std::pin::Pin;
 
-use base64::Engine as _;
-use serde_json::{Map, Value};
-
 use crate::aws::SecretValue;
 use crate::config::{RotationSpec, Strategy};
+
+pub use value::redaction_fragments;
 
 /// A boxed future, so strategies can be trait objects.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -119,204 +129,30 @@ pub trait RotationStrategy: Send + Sync {
 /// The strategy of a secret, or why it cannot be rotated.
 pub fn for_spec(secret: &str, spec: &RotationSpec) -> Result<Box<dyn RotationStrategy>, Refused> {
     match spec.strategy {
-        Strategy::Random => Ok(Box::new(RandomValue { bytes: spec.bytes })),
-        Strategy::DualKey => Ok(Box::new(TwoKeys {
+        Strategy::Random => Ok(Box::new(random::RandomValue { bytes: spec.bytes })),
+        Strategy::DualKey => Ok(Box::new(two_keys::TwoKeys {
             bytes: spec.bytes,
-            keys: DUAL_KEY,
+            keys: two_keys::DUAL_KEY,
         })),
-        Strategy::PrimarySecondary => Ok(Box::new(TwoKeys {
+        Strategy::PrimarySecondary => Ok(Box::new(two_keys::TwoKeys {
             bytes: spec.bytes,
-            keys: PRIMARY_SECONDARY,
+            keys: two_keys::PRIMARY_SECONDARY,
         })),
-        Strategy::Lambda => Ok(Box::new(AwsLambda)),
+        Strategy::Lambda => Ok(Box::new(lambda::AwsLambda)),
         Strategy::None => Err(Refused::NotRotatable(secret.to_string())),
-        Strategy::Postgres => Ok(Box::new(super::postgres::Postgres { bytes: spec.bytes })),
-        Strategy::Redis => Ok(Box::new(super::redis_acl::RedisAcl { bytes: spec.bytes })),
+        Strategy::Postgres => Ok(Box::new(postgres::Postgres { bytes: spec.bytes })),
+        Strategy::Redis => Ok(Box::new(redis::RedisAcl { bytes: spec.bytes })),
     }
-}
-
-/// A password for a database user: `bytes` CSPRNG bytes, URL-safe base64 without padding
-/// (letters, digits, `-` and `_`), so it fits connection URLs and config files unquoted.
-pub fn random_password(bytes: usize) -> Result<SecretValue, StrategyError> {
-    let mut buf = zeroize::Zeroizing::new(vec![0u8; bytes]);
-    getrandom::getrandom(&mut buf)
-        .map_err(|e| StrategyError(format!("the OS random number generator failed: {e}")))?;
-    Ok(SecretValue::new(
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&buf[..]),
-    ))
-}
-
-/// `msg` with every non-empty `hide` string replaced by `[redacted]`: for server error texts that
-/// may echo a statement or an argument.
-pub fn scrub(msg: &str, hide: &[&str]) -> String {
-    let mut out = msg.to_string();
-    for h in hide.iter().filter(|h| h.len() >= 4) {
-        out = out.replace(h, "[redacted]");
-    }
-    out
-}
-
-/// `bytes` bytes of the OS CSPRNG, base64 (standard alphabet, padded).
-pub fn random_base64(bytes: usize) -> Result<SecretValue, StrategyError> {
-    let mut buf = zeroize::Zeroizing::new(vec![0u8; bytes]);
-    getrandom::getrandom(&mut buf)
-        .map_err(|e| StrategyError(format!("the OS random number generator failed: {e}")))?;
-    Ok(SecretValue::new(
-        base64::engine::general_purpose::STANDARD.encode(&buf[..]),
-    ))
-}
-
-/// `random`: a new random string replaces the value.
-#[derive(Debug)]
-pub struct RandomValue {
-    /// Random bytes per value.
-    pub bytes: usize,
-}
-
-impl RotationStrategy for RandomValue {
-    fn name(&self) -> &'static str {
-        "random"
-    }
-
-    fn create_value(&self, _old: &SecretValue) -> Result<SecretValue, StrategyError> {
-        random_base64(self.bytes)
-    }
-}
-
-/// A secret value as a JSON object, when it is one.
-pub fn json_object(v: &SecretValue) -> Option<Map<String, Value>> {
-    match serde_json::from_str::<Value>(v.expose()) {
-        Ok(Value::Object(m)) => Some(m),
-        _ => None,
-    }
-}
-
-/// A JSON object as a new secret value.
-pub fn encode_object(m: Map<String, Value>) -> Result<SecretValue, StrategyError> {
-    serde_json::to_string(&Value::Object(m))
-        .map(SecretValue::new)
-        .map_err(|e| StrategyError(format!("cannot encode the new value: {e}")))
-}
-
-/// The `port` field of a credentials object: a number or a numeric string.
-pub fn json_port(m: &Map<String, Value>) -> Option<u16> {
-    match m.get("port") {
-        Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-/// The JSON keys of a two-key strategy: (new key, old key).
-type KeyNames = (&'static str, &'static str);
-const DUAL_KEY: KeyNames = ("current", "previous");
-const PRIMARY_SECONDARY: KeyNames = ("primary", "secondary");
-
-/// `dual-key` (`{"current", "previous"}`) and `primary-secondary` (`{"primary", "secondary"}`):
-/// the new key goes first, the old one stays beside it until finalize.
-#[derive(Debug)]
-pub struct TwoKeys {
-    /// Random bytes per key.
-    pub bytes: usize,
-    /// The JSON key names.
-    keys: KeyNames,
-}
-
-impl RotationStrategy for TwoKeys {
-    fn name(&self) -> &'static str {
-        if self.keys == DUAL_KEY {
-            "dual-key"
-        } else {
-            "primary-secondary"
-        }
-    }
-
-    fn create_value(&self, old: &SecretValue) -> Result<SecretValue, StrategyError> {
-        let (new_key, old_key) = self.keys;
-        let fresh = random_base64(self.bytes)?;
-        // Other fields of the JSON (a key id, an algorithm) are kept. A plain-string value (a
-        // secret before its first rotation by keywarden) becomes the old key.
-        let (mut m, previous) = match json_object(old) {
-            Some(m) => {
-                let prev = m.get(new_key).cloned();
-                (m, prev)
-            }
-            None if old.is_empty() => (Map::new(), None),
-            None => (Map::new(), Some(Value::String(old.expose().to_string()))),
-        };
-        m.insert(new_key.into(), Value::String(fresh.expose().to_string()));
-        match previous {
-            Some(p) => m.insert(old_key.into(), p),
-            None => m.remove(old_key),
-        };
-        encode_object(m)
-    }
-
-    fn check_value(&self, new: &SecretValue) -> Result<(), StrategyError> {
-        let (new_key, _) = self.keys;
-        match json_object(new).as_ref().and_then(|m| m.get(new_key)) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(()),
-            _ => Err(StrategyError(format!(
-                "the new value is not a JSON object with a non-empty \"{new_key}\" string"
-            ))),
-        }
-    }
-
-    fn finalize_value(&self, current: &SecretValue) -> Result<Option<SecretValue>, StrategyError> {
-        let (_, old_key) = self.keys;
-        self.check_value(current)?;
-        let Some(mut m) = json_object(current) else {
-            return Ok(None);
-        };
-        if m.remove(old_key).is_none() {
-            return Ok(None);
-        }
-        encode_object(m).map(Some)
-    }
-}
-
-/// `lambda`: AWS-managed rotation; RotateSecret runs the secret's rotation Lambda.
-#[derive(Debug)]
-pub struct AwsLambda;
-
-impl RotationStrategy for AwsLambda {
-    fn name(&self) -> &'static str {
-        "lambda"
-    }
-
-    fn mode(&self) -> Mode {
-        Mode::AwsManaged
-    }
-
-    fn create_value(&self, _old: &SecretValue) -> Result<SecretValue, StrategyError> {
-        Err(StrategyError(
-            "the lambda strategy makes its values in the rotation Lambda".into(),
-        ))
-    }
-}
-
-/// The pieces of a value that must never appear in output: the value itself and every JSON
-/// string field of 8 characters or more (keys, passwords).
-pub fn redaction_fragments(v: &SecretValue) -> Vec<String> {
-    let mut out = Vec::new();
-    if !v.is_empty() {
-        out.push(v.expose().to_string());
-    }
-    if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(v.expose()) {
-        for val in m.values() {
-            if let Value::String(s) = val {
-                if s.len() >= 8 {
-                    out.push(s.clone());
-                }
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
+    use super::random::RandomValue;
+    use super::two_keys::{KeyNames, TwoKeys, DUAL_KEY, PRIMARY_SECONDARY};
+    use super::value::*;
     use super::*;
+    use base64::Engine as _;
+    use serde_json::Value;
 
     fn v(s: &str) -> SecretValue {
         SecretValue::new(s.to_string())

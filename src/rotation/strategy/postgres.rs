@@ -27,10 +27,8 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::aws::SecretValue;
 
-use super::strategies::{
-    encode_object, json_object, json_port, random_password, scrub, BoxFut, RotationStrategy,
-    StepContext, StrategyError,
-};
+use super::value::{encode_object, json_object, json_port, random_password, scrub};
+use super::{BoxFut, RotationStrategy, StepContext, StrategyError};
 
 /// The suffix of the second user of a pair.
 pub const SECOND_SUFFIX: &str = "_b";

@@ -24,10 +24,8 @@ use serde_json::{Map, Value};
 
 use crate::aws::SecretValue;
 
-use super::strategies::{
-    encode_object, json_object, json_port, random_password, scrub, BoxFut, RotationStrategy,
-    StepContext, StrategyError,
-};
+use super::value::{encode_object, json_object, json_port, random_password, scrub};
+use super::{BoxFut, RotationStrategy, StepContext, StrategyError};
 
 /// Limit for connecting and for each step's commands.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(15);
