@@ -1,0 +1,380 @@
+//! Configuration: the TOML file of SPEC §1, parsed into `RawConfig` with serde and validated into
+//! the typed [`Config`] the rest of the daemon uses.
+//!
+//! Every error names the file, line, column and key and says what was expected
+//! ([`ConfigError`]). Values that need parsing (durations, schedule expressions, CIDRs, globs) are
+//! parsed while deserializing, so the TOML parser attaches the span of the offending value. Checks
+//! that span several values (duplicate names, strategy-specific keys) use [`toml::Spanned`].
+//!
+//! This module reads the file it is given and nothing else; it never looks at the environment
+//! (token sources are recorded, not resolved).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use crate::domain::{Severity, Strategy};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::principal_glob::PrincipalGlob;
+use crate::schedule::{self, ScheduleExpr};
+
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use raw::RawConfig;
+use validate::{validate, Locator};
+
+/// A configuration problem, located in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{path}: cannot read the configuration file: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// The file was read but holds something invalid.
+    #[error("{file}:{line}:{column}: {key}: {message}")]
+    Invalid {
+        /// The configuration file.
+        file: String,
+        /// 1-based line of the offending value.
+        line: usize,
+        /// 1-based column of the offending value.
+        column: usize,
+        /// Dotted path of the key, such as `secret[2].rotation.strategy`.
+        key: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+}
+
+/// When a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookStage {
+    /// During step 3; must pass for the rotation to finish.
+    Test,
+    /// After AWSCURRENT moved to the new version.
+    Finish,
+    /// After the previous value was dropped.
+    Finalize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from, for messages.
+    pub source: PathBuf,
+    /// How to reach AWS.
+    pub aws: AwsConfig,
+    /// The HTTP listener.
+    pub server: ServerConfig,
+    /// Poll periods.
+    pub poll: PollConfig,
+    /// CloudTrail access events; `None` disables the access poller.
+    pub access: Option<AccessConfig>,
+    /// Pre-rotation reminders; `None` disables them.
+    pub reminders: Option<RemindersConfig>,
+    /// Compromise response; `None` disables `POST /compromised`.
+    pub incident: Option<IncidentConfig>,
+    /// The embedded store.
+    pub state: StateConfig,
+    /// Secrets watched without being listed; `None` disables discovery.
+    pub discovery: Option<DiscoveryConfig>,
+    /// The inventory, in file order.
+    pub secrets: Vec<SecretSpec>,
+}
+
+/// `[aws]`.
+#[derive(Debug, Clone, Default)]
+pub struct AwsConfig {
+    /// Region; when absent the standard AWS chain decides.
+    pub region: Option<String>,
+    /// Endpoint override for local emulators; `AWS_ENDPOINT_URL` also works.
+    pub endpoint_url: Option<String>,
+}
+
+/// Where the admin bearer token comes from. The token itself is never in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Read from this file at start.
+    File(PathBuf),
+    /// Read from this environment variable at start.
+    Env(String),
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Admin token source; `None` turns every action route off (403).
+    pub admin_token: Option<TokenSource>,
+    /// Concurrent connections accepted at most; more wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+    /// Time a client has to send its request body.
+    pub body_timeout: Duration,
+}
+
+/// `[poll]`.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// Secret metadata poll period.
+    pub metadata_every: Duration,
+    /// Access event poll period.
+    pub access_every: Duration,
+}
+
+/// `[access]`.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    /// CloudWatch Logs group receiving the CloudTrail trail.
+    pub log_group: String,
+    /// Re-read window for late CloudTrail delivery.
+    pub overlap: Duration,
+    /// Principals seen within this window are known.
+    pub baseline: Duration,
+    /// FilterLogEvents requests per second at most.
+    pub max_requests_per_second: f64,
+    /// A 5-minute read count above `spike_factor` times the learned rate is a spike...
+    pub spike_factor: f64,
+    /// ...provided it is also at least this many reads.
+    pub spike_min_reads: u64,
+    /// Denied calls on one secret within 5 minutes that make a burst.
+    pub denied_burst: u64,
+    /// Distinct principals remembered per secret before the oldest is evicted.
+    pub max_principals_per_secret: usize,
+}
+
+/// `[reminders]`.
+#[derive(Debug, Clone)]
+pub struct RemindersConfig {
+    /// One reminder per lead time per due date.
+    pub lead: Vec<Duration>,
+    /// SNS topic receiving reminders.
+    pub sns_topic_arn: String,
+}
+
+/// `[incident]`.
+#[derive(Debug, Clone)]
+pub struct IncidentConfig {
+    /// SNS topic of the security team.
+    pub sns_topic_arn: String,
+    /// Where incident reports are written.
+    pub report_dir: PathBuf,
+    /// How far back the access audit looks.
+    pub audit_lookback: Duration,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// The embedded store file.
+    pub path: PathBuf,
+}
+
+/// `[discovery]`.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    /// Secrets whose name starts with one of these are watched too.
+    pub name_prefixes: Vec<String>,
+    /// Policy for discovered secrets without RotationRules.
+    pub default_rotate_every: Option<Duration>,
+}
+
+/// One inventory secret.
+#[derive(Debug, Clone)]
+pub struct SecretSpec {
+    /// Inventory name: the `secret` label.
+    pub name: String,
+    /// Secrets Manager name or ARN.
+    pub id: String,
+    /// Rotation policy; when absent taken from the secret's RotationRules.
+    pub rotate_every: Option<Duration>,
+    /// Alert severity.
+    pub severity: Severity,
+    /// What a compromise means, in words.
+    pub impact: String,
+    /// Declared consumers as written (glob patterns over principal ARNs).
+    pub consumers: Vec<String>,
+    /// The compiled consumer patterns.
+    pub consumer_set: ConsumerPatterns,
+    /// Source networks expected for reads; empty means any.
+    pub allowed_sources: Vec<IpNet>,
+    /// Low-traffic window in which scheduled rotations start.
+    pub window: Option<ScheduleExpr>,
+    /// How keywarden rotates it.
+    pub rotation: RotationSpec,
+    /// Commands run at rotation steps.
+    pub hooks: Vec<HookSpec>,
+}
+
+impl SecretSpec {
+    /// Whether a principal ARN matches one of the declared consumers.
+    pub fn is_declared_consumer(&self, principal: &str) -> bool {
+        self.consumer_set.is_match(principal)
+    }
+}
+
+/// `rotation = { ... }` of a secret.
+#[derive(Debug, Clone)]
+pub struct RotationSpec {
+    /// The strategy.
+    pub strategy: Strategy,
+    /// Time between finish and finalize for scheduled and manual rotations.
+    pub grace: Duration,
+    /// Random bytes in a generated value.
+    pub bytes: usize,
+    /// Secret holding admin credentials (postgres, redis).
+    pub master_secret: Option<String>,
+    /// How long a lambda rotation may take before it is reported failed.
+    pub timeout: Duration,
+}
+
+impl Default for RotationSpec {
+    fn default() -> Self {
+        RotationSpec {
+            strategy: Strategy::None,
+            grace: Duration::ZERO,
+            bytes: 32,
+            master_secret: None,
+            timeout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// One hook.
+#[derive(Debug, Clone)]
+pub struct HookSpec {
+    /// When it runs.
+    pub on: HookStage,
+    /// argv; no shell.
+    pub command: Vec<String>,
+    /// Killed after this long, which fails the step.
+    pub timeout: Duration,
+}
+
+/// A duration written as `"90d"`, `"48h"`, `"15m"` or `"30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        schedule::parse_duration(&text).map(ConfigDuration).map_err(|e| {
+            de::Error::custom(format!(
+                "expected a duration such as \"90d\", \"48h\", \"15m\" or \"30s\", found {text:?} ({e})"
+            ))
+        })
+    }
+}
+
+/// Declared consumers: globs over principal ARNs (`*` any run of characters including `/`, `?`
+/// one character, `[...]` a class; see [`PrincipalGlob`]). A pattern costs about 100 bytes, so a
+/// fleet of 10,000 secrets pays about a megabyte for its consumers.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerPatterns(Vec<PrincipalGlob>);
+
+impl ConsumerPatterns {
+    /// No declared consumer: nothing matches.
+    pub fn empty() -> ConsumerPatterns {
+        ConsumerPatterns(Vec::new())
+    }
+
+    /// Compiles patterns; the error says which one is wrong and why.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<ConsumerPatterns, String> {
+        patterns
+            .iter()
+            .map(|p| parse_glob(p.as_ref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(ConsumerPatterns)
+    }
+
+    /// Whether `principal` matches one of the patterns.
+    pub fn is_match(&self, principal: &str) -> bool {
+        self.0.iter().any(|p| p.matches(principal))
+    }
+
+    /// Whether there is no pattern.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Compiles a glob over principal ARNs.
+fn parse_glob(text: &str) -> Result<PrincipalGlob, String> {
+    const EXAMPLE: &str = "\"arn:aws:sts::123456789012:assumed-role/app-*/*\"";
+    if text.trim().is_empty() {
+        return Err(format!(
+            "expected a glob over principal ARNs such as {EXAMPLE}, found an empty string"
+        ));
+    }
+    PrincipalGlob::new(text).map_err(|e| {
+        format!(
+            "expected a glob over principal ARNs such as {EXAMPLE}, found {text:?}: {} at character {}",
+            e.msg, e.pos
+        )
+    })
+}
+
+/// The default config path when neither `--config` nor `KEYWARDEN_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/keywarden/keywarden.toml";
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates configuration text; `path` is used in messages only.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let located = Locator { text, file: &file };
+    let de = toml::de::Deserializer::parse(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        located.error(span, "(document)", e.message().trim().to_string())
+    })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner();
+        let span = inner.span().unwrap_or(0..0);
+        let message = inner.message().trim().to_string();
+        located.error(span, &key_for(&path, &message), message)
+    })?;
+    validate(raw, &located, path)
+}
+
+/// Builds the dotted key of an error: serde reports a missing field from its parent table.
+fn key_for(path: &str, message: &str) -> String {
+    // `toml::Spanned` shows up in serde paths as a private field; it is not a key.
+    let cleaned = path.replace(".$__serde_spanned_private_value", "");
+    let path = if cleaned == "." { "" } else { cleaned.as_str() };
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        if path.is_empty() {
+            return field.to_string();
+        }
+        return format!("{path}.{field}");
+    }
+    if path.is_empty() {
+        "(document)".to_string()
+    } else {
+        path.to_string()
+    }
+}

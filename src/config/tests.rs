@@ -1,0 +1,95 @@
+//! Tests of the configuration: every table, every error message with its location.
+
+use super::validate::line_column;
+
+use super::*;
+
+fn check_err(toml: &str, expected_key: &str, expected_fragment: &str, line: usize) {
+    let err = parse(toml, Path::new("test.toml")).expect_err("config should be rejected");
+    match err {
+        ConfigError::Invalid {
+            line: l,
+            key,
+            message,
+            ..
+        } => {
+            assert_eq!(key, expected_key, "key of {message}");
+            assert!(
+                message.contains(expected_fragment),
+                "message {message:?} lacks {expected_fragment:?}"
+            );
+            assert_eq!(l, line, "line of {message}");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+}
+
+const BASE: &str = "[[secret]]\nname = \"A\"\nid = \"svc/a\"\n";
+
+#[test]
+fn minimal_config_is_valid() {
+    let c = parse(BASE, Path::new("t.toml")).unwrap();
+    assert_eq!(c.secrets.len(), 1);
+    assert_eq!(c.poll.metadata_every, Duration::from_secs(60));
+    assert_eq!(c.server.listen.port(), 9717);
+    assert_eq!(c.secrets[0].rotation.strategy, Strategy::None);
+}
+
+#[test]
+fn errors_are_located() {
+    check_err(
+        "[server]\nlisten = \"127.0.0.1:1\"\nfoo = 1\n",
+        "server.foo",
+        "unknown field",
+        3,
+    );
+    check_err(
+        &format!("{BASE}rotate_every = \"ninety days\"\n"),
+        "secret[0].rotate_every",
+        "expected a duration",
+        4,
+    );
+    check_err(
+        &format!("{BASE}allowed_sources = [\"10.0.0.0/33\"]\n"),
+        "secret[0].allowed_sources[0]",
+        "CIDR",
+        4,
+    );
+    check_err(
+        &format!("{BASE}[[secret]]\nname = \"A\"\nid = \"svc/b\"\n"),
+        "secret[1].name",
+        "duplicate secret name",
+        5,
+    );
+    check_err(
+        "[[secret]]\nname = \"A\"\n",
+        "secret[0].id",
+        "missing field",
+        1,
+    );
+    check_err(
+        "[server]\nadmin_token = \"hunter2\"\n",
+        "server.admin_token",
+        "never written",
+        2,
+    );
+    check_err(
+        &format!("{BASE}rotation = {{ strategy = \"magic\" }}\n"),
+        "secret[0].rotation.strategy",
+        "unknown variant",
+        4,
+    );
+    check_err(
+        &format!("{BASE}consumers = [\"arn:[a\"]\n"),
+        "secret[0].consumers[0]",
+        "glob",
+        4,
+    );
+}
+
+#[test]
+fn line_column_counts_characters() {
+    assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    assert_eq!(line_column("é=\nx", 4), (2, 1));
+    assert_eq!(line_column("", 10), (1, 1));
+}

@@ -1,0 +1,499 @@
+//! From [`RawConfig`] to [`Config`]: one function per table, each error located at
+//! `file:line:column` with its key and what was expected.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::raw::*;
+use super::*;
+
+/// Turns byte spans into `file:line:column` errors.
+pub(super) struct Locator<'a> {
+    /// The file's text.
+    pub(super) text: &'a str,
+    /// The file's name, as messages show it.
+    pub(super) file: &'a str,
+}
+
+impl Locator<'_> {
+    pub(super) fn error(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: String,
+    ) -> ConfigError {
+        let (line, column) = line_column(self.text, span.start);
+        ConfigError::Invalid {
+            file: self.file.to_string(),
+            line,
+            column,
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    fn at<T>(&self, spanned: &Spanned<T>, key: &str, message: impl Into<String>) -> ConfigError {
+        self.error(spanned.span(), key, message.into())
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+fn positive(
+    loc: &Locator<'_>,
+    value: &Option<Spanned<i64>>,
+    key: &str,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if *v.get_ref() > 0 => Ok(*v.get_ref() as u64),
+        Some(v) => Err(loc.at(
+            v,
+            key,
+            format!("expected a positive integer, found {}", v.get_ref()),
+        )),
+    }
+}
+
+fn positive_f64(
+    loc: &Locator<'_>,
+    value: &Option<Spanned<f64>>,
+    key: &str,
+    default: f64,
+) -> Result<f64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v.get_ref().is_finite() && *v.get_ref() > 0.0 => Ok(*v.get_ref()),
+        Some(v) => Err(loc.at(
+            v,
+            key,
+            format!("expected a positive number, found {}", v.get_ref()),
+        )),
+    }
+}
+
+fn is_env_var_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub(super) fn validate(
+    raw: RawConfig,
+    loc: &Locator<'_>,
+    path: &Path,
+) -> Result<Config, ConfigError> {
+    Ok(Config {
+        source: path.to_path_buf(),
+        aws: validate_aws(raw.aws, loc)?,
+        server: validate_server(raw.server, loc)?,
+        poll: validate_poll(raw.poll, loc)?,
+        access: raw.access.map(|a| validate_access(a, loc)).transpose()?,
+        reminders: raw
+            .reminders
+            .map(|r| validate_reminders(r, loc))
+            .transpose()?,
+        incident: raw
+            .incident
+            .map(|i| validate_incident(i, loc))
+            .transpose()?,
+        state: validate_state(raw.state),
+        discovery: raw
+            .discovery
+            .map(|d| validate_discovery(d, loc))
+            .transpose()?,
+        secrets: validate_secrets(raw.secrets, loc)?,
+    })
+}
+
+fn validate_aws(a: RawAws, loc: &Locator<'_>) -> Result<AwsConfig, ConfigError> {
+    let endpoint_url = match a.endpoint_url {
+        Some(url) => {
+            let text = url.get_ref().trim();
+            if !(text.starts_with("http://") || text.starts_with("https://")) {
+                return Err(loc.at(
+                    &url,
+                    "aws.endpoint_url",
+                    format!("expected an http:// or https:// URL, found {text:?}"),
+                ));
+            }
+            Some(text.to_string())
+        }
+        None => None,
+    };
+    Ok(AwsConfig {
+        region: a.region,
+        endpoint_url,
+    })
+}
+
+fn validate_poll(p: RawPoll, loc: &Locator<'_>) -> Result<PollConfig, ConfigError> {
+    let metadata_every = p
+        .metadata_every
+        .map(|d| at_least_one_second(loc, d, "poll.metadata_every"))
+        .transpose()?
+        .unwrap_or(Duration::from_secs(60));
+    let access_every = p
+        .access_every
+        .map(|d| at_least_one_second(loc, d, "poll.access_every"))
+        .transpose()?
+        .unwrap_or(Duration::from_secs(60));
+    Ok(PollConfig {
+        metadata_every,
+        access_every,
+    })
+}
+
+fn validate_access(a: RawAccess, loc: &Locator<'_>) -> Result<AccessConfig, ConfigError> {
+    Ok(AccessConfig {
+        log_group: a.log_group,
+        overlap: a.overlap.map_or(Duration::from_secs(15 * 60), |d| d.0),
+        baseline: a.baseline.map_or(Duration::from_secs(14 * 86400), |d| d.0),
+        max_requests_per_second: positive_f64(
+            loc,
+            &a.max_requests_per_second,
+            "access.max_requests_per_second",
+            1.0,
+        )?,
+        spike_factor: positive_f64(loc, &a.spike_factor, "access.spike_factor", 5.0)?,
+        spike_min_reads: positive(loc, &a.spike_min_reads, "access.spike_min_reads", 20)?,
+        denied_burst: positive(loc, &a.denied_burst, "access.denied_burst", 5)?,
+        max_principals_per_secret: positive(
+            loc,
+            &a.max_principals_per_secret,
+            "access.max_principals_per_secret",
+            1000,
+        )? as usize,
+    })
+}
+
+fn validate_reminders(r: RawReminders, loc: &Locator<'_>) -> Result<RemindersConfig, ConfigError> {
+    check_sns_arn(loc, &r.sns_topic_arn, "reminders.sns_topic_arn")?;
+    let lead = match r.lead {
+        Some(leads) => {
+            if leads.get_ref().is_empty() {
+                return Err(loc.at(
+                    &leads,
+                    "reminders.lead",
+                    "expected at least one lead time such as [\"14d\"]",
+                ));
+            }
+            let mut set: Vec<Duration> = leads.get_ref().iter().map(|d| d.0).collect();
+            set.sort();
+            set.dedup();
+            set
+        }
+        None => vec![Duration::from_secs(14 * 86400)],
+    };
+    Ok(RemindersConfig {
+        lead,
+        sns_topic_arn: r.sns_topic_arn.into_inner(),
+    })
+}
+
+fn validate_incident(i: RawIncident, loc: &Locator<'_>) -> Result<IncidentConfig, ConfigError> {
+    check_sns_arn(loc, &i.sns_topic_arn, "incident.sns_topic_arn")?;
+    Ok(IncidentConfig {
+        sns_topic_arn: i.sns_topic_arn.into_inner(),
+        report_dir: PathBuf::from(
+            i.report_dir
+                .unwrap_or_else(|| "/var/lib/keywarden/incidents".into()),
+        ),
+        audit_lookback: i
+            .audit_lookback
+            .map_or(Duration::from_secs(30 * 86400), |d| d.0),
+    })
+}
+
+fn validate_state(s: RawState) -> StateConfig {
+    StateConfig {
+        path: PathBuf::from(
+            s.path
+                .unwrap_or_else(|| "/var/lib/keywarden/state.db".into()),
+        ),
+    }
+}
+
+fn validate_discovery(d: RawDiscovery, loc: &Locator<'_>) -> Result<DiscoveryConfig, ConfigError> {
+    if d.name_prefixes.get_ref().iter().any(|p| p.is_empty()) {
+        return Err(loc.at(
+            &d.name_prefixes,
+            "discovery.name_prefixes",
+            "expected non-empty name prefixes such as \"event-service/\" (an empty prefix would watch every secret of the account)",
+        ));
+    }
+    Ok(DiscoveryConfig {
+        name_prefixes: d.name_prefixes.into_inner(),
+        default_rotate_every: d.default_rotate_every.map(|d| d.0),
+    })
+}
+
+fn validate_secrets(
+    raw: Vec<RawSecret>,
+    loc: &Locator<'_>,
+) -> Result<Vec<SecretSpec>, ConfigError> {
+    let mut secrets = Vec::with_capacity(raw.len());
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut ids: BTreeSet<String> = BTreeSet::new();
+    for (index, s) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("secret[{index}].{field}");
+        let name = s.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(loc.at(&s.name, &key("name"), "expected a non-empty name"));
+        }
+        if let Some(first) = names.insert(name.clone(), index) {
+            return Err(loc.at(
+                &s.name,
+                &key("name"),
+                format!("duplicate secret name {name:?}: secret[{first}] already uses it; names must be unique"),
+            ));
+        }
+        let id = s.id.get_ref().trim().to_string();
+        if id.is_empty() {
+            return Err(loc.at(
+                &s.id,
+                &key("id"),
+                "expected the Secrets Manager name or ARN of the secret",
+            ));
+        }
+        if !ids.insert(id.clone()) {
+            return Err(loc.at(
+                &s.id,
+                &key("id"),
+                format!(
+                    "duplicate secret id {id:?}: another inventory entry watches the same secret"
+                ),
+            ));
+        }
+        let (consumers, consumer_set) = validate_consumers(&s.consumers, loc, &key)?;
+        let allowed_sources = validate_sources(&s.allowed_sources, loc, &key)?;
+        let rotation = match s.rotation {
+            Some(r) => validate_rotation(r, loc, &key("rotation"))?,
+            None => RotationSpec::default(),
+        };
+        let hooks = validate_hooks(s.hooks, loc, &key)?;
+        secrets.push(SecretSpec {
+            name,
+            id,
+            rotate_every: s.rotate_every.map(|d| d.0),
+            severity: s.severity.unwrap_or(Severity::Warning),
+            impact: s.impact.unwrap_or_default(),
+            consumers,
+            consumer_set,
+            allowed_sources,
+            window: s.window.map(|w| w.0),
+            rotation,
+            hooks,
+        });
+    }
+
+    Ok(secrets)
+}
+
+/// The `hooks` of one secret; `key` names a field of that secret for errors.
+fn validate_hooks(
+    raw: Vec<RawHook>,
+    loc: &Locator<'_>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Vec<HookSpec>, ConfigError> {
+    let mut hooks = Vec::with_capacity(raw.len());
+    for (h, hook) in raw.into_iter().enumerate() {
+        if hook.command.get_ref().is_empty() || hook.command.get_ref()[0].trim().is_empty() {
+            return Err(loc.at(
+                &hook.command,
+                &key(&format!("hooks[{h}].command")),
+                "expected a non-empty argv array such as [\"kubectl\", \"rollout\", \"restart\", \"deployment/app\"]",
+            ));
+        }
+        hooks.push(HookSpec {
+            on: hook.on,
+            command: hook.command.into_inner(),
+            timeout: hook.timeout.map_or(Duration::from_secs(5 * 60), |d| d.0),
+        });
+    }
+    Ok(hooks)
+}
+
+/// The `consumers` globs of one secret: their texts and the compiled set.
+fn validate_consumers(
+    raw: &[Spanned<String>],
+    loc: &Locator<'_>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(Vec<String>, ConsumerPatterns), ConfigError> {
+    let mut patterns = Vec::with_capacity(raw.len());
+    let mut consumers = Vec::with_capacity(raw.len());
+    for (j, pattern) in raw.iter().enumerate() {
+        let glob = parse_glob(pattern.get_ref())
+            .map_err(|m| loc.at(pattern, &key(&format!("consumers[{j}]")), m))?;
+        patterns.push(glob);
+        consumers.push(pattern.get_ref().clone());
+    }
+    Ok((consumers, ConsumerPatterns(patterns)))
+}
+
+/// The `allowed_sources` CIDRs of one secret.
+fn validate_sources(
+    raw: &[Spanned<String>],
+    loc: &Locator<'_>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Vec<IpNet>, ConfigError> {
+    let mut allowed_sources = Vec::with_capacity(raw.len());
+    for (j, cidr) in raw.iter().enumerate() {
+        allowed_sources.push(
+            parse_cidr(cidr.get_ref())
+                .map_err(|m| loc.at(cidr, &key(&format!("allowed_sources[{j}]")), m))?,
+        );
+    }
+    Ok(allowed_sources)
+}
+
+fn at_least_one_second(
+    loc: &Locator<'_>,
+    d: Spanned<ConfigDuration>,
+    key: &str,
+) -> Result<Duration, ConfigError> {
+    if d.get_ref().0 < Duration::from_secs(1) {
+        return Err(loc.at(&d, key, "expected a period of at least \"1s\""));
+    }
+    Ok(d.get_ref().0)
+}
+
+fn check_sns_arn(loc: &Locator<'_>, arn: &Spanned<String>, key: &str) -> Result<(), ConfigError> {
+    let text = arn.get_ref();
+    if !(text.starts_with("arn:") && text.split(':').nth(2) == Some("sns")) {
+        return Err(loc.at(
+            arn,
+            key,
+            format!("expected an SNS topic ARN such as \"arn:aws:sns:us-east-1:123456789012:topic\", found {text:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_server(s: RawServer, loc: &Locator<'_>) -> Result<ServerConfig, ConfigError> {
+    if let Some(inline) = &s.admin_token {
+        return Err(loc.at(
+            inline,
+            "server.admin_token",
+            "tokens are never written in the configuration: set admin_token_file (a file holding the token) or admin_token_env (the name of an environment variable holding it)",
+        ));
+    }
+    let listen = match s.listen {
+        Some(l) => l.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
+            loc.at(
+                &l,
+                "server.listen",
+                format!(
+                    "expected an address and port such as \"127.0.0.1:9717\", found {:?}",
+                    l.get_ref()
+                ),
+            )
+        })?,
+        None => SocketAddr::from(([127, 0, 0, 1], 9717)),
+    };
+    let admin_token = match (s.admin_token_file, s.admin_token_env) {
+        (Some(_), Some(env)) => {
+            return Err(loc.at(
+                &env,
+                "server.admin_token_env",
+                "expected only one of admin_token_file and admin_token_env",
+            ))
+        }
+        (Some(file), None) => Some(TokenSource::File(PathBuf::from(file))),
+        (None, Some(env)) => {
+            if !is_env_var_name(env.get_ref()) {
+                return Err(loc.at(
+                    &env,
+                    "server.admin_token_env",
+                    "expected the name of an environment variable such as \"KEYWARDEN_ADMIN_TOKEN\" (never the token itself)",
+                ));
+            }
+            Some(TokenSource::Env(env.into_inner()))
+        }
+        (None, None) => None,
+    };
+    let max_connections = positive(loc, &s.max_connections, "server.max_connections", 256)?;
+    Ok(ServerConfig {
+        listen,
+        admin_token,
+        max_connections: max_connections as usize,
+        header_timeout: s.header_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        body_timeout: s.body_timeout.map_or(Duration::from_secs(10), |d| d.0),
+    })
+}
+
+fn validate_rotation(
+    r: RawRotation,
+    loc: &Locator<'_>,
+    key: &str,
+) -> Result<RotationSpec, ConfigError> {
+    let strategy = *r.strategy.get_ref();
+    let bytes = match &r.bytes {
+        Some(b) if !strategy.generates_bytes() => {
+            return Err(loc.at(
+                b,
+                &format!("{key}.bytes"),
+                format!(
+                "`bytes` applies to the random, dual-key and primary-secondary strategies, not {}",
+                strategy.as_str()
+            ),
+            ))
+        }
+        Some(b) if !(16..=4096).contains(b.get_ref()) => {
+            return Err(loc.at(
+                b,
+                &format!("{key}.bytes"),
+                format!(
+                    "expected between 16 and 4096 random bytes, found {}",
+                    b.get_ref()
+                ),
+            ))
+        }
+        Some(b) => *b.get_ref() as usize,
+        None => 32,
+    };
+    let needs_master = matches!(strategy, Strategy::Postgres | Strategy::Redis);
+    match (&r.master_secret, needs_master) {
+        (None, true) => {
+            return Err(loc.at(
+                &r.strategy,
+                &format!("{key}.master_secret"),
+                format!(
+                    "the {} strategy needs master_secret: the Secrets Manager id of the admin credentials",
+                    strategy.as_str()
+                ),
+            ))
+        }
+        (Some(m), false) => {
+            return Err(loc.at(
+                m,
+                &format!("{key}.master_secret"),
+                format!(
+                    "master_secret applies to the postgres and redis strategies, not {}",
+                    strategy.as_str()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    Ok(RotationSpec {
+        strategy,
+        grace: r.grace.map_or(Duration::ZERO, |d| d.0),
+        bytes,
+        master_secret: r.master_secret.map(Spanned::into_inner),
+        timeout: r.timeout.map_or(Duration::from_secs(15 * 60), |d| d.0),
+    })
+}
