@@ -451,6 +451,9 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
     );
     assert!(took < Duration::from_secs(5), "stopping took {took:?}");
     assert!(d.log().contains("Reminder sender stopped"), "{}", d.log());
+    // Nor in the store: every state.db* file, the WAL included.
+    let leaks = crate::support::store_files_contain(d.dir.path(), CANARY);
+    assert!(leaks.is_empty(), "a secret value is in {leaks:?}");
 }
 
 #[tokio::test]
