@@ -872,11 +872,8 @@ fn stored_ids(dir: &std::path::Path) -> std::collections::HashSet<String> {
 
 /// Crashes the daemon at the failpoint `point` of the access poller's first slice commit
 /// (batch A is in that slice), writes batch B, restarts, and returns what the restarted
-/// daemon exported: `(batch A, late, fresh, scrape, /anomalies body)`.
-async fn crash_in_the_first_commit(
-    point: &str,
-    commit_landed: bool,
-) -> (Vec<Rec>, Vec<Rec>, Vec<Rec>, Scrape, Value, Daemon) {
+/// daemon exported: its settled scrape, its `GET /anomalies` body, and the daemon.
+async fn crash_in_the_first_commit(point: &str, commit_landed: bool) -> (Scrape, Value, Daemon) {
     let mut w = world().await;
     let hist = history(&mut w);
     let a = batch_a(&mut w);
@@ -926,8 +923,7 @@ async fn crash_in_the_first_commit(
     let (status, body) = d.get("/anomalies").await;
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).expect("anomalies JSON");
-    drop(w);
-    (a, late, fresh, s, body, d)
+    (s, body, d)
 }
 
 /// The number of `GET /anomalies` entries per (secret, kind).
@@ -948,8 +944,7 @@ fn listed(body: &Value) -> BTreeMap<(String, String), u64> {
 /// once, and raises each anomaly exactly once (none lost, none doubled).
 #[tokio::test]
 async fn crash_before_the_access_commit_loses_and_doubles_nothing() {
-    let (_a, _late, _fresh, s, body, d) =
-        crash_in_the_first_commit("access:before-commit", false).await;
+    let (s, body, d) = crash_in_the_first_commit("access:before-commit", false).await;
     let want = want_anomalies(&[
         ("JWT", "new_principal", 1),
         ("JWT", "denied_burst", 1),
@@ -978,8 +973,7 @@ async fn crash_before_the_access_commit_loses_and_doubles_nothing() {
 /// store has no outbox for them. This test proves the "never twice" half.
 #[tokio::test]
 async fn crash_after_the_access_commit_counts_nothing_twice() {
-    let (_a, _late, _fresh, s, body, d) =
-        crash_in_the_first_commit("access:committed", true).await;
+    let (s, body, d) = crash_in_the_first_commit("access:committed", true).await;
     let want = want_anomalies(&[("JWT", "previous_version_read", 1)]);
     assert_eq!(anomalies(&s), want, "log:\n{}", d.log());
     assert_eq!(listed(&body), want, "GET /anomalies: {body}");

@@ -910,8 +910,14 @@ async fn crash_between_sns_accepting_and_the_ledger_resends_the_stored_text_once
     assert_eq!(got.len(), 1, "resent exactly once: {got:#?}");
     let second = &got[0];
     assert_ne!(first.sns_id, second.sns_id, "two publishes, two MessageIds");
-    assert_eq!(second.body, stored.body, "resent body differs from the ledger");
-    assert_eq!(second.body, first.body, "resent body differs from the first");
+    assert_eq!(
+        second.body, stored.body,
+        "resent body differs from the ledger"
+    );
+    assert_eq!(
+        second.body, first.body,
+        "resent body differs from the first"
+    );
     assert_eq!(second.subject, stored.subject);
     assert_eq!(second.subject, first.subject);
     assert_eq!(second.attributes, first.attributes);
