@@ -312,7 +312,7 @@ mod tests {
     async fn timeout_kills_the_hooks_background_child() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("child");
-        let e = run_one(&background_hook(&file, 1_000), env(), None, &[])
+        let e = run_one(&background_hook(&file, 2_000), env(), None, &[])
             .await
             .unwrap_err();
         assert!(matches!(e, HookError::TimedOut { .. }), "{e}");
