@@ -823,7 +823,10 @@ impl<N: NotifyApi> Reminders<N> {
                         _ = shutdown.changed() => return,
                     };
                     match result {
-                        Ok(id) => id,
+                        Ok(id) => {
+                            crate::rotation::failpoint::hit("reminder:published");
+                            id
+                        }
                         Err(e) => {
                             self.failed(&key, &e);
                             continue;

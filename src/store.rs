@@ -283,6 +283,27 @@ mod tests {
         assert!(store.integrity_check().unwrap().is_empty());
     }
 
+    /// kill -9 cannot show that a commit was fsynced (the page cache survives a killed process),
+    /// so the durability settings are read back from the open connection instead.
+    #[test]
+    fn the_connection_is_wal_with_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let (journal, synchronous): (String, i64) = store
+            .with(
+                |c| {
+                    let journal = c.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+                    let synchronous = c.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+                    Ok((journal, synchronous))
+                },
+                "read pragmas",
+            )
+            .unwrap();
+        assert_eq!(journal.to_ascii_lowercase(), "wal", "journal_mode");
+        // SQLite reports synchronous as a number: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
+        assert_eq!(synchronous, 2, "synchronous is not FULL (2)");
+    }
+
     #[test]
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();

@@ -633,10 +633,12 @@ impl<L: LogsApi> AccessPoller<L> {
                     "DELETE FROM access_principals WHERE last_seen < ?1",
                     [baseline_horizon],
                 )?;
+                crate::rotation::failpoint::hit("access:before-commit");
                 tx.commit()
             },
             "commit access events",
         )?;
+        crate::rotation::failpoint::hit("access:committed");
 
         // Now acknowledged: memory, metrics, logs, view.
         for (id, ms) in &new_ids {

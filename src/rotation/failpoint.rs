@@ -10,7 +10,10 @@
 
 /// Every boundary the core marks, in protocol order. The incident service marks its own
 /// (`incident:accepted`, `incident:<step>:done` for `rotate`, `audit`, `notify`, `report`); they
-/// are not in this list, which the rotation crash test walks.
+/// are not in this list, which the rotation crash test walks. The access poller marks
+/// `access:before-commit` (its slice transaction written, not committed) and `access:committed`
+/// (committed, nothing exported yet); the reminder task marks `reminder:published` (SNS returned
+/// a MessageId, the ledger still says `pending`).
 pub const POINTS: &[&str] = &[
     "accepted",
     "create:put",

@@ -8,6 +8,8 @@
 //! Secrets Manager by version id. Each stdout and stderr line is logged, with any fragment of the
 //! old or new value replaced by `[redacted]`. A hook runs in its own process group; on timeout
 //! the whole group is killed with SIGKILL and the step fails, as it does on a non-zero exit.
+//! A hook still running when its future is dropped (the daemon stopping on SIGTERM, the task
+//! aborted) has its whole group killed the same way.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -142,6 +144,9 @@ pub async fn run_one(
         command: command.clone(),
         reason: e.to_string(),
     })?;
+    // Declared after `child`, so dropped before it: the group is killed while its leader is
+    // not yet reaped, and its id cannot have been reused.
+    let mut group = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         readers.push(tokio::spawn(pump(
@@ -161,7 +166,11 @@ pub async fn run_one(
             fragments.to_vec(),
         )));
     }
-    let result = match tokio::time::timeout(hook.timeout, child.wait()).await {
+    let waited = tokio::time::timeout(hook.timeout, child.wait()).await;
+    // The hook ended or timed out (then `kill_group` below kills the group): no cancellation
+    // is left to clean up after.
+    group.disarm();
+    let result = match waited {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(HookError::Failed {
             command: command.clone(),
@@ -194,6 +203,31 @@ pub async fn run_one(
         Err(e) => warn!(secret = %env.secret, step = env.step, error = %e, "Hook failed."),
     }
     result
+}
+
+/// Kills the hook's process group with SIGKILL when dropped while armed: a hook whose future
+/// is dropped (the daemon stopping, its task aborted) takes its background children with it,
+/// not only its leader (which `kill_on_drop` kills).
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    /// The hook finished or was killed by the timeout path: nothing to do on drop.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: kill(2) with a negative pid signals the process group `pgid`, which the
+            // hook leads (process_group(0) at spawn) and whose leader is not reaped yet; it
+            // touches no memory of this process.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// SIGKILL to the hook's process group (it is its leader), then reaps it.
@@ -230,6 +264,85 @@ mod tests {
             command: cmd.iter().map(|s| s.to_string()).collect(),
             timeout: Duration::from_millis(timeout_ms),
         }
+    }
+
+    /// Whether `pid` is gone; a zombie (state `Z` in `/proc/<pid>/stat`) counts as dead.
+    fn dead(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|state| state == "Z" || state == "X"),
+        }
+    }
+
+    /// Polls until `check` holds or `limit` passes; returns whether it held.
+    async fn eventually(limit: Duration, check: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while !check() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// A hook that starts `sleep 60` in the background, writes that child's pid to `file`
+    /// (a complete line once written) and waits for it.
+    fn background_hook(file: &std::path::Path, timeout_ms: u64) -> HookSpec {
+        let script = format!(
+            "sleep 60 & echo $! > {f}.tmp && mv {f}.tmp {f}; wait",
+            f = file.display()
+        );
+        hook(&["sh", "-c", &script], timeout_ms)
+    }
+
+    fn child_pid(file: &std::path::Path) -> u32 {
+        std::fs::read_to_string(file)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("a pid")
+    }
+
+    /// On timeout the whole process group dies, not only the shell: its background child too.
+    #[tokio::test]
+    async fn timeout_kills_the_hooks_background_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("child");
+        let e = run_one(&background_hook(&file, 2_000), env(), None, &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HookError::TimedOut { .. }), "{e}");
+        let pid = child_pid(&file);
+        assert!(
+            eventually(Duration::from_secs(5), || dead(pid)).await,
+            "the hook's background child {pid} survived the timeout"
+        );
+    }
+
+    /// A running hook whose future is dropped (the daemon shutting down, the task aborted)
+    /// takes its whole process group with it.
+    #[tokio::test]
+    async fn cancelling_a_running_hook_kills_its_background_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("child");
+        let spec = background_hook(&file, 60_000);
+        let task = tokio::spawn(async move { run_one(&spec, env(), None, &[]).await });
+        assert!(
+            eventually(Duration::from_secs(10), || file.exists()).await,
+            "the hook did not start its child"
+        );
+        let pid = child_pid(&file);
+        assert!(!dead(pid), "the child is running before the cancellation");
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert!(
+            eventually(Duration::from_secs(5), || dead(pid)).await,
+            "the hook's background child {pid} survived the cancellation"
+        );
     }
 
     #[test]

@@ -854,3 +854,127 @@ async fn missing_log_group_is_a_counted_poll_error_until_it_appears() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The eventIDs in the store's `access_seen` table of the store in `dir` (no daemon running).
+fn stored_ids(dir: &std::path::Path) -> std::collections::HashSet<String> {
+    let store = keywarden::store::Store::open(&dir.join("state.db")).expect("open the store");
+    store
+        .with(
+            |c| {
+                let mut st = c.prepare("SELECT event_id FROM access_seen")?;
+                let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+                rows.collect()
+            },
+            "read access_seen",
+        )
+        .expect("read access_seen")
+}
+
+/// Crashes the daemon at the failpoint `point` of the access poller's first slice commit
+/// (batch A is in that slice), writes batch B, restarts, and returns what the restarted
+/// daemon exported: its settled scrape, its `GET /anomalies` body, and the daemon.
+async fn crash_in_the_first_commit(point: &str, commit_landed: bool) -> (Scrape, Value, Daemon) {
+    let mut w = world().await;
+    let hist = history(&mut w);
+    let a = batch_a(&mut w);
+    put(&w.logs, "s1", &hist).await;
+    put(&w.logs, "s2", &a).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = crate::support::free_port();
+    let d = Daemon::launch_in_env(dir, port, &w.config, &[("KEYWARDEN_FAILPOINT", point)]);
+    let dir = d.wait_exit(Duration::from_secs(90));
+    let log = std::fs::read_to_string(dir.path().join("keywarden.log")).unwrap_or_default();
+    assert!(
+        log.contains(&format!("failpoint {point} reached")),
+        "the daemon did not stop at {point}; log:\n{log}"
+    );
+    // What the store holds after the crash: all of batch A's counted ids, or none of them.
+    let stored = stored_ids(dir.path());
+    let a_ids: Vec<&str> = a
+        .iter()
+        .filter(|r| !r.counts.is_empty())
+        .map(|r| r.id.as_str())
+        .collect();
+    let a_stored = a_ids.iter().filter(|id| stored.contains(**id)).count();
+    let want_stored = if commit_landed { a_ids.len() } else { 0 };
+    assert_eq!(
+        a_stored,
+        want_stored,
+        "batch A eventIDs in the store after a crash at {point} (of {})",
+        a_ids.len()
+    );
+
+    // While it is down: late events, duplicates of batch A, new events.
+    let now_ms = now() * 1000;
+    let (late, fresh) = batch_b(&mut w, &a, now_ms);
+    put(&w.logs, "s3", &late).await;
+    put(&w.logs, "s4", &fresh).await;
+    let d = Daemon::start_in(dir, port, &w.config).await;
+    let want: Vec<&Rec> = if commit_landed {
+        // The first process committed batch A; the second counts only what is new to it.
+        late.iter()
+            .chain(&fresh)
+            .filter(|r| !a.iter().any(|x| x.id == r.id))
+            .collect()
+    } else {
+        a.iter().chain(&late).chain(&fresh).collect()
+    };
+    let s = wait_exact(&d, &expected(&want)).await;
+    let (status, body) = d.get("/anomalies").await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("anomalies JSON");
+    (s, body, d)
+}
+
+/// The number of `GET /anomalies` entries per (secret, kind).
+fn listed(body: &Value) -> BTreeMap<(String, String), u64> {
+    let mut m = BTreeMap::new();
+    for x in body["anomalies"].as_array().expect("anomalies list") {
+        let key = (
+            x["secret"].as_str().unwrap_or("").to_string(),
+            x["kind"].as_str().unwrap_or("").to_string(),
+        );
+        *m.entry(key).or_default() += 1;
+    }
+    m
+}
+
+/// A crash with the slice's transaction written but not committed: nothing of it is durable,
+/// so the restarted daemon reads batch A again and counts every eventID of A and B exactly
+/// once, and raises each anomaly exactly once (none lost, none doubled).
+#[tokio::test]
+async fn crash_before_the_access_commit_loses_and_doubles_nothing() {
+    let (s, body, d) = crash_in_the_first_commit("access:before-commit", false).await;
+    let want = want_anomalies(&[
+        ("JWT", "new_principal", 1),
+        ("JWT", "denied_burst", 1),
+        ("JWT", "previous_version_read", 1),
+        ("DB", "new_principal", 1),
+        ("DB", "undeclared_consumer", 1),
+        ("DB", "rate_spike", 1),
+        ("DB", "unexpected_source", 1),
+        ("QUIET", "undeclared_consumer", 1),
+    ]);
+    assert_eq!(anomalies(&s), want, "log:\n{}", d.log());
+    assert_eq!(listed(&body), want, "GET /anomalies: {body}");
+    assert_eq!(
+        d.log().matches("Access anomaly.").count() as u64,
+        want.values().sum::<u64>(),
+        "one log line per anomaly"
+    );
+}
+
+/// A crash right after the slice's commit, before anything was exported: the restarted daemon
+/// counts nothing of batch A again (its eventIDs are in the store) and counts batch B exactly
+/// once; no anomaly of batch A is raised a second time.
+///
+/// Known gap (reported): batch A's counter increments and its anomalies were in memory only
+/// when the process died, so they never reach the metrics, the log or `GET /anomalies`; the
+/// store has no outbox for them. This test proves the "never twice" half.
+#[tokio::test]
+async fn crash_after_the_access_commit_counts_nothing_twice() {
+    let (s, body, d) = crash_in_the_first_commit("access:committed", true).await;
+    let want = want_anomalies(&[("JWT", "previous_version_read", 1)]);
+    assert_eq!(anomalies(&s), want, "log:\n{}", d.log());
+    assert_eq!(listed(&body), want, "GET /anomalies: {body}");
+}

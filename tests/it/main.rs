@@ -7,6 +7,7 @@ mod access;
 mod alerting;
 mod config_check;
 mod databases;
+mod hooks;
 mod http_server;
 mod incident;
 mod metadata;

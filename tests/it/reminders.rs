@@ -451,6 +451,9 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
     );
     assert!(took < Duration::from_secs(5), "stopping took {took:?}");
     assert!(d.log().contains("Reminder sender stopped"), "{}", d.log());
+    // Nor in the store: every state.db* file, the WAL included.
+    let leaks = crate::support::store_files_contain(d.dir.path(), CANARY);
+    assert!(leaks.is_empty(), "a secret value is in {leaks:?}");
 }
 
 #[tokio::test]
@@ -821,4 +824,112 @@ async fn fifo_topic_deduplicates_a_republish_after_a_lost_record() {
         "the second run published once more: {}",
         s.text
     );
+}
+
+/// The stored message of the one ledger row of the store in `dir`, and its state and
+/// message id (no daemon running).
+fn ledger_row(dir: &std::path::Path) -> (keywarden::reminder::Message, String, Option<String>) {
+    let store = Store::open(&dir.join("state.db")).expect("open the store");
+    let (json, state, id): (String, String, Option<String>) = store
+        .with(
+            |c| {
+                c.query_row(
+                    "SELECT message, state, message_id FROM reminders",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+            },
+            "read the ledger row",
+        )
+        .expect("one ledger row");
+    let message = serde_json::from_str(&json).expect("the stored message is JSON");
+    (message, state, id)
+}
+
+/// A crash between SNS accepting a reminder and the ledger marking it sent: after the restart
+/// the reminder is published once more (a standard topic sees it twice, as ARCHITECTURE.md
+/// documents), and the text delivered the second time is byte-identical to the text stored in
+/// the ledger and to the first delivery.
+#[tokio::test]
+async fn crash_between_sns_accepting_and_the_ledger_resends_the_stored_text_once() {
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    let wire = Wire::new(&moto);
+    let topic = wire.create_topic("crash-topic").await;
+    let queue = wire.create_queue("crash-q").await;
+    wire.subscribe(&topic, "crash-q").await;
+    secret_created_at(&moto, &client, "svc/jwt", now() - 80 * DAY).await;
+    let cfg = config(&moto, "crash-topic", &[("JWT_SECRET", "svc/jwt")]);
+
+    // Run 1 dies right after Publish returned a MessageId.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = crate::support::free_port();
+    let d = Daemon::launch_in_env(
+        dir,
+        port,
+        &cfg,
+        &[("KEYWARDEN_FAILPOINT", "reminder:published")],
+    );
+    let dir = d.wait_exit(Duration::from_secs(60));
+    let log = std::fs::read_to_string(dir.path().join("keywarden.log")).unwrap_or_default();
+    assert!(
+        log.contains("failpoint reminder:published reached"),
+        "the daemon did not stop after the publish; log:\n{log}"
+    );
+    let (stored, state, id) = ledger_row(dir.path());
+    assert_eq!(
+        (state.as_str(), id),
+        ("pending", None),
+        "the crash came before the ledger"
+    );
+    let first = {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.is_empty() {
+            got.extend(wire.drain(&queue).await);
+            assert!(Instant::now() < deadline, "the first publish never arrived");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(got.len(), 1, "{got:#?}");
+        got.remove(0)
+    };
+
+    // Run 2 publishes the pending row again and records it.
+    let d = Daemon::start_in(dir, port, &cfg).await;
+    let mut got = Vec::new();
+    receive_until(&wire, &queue, &mut got, Duration::from_secs(30), &d, |m| {
+        !m.is_empty()
+    })
+    .await;
+    d.wait_for("the resend counted", Duration::from_secs(10), |s| {
+        sent(s, "JWT_SECRET", "14d") == 1.0
+    })
+    .await;
+    let_polls_pass(&d, 3.0).await;
+    got.extend(wire.drain(&queue).await);
+    assert_eq!(got.len(), 1, "resent exactly once: {got:#?}");
+    let second = &got[0];
+    assert_ne!(first.sns_id, second.sns_id, "two publishes, two MessageIds");
+    assert_eq!(
+        second.body, stored.body,
+        "resent body differs from the ledger"
+    );
+    assert_eq!(
+        second.body, first.body,
+        "resent body differs from the first"
+    );
+    assert_eq!(second.subject, stored.subject);
+    assert_eq!(second.subject, first.subject);
+    assert_eq!(second.attributes, first.attributes);
+    let attributes: BTreeMap<String, String> = stored.attributes.iter().cloned().collect();
+    assert_eq!(second.attributes, attributes);
+    assert_no_canary("the resent body", &second.body);
+
+    // The ledger now says sent, with the second MessageId; no store file holds the value.
+    let dir = d.terminate(Duration::from_secs(20));
+    let (_, state, id) = ledger_row(dir.path());
+    assert_eq!(state, "sent");
+    assert_eq!(id.as_deref(), Some(second.sns_id.as_str()));
+    let leaks = crate::support::store_files_contain(dir.path(), CANARY);
+    assert!(leaks.is_empty(), "a secret value is in {leaks:?}");
 }

@@ -124,3 +124,35 @@ fn store_survives_kill_9_in_the_middle_of_writes() {
         total_acked = acked;
     }
 }
+
+/// The store canary scan reads every `state.db*` file: in WAL mode a fresh commit lives in
+/// `state.db-wal`, not in `state.db`, until a checkpoint, so a scan of `state.db` alone misses
+/// it while the daemon runs.
+#[test]
+fn the_store_canary_scan_sees_rows_still_in_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let store = Store::open(&db).unwrap();
+    // No automatic checkpoint: the row stays in the WAL while the store is open.
+    store
+        .with(
+            |c| c.execute_batch("PRAGMA wal_autocheckpoint = 0"),
+            "disable checkpoints",
+        )
+        .unwrap();
+    let needle = "CANARY-store-scan-4e1d9a";
+    store.put_meta("probe", needle).unwrap();
+    let found = crate::support::store_files_contain(dir.path(), needle);
+    assert!(
+        found.iter().any(|p| p.ends_with("state.db-wal")),
+        "the scan missed the WAL: {found:?}"
+    );
+    assert!(
+        !found.contains(&db),
+        "the row is in state.db already; this test no longer shows the WAL case"
+    );
+    // Closed, the store is checkpointed into state.db; the scan still finds the row.
+    drop(store);
+    let found = crate::support::store_files_contain(dir.path(), needle);
+    assert!(found.contains(&db), "{found:?}");
+}

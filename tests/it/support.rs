@@ -671,3 +671,137 @@ pub fn promtool_check_metrics(text: &str) {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Every file of the store in `dir` (`state.db`, `state.db-wal`, `state.db-shm`, and any
+/// other `state.db*`) whose bytes contain `needle`. The store runs in WAL mode, so recent
+/// commits live in `state.db-wal` until a checkpoint: a canary scan of `state.db` alone can
+/// miss them. Fails the test when `dir` holds no store file at all (nothing was scanned).
+pub fn store_files_contain(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut scanned = 0;
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        let is_store = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("state.db"));
+        if !is_store {
+            continue;
+        }
+        scanned += 1;
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        if bytes
+            .windows(needle.len().max(1))
+            .any(|w| w == needle.as_bytes())
+        {
+            found.push(path);
+        }
+    }
+    assert!(scanned > 0, "no state.db* file in {}", dir.display());
+    found
+}
+
+impl Daemon {
+    /// Like [`Daemon::start_in_env`], without waiting for `/healthz`: for a daemon that may
+    /// abort at a failpoint before it answers. Wait for it with [`Daemon::wait_exit`].
+    pub fn launch_in_env(
+        dir: tempfile::TempDir,
+        port: u16,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let text = config
+            .replace("{listen}", &addr.to_string())
+            .replace(
+                "{state}",
+                &dir.path().join("state.db").display().to_string(),
+            )
+            .replace("{dir}", &dir.path().display().to_string());
+        let config_path = dir.path().join("keywarden.toml");
+        std::fs::write(&config_path, text).expect("write config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("keywarden.log"))
+            .expect("open log");
+        let mut cmd = keywarden_command();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn keywarden");
+        Daemon {
+            child: Some(child),
+            dir,
+            addr,
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for a clean exit; returns the dir. Fails with
+    /// the log when it does not exit in time or exits unsuccessfully.
+    pub fn terminate(mut self, limit: Duration) -> tempfile::TempDir {
+        let (status, _) = self.stop_with("TERM", limit);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "keywarden did not stop cleanly on SIGTERM within {limit:?} ({status:?}); log:\n{}",
+            self.log()
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+/// Whether process `pid` is gone. A zombie (state `Z` in `/proc/<pid>/stat`: dead, not yet
+/// reaped by its parent) counts as dead.
+pub fn process_is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// Waits up to `limit` for process `pid` to die (see [`process_is_dead`]); returns whether it
+/// did.
+pub fn wait_process_dead(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if process_is_dead(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits up to `limit` for `path` to hold a complete line (its writer ends it with a newline)
+/// and returns that line; fails the test otherwise.
+pub fn wait_for_line(path: &Path, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Some((line, _)) = text.split_once('\n') {
+                return line.trim().to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not get a line within {limit:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
