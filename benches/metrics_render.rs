@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keywarden::inventory;
-use keywarden::metrics::Metrics;
+use keywarden::telemetry::Metrics;
 
 #[path = "common.rs"]
 mod common;

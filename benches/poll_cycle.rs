@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keywarden::aws::{AwsError, SecretMeta, SecretPage, SecretsMetadataApi, VersionMeta};
-use keywarden::metrics::Metrics;
-use keywarden::poll::metadata::MetadataPoller;
-use keywarden::view::SharedView;
+use keywarden::domain::view::SharedView;
+use keywarden::inventory::poller::MetadataPoller;
+use keywarden::telemetry::Metrics;
 
 #[path = "common.rs"]
 mod common;

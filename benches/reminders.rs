@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keywarden::config::{Severity, Strategy};
+use keywarden::domain::view::{Managed, SecretStatus};
 use keywarden::reminder::{
     due_reminders, ledger_known, ledger_record, render, AccessInfo, MessageContext, ReminderKey,
 };
 use keywarden::store::Store;
-use keywarden::view::{Managed, SecretStatus};
 
 const DAY: i64 = 86_400;
 const NOW: i64 = 1_800_000_000;

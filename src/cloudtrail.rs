@@ -1433,7 +1433,7 @@ mod tests {
         //! Property tests: no input makes the parser, the index or the detector panic. Run
         //! longer with `PROPTEST_CASES=1000000 cargo test --release --lib cloudtrail::tests::fuzz`.
         use super::super::*;
-        use crate::anomaly::{Detector, Event, Policy, Thresholds};
+        use crate::access::detect::{Detector, Event, Policy, Thresholds};
         use proptest::prelude::*;
 
         pub(super) const VALID: &str = r#"{"eventVersion":"1.09","userIdentity":{"type":"AssumedRole","principalId":"AROA:i","arn":"arn:aws:sts::1:assumed-role/app/i","accountId":"1","invokedBy":"x","sessionContext":{"sessionIssuer":{"arn":"arn:aws:iam::1:role/app"}}},"eventTime":"2024-05-01T12:00:00Z","eventSource":"secretsmanager.amazonaws.com","eventName":"BatchGetSecretValue","sourceIPAddress":"10.0.0.1","errorCode":"AccessDenied","requestParameters":{"secretId":"arn:aws:secretsmanager:us-east-1:1:secret:svc/db-AbC123","secretIdList":["a","b"],"versionStage":"AWSPREVIOUS","versionId":"v1"},"eventID":"e\u0031"}"#;

@@ -58,10 +58,10 @@ use tracing::{debug, info, warn};
 
 use crate::aws::SecretValue;
 use crate::config::Config;
-use crate::metrics::{self, Metrics};
+use crate::domain::view::{RotationView, SecretStatus, SharedView};
 use crate::rotation::journal::Trigger;
 use crate::rotation::{Engine, RequestError, RequestOptions, RollbackError};
-use crate::view::{RotationView, SecretStatus, SharedView};
+use crate::telemetry::{self, Metrics};
 
 /// How long open connections may take to finish once shutdown starts.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -88,7 +88,7 @@ impl AppState {
     /// The pollers readiness depends on, with their periods.
     fn pollers(&self) -> Vec<(&'static str, Duration)> {
         let mut p = vec![(
-            crate::poll::metadata::SOURCE,
+            crate::inventory::poller::SOURCE,
             self.config.poll.metadata_every,
         )];
         if self.config.access.is_some() && self.view.read().polls.contains_key("access") {
@@ -350,7 +350,7 @@ struct AnomalyItem<'a> {
     time: String,
     /// The anomaly.
     #[serde(flatten)]
-    anomaly: &'a crate::anomaly::Anomaly,
+    anomaly: &'a crate::access::detect::Anomaly,
 }
 
 /// Routes one request.
@@ -388,9 +388,9 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
                 .any(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
             let e = state.metrics.scrape(openmetrics, gzip);
             let content_type = if openmetrics {
-                metrics::OPENMETRICS_CONTENT_TYPE
+                telemetry::OPENMETRICS_CONTENT_TYPE
             } else {
-                metrics::TEXT_CONTENT_TYPE
+                telemetry::TEXT_CONTENT_TYPE
             };
             // Two chunks: the cached per-secret part is sent without copying it; with gzip
             // they are two members of one gzip stream.

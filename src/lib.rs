@@ -1,27 +1,20 @@
 //! keywarden: a secret-rotation watchdog for AWS Secrets Manager.
 //!
-//! See `ARCHITECTURE.md` for the map of the modules and how data flows between them.
+//! One folder per concern; `ARCHITECTURE.md` is the map (what each folder owns, what it must never
+//! import, and where to change what).
 
-pub mod anomaly;
+pub mod access;
 pub mod aws;
 pub mod cli;
 pub mod cloudtrail;
 pub mod config;
-pub mod consumers;
 pub mod daemon;
 pub mod domain;
-pub mod fleet_metrics;
 pub mod http;
 pub mod incident;
 pub mod inventory;
-pub mod memory;
-pub mod metrics;
-pub mod poll;
-pub mod principal_glob;
 pub mod reminder;
-pub mod remote;
 pub mod rotation;
 pub mod schedule;
-pub mod status;
 pub mod store;
-pub mod view;
+pub mod telemetry;

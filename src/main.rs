@@ -7,7 +7,7 @@ use keywarden::cli::{self, Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    keywarden::memory::limit_arenas();
+    keywarden::daemon::memory::limit_arenas();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

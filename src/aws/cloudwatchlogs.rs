@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_sdk_cloudwatchlogs::Client;
 
 use super::{AwsError, AwsErrorKind, LogEvent, LogPage, LogsApi};
-use crate::metrics::Metrics;
+use crate::telemetry::Metrics;
 
 const SERVICE: &str = "logs";
 

@@ -13,7 +13,7 @@ use super::{
     AwsError, AwsErrorKind, SecretMeta, SecretPage, SecretStages, SecretValue, SecretsMetadataApi,
     SecretsWriteApi, VersionMeta, VersionSelector, VersionedValue,
 };
-use crate::metrics::Metrics;
+use crate::telemetry::Metrics;
 
 const SERVICE: &str = "secretsmanager";
 

@@ -6,7 +6,7 @@ use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
 
 use super::{AwsError, AwsErrorKind, Notification, NotifyApi};
-use crate::metrics::Metrics;
+use crate::telemetry::Metrics;
 
 const SERVICE: &str = "sns";
 

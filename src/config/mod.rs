@@ -19,7 +19,7 @@ pub use crate::domain::{Severity, Strategy};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::principal_glob::PrincipalGlob;
+use crate::access::glob::PrincipalGlob;
 use crate::schedule::{self, ScheduleExpr};
 
 mod raw;

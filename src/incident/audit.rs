@@ -3,17 +3,17 @@
 //! the access poller flagged about the secret in that time.
 //!
 //! The records are read with the access poller's FilterLogEvents scan and parsed by
-//! [`crate::cloudtrail`]; readers are aggregated by [`crate::consumers::Consumers`] (the same
+//! [`crate::cloudtrail`]; readers are aggregated by [`crate::access::consumers::Consumers`] (the same
 //! report as `keywarden consumers`).
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::consumers::Consumers;
+use crate::access::poller::{scan, RateLimiter};
 use crate::aws::{AwsError, LogsApi};
 use crate::cloudtrail::{self, SecretIndex};
 use crate::config::{AccessConfig, SecretSpec};
-use crate::consumers::Consumers;
-use crate::poll::access::{scan, RateLimiter};
-use crate::view::SharedView;
+use crate::domain::view::SharedView;
 
 /// One reader of the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,12 +36,12 @@ use tracing::{error, info, warn};
 
 use crate::aws::{is_fifo_topic, FifoIds, Notification, NotifyApi};
 use crate::config::{Config, SecretSpec};
+use crate::domain::view::SharedView;
 use crate::domain::Strategy;
-use crate::metrics::Metrics;
 use crate::rotation::journal::{State, Trigger};
 use crate::rotation::{Engine, RequestError, RequestOptions};
 use crate::store::{Store, StoreError};
-use crate::view::SharedView;
+use crate::telemetry::Metrics;
 
 pub use audit::{Audit, AuditFlag, AuditReader};
 

@@ -36,10 +36,10 @@ use crate::aws::{
     AwsError, SecretValue, SecretsWriteApi, VersionSelector, AWSCURRENT, AWSPREVIOUS,
 };
 use crate::config::{Config, HookStage, SecretSpec};
+use crate::domain::view::{RotationView, SharedView};
 use crate::domain::RotationResult;
-use crate::metrics::{Metrics, TriggerLabel};
 use crate::store::{Store, StoreError};
-use crate::view::{RotationView, SharedView};
+use crate::telemetry::{Metrics, TriggerLabel};
 
 use hooks::HookEnv;
 use journal::{Detail, Event, EventOutcome, Rotation, State, Step, Trigger, ROLLBACK};

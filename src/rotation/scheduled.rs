@@ -17,8 +17,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::Strategy;
+use crate::domain::view::SecretStatus;
 use crate::schedule::ScheduleExpr;
-use crate::view::SecretStatus;
 
 use super::journal::{Rotation, State, Trigger};
 
@@ -170,7 +170,7 @@ mod tests {
             name: "S".into(),
             id: "app/s".into(),
             arn: None,
-            managed: crate::view::Managed::Inventory,
+            managed: crate::domain::view::Managed::Inventory,
             severity: crate::config::Severity::High,
             impact: String::new(),
             strategy: Strategy::Random,

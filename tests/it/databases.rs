@@ -604,7 +604,7 @@ async fn compromise_cuts_old_sessions_and_redis_clients_at_once() {
     .unwrap();
     let config = Arc::new(keywarden::config::load(&path).unwrap());
     let store = keywarden::store::Store::open(&config.state.path).unwrap();
-    let metrics = Arc::new(keywarden::metrics::Metrics::new());
+    let metrics = Arc::new(keywarden::telemetry::Metrics::new());
     let api = keywarden::aws::secretsmanager::SecretsManager::from_client(
         client.clone(),
         metrics.clone(),

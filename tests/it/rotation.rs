@@ -335,7 +335,7 @@ async fn crash_once(
     let before = version_count(client, id).await;
     // The answer may never come (the "accepted" point aborts before it): the journal decides.
     let url = d.url(&format!("/rotate/{secret}"));
-    let answer = keywarden::remote::call("POST", &url, Some(TOKEN)).await;
+    let answer = keywarden::cli::remote::call("POST", &url, Some(TOKEN)).await;
     if let Ok((status, body)) = &answer {
         assert_eq!(*status, 202, "{point}: {body}");
     }
@@ -927,7 +927,7 @@ async fn compromise_rotations_finalize_at_once_and_grace_can_end_early() {
     .unwrap();
     let config = Arc::new(keywarden::config::load(&path).unwrap());
     let store = keywarden::store::Store::open(&config.state.path).unwrap();
-    let metrics = Arc::new(keywarden::metrics::Metrics::new());
+    let metrics = Arc::new(keywarden::telemetry::Metrics::new());
     let api = keywarden::aws::secretsmanager::SecretsManager::from_client(
         client.clone(),
         metrics.clone(),

@@ -1,6 +1,9 @@
 //! `keywarden run`: wires the store, the AWS clients, the pollers, the rotation core and the
 //! HTTP listener together, and shuts them all down cleanly on SIGTERM or SIGINT.
 
+pub mod memory;
+pub mod periodic;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,17 +11,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::access::poller::AccessPoller;
 use crate::aws::{self, SecretValue};
 use crate::config::{Config, ServerConfig, TokenSource};
+use crate::domain::view::SharedView;
 use crate::http::{self, AppState};
-use crate::metrics::Metrics;
-use crate::poll::access::AccessPoller;
-use crate::poll::metadata::MetadataPoller;
+use crate::inventory::poller::MetadataPoller;
 use crate::reminder::{self, Reminders};
 use crate::rotation::RotationCore;
 use crate::schedule::format_duration;
 use crate::store::{Store, StoreError};
-use crate::view::SharedView;
+use crate::telemetry::Metrics;
 
 /// How often the metrics refresher looks for changed per-secret series.
 const METRICS_REFRESH_EVERY: Duration = Duration::from_secs(1);
@@ -81,7 +84,7 @@ pub fn load_admin_token(server: &ServerConfig) -> Result<Option<SecretValue>, Da
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let config = Arc::new(config);
     // Parsing a large configuration leaves freed memory behind: give it back.
-    crate::memory::trim();
+    crate::daemon::memory::trim();
     let store = Store::open(&config.state.path)?;
     info!(path = %config.state.path.display(), schema = store.schema_version()?, "State store open.");
     let listener = TcpListener::bind(config.server.listen)
@@ -130,7 +133,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         );
         tokio::spawn(poller.run(stop_rx.clone()))
     });
-    let refresher = tokio::spawn(crate::metrics::run_refresher(
+    let refresher = tokio::spawn(crate::telemetry::run_refresher(
         metrics.clone(),
         METRICS_REFRESH_EVERY,
         METRICS_MAX_AGE,

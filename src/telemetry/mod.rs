@@ -6,9 +6,11 @@
 //! discovered secret name, every other label comes from a fixed set. The series of a secret that
 //! left the view are removed by [`Metrics::sync_secrets`].
 //!
-//! Two parts: the per-secret series live in [`crate::fleet_metrics`] (one compact record per
+//! Two parts: the per-secret series live in [`crate::telemetry::fleet`] (one compact record per
 //! secret, rendered into a gzip cache off the scrape path); the process-wide families (polls,
 //! AWS requests, rotation durations, build) are prometheus-client families, encoded per scrape.
+
+pub mod fleet;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
@@ -29,9 +31,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::domain::view::{Managed, SecretStatus};
 use crate::domain::{AnomalyKind, EventName, Outcome, RotationResult, Trigger};
-use crate::fleet_metrics::{Fleet, Gauge as FleetGauge, Info, Synced};
-use crate::view::{Managed, SecretStatus};
+use crate::telemetry::fleet::{Fleet, Gauge as FleetGauge, Info, Synced};
 
 /// The content type of the OpenMetrics exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -479,7 +481,7 @@ pub async fn run_refresher(
             let m = metrics.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 m.refresh();
-                crate::memory::trim();
+                crate::daemon::memory::trim();
             })
             .await;
         }
@@ -562,7 +564,7 @@ mod tests {
     #[test]
     fn removed_secrets_lose_every_series() {
         use crate::config::{Severity, Strategy};
-        use crate::view::Managed;
+        use crate::domain::view::Managed;
         let m = Metrics::new();
         m.set_leads(vec!["14d".into()]);
         let s = SecretStatus {

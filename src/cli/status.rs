@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::view::SecretStatus;
 use crate::schedule::format_duration;
-use crate::view::SecretStatus;
 
 fn date(t: Option<i64>) -> String {
     t.and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
@@ -95,7 +95,7 @@ pub fn render_table(statuses: &[SecretStatus], now: i64) -> String {
 mod tests {
     use super::*;
     use crate::config::{Severity, Strategy};
-    use crate::view::Managed;
+    use crate::domain::view::Managed;
 
     #[test]
     fn table_shows_age_due_and_overdue() {

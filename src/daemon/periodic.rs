@@ -1,4 +1,4 @@
-//! Pollers: tasks that read AWS on a period and feed the shared [`crate::view::SharedView`].
+//! Pollers: tasks that read AWS on a period and feed the shared [`crate::domain::view::SharedView`].
 //!
 //! Both pollers run their cycles through [`run_periodically`] and record each cycle's end with
 //! [`record_cycle`]: `keywarden_poll_duration_seconds`, `keywarden_poll_errors_total`,
@@ -10,11 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
-use crate::view::SharedView;
-
-pub mod access;
-pub mod metadata;
+use crate::domain::view::SharedView;
+use crate::telemetry::Metrics;
 
 /// Records the end of a cycle of `source` that started at `started`: its duration and outcome
 /// (`error_kind`, `None` on success) in the metrics and in the view.

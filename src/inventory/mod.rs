@@ -4,6 +4,8 @@
 //! returned; [`evaluate`] turns one pair into a [`SecretStatus`] with the schedule rules of
 //! SPEC §2. Both are pure: no I/O, no clock.
 
+pub mod poller;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -11,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use crate::aws::SecretMeta;
 use crate::config::{Config, Severity, Strategy};
+use crate::domain::view::{Managed, SecretStatus};
 use crate::schedule::{self, RotationFacts};
-use crate::view::{Managed, SecretStatus};
 
 /// What keywarden expects of one watched secret, from the inventory or from discovery.
 #[derive(Debug, Clone, PartialEq)]

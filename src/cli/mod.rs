@@ -3,6 +3,9 @@
 //!
 //! Exit codes: 0 ok, 1 failure, 64 usage or configuration error.
 
+pub mod remote;
+pub mod status;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,9 +14,9 @@ use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, ConfigError};
-use crate::metrics::Metrics;
-use crate::poll::metadata::MetadataPoller;
-use crate::view::SharedView;
+use crate::domain::view::SharedView;
+use crate::inventory::poller::MetadataPoller;
+use crate::telemetry::Metrics;
 
 /// Exit code of a usage or configuration error (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -162,9 +165,9 @@ async fn remote_action(cli: &Cli) -> ExitCode {
         Err(code) => return code,
     };
     let result = if rotate {
-        crate::remote::rotate(&server, &token, secret).await
+        crate::cli::remote::rotate(&server, &token, secret).await
     } else {
-        crate::remote::rollback(&server, &token, secret, force).await
+        crate::cli::remote::rollback(&server, &token, secret, force).await
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -212,7 +215,8 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             .clone()
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "(not given)".into());
-        return match crate::remote::compromised(&server, &token, secret, reason, &reported_by).await
+        return match crate::cli::remote::compromised(&server, &token, secret, reason, &reported_by)
+            .await
         {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
@@ -227,7 +231,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             Ok(s) => s,
             Err(code) => return code,
         };
-        return match crate::remote::incidents(&server).await {
+        return match crate::cli::remote::incidents(&server).await {
             Ok((200, body)) => {
                 let list = body
                     .get("incidents")
@@ -235,7 +239,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
                     .cloned()
                     .unwrap_or_default();
                 match output {
-                    Output::Table => print!("{}", crate::remote::render_incidents(&list)),
+                    Output::Table => print!("{}", crate::cli::remote::render_incidents(&list)),
                     Output::Json => println!(
                         "{}",
                         serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".into())
@@ -290,8 +294,8 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
 }
 
 async fn consumers(config: Config, secret: &str, since: &str, output: Output) -> ExitCode {
+    use crate::access::poller::{scan, RateLimiter};
     use crate::cloudtrail::{self, SecretIndex};
-    use crate::poll::access::{scan, RateLimiter};
 
     let since = match crate::schedule::parse_duration(since) {
         Ok(d) => d,
@@ -338,7 +342,7 @@ async fn consumers(config: Config, secret: &str, since: &str, output: Output) ->
         access.log_group,
         crate::schedule::format_duration(since)
     );
-    let mut found = crate::consumers::Consumers::new();
+    let mut found = crate::access::consumers::Consumers::new();
     let (mut events, mut pages, mut skipped) = (0usize, 0usize, 0usize);
     let result = scan(&api, &mut limiter, &access.log_group, start, end, |page| {
         pages += 1;
@@ -370,7 +374,7 @@ async fn consumers(config: Config, secret: &str, since: &str, output: Output) ->
         rows.iter().filter(|r| r.reads > 0).count()
     );
     match output {
-        Output::Table => print!("{}", crate::consumers::render_table(&rows)),
+        Output::Table => print!("{}", crate::access::consumers::render_table(&rows)),
         Output::Json => match serde_json::to_string_pretty(&rows) {
             Ok(s) => println!("{s}"),
             Err(e) => {
@@ -398,7 +402,7 @@ async fn status(config: Config, output: Output) -> ExitCode {
             match output {
                 Output::Table => print!(
                     "{}",
-                    crate::status::render_table(&statuses, now.timestamp())
+                    crate::cli::status::render_table(&statuses, now.timestamp())
                 ),
                 Output::Json => match serde_json::to_string_pretty(&statuses) {
                     Ok(s) => println!("{s}"),

@@ -16,9 +16,9 @@ use tracing::{debug, info, warn};
 
 use crate::aws::{AwsError, SecretMeta, SecretsMetadataApi};
 use crate::config::Config;
+use crate::domain::view::{SecretStatus, SharedView};
 use crate::inventory::{self, Watched};
-use crate::metrics::Metrics;
-use crate::view::{SecretStatus, SharedView};
+use crate::telemetry::Metrics;
 
 /// Label of this poller's metrics.
 pub const SOURCE: &str = "metadata";
@@ -213,7 +213,7 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
             }
             // A cycle allocates and frees megabytes (the listing, the statuses): give them
             // back, off the async workers (malloc_trim walks the whole heap).
-            crate::memory::trim();
+            crate::daemon::memory::trim();
         })
         .await;
     }
@@ -222,12 +222,20 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let every = self.config.poll.metadata_every;
         let (metrics, view) = (self.metrics.clone(), self.view.clone());
-        super::run_periodically(SOURCE, every, &metrics, &view, &mut shutdown, &mut self).await;
+        crate::daemon::periodic::run_periodically(
+            SOURCE,
+            every,
+            &metrics,
+            &view,
+            &mut shutdown,
+            &mut self,
+        )
+        .await;
         info!("Metadata poller stopped.");
     }
 }
 
-impl<A: SecretsMetadataApi> super::Cycle for MetadataPoller<A> {
+impl<A: SecretsMetadataApi> crate::daemon::periodic::Cycle for MetadataPoller<A> {
     async fn cycle(&mut self, started: Instant) -> Option<&'static str> {
         match self.poll_once(Utc::now()).await {
             Ok(report) => {

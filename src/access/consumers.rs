@@ -3,7 +3,7 @@
 //! [`Consumers`] aggregates successful reads (GetSecretValue, BatchGetSecretValue) of one secret
 //! by principal: reads, source addresses, first and last seen, declared or not. The caller feeds
 //! it parsed records; rendering is pure. The rotation core's question ("who read it within the
-//! baseline and is not declared") is [`crate::anomaly::undeclared_readers`].
+//! baseline and is not declared") is [`crate::access::detect::undeclared_readers`].
 //!
 //! This module does no I/O and never reads the clock.
 

@@ -25,13 +25,13 @@ use rusqlite::params;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::anomaly::{self, Anomaly, Detector, Event, Policy, PrincipalStats, Thresholds};
+use crate::access::detect::{self, Anomaly, Detector, Event, Policy, PrincipalStats, Thresholds};
 use crate::aws::{AwsError, LogEvent, LogsApi};
 use crate::cloudtrail::{self, AccessCounts, ParseError, Record, SecretIndex};
 use crate::config::{AccessConfig, Config};
-use crate::metrics::Metrics;
+use crate::domain::view::{AccessFacts, Managed, SharedView};
 use crate::store::{Store, StoreError};
-use crate::view::{AccessFacts, Managed, SharedView};
+use crate::telemetry::Metrics;
 
 /// Label of this poller's metrics and readiness.
 pub const SOURCE: &str = "access";
@@ -698,7 +698,7 @@ impl<L: LogsApi> AccessPoller<L> {
         for ctx in &watch.secrets {
             let readers = self.detector.readers(&ctx.name, now_ms);
             let undeclared = match &ctx.consumers {
-                Some(c) if ctx.inventory => anomaly::undeclared_readers(
+                Some(c) if ctx.inventory => detect::undeclared_readers(
                     readers.iter().map(|(p, s)| (*p, s.last_seen_ms)),
                     c,
                     now_ms,
@@ -736,7 +736,7 @@ impl<L: LogsApi> AccessPoller<L> {
                 .view
                 .read()
                 .polls
-                .get(crate::poll::metadata::SOURCE)
+                .get(crate::inventory::poller::SOURCE)
                 .is_none_or(|h| h.last_success.is_none())
         {
             tokio::select! {
@@ -756,7 +756,13 @@ impl<L: LogsApi> AccessPoller<L> {
                 Ok(_) => break,
                 Err(e) => {
                     warn!(error = %e, kind = e.kind(), "Cannot learn the access baseline; retrying.");
-                    super::record_cycle(&self.metrics, &self.view, SOURCE, started, Some(e.kind()));
+                    crate::daemon::periodic::record_cycle(
+                        &self.metrics,
+                        &self.view,
+                        SOURCE,
+                        started,
+                        Some(e.kind()),
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
                         _ = shutdown.changed() => return info!("Access poller stopped."),
@@ -765,12 +771,20 @@ impl<L: LogsApi> AccessPoller<L> {
             }
         }
         let (metrics, view) = (self.metrics.clone(), self.view.clone());
-        super::run_periodically(SOURCE, every, &metrics, &view, &mut shutdown, &mut self).await;
+        crate::daemon::periodic::run_periodically(
+            SOURCE,
+            every,
+            &metrics,
+            &view,
+            &mut shutdown,
+            &mut self,
+        )
+        .await;
         info!("Access poller stopped.");
     }
 }
 
-impl<L: LogsApi> super::Cycle for AccessPoller<L> {
+impl<L: LogsApi> crate::daemon::periodic::Cycle for AccessPoller<L> {
     async fn cycle(&mut self, started: Instant) -> Option<&'static str> {
         match self.poll_once(Utc::now()).await {
             Ok(report) => {

@@ -39,10 +39,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::aws::{is_fifo_topic, AwsError, FifoIds, Notification, NotifyApi};
 use crate::config::{Config, SecretSpec};
-use crate::metrics::Metrics;
+use crate::domain::view::{AccessFacts, SecretStatus, SharedView};
 use crate::schedule::format_duration;
 use crate::store::{Store, StoreError};
-use crate::view::{AccessFacts, SecretStatus, SharedView};
+use crate::telemetry::Metrics;
 
 /// `lead_seconds` of an overdue notice in the ledger (a lead is never negative).
 pub const OVERDUE_LEAD: i64 = -1;
@@ -900,7 +900,7 @@ impl<N: NotifyApi> Reminders<N> {
             .view
             .read()
             .polls
-            .get(crate::poll::metadata::SOURCE)
+            .get(crate::inventory::poller::SOURCE)
             .and_then(|h| h.last_success);
         match self.evaluated {
             None => last_poll.is_some(),
@@ -935,7 +935,7 @@ impl<N: NotifyApi> Reminders<N> {
                     .view
                     .read()
                     .polls
-                    .get(crate::poll::metadata::SOURCE)
+                    .get(crate::inventory::poller::SOURCE)
                     .and_then(|h| h.last_success);
                 match self.evaluate(Utc::now().timestamp()) {
                     Ok(n) => {
@@ -960,7 +960,7 @@ impl<N: NotifyApi> Reminders<N> {
 mod tests {
     use super::*;
     use crate::config::{Severity, Strategy};
-    use crate::view::Managed;
+    use crate::domain::view::Managed;
     use std::path::Path;
 
     const DAY: i64 = 86_400;

@@ -103,7 +103,7 @@ pub const RECENT_ANOMALIES: usize = 1000;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AccessLog {
     /// Recent anomalies, newest first.
-    pub recent: VecDeque<crate::anomaly::Anomaly>,
+    pub recent: VecDeque<crate::access::detect::Anomaly>,
     /// Log events skipped since start because they were not JSON, oversized or malformed.
     pub skipped_records: u64,
     /// Already counted CloudTrail events read again (overlap re-reads and duplicate
@@ -115,7 +115,7 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Adds anomalies (oldest first in `found`), keeping the newest [`RECENT_ANOMALIES`].
-    pub fn push(&mut self, found: impl IntoIterator<Item = crate::anomaly::Anomaly>) {
+    pub fn push(&mut self, found: impl IntoIterator<Item = crate::access::detect::Anomaly>) {
         for a in found {
             self.recent.push_front(a);
         }
