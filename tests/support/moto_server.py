@@ -227,6 +227,7 @@ def apply_moto_patches() -> None:
     from moto.secretsmanager.exceptions import (
         InvalidParameterException,
         InvalidRequestException,
+        ResourceExistsException,
         SecretNotFoundException,
     )
     from moto.secretsmanager.models import FakeSecret, SecretsManagerBackend
@@ -411,6 +412,49 @@ def apply_moto_patches() -> None:
         return result
 
     SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
+
+    # --- Patch 7: PutSecretValue with an existing ClientRequestToken (hook: -------------------
+    # SecretsManagerBackend.put_secret_value). AWS: a version can never be changed. Reusing the
+    # token of an existing version with the same SecretString/SecretBinary is an idempotent
+    # success that returns that version and changes nothing (not even its staging labels);
+    # reusing it with a different value fails with ResourceExistsException. moto 5.2.5
+    # overwrites the value silently while the version carries AWSPENDING, which hides a resume
+    # that regenerates the pending value under the same token.
+    original_put_secret_value = SecretsManagerBackend.put_secret_value
+
+    def put_secret_value(
+        self: Any,
+        secret_id: str,
+        secret_string: str | None,
+        secret_binary: str | None,
+        client_request_token: str | None,
+        version_stages: list[str],
+    ) -> str:
+        secret = self.secrets.get(secret_id) if self._is_valid_identifier(secret_id) else None
+        versions = getattr(secret, "versions", None)
+        if client_request_token and versions and client_request_token in versions:
+            version = versions[client_request_token]
+            if (
+                version.get("secret_string") == secret_string
+                and version.get("secret_binary") == secret_binary
+            ):
+                return secret.to_short_dict(
+                    include_version_stages=True, version_id=client_request_token
+                )
+            raise ResourceExistsException(
+                f"You can't use ClientRequestToken {client_request_token} because that value "
+                f"is already in use for a version of secret {secret.arn}."
+            )
+        return original_put_secret_value(
+            self,
+            secret_id=secret_id,
+            secret_string=secret_string,
+            secret_binary=secret_binary,
+            client_request_token=client_request_token,
+            version_stages=version_stages,
+        )
+
+    SecretsManagerBackend.put_secret_value = put_secret_value
 
     # --- Patch 6: SNS FIFO deduplication (hook: moto.sns.models.Topic.publish) ---------------
     # AWS: a FIFO topic accepts a message whose MessageDeduplicationId (or, with
