@@ -671,3 +671,44 @@ pub fn promtool_check_metrics(text: &str) {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// One row of the rotation journal as a dead daemon left it: `(id, secret, step, state)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    /// The rotation id.
+    pub id: String,
+    /// The inventory name of the secret.
+    pub secret: String,
+    /// The journaled step (`create` ... `done`).
+    pub step: String,
+    /// The journaled state (`running`, `grace`, `done`, ...).
+    pub state: String,
+}
+
+/// Reads the rotation journal of `state.db` in `dir` read-only (the daemon must have exited), in
+/// request order. Committed WAL frames are part of what a reader sees, so this is exactly what a
+/// restarted daemon will resume from.
+pub fn journal_rows(dir: &Path) -> Vec<JournalRow> {
+    let path = dir.join("state.db");
+    let conn = rusqlite::Connection::open_with_flags(
+        &path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .unwrap_or_else(|e| panic!("open {} read-only: {e}", path.display()));
+    let mut stmt = conn
+        .prepare("SELECT id, secret, step, state FROM rotations ORDER BY requested_at, rowid")
+        .expect("the rotations table exists");
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(JournalRow {
+                id: r.get(0)?,
+                secret: r.get(1)?,
+                step: r.get(2)?,
+                state: r.get(3)?,
+            })
+        })
+        .expect("query the journal")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read the journal");
+    rows
+}
