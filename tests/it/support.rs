@@ -712,3 +712,40 @@ pub fn journal_rows(dir: &Path) -> Vec<JournalRow> {
         .expect("read the journal");
     rows
 }
+
+/// The value of one version, by id alone (labelled or not); `None` when it does not exist.
+pub async fn value_of_version(client: &sm::Client, id: &str, version: &str) -> Option<String> {
+    match client
+        .get_secret_value()
+        .secret_id(id)
+        .version_id(version)
+        .send()
+        .await
+    {
+        Ok(v) => Some(v.secret_string().unwrap_or_default().to_string()),
+        Err(e) => {
+            let code = e.as_service_error().and_then(|s| {
+                use aws_sdk_secretsmanager::error::ProvideErrorMetadata as _;
+                s.code().map(str::to_string)
+            });
+            assert_eq!(
+                code.as_deref(),
+                Some("ResourceNotFoundException"),
+                "reading version {version} of {id}: {e:?}"
+            );
+            None
+        }
+    }
+}
+
+/// The values written under a rotation's ClientRequestTokens (`keywarden-<id>` and, for the
+/// strategies with a finalize value, `keywarden-<id>-final`) that exist right now.
+pub async fn token_values(client: &sm::Client, id: &str, rid: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for token in [format!("keywarden-{rid}"), format!("keywarden-{rid}-final")] {
+        if let Some(v) = value_of_version(client, id, &token).await {
+            out.insert(token, v);
+        }
+    }
+    out
+}
