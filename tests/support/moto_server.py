@@ -666,7 +666,9 @@ def apply_moto_patches() -> None:
             return body
         data = json.loads(body)
         data["SecretList"] = [
-            lagged[entry["ARN"]] for entry in data.get("SecretList", []) if entry.get("ARN") in lagged
+            lagged[entry["ARN"]]
+            for entry in data.get("SecretList", [])
+            if entry.get("ARN") in lagged
         ]
         return json.dumps(data)
 
