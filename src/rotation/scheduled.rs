@@ -9,7 +9,8 @@
 //! (SPEC §6: scheduled rotations start only inside the window); it says so. It waits,
 //! saying why, while a version other than AWSCURRENT carries AWSPENDING, while undeclared
 //! principals read it within the access baseline, while the view has not yet seen keywarden's own
-//! last rotation of it, and after a scheduled rotation failed in the current window (the next
+//! last rotation of it (its version as AWSCURRENT, or a listing observed more than
+//! [`LIST_SECRETS_LAG`] after it finished: ListSecrets may lag changes), and after a scheduled rotation failed in the current window (the next
 //! window tries again). `lambda` secrets with AWS-side rotation enabled are left to AWS.
 
 use std::time::Duration;
@@ -24,6 +25,11 @@ use super::journal::{Rotation, State, Trigger};
 
 /// How long a window stays open after each occurrence.
 pub const WINDOW_OPEN: Duration = Duration::from_secs(3600);
+
+/// How far ListSecrets may lag behind a change on AWS (five minutes): until the view shows
+/// keywarden's last rotation, a status observed within this long after it finished may be the
+/// listing from before it.
+pub const LIST_SECRETS_LAG: Duration = Duration::from_secs(300);
 
 /// What the scheduler does about one secret now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +91,19 @@ pub fn decide(i: Inputs<'_>) -> (Decision, Option<DateTime<Utc>>) {
         if last.state.is_active() {
             return (Decision::Busy, next_window);
         }
-        let seen_since = last.detail.finished_at.is_some_and(|f| f >= s.observed_at);
-        if seen_since && matches!(last.state, State::Done) {
+        // Seen: the view shows the rotation's version (or its finalized one) as AWSCURRENT, or
+        // was observed later than ListSecrets can lag. A status observed soon after the
+        // rotation finished may still be the listing from before it, which looks due.
+        let ours = s
+            .current_version
+            .as_deref()
+            .is_some_and(|v| v == last.token || v == last.finalize_token());
+        let lag = LIST_SECRETS_LAG.as_secs() as i64;
+        let unseen = last
+            .detail
+            .finished_at
+            .is_some_and(|f| s.observed_at <= f.saturating_add(lag));
+        if unseen && !ours && matches!(last.state, State::Done) {
             return (
                 Decision::Wait(
                     "waiting for the metadata poller to see keywarden's last rotation".into(),
@@ -230,7 +247,12 @@ mod tests {
         );
         let running = rot(State::Running, Trigger::Manual, 0, None);
         let fresh_done = rot(State::Done, Trigger::Manual, 900, Some(1_500));
+        // Observed (at 1_000) after the rotation finished, but within the ListSecrets lag.
+        let lagged_done = rot(State::Done, Trigger::Manual, 700, Some(900));
+        let old_done = rot(State::Done, Trigger::Manual, 500, Some(1_000 - 301));
         let ok = status(due_past, false);
+        let mut ours = status(due_past, false);
+        ours.current_version = Some("t".into());
         let not_due = status(inside.timestamp() + 10, false);
         let pending = status(due_past, true);
         type Case<'a> = (
@@ -286,6 +308,23 @@ mod tests {
                 &[],
                 Some(&fresh_done),
                 "wait:metadata poller",
+            ),
+            (
+                inside,
+                &ok,
+                Strategy::Random,
+                &[],
+                Some(&lagged_done),
+                "wait:metadata poller",
+            ),
+            (inside, &ok, Strategy::Random, &[], Some(&old_done), "start"),
+            (
+                inside,
+                &ours,
+                Strategy::Random,
+                &[],
+                Some(&lagged_done),
+                "start",
             ),
         ];
         for (now, st, strategy, undeclared, last, want) in cases {

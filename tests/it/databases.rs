@@ -1,10 +1,10 @@
 //! The `postgres` and `redis` strategies (issue #8) against real servers started here: a
-//! throwaway PostgreSQL 15 cluster (Debian binaries, run as the `postgres` user, SCRAM on
+//! throwaway PostgreSQL cluster (the highest version of the Debian binaries installed, run as the `postgres` user, SCRAM on
 //! loopback, `log_statement = all`) and a throwaway redis-server, both on free loopback ports,
 //! with moto for Secrets Manager and the real keywarden binary (or the core in-process for the
 //! compromise trigger, as issue #6 drives it).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,8 @@ use crate::support::{free_port, http, Daemon, Moto};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const INSTALL: &str = "apt-get install postgresql redis-server (scripts/test does)";
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where Debian installs the PostgreSQL server binaries, one directory per major version.
+const PG_LIB: &str = "/usr/lib/postgresql";
 /// The first passwords: canaries that must never appear in a log.
 const PG_CANARY: &str = "pg-canary-Zq8rT2vLx9";
 const REDIS_CANARY: &str = "redis-canary-Hk3mW7pQa1";
@@ -24,14 +25,33 @@ const REDIS_ADMIN_PW: &str = "redis-admin-pw-Xs91vB";
 
 // ---------------------------------------------------------------- PostgreSQL
 
-/// A PostgreSQL 15 cluster in a temp dir owned by `postgres`, stopped on drop.
+/// A PostgreSQL cluster (the highest installed version) in a temp dir owned by `postgres`, stopped on drop.
 struct Pg {
     dir: tempfile::TempDir,
     port: u16,
 }
 
+/// The `bin` directory of the highest PostgreSQL major version installed under [`PG_LIB`]
+/// that has `pg_ctl` and `initdb`; fails saying what to install when there is none.
+fn pg_bin_dir() -> PathBuf {
+    let entries = std::fs::read_dir(PG_LIB)
+        .unwrap_or_else(|e| panic!("no PostgreSQL server under {PG_LIB} ({e}): {INSTALL}"));
+    let best = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            (bin.join("pg_ctl").is_file() && bin.join("initdb").is_file()).then_some((version, bin))
+        })
+        .max_by_key(|(version, _)| *version);
+    match best {
+        Some((_, bin)) => bin,
+        None => panic!("no {PG_LIB}/<version>/bin with pg_ctl and initdb: {INSTALL}"),
+    }
+}
+
 fn pg_bin(name: &str) -> PathBuf {
-    let p = Path::new(PG_BIN).join(name);
+    let p = pg_bin_dir().join(name);
     assert!(p.exists(), "{} is missing: {INSTALL}", p.display());
     p
 }
@@ -166,7 +186,7 @@ impl Drop for Pg {
         let data = self.dir.path().join("data").display().to_string();
         let _ = Command::new("runuser")
             .args(["-u", "postgres", "--"])
-            .arg(Path::new(PG_BIN).join("pg_ctl"))
+            .arg(pg_bin_dir().join("pg_ctl"))
             .args(["-D", &data, "-m", "immediate", "-w", "stop"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -456,7 +476,16 @@ async fn postgres_users_alternate_without_drift_and_redis_keeps_two_passwords_in
     let env = [("KW_TEST_TOKEN", TOKEN), ("KEYWARDEN_LOG", "trace")];
     let d = Daemon::start_in_env(dir, free_port(), &config(&moto, "3s"), &env).await;
 
-    let mut passwords = vec![PG_CANARY.to_string(), REDIS_CANARY.to_string()];
+    // Every secret value keywarden handles is a canary: the applications' passwords and the
+    // admin passwords of the master secrets (keywarden logs in with those).
+    let mut passwords = vec![
+        PG_CANARY.to_string(),
+        REDIS_CANARY.to_string(),
+        PG_ADMIN_PW.to_string(),
+        REDIS_ADMIN_PW.to_string(),
+    ];
+    // The test itself created the roles with their passwords; only what follows is scanned.
+    let slog_start = pg.server_log().len();
     let app = pg.login("app", PG_CANARY, "appdb").await.unwrap();
     app.batch_execute("CREATE TABLE t0 (n int); INSERT INTO t0 VALUES (0);")
         .await
@@ -559,20 +588,30 @@ async fn postgres_users_alternate_without_drift_and_redis_keeps_two_passwords_in
 
     let klog = d.log();
     assert!(klog.contains("TRACE"), "the log is at trace level");
-    let slog = pg.server_log();
+    let slog = pg
+        .server_log()
+        .get(slog_start..)
+        .unwrap_or_default()
+        .to_string();
     assert!(
         slog.contains("ALTER ROLE"),
         "log_statement = all logged the statements"
     );
-    for (i, p) in passwords.iter().enumerate() {
-        assert!(
-            !klog.contains(p.as_str()),
-            "password #{i} is in the keywarden log"
-        );
-        assert!(
-            !slog.contains(p.as_str()),
-            "password #{i} is in the PostgreSQL log"
-        );
+    let store = std::fs::read(d.dir.path().join("state.db")).unwrap_or_default();
+    let wal = std::fs::read(d.dir.path().join("state.db-wal")).unwrap_or_default();
+    let outputs = [
+        ("keywarden log", klog),
+        ("PostgreSQL log", slog),
+        ("metrics", d.scrape().await.text),
+        ("/secrets", d.get("/secrets").await.1),
+        ("/rotations", d.get("/rotations").await.1),
+        ("store", String::from_utf8_lossy(&store).into_owned()),
+        ("store WAL", String::from_utf8_lossy(&wal).into_owned()),
+    ];
+    for (what, text) in &outputs {
+        for (i, p) in passwords.iter().enumerate() {
+            assert!(!text.contains(p.as_str()), "password #{i} is in the {what}");
+        }
     }
 }
 
@@ -709,6 +748,32 @@ async fn kill9_between_set_and_finish_and_before_finalize_leaves_servers_and_sec
                 log.contains(&format!("failpoint {point} reached")),
                 "{point}:\n{log}"
             );
+            // The journal the restart resumes from names the step after the one completed.
+            let rows: Vec<_> = crate::support::journal_rows(dir.path())
+                .into_iter()
+                .filter(|r| r.secret == secret)
+                .collect();
+            let want = if point == "set:done" {
+                ("test", "running")
+            } else {
+                ("finalize", "grace")
+            };
+            assert_eq!(rows.len(), 1, "{secret} {point}: {rows:?}");
+            assert_eq!(
+                (rows[0].step.as_str(), rows[0].state.as_str()),
+                want,
+                "{secret}: the journal after a crash at {point}"
+            );
+            let sm_id = if secret == "DATABASE_PASSWORD" {
+                "db/app"
+            } else {
+                "cache/events"
+            };
+            let written = crate::support::token_values(&client, sm_id, &rows[0].id).await;
+            assert!(
+                !written.is_empty(),
+                "{secret} {point}: nothing written before the crash"
+            );
             // Even before the restart, whatever AWSCURRENT holds logs in.
             assert_current_works(&client, &pg, &rs, secret).await;
             let d = Daemon::start_in_env(dir, port, &config, &[("KW_TEST_TOKEN", TOKEN)]).await;
@@ -722,8 +787,20 @@ async fn kill9_between_set_and_finish_and_before_finalize_leaves_servers_and_sec
                 .find(|r| r["secret"] == secret)
                 .map(|r| r["id"].as_str().unwrap().to_string())
                 .expect("the rotation was journaled");
+            assert_eq!(
+                rid, rows[0].id,
+                "{secret} {point}: the journaled rotation resumed"
+            );
             wait_state(&d, &rid, &["done"], Duration::from_secs(40)).await;
             drop(d);
+            // A resume never writes a token's version again with another value.
+            let after = crate::support::token_values(&client, sm_id, &rid).await;
+            for (token, old) in &written {
+                assert!(
+                    after.get(token) == Some(old),
+                    "{secret} {point}: the value of version {token} changed across the restart"
+                );
+            }
             assert_current_works(&client, &pg, &rs, secret).await;
             if secret == "DATABASE_PASSWORD" {
                 let (u, _) = creds(&current(&client, "db/app").await);

@@ -5,6 +5,7 @@ mod support;
 
 mod access;
 mod alerting;
+mod aws_faults;
 mod config_check;
 mod databases;
 mod hooks;

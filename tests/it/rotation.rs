@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_secretsmanager as sm;
 use serde_json::Value;
 
-use crate::support::{http, keywarden_command, now, Daemon, Moto};
+use crate::support::{http, keywarden_command, now, token_values, Daemon, Moto};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -318,6 +318,42 @@ async fn version_ids(client: &sm::Client, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that every version a rotation had written before a crash still holds the same value
+/// after the resumed rotation ended: a resume never writes a token's version again (on AWS a
+/// different value under the same token is refused; the launcher does the same).
+async fn assert_tokens_unchanged(
+    client: &sm::Client,
+    id: &str,
+    rid: &str,
+    before: &BTreeMap<String, String>,
+    what: &str,
+) {
+    let after = token_values(client, id, rid).await;
+    for (token, old) in before {
+        let new = after.get(token);
+        assert!(
+            new == Some(old),
+            "{what}: the value of version {token} changed across the restart (present after: {})",
+            new.is_some()
+        );
+    }
+}
+
+/// The journal step and state a crash at `point` leaves: `<step>:done` is hit after the step
+/// was journaled as completed (so the journal names the next step), any other point inside
+/// the step it names (`accepted` inside create, which the request journals first).
+fn journaled_at(point: &str) -> (&'static str, &'static str) {
+    match point {
+        "accepted" | "create:put" => ("create", "running"),
+        "create:done" => ("set", "running"),
+        "set:done" => ("test", "running"),
+        "test:done" | "finish:moved" | "finish:unpended" => ("finish", "running"),
+        "finish:done" | "finalize:put" | "finalize:moved" => ("finalize", "grace"),
+        "finalize:done" => ("done", "done"),
+        other => panic!("unknown failpoint {other}: add it to journaled_at"),
+    }
+}
+
 /// One crash case: a secret and the failpoint that kills the daemon in its rotation.
 async fn crash_once(
     moto: &Moto,
@@ -345,6 +381,23 @@ async fn crash_once(
         log.contains(&format!("failpoint {point} reached")),
         "{point} not reached:\n{log}"
     );
+    // What the dead daemon left: the journal (read-only) and the versions it wrote.
+    let rows: Vec<_> = crate::support::journal_rows(dir.path())
+        .into_iter()
+        .filter(|r| r.secret == secret)
+        .collect();
+    assert_eq!(
+        rows.len(),
+        1,
+        "{secret} {point}: one journaled rotation: {rows:?}"
+    );
+    let (want_step, want_state) = journaled_at(point);
+    assert_eq!(
+        (rows[0].step.as_str(), rows[0].state.as_str()),
+        (want_step, want_state),
+        "{secret}: the journal after a crash at {point}"
+    );
+    let written = token_values(client, id, &rows[0].id).await;
     let d = Daemon::start_in_env(dir, port, config, &[("KW_TEST_TOKEN", TOKEN)]).await;
     let list = rotations_of(&d, secret).await;
     assert_eq!(
@@ -353,6 +406,7 @@ async fn crash_once(
         "{point}: exactly the accepted rotation: {list:?}"
     );
     let rid = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(rid, rows[0].id, "{point}: the journaled rotation resumed");
     let known = version_ids(client, id).await;
     let r = wait_state(&d, &rid, &["done"], Duration::from_secs(30)).await;
     let prev = r["detail"]["previous_version_id"]
@@ -367,6 +421,7 @@ async fn crash_once(
         vid.starts_with(&format!("keywarden-{rid}")),
         "{point}: {vid}"
     );
+    assert_tokens_unchanged(client, id, &rid, &written, &format!("{secret} {point}")).await;
     let after = version_count(client, id).await;
     assert!(
         after - before <= max_new_versions && after > before,
@@ -384,10 +439,12 @@ async fn crash_at_every_step_boundary_resumes_without_a_second_version() {
     for (i, _) in points.iter().enumerate() {
         create(&client, &format!("crash/dual-{i}"), r#"{"current":"k0"}"#).await;
         create(&client, &format!("crash/random-{i}"), "r0").await;
+        create(&client, &format!("crash/prim-{i}"), "p0-plain-key").await;
         secrets.push_str(&format!(
             "[[secret]]\nname = \"DUAL{i}\"\nid = \"crash/dual-{i}\"\nrotation = {{ strategy = \"dual-key\", grace = \"0s\" }}\n\
              hooks = [{{ on = \"finish\", command = [\"true\"] }}]\n\n\
-             [[secret]]\nname = \"RANDOM{i}\"\nid = \"crash/random-{i}\"\nrotation = {{ strategy = \"random\" }}\n\n"
+             [[secret]]\nname = \"RANDOM{i}\"\nid = \"crash/random-{i}\"\nrotation = {{ strategy = \"random\" }}\n\n\
+             [[secret]]\nname = \"PRIM{i}\"\nid = \"crash/prim-{i}\"\nrotation = {{ strategy = \"primary-secondary\", grace = \"0s\" }}\n\n"
         ));
     }
     let config = base_config(&moto, &secrets);
@@ -407,6 +464,23 @@ async fn crash_at_every_step_boundary_resumes_without_a_second_version() {
         let j = json_of(&v);
         assert!(
             j["current"].as_str().unwrap().len() > 10 && j.get("previous").is_none(),
+            "{point}"
+        );
+        // primary-secondary writes {"primary": new, "secondary": old}, then {"primary": new}.
+        crash_once(
+            &moto,
+            &client,
+            &config,
+            &format!("PRIM{i}"),
+            &format!("crash/prim-{i}"),
+            point,
+            2,
+        )
+        .await;
+        let (_, v) = value(&client, &format!("crash/prim-{i}"), "AWSCURRENT").await;
+        let j = json_of(&v);
+        assert!(
+            j["primary"].as_str().unwrap().len() > 10 && j.get("secondary").is_none(),
             "{point}"
         );
         // random writes exactly one version; its finalize writes nothing.
@@ -440,6 +514,8 @@ async fn kill9_at_random_moments_never_loses_or_doubles_a_rotation() {
     let port = d.port();
     // A small deterministic generator: the delays spread over the rotation's ~100 ms.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ (now() as u64);
+    let mut mid_rotation = Vec::new();
+    let mut killed_at = Vec::new();
     for round in 0..6 {
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -454,8 +530,19 @@ async fn kill9_at_random_moments_never_loses_or_doubles_a_rotation() {
         let rid = rotate(&d, secret).await;
         tokio::time::sleep(delay).await;
         let dir = d.kill9();
+        // Where the kill landed, as the restarted daemon will find it.
+        let row = crate::support::journal_rows(dir.path())
+            .into_iter()
+            .find(|r| r.id == rid)
+            .unwrap_or_else(|| panic!("round {round}: rotation {rid} is not in the journal"));
+        if row.state == "running" || row.state == "grace" {
+            mid_rotation.push((round, delay, row.step.clone()));
+        }
+        killed_at.push((round, delay, row.step.clone(), row.state.clone()));
+        let written = token_values(&client, id, &rid).await;
         d = Daemon::start_in_env(dir, port, &config, &[("KW_TEST_TOKEN", TOKEN)]).await;
         wait_state(&d, &rid, &["done"], Duration::from_secs(30)).await;
+        assert_tokens_unchanged(&client, id, &rid, &written, &format!("round {round}")).await;
         let (vid, _) = assert_sane(&client, id).await;
         assert!(
             vid.starts_with(&format!("keywarden-{rid}")),
@@ -468,6 +555,13 @@ async fn kill9_at_random_moments_never_loses_or_doubles_a_rotation() {
         );
     }
     assert_eq!(rotations_of(&d, "K9").await.len(), 3);
+    // A kill before acceptance or after the end proves nothing: at least one round must have
+    // killed a rotation that was journaled and not finished.
+    eprintln!("kill -9 landed at (round, delay, step, state): {killed_at:?}");
+    assert!(
+        !mid_rotation.is_empty(),
+        "no round killed a rotation mid-way: {killed_at:?}"
+    );
 }
 
 #[tokio::test]

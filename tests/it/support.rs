@@ -805,3 +805,81 @@ pub fn wait_for_line(path: &Path, limit: Duration) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// One row of the rotation journal as a dead daemon left it: `(id, secret, step, state)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    /// The rotation id.
+    pub id: String,
+    /// The inventory name of the secret.
+    pub secret: String,
+    /// The journaled step (`create` ... `done`).
+    pub step: String,
+    /// The journaled state (`running`, `grace`, `done`, ...).
+    pub state: String,
+}
+
+/// Reads the rotation journal of `state.db` in `dir` read-only (the daemon must have exited), in
+/// request order. Committed WAL frames are part of what a reader sees, so this is exactly what a
+/// restarted daemon will resume from.
+pub fn journal_rows(dir: &Path) -> Vec<JournalRow> {
+    let path = dir.join("state.db");
+    let conn = rusqlite::Connection::open_with_flags(
+        &path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .unwrap_or_else(|e| panic!("open {} read-only: {e}", path.display()));
+    let mut stmt = conn
+        .prepare("SELECT id, secret, step, state FROM rotations ORDER BY requested_at, rowid")
+        .expect("the rotations table exists");
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(JournalRow {
+                id: r.get(0)?,
+                secret: r.get(1)?,
+                step: r.get(2)?,
+                state: r.get(3)?,
+            })
+        })
+        .expect("query the journal")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read the journal");
+    rows
+}
+
+/// The value of one version, by id alone (labelled or not); `None` when it does not exist.
+pub async fn value_of_version(client: &sm::Client, id: &str, version: &str) -> Option<String> {
+    match client
+        .get_secret_value()
+        .secret_id(id)
+        .version_id(version)
+        .send()
+        .await
+    {
+        Ok(v) => Some(v.secret_string().unwrap_or_default().to_string()),
+        Err(e) => {
+            let code = e.as_service_error().and_then(|s| {
+                use aws_sdk_secretsmanager::error::ProvideErrorMetadata as _;
+                s.code().map(str::to_string)
+            });
+            assert_eq!(
+                code.as_deref(),
+                Some("ResourceNotFoundException"),
+                "reading version {version} of {id}: {e:?}"
+            );
+            None
+        }
+    }
+}
+
+/// The values written under a rotation's ClientRequestTokens (`keywarden-<id>` and, for the
+/// strategies with a finalize value, `keywarden-<id>-final`) that exist right now.
+pub async fn token_values(client: &sm::Client, id: &str, rid: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for token in [format!("keywarden-{rid}"), format!("keywarden-{rid}-final")] {
+        if let Some(v) = value_of_version(client, id, &token).await {
+            out.insert(token, v);
+        }
+    }
+    out
+}

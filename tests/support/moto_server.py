@@ -23,7 +23,11 @@ The same port also serves a control API under ``/_keywarden/`` (JSON in and out)
 ``POST   /_keywarden/secret-dates``  set the stored dates and rotation state of a secret.
 ``GET    /_keywarden/requests``      ``{"<service>:<Operation>": count}`` of AWS requests served.
 ``DELETE /_keywarden/requests``      reset those counts.
-``POST   /_keywarden/reset``         reset all moto state (like ``POST /moto-api/reset``) and counts.
+``POST   /_keywarden/reset``         reset all moto state (like ``POST /moto-api/reset``), counts
+                                    and faults.
+``GET    /_keywarden/faults``        the injected faults and what they did so far.
+``POST   /_keywarden/faults``        inject faults (below); only the keys present change.
+``DELETE /_keywarden/faults``        remove every fault and forget what they did.
 
 Every other path goes to moto unchanged.
 
@@ -43,12 +47,30 @@ Every other path goes to moto unchanged.
 
 It answers 200 with the secret's DescribeSecret view, 400 for a malformed body (nothing is
 changed), 404 for an unknown secret or version, 409 when a name matches several regions.
+
+``faults`` body (AWS does all of this to a client; moto never does)::
+
+    {"throttle": {"secretsmanager:PutSecretValue": 6},  # answer the next 6 calls of that
+                                                        # operation with ThrottlingException
+     "filter_log_events_page_size": 3 | null,  # FilterLogEvents returns at most 3 events per
+                                               # page (a smaller request limit is kept), so a
+                                               # reader must follow nextToken
+     "list_secrets_lag_seconds": 20 | null}    # ListSecrets shows each secret as it was 20 s
+                                               # ago (AWS: "may lag changes by up to 5 minutes")
+
+Throttle counts add up per operation; a throttled call is counted in ``/_keywarden/requests``
+like any other. ``GET`` answers ``{"throttle": {op: remaining}, "throttled": {op: answered},
+"filter_log_events_page_size": n, "filter_log_events_next_token_requests": n,
+"list_secrets_lag_seconds": n}``. With a lag, a secret created within the lag is not listed
+yet and a listed secret shows its entry as of the lag ago (a deleted secret disappears at once);
+the past is recorded from the moment the lag is set.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import hashlib
 import io
 import ipaddress
@@ -185,6 +207,181 @@ def _action_parameter(environ: dict[str, Any]) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Injected faults (``/_keywarden/faults``)
+# ---------------------------------------------------------------------------------------------
+
+
+class Faults:
+    """Thread-safe set of injected faults: throttling, FilterLogEvents paging, ListSecrets lag."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        """Removes every fault and forgets what they did."""
+        with self._lock:
+            self._throttle: collections.Counter[str] = collections.Counter()
+            self._throttled: collections.Counter[str] = collections.Counter()
+            self._page_size: int | None = None
+            self._next_token_requests = 0
+            self._lag: float = 0.0
+            # (monotonic time, {ARN: ListSecrets entry}) oldest first, while a lag is set.
+            self._history: list[tuple[float, dict[str, Any]]] = []
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state ``GET /_keywarden/faults`` answers."""
+        with self._lock:
+            return {
+                "throttle": {k: v for k, v in sorted(self._throttle.items()) if v > 0},
+                "throttled": dict(sorted(self._throttled.items())),
+                "filter_log_events_page_size": self._page_size,
+                "filter_log_events_next_token_requests": self._next_token_requests,
+                "list_secrets_lag_seconds": self._lag or None,
+            }
+
+    def configure(self, body: Any) -> None:
+        """Applies ``POST /_keywarden/faults``: validates everything first, then changes only
+        the keys present."""
+        if not isinstance(body, dict):
+            raise ControlError(400, "expected a JSON object")
+        unknown = sorted(set(body) - {"throttle", "filter_log_events_page_size",
+                                      "list_secrets_lag_seconds"})
+        if unknown:
+            raise ControlError(400, f"unknown keys: {', '.join(unknown)}")
+        throttle = body.get("throttle", {})
+        if not isinstance(throttle, dict) or not all(
+            isinstance(op, str) and re.match(r"^[a-z0-9-]+:[A-Za-z0-9]+$", op)
+            and isinstance(n, int) and not isinstance(n, bool) and n >= 0
+            for op, n in throttle.items()
+        ):
+            raise ControlError(400, 'throttle: expected {"<service>:<Operation>": count >= 0}')
+        page_size = body.get("filter_log_events_page_size")
+        if page_size is not None and (
+            isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
+        ):
+            raise ControlError(400, "filter_log_events_page_size: expected an integer >= 1 or null")
+        lag = body.get("list_secrets_lag_seconds")
+        if lag is not None and (
+            isinstance(lag, bool) or not isinstance(lag, (int, float)) or lag < 0
+        ):
+            raise ControlError(400, "list_secrets_lag_seconds: expected seconds >= 0 or null")
+        record_now = False
+        with self._lock:
+            for op, n in throttle.items():
+                self._throttle[op] += n
+            if "filter_log_events_page_size" in body:
+                self._page_size = page_size
+            if "list_secrets_lag_seconds" in body:
+                self._lag = float(lag or 0)
+                self._history = []
+                record_now = self._lag > 0
+        if record_now:
+            self.record_secrets()
+
+    def take_throttle(self, op: str) -> bool:
+        """Whether this call of ``op`` is to be throttled (uses up one)."""
+        with self._lock:
+            if self._throttle.get(op, 0) > 0:
+                self._throttle[op] -= 1
+                self._throttled[op] += 1
+                return True
+            return False
+
+    def page_size(self, has_next_token: bool) -> int | None:
+        """The FilterLogEvents page size, counting a request that follows a nextToken."""
+        with self._lock:
+            if self._page_size is not None and has_next_token:
+                self._next_token_requests += 1
+            return self._page_size
+
+    def lagging(self) -> bool:
+        """Whether a ListSecrets lag is set."""
+        with self._lock:
+            return self._lag > 0
+
+    def record_secrets(self) -> None:
+        """Records every secret's ListSecrets entry now, while a lag is set."""
+        if not self.lagging():
+            return
+        entries = _list_secrets_entries()
+        now = time.monotonic()
+        with self._lock:
+            if self._lag <= 0:
+                return
+            self._history.append((now, entries))
+            # Keep the newest record older than the lag and everything after it.
+            cutoff = now - self._lag
+            while len(self._history) > 1 and self._history[1][0] <= cutoff:
+                self._history.pop(0)
+
+    def lagged_entries(self) -> dict[str, Any] | None:
+        """Every secret's ListSecrets entry as of the lag ago (the oldest record when the lag
+        was set more recently than that); None without a lag."""
+        with self._lock:
+            if self._lag <= 0 or not self._history:
+                return None
+            cutoff = time.monotonic() - self._lag
+            chosen = self._history[0][1]
+            for when, entries in self._history:
+                if when <= cutoff:
+                    chosen = entries
+            return chosen
+
+
+FAULTS = Faults()
+
+
+def _list_secrets_entries() -> dict[str, Any]:
+    """{ARN: ListSecrets entry} of every secret in every account and region (deep copies)."""
+    from moto.secretsmanager.models import secretsmanager_backends
+
+    out: dict[str, Any] = {}
+    for _account, _region, backend in secretsmanager_backends.iter_backends():
+        for secret in list(backend.secrets.values()):
+            entry = copy.deepcopy(secret.to_dict())
+            out[entry.get("ARN") or secret.arn] = entry
+    return out
+
+
+def _throttled_response(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """The error AWS sends a throttled call: ThrottlingException (JSON protocols) or a
+    Throttling error document (query protocols), HTTP 400."""
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+        headers = [("Content-Type", "application/x-amz-json-1.1"),
+                   ("x-amzn-ErrorType", "ThrottlingException")]
+    else:
+        body = (b'<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>'
+                b'<Message>Rate exceeded</Message></Error>'
+                b'<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>')
+        headers = [("Content-Type", "text/xml")]
+    headers.append(("Content-Length", str(len(body))))
+    start_response("400 Bad Request", headers)
+    return [body]
+
+
+def _limit_filter_log_events(environ: dict[str, Any]) -> None:
+    """Caps the ``limit`` of a FilterLogEvents request at the injected page size."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    raw = environ["wsgi.input"].read(length) if length > 0 else b""
+    try:
+        request = json.loads(raw or b"{}")
+    except ValueError:
+        request = None
+    if isinstance(request, dict):
+        size = FAULTS.page_size(bool(request.get("nextToken")))
+        if size is not None:
+            request["limit"] = min(int(request.get("limit") or 10000), size)
+            raw = json.dumps(request).encode("utf-8")
+    environ["wsgi.input"] = io.BytesIO(raw)
+    environ["CONTENT_LENGTH"] = str(len(raw))
+
+
+# ---------------------------------------------------------------------------------------------
 # moto patches: each one restores an AWS behaviour moto 5.2.5 gets wrong
 # ---------------------------------------------------------------------------------------------
 
@@ -227,6 +424,7 @@ def apply_moto_patches() -> None:
     from moto.secretsmanager.exceptions import (
         InvalidParameterException,
         InvalidRequestException,
+        ResourceExistsException,
         SecretNotFoundException,
     )
     from moto.secretsmanager.models import FakeSecret, SecretsManagerBackend
@@ -411,6 +609,70 @@ def apply_moto_patches() -> None:
         return result
 
     SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
+
+    # --- Patch 7: PutSecretValue with an existing ClientRequestToken (hook: -------------------
+    # SecretsManagerBackend.put_secret_value). AWS: a version can never be changed. Reusing the
+    # token of an existing version with the same SecretString/SecretBinary is an idempotent
+    # success that returns that version and changes nothing (not even its staging labels);
+    # reusing it with a different value fails with ResourceExistsException. moto 5.2.5
+    # overwrites the value silently while the version carries AWSPENDING, which hides a resume
+    # that regenerates the pending value under the same token.
+    original_put_secret_value = SecretsManagerBackend.put_secret_value
+
+    def put_secret_value(
+        self: Any,
+        secret_id: str,
+        secret_string: str | None,
+        secret_binary: str | None,
+        client_request_token: str | None,
+        version_stages: list[str],
+    ) -> str:
+        secret = self.secrets.get(secret_id) if self._is_valid_identifier(secret_id) else None
+        versions = getattr(secret, "versions", None)
+        if client_request_token and versions and client_request_token in versions:
+            version = versions[client_request_token]
+            if (
+                version.get("secret_string") == secret_string
+                and version.get("secret_binary") == secret_binary
+            ):
+                return secret.to_short_dict(
+                    include_version_stages=True, version_id=client_request_token
+                )
+            raise ResourceExistsException(
+                f"You can't use ClientRequestToken {client_request_token} because that value "
+                f"is already in use for a version of secret {secret.arn}."
+            )
+        return original_put_secret_value(
+            self,
+            secret_id=secret_id,
+            secret_string=secret_string,
+            secret_binary=secret_binary,
+            client_request_token=client_request_token,
+            version_stages=version_stages,
+        )
+
+    SecretsManagerBackend.put_secret_value = put_secret_value
+
+    # --- Fault hook (not an AWS fix): ListSecrets lag (hook: SecretsManagerResponse.list_secrets)
+    # AWS: "ListSecrets is eventually consistent ... may lag changes by up to five minutes".
+    # With /_keywarden/faults list_secrets_lag_seconds set, each listed secret is shown as it
+    # was that long ago, and secrets that did not exist then are left out.
+    original_list_secrets = SecretsManagerResponse.list_secrets
+
+    def list_secrets(self: Any) -> str:
+        body = original_list_secrets(self)
+        lagged = FAULTS.lagged_entries()
+        if lagged is None:
+            return body
+        data = json.loads(body)
+        data["SecretList"] = [
+            lagged[entry["ARN"]]
+            for entry in data.get("SecretList", [])
+            if entry.get("ARN") in lagged
+        ]
+        return json.dumps(data)
+
+    SecretsManagerResponse.list_secrets = list_secrets
 
     # --- Patch 6: SNS FIFO deduplication (hook: moto.sns.models.Topic.publish) ---------------
     # AWS: a FIFO topic accepts a message whose MessageDeduplicationId (or, with
@@ -692,13 +954,21 @@ class KeywardenApp:
         if path.startswith("/moto-api") or path == "/favicon.ico":
             return self.moto_app(environ, start_response)
         fallback = derive_operation(environ)
+        if FAULTS.take_throttle(fallback):
+            self.counter.add(fallback)
+            return _throttled_response(environ, start_response)
+        if fallback == "logs:FilterLogEvents":
+            _limit_filter_log_events(environ)
         slot: dict[str, Any] = {"op": None}
         _REQUEST_CONTEXT.slot = slot
         try:
             return self.moto_app(environ, start_response)
         finally:
             _REQUEST_CONTEXT.slot = None
-            self.counter.add(slot["op"] or fallback)
+            op = slot["op"] or fallback
+            self.counter.add(op)
+            if op.startswith("secretsmanager:") and op != "secretsmanager:ListSecrets":
+                FAULTS.record_secrets()
 
     def control(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Serves one control API request."""
@@ -716,12 +986,23 @@ class KeywardenApp:
                 with self.control_lock:
                     reset_moto()
                     self.counter.reset()
+                    FAULTS.clear()
                 return _json(start_response, 200, {"status": "ok"})
             if route == "secret-dates" and method == "POST":
                 body = _read_json(environ)
                 with self.control_lock:
-                    return _json(start_response, 200, set_secret_dates(body))
-            if route in ("health", "requests", "reset", "secret-dates"):
+                    answer = set_secret_dates(body)
+                FAULTS.record_secrets()
+                return _json(start_response, 200, answer)
+            if route == "faults" and method == "GET":
+                return _json(start_response, 200, FAULTS.snapshot())
+            if route == "faults" and method == "POST":
+                FAULTS.configure(_read_json(environ))
+                return _json(start_response, 200, FAULTS.snapshot())
+            if route == "faults" and method == "DELETE":
+                FAULTS.clear()
+                return _json(start_response, 200, FAULTS.snapshot())
+            if route in ("health", "requests", "reset", "secret-dates", "faults"):
                 raise ControlError(405, f"method {method} not allowed on /_keywarden/{route}")
             raise ControlError(404, f"no control route /_keywarden/{route}")
         except ControlError as error:
