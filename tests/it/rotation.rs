@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_secretsmanager as sm;
 use serde_json::Value;
 
-use crate::support::{http, keywarden_command, now, token_values, Daemon, Moto};
+use crate::support::{
+    http, keywarden_command, now, store_files_contain, token_values, Daemon, Moto,
+};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -728,13 +730,24 @@ async fn no_value_reaches_the_trace_log_metrics_or_api() {
         ("rotation a", d.get(&format!("/rotations/{a}")).await.1),
         ("rotation b", d.get(&format!("/rotations/{b}")).await.1),
     ];
-    let store = std::fs::read(d.dir.path().join("state.db")).unwrap_or_default();
-    outputs.push(("store", String::from_utf8_lossy(&store).into_owned()));
     assert!(outputs[0].1.contains("TRACE"), "the log is at trace level");
     assert!(
         outputs[0].1.contains("old=[redacted]"),
         "hook output is redacted"
     );
+    // Every state.db* file, the WAL included: recent rows live in state.db-wal.
+    for secret in [
+        canary_random,
+        canary_key,
+        new_random.as_str(),
+        new_key.as_str(),
+    ] {
+        let hits = store_files_contain(d.dir.path(), secret);
+        assert!(
+            hits.is_empty(),
+            "a secret value reached the store: {hits:?}"
+        );
+    }
     for (what, text) in &outputs {
         for secret in [
             canary_random,
