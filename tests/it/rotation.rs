@@ -722,7 +722,7 @@ async fn no_value_reaches_the_trace_log_metrics_or_api() {
     let (_, new_random) = value(&client, "app/canary-random", "AWSCURRENT").await;
     let (_, new_dual) = value(&client, "app/canary-dual", "AWSCURRENT").await;
     let new_key = json_of(&new_dual)["current"].as_str().unwrap().to_string();
-    let mut outputs = vec![
+    let outputs = vec![
         ("log", d.log()),
         ("metrics", d.scrape().await.text),
         ("secrets", d.get("/secrets").await.1),
