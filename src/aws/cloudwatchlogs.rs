@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use aws_sdk_cloudwatchlogs::Client;
 
-use super::{AwsError, AwsErrorKind, LogEvent, LogPage, LogsApi};
-use crate::telemetry::Metrics;
+use super::{AwsError, CallObserver, CallOutcome, LogEvent, LogPage, LogsApi};
 
 const SERVICE: &str = "logs";
 
@@ -17,21 +16,21 @@ const PAGE_LIMIT: i32 = 10_000;
 /// filtered on `eventSource` by keywarden itself.
 const FILTER_PATTERN: &str = "\"secretsmanager.amazonaws.com\"";
 
-/// The CloudWatch Logs client plus the metrics that count its calls.
+/// The CloudWatch Logs client plus the observer that counts its calls.
 #[derive(Clone)]
 pub struct CloudWatchLogs {
     /// The SDK client.
     client: Client,
     /// Where each call is counted.
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn CallObserver>,
 }
 
 impl CloudWatchLogs {
     /// Wraps an SDK client built from the shared configuration.
-    pub fn new(sdk: &aws_config::SdkConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(sdk: &aws_config::SdkConfig, observer: Arc<dyn CallObserver>) -> Self {
         CloudWatchLogs {
             client: Client::new(sdk),
-            metrics,
+            observer,
         }
     }
 }
@@ -56,25 +55,13 @@ impl LogsApi for CloudWatchLogs {
             .set_next_token(next_token)
             .send()
             .await;
-        let out = match out {
-            Ok(out) => {
-                self.metrics.aws_request(SERVICE, OPERATION, "ok");
-                out
-            }
-            Err(e) => {
-                let err = AwsError {
-                    service: SERVICE,
-                    ..super::secretsmanager::classify(OPERATION, &e)
-                };
-                let outcome = if err.kind == AwsErrorKind::Throttled {
-                    "throttled"
-                } else {
-                    "error"
-                };
-                self.metrics.aws_request(SERVICE, OPERATION, outcome);
-                return Err(err);
-            }
-        };
+        let out = out.map_err(|e| AwsError {
+            service: SERVICE,
+            ..super::secretsmanager::classify(OPERATION, &e)
+        });
+        self.observer
+            .aws_call(SERVICE, OPERATION, CallOutcome::of(&out));
+        let out = out?;
         let events = out
             .events()
             .iter()

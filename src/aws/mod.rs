@@ -15,6 +15,52 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+/// How an AWS call ended, as `keywarden_aws_requests_total` counts it (`outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The call succeeded.
+    Ok,
+    /// AWS throttled it (after the SDK's own retries).
+    Throttled,
+    /// Any other failure.
+    Error,
+}
+
+impl CallOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Throttled => "throttled",
+            CallOutcome::Error => "error",
+        }
+    }
+
+    /// The outcome of a call that returned `result`.
+    pub fn of<T>(result: &Result<T, AwsError>) -> CallOutcome {
+        match result {
+            Ok(_) => CallOutcome::Ok,
+            Err(e) if e.kind == AwsErrorKind::Throttled => CallOutcome::Throttled,
+            Err(_) => CallOutcome::Error,
+        }
+    }
+}
+
+/// Hears of every AWS call an adapter makes. Telemetry implements it; the adapters know
+/// nothing of metrics.
+pub trait CallObserver: Send + Sync {
+    /// One call of `service`'s `operation` ended with `outcome`.
+    fn aws_call(&self, service: &'static str, operation: &'static str, outcome: CallOutcome);
+}
+
+/// An observer that ignores every call (tools and tests that count nothing).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl CallObserver for NoObserver {
+    fn aws_call(&self, _: &'static str, _: &'static str, _: CallOutcome) {}
+}
+
 /// Metadata of one secret as ListSecrets reports it. Never holds a value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretMeta {

@@ -10,34 +10,33 @@ use aws_sdk_secretsmanager::Client;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AwsError, AwsErrorKind, SecretMeta, SecretPage, SecretStages, SecretValue, SecretsMetadataApi,
-    SecretsWriteApi, VersionMeta, VersionSelector, VersionedValue,
+    AwsError, AwsErrorKind, CallObserver, CallOutcome, SecretMeta, SecretPage, SecretStages,
+    SecretValue, SecretsMetadataApi, SecretsWriteApi, VersionMeta, VersionSelector, VersionedValue,
 };
-use crate::telemetry::Metrics;
 
 const SERVICE: &str = "secretsmanager";
 
-/// The Secrets Manager client plus the metrics that count its calls.
+/// The Secrets Manager client plus the observer that counts its calls.
 #[derive(Clone)]
 pub struct SecretsManager {
     /// The SDK client.
     client: Client,
     /// Where each call is counted.
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn CallObserver>,
 }
 
 impl SecretsManager {
     /// Wraps an SDK client built from the shared configuration.
-    pub fn new(sdk: &aws_config::SdkConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(sdk: &aws_config::SdkConfig, observer: Arc<dyn CallObserver>) -> Self {
         SecretsManager {
             client: Client::new(sdk),
-            metrics,
+            observer,
         }
     }
 
     /// Wraps an SDK client built elsewhere (the SDK's mock clients in tests).
-    pub fn from_client(client: Client, metrics: Arc<Metrics>) -> Self {
-        SecretsManager { client, metrics }
+    pub fn from_client(client: Client, observer: Arc<dyn CallObserver>) -> Self {
+        SecretsManager { client, observer }
     }
 
     fn record<T, E, R>(
@@ -49,22 +48,10 @@ impl SecretsManager {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        match result {
-            Ok(v) => {
-                self.metrics.aws_request(SERVICE, operation, "ok");
-                Ok(v)
-            }
-            Err(e) => {
-                let err = classify(operation, &e);
-                let outcome = if err.kind == AwsErrorKind::Throttled {
-                    "throttled"
-                } else {
-                    "error"
-                };
-                self.metrics.aws_request(SERVICE, operation, outcome);
-                Err(err)
-            }
-        }
+        let result = result.map_err(|e| classify(operation, &e));
+        self.observer
+            .aws_call(SERVICE, operation, CallOutcome::of(&result));
+        result
     }
 }
 

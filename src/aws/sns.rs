@@ -5,36 +5,31 @@ use std::sync::Arc;
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
 
-use super::{AwsError, AwsErrorKind, Notification, NotifyApi};
-use crate::telemetry::Metrics;
+use super::{AwsError, AwsErrorKind, CallObserver, CallOutcome, Notification, NotifyApi};
 
 const SERVICE: &str = "sns";
 
-/// The SNS client plus the metrics that count its calls.
+/// The SNS client plus the observer that counts its calls.
 #[derive(Clone)]
 pub struct Sns {
     /// The SDK client.
     client: Client,
     /// Where each call is counted.
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn CallObserver>,
 }
 
 impl Sns {
     /// Wraps an SDK client built from the shared configuration.
-    pub fn new(sdk: &aws_config::SdkConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(sdk: &aws_config::SdkConfig, observer: Arc<dyn CallObserver>) -> Self {
         Sns {
             client: Client::new(sdk),
-            metrics,
+            observer,
         }
     }
 
     fn count(&self, operation: &'static str, result: &Result<String, AwsError>) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(e) if e.kind == AwsErrorKind::Throttled => "throttled",
-            Err(_) => "error",
-        };
-        self.metrics.aws_request(SERVICE, operation, outcome);
+        self.observer
+            .aws_call(SERVICE, operation, CallOutcome::of(result));
     }
 }
 

@@ -31,6 +31,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::aws::{CallObserver, CallOutcome};
 use crate::domain::view::{Managed, SecretStatus};
 use crate::domain::{AnomalyKind, EventName, Outcome, RotationResult, Trigger};
 use crate::telemetry::fleet::{Fleet, Gauge as FleetGauge, Info, Synced};
@@ -333,13 +334,13 @@ impl Metrics {
         &self,
         service: &'static str,
         operation: &'static str,
-        outcome: &'static str,
+        outcome: CallOutcome,
     ) {
         self.aws_requests
             .get_or_create(&AwsRequestLabels {
                 service,
                 operation,
-                outcome,
+                outcome: outcome.as_str(),
             })
             .inc();
     }
@@ -543,6 +544,12 @@ fn push_help(out: &mut String, rest: &str, counter: bool) {
     out.push(' ');
     out.push_str(text);
     out.push('\n');
+}
+
+impl CallObserver for Metrics {
+    fn aws_call(&self, service: &'static str, operation: &'static str, outcome: CallOutcome) {
+        self.aws_request(service, operation, outcome);
+    }
 }
 
 #[cfg(test)]
