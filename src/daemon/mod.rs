@@ -1,6 +1,7 @@
 //! `keywarden run`: wires the store, the AWS clients, the pollers, the rotation core and the
 //! HTTP listener together, and shuts them all down cleanly on SIGTERM or SIGINT.
 
+#[allow(unsafe_code)] // glibc mallopt/malloc_trim: FFI without memory arguments.
 pub mod memory;
 pub mod periodic;
 

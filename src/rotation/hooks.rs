@@ -220,12 +220,9 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.0.take() {
-            // SAFETY: kill(2) with a negative pid signals the process group `pgid`, which the
-            // hook leads (process_group(0) at spawn) and whose leader is not reaped yet; it
-            // touches no memory of this process.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
+            // The hook leads the group (process_group(0) at spawn) and is not reaped yet, so
+            // the group id still names its group.
+            signal_group(pgid);
         }
     }
 }
@@ -233,13 +230,16 @@ impl Drop for GroupGuard {
 /// SIGKILL to the hook's process group (it is its leader), then reaps it.
 async fn kill_group(child: &mut tokio::process::Child) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) with a negative pid signals the process group `pid`, which the hook
-        // leads (process_group(0) at spawn); it touches no memory of this process.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
+        signal_group(pid);
     }
     let _ = child.kill().await;
+}
+
+/// SIGKILL to the process group `pgid`; a group that is already gone is not an error.
+fn signal_group(pgid: i32) {
+    if let Some(pgid) = rustix::process::Pid::from_raw(pgid) {
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+    }
 }
 
 #[cfg(test)]
