@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import ipaddress
 import json
+import os
 import random
 import secrets
 import sys
@@ -89,9 +90,37 @@ def _json_value(**fields: Any) -> Callable[[], str]:
     return lambda: json.dumps({k: (v() if callable(v) else v) for k, v in fields.items()})
 
 
+# Every secret value this run generated: the random tokens and the whole values built from
+# them. ``--values-out`` writes them so that scripts/demo --check can search keywarden's log
+# for each one.
+SEEDED_VALUES: list[str] = []
+
+
+def _token(nbytes: int) -> str:
+    """A random URL-safe token, remembered in SEEDED_VALUES."""
+    value = secrets.token_urlsafe(nbytes)
+    SEEDED_VALUES.append(value)
+    return value
+
+
+def _seeded(make_value: Callable[[], str]) -> str:
+    """Calls a value factory and remembers the whole value in SEEDED_VALUES."""
+    value = make_value()
+    SEEDED_VALUES.append(value)
+    return value
+
+
+def write_seeded_values(path: str) -> None:
+    """Writes every seeded value, one per line, readable by the owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        for value in SEEDED_VALUES:
+            out.write(value + "\n")
+
+
 def demo_secrets() -> list[DemoSecret]:
     """The runbook's five event-service secrets plus one secret outside the inventory."""
-    token = secrets.token_urlsafe
+    token = _token
     return [
         DemoSecret(
             name="event-service/jwt-secret",
@@ -213,7 +242,7 @@ def create_secret(launcher: Launcher, secret: DemoSecret) -> None:
         response = launcher.sm.create_secret(
             Name=secret.name,
             Description=secret.description,
-            SecretString=secret.make_value(),
+            SecretString=_seeded(secret.make_value),
             Tags=[{"Key": "service", "Value": "event-service"},
                   {"Key": "environment", "Value": "demo"}],
         )
@@ -258,7 +287,7 @@ def enable_aws_rotation(launcher: Launcher, secret: DemoSecret) -> None:
     if has_current_value(launcher, secret.arn):
         return
     empty = versions_by_stage(launcher, secret.arn)["AWSCURRENT"]
-    launcher.sm.put_secret_value(SecretId=secret.arn, SecretString=secret.make_value())
+    launcher.sm.put_secret_value(SecretId=secret.arn, SecretString=_seeded(secret.make_value))
     launcher.sm.update_secret_version_stage(
         SecretId=secret.arn,
         VersionStage="AWSPREVIOUS",
@@ -610,6 +639,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the launcher, e.g. http://127.0.0.1:5000")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the CloudTrail layout (values are always random)")
+    parser.add_argument("--values-out", default=None,
+                        help="write every seeded secret value to this file (mode 0600), one a "
+                             "line, for the demo's leak scan")
     return parser.parse_args(argv)
 
 
@@ -637,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
 
     topics = create_topics(launcher)
     print_summary(args.endpoint, demo, trail, trail_written, stream, topics)
+    if args.values_out:
+        write_seeded_values(args.values_out)
     return 0
 
 

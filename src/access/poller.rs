@@ -812,24 +812,32 @@ impl<L: LogsApi> crate::daemon::periodic::Cycle for AccessPoller<L> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    /// Runs on paused time: the runtime advances the clock exactly to each sleep's deadline, so
+    /// the spacing is measured exactly and no real-time bound can flake.
+    #[tokio::test(start_paused = true)]
     async fn rate_limiter_spaces_requests() {
-        for (per_second, requests, at_least_ms) in [(20.0, 5, 200), (100.0, 11, 100)] {
+        for (per_second, requests, spacing_ms) in [(20.0, 5, 50), (100.0, 11, 10), (0.5, 3, 2000)] {
             let mut limiter = RateLimiter::new(per_second);
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
+            let mut at = Vec::new();
             for _ in 0..requests {
                 limiter.acquire().await;
+                at.push(started.elapsed().as_millis());
             }
-            let took = started.elapsed().as_millis();
-            assert!(
-                took >= at_least_ms - 5,
-                "{per_second}/s x{requests}: {took} ms"
-            );
-            assert!(
-                took < at_least_ms * 3,
-                "{per_second}/s x{requests}: {took} ms"
-            );
+            // The first request goes at once, each later one exactly one interval after the last.
+            let want: Vec<u128> = (0..requests).map(|i| i * spacing_ms).collect();
+            assert_eq!(at, want, "{per_second}/s x{requests}");
         }
+        // After an idle spell the next request goes at once, and the one after it waits a full
+        // interval again (no burst from the idle time).
+        let mut limiter = RateLimiter::new(10.0);
+        limiter.acquire().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let t = tokio::time::Instant::now();
+        limiter.acquire().await;
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        limiter.acquire().await;
+        assert_eq!(t.elapsed(), Duration::from_millis(100));
         // A nonsensical rate falls back to one per second rather than spinning.
         assert_eq!(RateLimiter::new(f64::NAN).interval, Duration::from_secs(1));
         assert_eq!(RateLimiter::new(0.0).interval, Duration::from_secs(1));

@@ -211,5 +211,11 @@ fn missing_file_is_a_usage_error() {
 
 #[test]
 fn toml_syntax_error_is_located() {
-    rejects("[server\nlisten = 1\n", 1, 8, "(document)", "");
+    rejects(
+        "[server\nlisten = 1\n",
+        1,
+        8,
+        "(document)",
+        "(document): unclosed table, expected `]`",
+    );
 }

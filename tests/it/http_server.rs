@@ -5,7 +5,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, http, Daemon};
+use serde_json::json;
+
+use crate::support::{free_port, http, now, Daemon, Moto};
 
 fn config(extra_server: &str) -> String {
     format!(
@@ -113,20 +115,37 @@ async fn connection_limit_queues_the_excess() {
     // A third one is accepted by the kernel but not served.
     let mut third = TcpStream::connect(d.addr).unwrap();
     third
-        .set_read_timeout(Some(Duration::from_millis(700)))
-        .unwrap();
-    third
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
+    // Positive signal that the daemon is running and has read what it could: a held connection
+    // still gets an answer after the third one was sent.
+    let held_one = held.last_mut().unwrap();
+    held_one
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    held_one
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = [0u8; 256];
-    let t0 = Instant::now();
+    let n = held_one.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The third connection still sits in the listener's accept queue (the kernel's count of
+    // connections the daemon has not accepted), and no answer came on it.
+    assert_eq!(
+        accept_queue(d.addr.port()),
+        1,
+        "the daemon accepted a connection beyond max_connections"
+    );
+    third.set_nonblocking(true).unwrap();
     let early = third.read(&mut buf);
     assert!(
-        early.is_err(),
-        "served beyond the limit after {:?}: {:?}",
-        t0.elapsed(),
+        early
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "served beyond the limit: {:?}",
         early.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
     );
+    third.set_nonblocking(false).unwrap();
     // Releasing one permit lets it through.
     drop(held.pop());
     third
@@ -134,4 +153,97 @@ async fn connection_limit_queues_the_excess() {
         .unwrap();
     let n = third.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+/// The number of connections waiting in the accept queue of the IPv4 loopback listener on
+/// `port`: for a listening socket, /proc/net/tcp shows this count in the `rx_queue` column.
+fn accept_queue(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Fields: sl, local_address, rem_address, st (0A = LISTEN), tx_queue:rx_queue, ...
+        if f.len() > 4 && f[1] == local && f[3] == "0A" {
+            let rx = f[4].split(':').nth(1).expect("tx_queue:rx_queue");
+            return u64::from_str_radix(rx, 16).expect("hex rx_queue");
+        }
+    }
+    panic!("no listener on 127.0.0.1:{port} in /proc/net/tcp:\n{table}");
+}
+
+/// `/secrets` lists every inventory secret by name with its status fields, and never a value.
+#[tokio::test]
+async fn secrets_lists_names_and_fields() {
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    let value = "http-server-canary-value-3f9a";
+    let created = client
+        .create_secret()
+        .name("svc/a")
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create svc/a");
+    let arn = created.arn().expect("arn").to_string();
+    let version = created.version_id().expect("version id").to_string();
+    let cfg = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+         [server]\nlisten = \"{{listen}}\"\n\
+         [poll]\nmetadata_every = \"1s\"\n[state]\npath = \"{{state}}\"\n\
+         [[secret]]\nname = \"A\"\nid = \"svc/a\"\nseverity = \"high\"\nimpact = \"A is gone\"\n\
+         rotate_every = \"30d\"\nrotation = {{ strategy = \"random\" }}\n\
+         [[secret]]\nname = \"MISSING\"\nid = \"svc/missing\"\n",
+        moto.endpoint()
+    );
+    let d = Daemon::start(&cfg).await;
+    let start = Daemon::metadata_cycles(&d.scrape().await);
+    d.wait_for("a metadata poll", Duration::from_secs(30), |s| {
+        Daemon::metadata_cycles(s) > start
+            && s.get("keywarden_secret_present", &[("secret", "A")]) == Some(1.0)
+    })
+    .await;
+    let t = now();
+    let (status, body) = d.get("/secrets").await;
+    let t1 = now();
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(value), "/secrets shows a secret value");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        (t..=t1).contains(&v["generated_at"].as_i64().unwrap()),
+        "{v:#}"
+    );
+    let list = v["secrets"].as_array().unwrap();
+    let mut names: Vec<&str> = list.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["A", "MISSING"], "{v:#}");
+    let find = |n: &str| list.iter().find(|s| s["name"] == n).unwrap().clone();
+    let a = find("A");
+    for (field, want) in [
+        ("id", json!("svc/a")),
+        ("arn", json!(arn)),
+        ("managed", json!("inventory")),
+        ("severity", json!("high")),
+        ("impact", json!("A is gone")),
+        ("strategy", json!("random")),
+        ("present", json!(true)),
+        ("deletion_scheduled", json!(false)),
+        ("interval_seconds", json!(30 * 86_400)),
+        ("overdue", json!(false)),
+        ("rotation_enabled", json!(false)),
+        ("pending", json!(false)),
+        ("current_version", json!(version)),
+    ] {
+        assert_eq!(a[field], want, "A.{field}: {a:#}");
+    }
+    let observed = a["observed_at"].as_i64().unwrap();
+    assert!((t - 60..=t1).contains(&observed), "{a:#}");
+    let due = a["due"].as_i64().unwrap();
+    assert!(
+        (t + 29 * 86_400..=t + 30 * 86_400).contains(&due),
+        "A is due 30 days after its creation: {a:#}"
+    );
+    let missing = find("MISSING");
+    assert_eq!(missing["id"], "svc/missing", "{missing:#}");
+    assert_eq!(missing["present"], false, "{missing:#}");
+    assert_eq!(missing["managed"], "inventory", "{missing:#}");
 }

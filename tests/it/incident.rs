@@ -15,7 +15,7 @@ use aws_sdk_secretsmanager as sm;
 use serde_json::{json, Value};
 
 use crate::reminders::Wire;
-use crate::support::{http, keywarden_command, Daemon, Moto};
+use crate::support::{http, keywarden_command, Daemon, Gate, Moto};
 
 const TOKEN: &str = "incident-admin-token-5b1e0c";
 const ACCOUNT: &str = "123456789012";
@@ -493,11 +493,14 @@ async fn compromise_rotates_audits_notifies_and_reports() {
 
     let marks = tempfile::tempdir().unwrap();
     let m = marks.path().display();
+    // The finish hook holds the incident open until the test releases this gate.
+    let gate = Gate::new(marks.path(), "finish-gate");
+    let hold = gate.wait_command();
     let secrets = format!(
         "[[secret]]\nname = \"JWT_SECRET\"\nid = \"app/jwt\"\nimpact = \"User auth compromised\"\n\
          consumers = [\"arn:aws:sts::{ACCOUNT}:assumed-role/app-a/*\"]\n\
          rotation = {{ strategy = \"dual-key\", grace = \"48h\" }}\n\
-         hooks = [{{ on = \"finish\", command = [\"sh\", \"-c\", \"echo finish $KEYWARDEN_TRIGGER >> {m}/hooks; sleep 2\"] }}, \
+         hooks = [{{ on = \"finish\", command = [\"sh\", \"-c\", \"echo finish $KEYWARDEN_TRIGGER >> {m}/hooks; {hold}\"] }}, \
                   {{ on = \"finalize\", command = [\"sh\", \"-c\", \"echo finalize $KEYWARDEN_TRIGGER >> {m}/hooks\"] }}]\n"
     );
     let text = config(&moto, Some(&topic), &secrets);
@@ -549,7 +552,7 @@ async fn compromise_rotates_audits_notifies_and_reports() {
             .output()
             .unwrap()
     });
-    // While it is open (the finish hook sleeps 2 s): the same call answers 200 with the same
+    // While it is open (the finish hook waits on the gate): the same call answers 200 with the same
     // incident, rollback is refused, and the open gauge is 1.
     let deadline = Instant::now() + Duration::from_secs(20);
     let first = loop {
@@ -582,6 +585,8 @@ async fn compromise_rotates_audits_notifies_and_reports() {
         s.get("keywarden_incident_open", &[("secret", "JWT_SECRET")]) == Some(1.0)
     })
     .await;
+    // The open state was checked: let the finish hook, and so the incident, go on.
+    gate.release(Duration::from_secs(30)).await;
 
     let out = cli.await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -802,9 +807,14 @@ async fn an_incident_interrupted_by_a_crash_resumes() {
     .await;
     let marks = tempfile::tempdir().unwrap();
     let m = marks.path().display();
+    // The first run of the finish hook waits on this gate, so the kill -9 below surely lands
+    // inside it; later runs go straight through.
+    let gate = Gate::new(marks.path(), "finish-gate");
+    let hold = gate.wait_command();
     let secrets = format!(
         "[[secret]]\nname = \"K9\"\nid = \"app/k9\"\nrotation = {{ strategy = \"random\" }}\n\
-         hooks = [{{ on = \"finish\", command = [\"sh\", \"-c\", \"echo finish >> {m}/hooks; sleep 3\"] }}]\n"
+         hooks = [{{ on = \"finish\", command = [\"sh\", \"-c\", \"echo finish >> {m}/hooks; \
+         if [ ! -e {m}/held ]; then : > {m}/held; {hold}; fi\"] }}]\n"
     );
     let text = config(&moto, Some(&topic), &secrets);
     let d = start(&text, &[]).await;
@@ -833,6 +843,8 @@ async fn an_incident_interrupted_by_a_crash_resumes() {
     }
     let port = d.port();
     let dir = d.kill9();
+    // The killed daemon's hook (its own process group) still waits: let it end.
+    gate.release(Duration::from_secs(10)).await;
     let d = Daemon::start_in_env(dir, port, &text, &[("KW_TEST_TOKEN", TOKEN)]).await;
     let inc = wait_incident(&d, &id, Duration::from_secs(40)).await;
     assert_eq!(inc["status"], "resolved", "{inc:#}");

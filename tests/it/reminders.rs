@@ -310,13 +310,11 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
     let queue = wire.create_queue("reminders-q").await;
     wire.subscribe(&topic, "reminders-q").await;
 
-    // JWT_SECRET: due - 14d passed 60 s ago. EARLY: due - 14d comes 12 s from now.
+    // JWT_SECRET: due - 14d passed 60 s ago. EARLY is created only once the daemon runs (below),
+    // so a slow start-up cannot use up the margin before its boundary.
     let t = now();
     let past_created = t - 76 * DAY - 60;
-    let ahead_boundary = t + 12;
-    let ahead_created = ahead_boundary + 14 * DAY - 90 * DAY;
     secret_created_at(&moto, &client, "event-service/jwt-secret", past_created).await;
-    secret_created_at(&moto, &client, "event-service/early", ahead_created).await;
     let cfg = config(
         &moto,
         "reminders",
@@ -334,16 +332,34 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
         !m.is_empty()
     })
     .await;
-    // Before EARLY's boundary only JWT_SECRET's reminder exists.
+    // EARLY: due - 14d comes 20 s from now. Wait until the daemon has seen its due date.
+    let ahead_boundary = now() + 20;
+    let ahead_created = ahead_boundary + 14 * DAY - 90 * DAY;
+    secret_created_at(&moto, &client, "event-service/early", ahead_created).await;
+    d.wait_for("EARLY's due date", Duration::from_secs(15), |s| {
+        s.get(
+            "keywarden_secret_rotation_due_timestamp_seconds",
+            &[("secret", "EARLY")],
+        ) == Some((ahead_created + 90 * DAY) as f64)
+    })
+    .await;
+    // Two more polls, each followed by a reminder evaluation that knows EARLY's due date.
+    let_polls_pass(&d, 2.0).await;
     let s = d.scrape().await;
-    if now() < ahead_boundary {
-        assert_eq!(
-            sent(&s, "EARLY", "14d"),
-            0.0,
-            "EARLY reminded before its lead"
-        );
-        assert!(got.iter().all(|m| m.attributes["secret"] == "JWT_SECRET"));
-    }
+    got.extend(wire.drain(&queue).await);
+    // Before EARLY's boundary only JWT_SECRET's reminder exists. This check never skips: if the
+    // boundary passed already, the machine was too slow for it and the test says so.
+    assert!(
+        now() < ahead_boundary,
+        "EARLY's boundary passed before the check could run (the daemon took over 20 s to see \
+         its due date and poll twice more)"
+    );
+    assert_eq!(
+        sent(&s, "EARLY", "14d"),
+        0.0,
+        "EARLY reminded before its lead"
+    );
+    assert!(got.iter().all(|m| m.attributes["secret"] == "JWT_SECRET"));
     let due = past_created + 90 * DAY;
     let due_date = chrono::DateTime::from_timestamp(due, 0)
         .unwrap()

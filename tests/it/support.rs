@@ -883,3 +883,63 @@ pub async fn token_values(client: &sm::Client, id: &str, rid: &str) -> BTreeMap<
     }
     out
 }
+
+/// A named pipe that holds a shell hook until the test releases it: the hook runs
+/// [`Gate::wait_command`], which blocks reading the pipe, and [`Gate::release`] opens the pipe for
+/// writing and closes it, so the reader sees end-of-file and the hook goes on. This replaces a
+/// `sleep` in a hook with an explicit signal. The reader gives up after 120 s so that a failed test
+/// leaves no process behind for long.
+pub struct Gate {
+    path: PathBuf,
+}
+
+impl Gate {
+    /// Creates the pipe `name` in `dir`.
+    pub fn new(dir: &Path, name: &str) -> Gate {
+        let path = dir.join(name);
+        let out = Command::new("mkfifo")
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mkfifo ({e}): install coreutils"));
+        assert!(
+            out.status.success(),
+            "mkfifo {} failed: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Gate { path }
+    }
+
+    /// The shell command a hook runs to wait for the release.
+    pub fn wait_command(&self) -> String {
+        format!("timeout 120 cat {} >/dev/null", self.path.display())
+    }
+
+    /// Releases every hook waiting on the pipe. Fails when no hook is waiting within `limit`
+    /// (opening a pipe for writing without blocking fails with ENXIO while it has no reader).
+    pub async fn release(&self, limit: Duration) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let deadline = Instant::now() + limit;
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&self.path)
+            {
+                // Dropping the writer closes it: the reader sees end-of-file.
+                Ok(writer) => {
+                    drop(writer);
+                    return;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+                Err(e) => panic!("cannot open {} for writing: {e}", self.path.display()),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no hook waited on {} within {limit:?}",
+                self.path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
