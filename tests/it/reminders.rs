@@ -287,11 +287,7 @@ async fn receive_until(
 
 /// Waits for a few more metadata polls (and reminder evaluations) to pass.
 async fn let_polls_pass(d: &Daemon, polls: f64) {
-    let start = Daemon::metadata_cycles(&d.scrape().await);
-    d.wait_for("more metadata polls", Duration::from_secs(30), |s| {
-        Daemon::metadata_cycles(s) >= start + polls
-    })
-    .await;
+    d.let_polls_pass(polls).await;
 }
 
 fn assert_no_canary(what: &str, text: &str) {
@@ -720,9 +716,10 @@ async fn exactly_one_message_across_kill_9_restarts() {
     .await;
     let dir = d.kill9();
 
-    // Runs 3 and 4: kill -9 again right after start, then let one run a while.
+    // Runs 3 and 4: kill -9 again right after the first poll of a start, then let one run a
+    // while.
     let d = Daemon::start_in(dir, port, &cfg).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    d.let_polls_pass(1.0).await;
     let dir = d.kill9();
     let d = Daemon::start_in(dir, port, &cfg).await;
     let_polls_pass(&d, 4.0).await;

@@ -582,6 +582,16 @@ impl Daemon {
         .unwrap_or(0.0)
     }
 
+    /// Waits until `polls` more metadata cycles have completed than when it was called: the
+    /// positive signal before a negative check ("nothing happened in N cycles").
+    pub async fn let_polls_pass(&self, polls: f64) {
+        let start = Daemon::metadata_cycles(&self.scrape().await);
+        self.wait_for("more metadata polls", Duration::from_secs(30), |s| {
+            Daemon::metadata_cycles(s) >= start + polls
+        })
+        .await;
+    }
+
     /// Sends a signal and waits for exit; returns the status and how long it took.
     pub fn stop_with(&mut self, sig: &str, limit: Duration) -> (Option<ExitStatus>, Duration) {
         let mut child = self.child.take().expect("daemon is running");
