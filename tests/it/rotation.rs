@@ -916,9 +916,10 @@ async fn scheduled_rotations_start_in_their_window_and_say_why_they_wait() {
     let list = rotations_of(&d, "OPEN").await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["trigger"], "scheduled");
-    // After the poller sees the new version, the secret is no longer due: no second rotation
-    // in the next five metadata cycles (the scheduler decides after each one).
-    d.let_polls_pass(5.0).await;
+    // After the poller sees the new version, the secret is no longer due: no second rotation.
+    // Eleven more 1 s metadata cycles span at least 10 s, two passes of the 5 s scheduler over
+    // a view that shows the new version.
+    d.let_polls_pass(11.0).await;
     assert_eq!(rotations_of(&d, "OPEN").await.len(), 1);
     let secrets = get_json(&d, "/secrets").await;
     let find = |n: &str| {
