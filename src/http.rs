@@ -34,7 +34,8 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -53,7 +54,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::aws::SecretValue;
@@ -464,11 +466,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
 }
 
 /// Serves `listener` until `shutdown` turns true, then drains open connections.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(state.config.server.max_connections));
     let header_timeout = state.config.server.header_timeout;
     let graceful = GracefulShutdown::new();
@@ -478,7 +476,7 @@ pub async fn serve(
                 Ok(p) => p,
                 Err(_) => break,
             },
-            _ = shutdown.changed() => break,
+            _ = shutdown.cancelled() => break,
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -490,7 +488,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = shutdown.cancelled() => break,
         };
         let state = state.clone();
         let service = service_fn(move |req| {

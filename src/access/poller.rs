@@ -16,13 +16,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::config::ConsumerPatterns;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use rusqlite::params;
-use tokio::sync::watch;
+
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::access::detect::{self, Anomaly, Detector, Event, Policy, PrincipalStats, Thresholds};
@@ -721,7 +723,7 @@ impl<L: LogsApi> AccessPoller<L> {
     }
 
     /// Learns the baseline, then polls until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         // Wait (bounded) for the metadata poller's first success: discovered secrets, ARNs,
         // last rotations and current versions come from it, and learning needs them.
         let wait_until = Instant::now()
@@ -741,7 +743,7 @@ impl<L: LogsApi> AccessPoller<L> {
         {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = shutdown.changed() => return info!("Access poller stopped."),
+                _ = shutdown.cancelled() => return info!("Access poller stopped."),
             }
         }
         // Learn first; a failure is retried at the next period, and counted.
@@ -750,7 +752,7 @@ impl<L: LogsApi> AccessPoller<L> {
             let started = Instant::now();
             let result = tokio::select! {
                 r = self.start(Utc::now()) => r,
-                _ = shutdown.changed() => return info!("Access poller stopped."),
+                _ = shutdown.cancelled() => return info!("Access poller stopped."),
             };
             match result {
                 Ok(_) => break,
@@ -765,19 +767,14 @@ impl<L: LogsApi> AccessPoller<L> {
                     );
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
-                        _ = shutdown.changed() => return info!("Access poller stopped."),
+                        _ = shutdown.cancelled() => return info!("Access poller stopped."),
                     }
                 }
             }
         }
         let (metrics, view) = (self.metrics.clone(), self.view.clone());
         crate::daemon::periodic::run_periodically(
-            SOURCE,
-            every,
-            &metrics,
-            &view,
-            &mut shutdown,
-            &mut self,
+            SOURCE, every, &metrics, &view, &shutdown, &mut self,
         )
         .await;
         info!("Access poller stopped.");

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
 use crate::access::poller::AccessPoller;
 use crate::aws::{self, SecretValue};
@@ -108,8 +109,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     let view = SharedView::default();
     let sdk = aws::client::load(&config.aws).await;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let signals = spawn_signal_listener(stop_tx)?;
+    // One token stops every task; one tracker waits for all of them with one deadline.
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let signals = spawn_signal_listener(stop.clone())?;
 
     let poller = MetadataPoller::new(
         aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone()),
@@ -117,8 +120,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         view.clone(),
         metrics.clone(),
     );
-    let metadata = tokio::spawn(poller.run(stop_rx.clone()));
-    let access = config.access.as_ref().map(|access| {
+    tasks.spawn(poller.run(stop.clone()));
+    if let Some(access) = config.access.as_ref() {
         let poller = AccessPoller::new(
             aws::cloudwatchlogs::CloudWatchLogs::new(&sdk, metrics.clone()),
             config.clone(),
@@ -132,15 +135,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             access_every = %format_duration(config.poll.access_every),
             "Access poller enabled."
         );
-        tokio::spawn(poller.run(stop_rx.clone()))
-    });
-    let refresher = tokio::spawn(crate::telemetry::run_refresher(
+        tasks.spawn(poller.run(stop.clone()));
+    }
+    tasks.spawn(crate::telemetry::run_refresher(
         metrics.clone(),
         METRICS_REFRESH_EVERY,
         METRICS_MAX_AGE,
-        stop_rx.clone(),
+        stop.clone(),
     ));
-    let reminders = config.reminders.as_ref().map(|r| {
+    if let Some(r) = config.reminders.as_ref() {
         info!(topic = %r.sns_topic_arn, leads = r.lead.len(), "Reminders on.");
         let task = Reminders::new(
             aws::sns::Sns::new(&sdk, metrics.clone()),
@@ -149,8 +152,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             store.clone(),
             metrics.clone(),
         );
-        tokio::spawn(task.run(stop_rx.clone()))
-    });
+        tasks.spawn(task.run(stop.clone()));
+    }
 
     let rotation = RotationCore::new(
         aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone()),
@@ -158,7 +161,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.clone(),
         view.clone(),
         metrics.clone(),
-        stop_rx.clone(),
+        stop.clone(),
     );
     let resumed = rotation.resume()?;
     if resumed > 0 {
@@ -167,8 +170,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             "Resumed unfinished rotations from the journal."
         );
     }
-    let finalizer = tokio::spawn(rotation.clone().run_finalizer());
-    let scheduler = tokio::spawn(rotation.clone().run_scheduler());
+    tasks.spawn(rotation.clone().run_finalizer());
+    tasks.spawn(rotation.clone().run_scheduler());
 
     info!(
         listen = %local,
@@ -187,7 +190,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             .map(|_| aws::cloudwatchlogs::CloudWatchLogs::new(&sdk, metrics.clone())),
         metrics.clone(),
         view.clone(),
-        stop_rx.clone(),
+        stop.clone(),
     );
     let reopened = incidents.resume()?;
     if reopened > 0 {
@@ -205,47 +208,29 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         incidents: Some(incidents),
         limiter: http::ActionLimiter::default(),
     });
-    http::serve(listener, state, stop_rx).await;
-    finalizer.abort();
-    scheduler.abort();
+    http::serve(listener, state, stop.clone()).await;
 
-    match tokio::time::timeout(STOP_GRACE, metadata).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => error!(error = %e, "Metadata poller ended abnormally."),
-        Err(_) => warn!(
-            "Metadata poller did not stop within {}s.",
+    // The listener has drained; every task watches the same token. One deadline for all.
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(STOP_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            still_running = tasks.len(),
+            "Some tasks did not stop within {}s; exiting anyway.",
             STOP_GRACE.as_secs()
-        ),
+        );
     }
-    if let Some(access) = access {
-        match tokio::time::timeout(STOP_GRACE, access).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(error = %e, "Access poller ended abnormally."),
-            Err(_) => warn!(
-                "Access poller did not stop within {}s.",
-                STOP_GRACE.as_secs()
-            ),
-        }
-    }
-    if let Some(task) = reminders {
-        match tokio::time::timeout(STOP_GRACE, task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(error = %e, "Reminder sender ended abnormally."),
-            Err(_) => warn!(
-                "Reminder sender did not stop within {}s.",
-                STOP_GRACE.as_secs()
-            ),
-        }
-    }
-    refresher.abort();
     signals.abort();
     info!("keywarden stopped.");
     Ok(())
 }
 
-/// Turns the first SIGTERM or SIGINT into `true` on the stop channel.
+/// Cancels `stop` at the first SIGTERM or SIGINT.
 fn spawn_signal_listener(
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -256,6 +241,6 @@ fn spawn_signal_listener(
             _ = int.recv() => "SIGINT",
         };
         info!(signal = name, "Shutting down.");
-        let _ = stop.send(true);
+        stop.cancel();
     }))
 }

@@ -5,10 +5,12 @@
 //! `keywarden_last_successful_poll_timestamp_seconds` and the readiness of `/readyz`.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use chrono::Utc;
-use tokio::sync::watch;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::view::SharedView;
 use crate::telemetry::Metrics;
@@ -47,7 +49,7 @@ pub async fn run_periodically(
     every: Duration,
     metrics: &Metrics,
     view: &SharedView,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
     poller: &mut impl Cycle,
 ) {
     let mut ticker = tokio::time::interval(every);
@@ -55,15 +57,15 @@ pub async fn run_periodically(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.cancelled() => return,
         }
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return;
         }
         let started = Instant::now();
         let error_kind = tokio::select! {
             k = poller.cycle(started) => k,
-            _ = shutdown.changed() => return,
+            _ = shutdown.cancelled() => return,
         };
         record_cycle(metrics, view, source, started, error_kind);
     }

@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::aws::{is_fifo_topic, FifoIds, Notification, NotifyApi};
@@ -353,7 +354,7 @@ pub struct Incidents<N, L> {
     view: SharedView,
     /// Incident ids with a task driving them.
     driving: Mutex<HashSet<String>>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -397,7 +398,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
         logs: Option<L>,
         metrics: Arc<Metrics>,
         view: SharedView,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Arc<Self> {
         for spec in &config.secrets {
             metrics.init_counters(&spec.name);
@@ -489,7 +490,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
     }
 
     fn stopping(&self) -> bool {
-        *self.shutdown.borrow()
+        self.shutdown.is_cancelled()
     }
 
     async fn drive(self: &Arc<Self>, id: &str) -> Result<(), StoreError> {
@@ -685,11 +686,11 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
         let end_ms = now_ms();
         let start_ms = end_ms - i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX / 4);
         let flagged = audit::flagged(&self.view, &inc.secret, start_ms);
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let run = audit::run(logs, access, spec, &self.view, start_ms, end_ms, flagged);
         let result = tokio::select! {
             r = run => r,
-            _ = shutdown.changed() => return None,
+            _ = shutdown.cancelled() => return None,
         };
         Some(match result {
             Ok(a) => {
@@ -754,10 +755,10 @@ impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
         for attempt in 0..NOTIFY_ATTEMPTS {
             if attempt > 0 {
                 let wait = crate::reminder::backoff(attempt, fastrand::f64());
-                let mut shutdown = self.shutdown.clone();
+                let shutdown = self.shutdown.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => return None,
+                    _ = shutdown.cancelled() => return None,
                 }
             }
             match self.notify.publish(&n).await {

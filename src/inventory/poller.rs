@@ -7,11 +7,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt};
-use tokio::sync::watch;
+
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::aws::{AwsError, SecretMeta, SecretsMetadataApi};
@@ -219,16 +220,11 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
     }
 
     /// Polls until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let every = self.config.poll.metadata_every;
         let (metrics, view) = (self.metrics.clone(), self.view.clone());
         crate::daemon::periodic::run_periodically(
-            SOURCE,
-            every,
-            &metrics,
-            &view,
-            &mut shutdown,
-            &mut self,
+            SOURCE, every, &metrics, &view, &shutdown, &mut self,
         )
         .await;
         info!("Metadata poller stopped.");

@@ -28,13 +28,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::aws::{is_fifo_topic, AwsError, FifoIds, Notification, NotifyApi};
@@ -787,7 +789,7 @@ impl<N: NotifyApi> Reminders<N> {
     }
 
     /// Publishes every reminder whose time has come. Stops early on shutdown.
-    async fn send_ready(&mut self, shutdown: &mut watch::Receiver<bool>) {
+    async fn send_ready(&mut self, shutdown: &CancellationToken) {
         let Some(rc) = &self.config.reminders else {
             return;
         };
@@ -802,7 +804,7 @@ impl<N: NotifyApi> Reminders<N> {
                 .collect()
         };
         for key in ready {
-            if *shutdown.borrow() {
+            if shutdown.is_cancelled() {
                 return;
             }
             let Some(entry) = self.outbox.get(&key).cloned() else {
@@ -820,7 +822,7 @@ impl<N: NotifyApi> Reminders<N> {
                     };
                     let result = tokio::select! {
                         r = self.api.publish(&notification) => r,
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.cancelled() => return,
                     };
                     match result {
                         Ok(id) => {
@@ -911,7 +913,7 @@ impl<N: NotifyApi> Reminders<N> {
     }
 
     /// Runs until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut wake = tokio::time::interval(WAKE_EVERY.min(self.config.poll.metadata_every));
         wake.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -920,13 +922,13 @@ impl<N: NotifyApi> Reminders<N> {
                 _ = wake.tick() => {}
                 _ = async {
                     match next_retry {
-                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        Some(t) => tokio::time::sleep_until(t).await,
                         None => std::future::pending().await,
                     }
                 } => {}
-                _ = shutdown.changed() => {}
+                _ = shutdown.cancelled() => {}
             }
-            if *shutdown.borrow() {
+            if shutdown.is_cancelled() {
                 break;
             }
             self.load_pending();
@@ -947,7 +949,7 @@ impl<N: NotifyApi> Reminders<N> {
                     Err(e) => error!(error = %e, "Cannot record reminders; will try again."),
                 }
             }
-            self.send_ready(&mut shutdown).await;
+            self.send_ready(&shutdown).await;
         }
         info!(
             pending = self.outbox.len(),

@@ -25,11 +25,13 @@ pub mod strategy;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use chrono::Utc;
 use serde::Serialize;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::aws::{
@@ -159,7 +161,7 @@ pub struct RotationCore<A> {
     /// Rotations whose duration this process already observed (when AWSCURRENT moved).
     observed: Mutex<HashSet<String>>,
     /// The daemon's shutdown signal.
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 }
 
 /// Removes a rotation from `driving` when its task ends, however it ends.
@@ -226,7 +228,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         config: Arc<Config>,
         view: SharedView,
         metrics: Arc<Metrics>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Arc<Self> {
         let hide_env = match &config.server.admin_token {
             Some(crate::config::TokenSource::Env(name)) => Some(name.clone()),
@@ -369,10 +371,10 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         let core = self.clone();
         tokio::spawn(async move {
             let _guard = Driving(&core.driving, id.clone());
-            let mut stop = core.shutdown.clone();
+            let stop = core.shutdown.clone();
             tokio::select! {
                 _ = core.drive(&id) => {}
-                _ = stop.wait_for(|s| *s) => {}
+                _ = stop.cancelled() => {}
             }
         });
     }
@@ -823,7 +825,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
 
     /// Runs finalizations when their grace has passed, until shutdown.
     pub async fn run_finalizer(self: Arc<Self>) {
-        let mut stop = self.shutdown.clone();
+        let stop = self.shutdown.clone();
         loop {
             let now = now_s();
             let mut due = Vec::new();
@@ -848,20 +850,20 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.finalize_wake.notified() => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             }
         }
     }
 
     /// Starts scheduled rotations of due secrets inside their windows, until shutdown.
     pub async fn run_scheduler(self: Arc<Self>) {
-        let mut stop = self.shutdown.clone();
+        let stop = self.shutdown.clone();
         let mut said: HashMap<String, String> = HashMap::new();
         loop {
             self.schedule_once(&mut said);
             tokio::select! {
                 _ = tokio::time::sleep(SCHEDULER_EVERY) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             }
         }
     }
@@ -1088,8 +1090,7 @@ mod tests {
         let config = Arc::new(crate::config::load(&path).unwrap());
         let store = Store::open(&config.state.path).unwrap();
         let metrics = Arc::new(Metrics::new());
-        let (_tx, rx) = watch::channel(false);
-        std::mem::forget(_tx);
+        let rx = CancellationToken::new();
         let api = SecretsManager::from_client(client, metrics.clone());
         let core = RotationCore::new(
             api,

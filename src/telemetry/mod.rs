@@ -14,7 +14,9 @@ pub mod fleet;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use std::io::{Read, Write};
 
@@ -468,14 +470,14 @@ pub async fn run_refresher(
     metrics: std::sync::Arc<Metrics>,
     every: Duration,
     max_age: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.cancelled() => return,
         }
         let stale = metrics.cache_age().is_none_or(|age| age >= max_age);
         if metrics.is_dirty() || stale {

@@ -648,7 +648,8 @@ async fn compromise_cuts_old_sessions_and_redis_clients_at_once() {
         client.clone(),
         metrics.clone(),
     );
-    let (stop, rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let rx = stop.clone();
     let core = RotationCore::new(api, store, config, Default::default(), metrics, rx);
     tokio::spawn(core.clone().run_finalizer());
 
@@ -706,7 +707,7 @@ async fn compromise_cuts_old_sessions_and_redis_clients_at_once() {
     let mut fresh = rs.login("events", &rp).await.unwrap();
     assert_eq!(ping(&mut fresh).await.unwrap(), "PONG");
     assert_eq!(rs.password_count("events").await, 1);
-    let _ = stop.send(true);
+    stop.cancel();
 }
 
 /// The AWSCURRENT credentials of `secret` log in and answer a query.

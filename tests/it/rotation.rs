@@ -1041,7 +1041,8 @@ async fn compromise_rotations_finalize_at_once_and_grace_can_end_early() {
         client.clone(),
         metrics.clone(),
     );
-    let (stop, rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let rx = stop.clone();
     let core = RotationCore::new(api, store, config, Default::default(), metrics.clone(), rx);
     tokio::spawn(core.clone().run_finalizer());
     let wait = |id: String, want: State| {
@@ -1096,5 +1097,5 @@ async fn compromise_rotations_finalize_at_once_and_grace_can_end_early() {
         ),
         "{text}"
     );
-    let _ = stop.send(true);
+    stop.cancel();
 }
