@@ -216,9 +216,26 @@ impl Detector {
             Some(s) => s,
             None => self.secrets.entry(secret.to_string()).or_default(),
         };
-        let mut found = Vec::new();
-        let mut raise = |kind: AnomalyKind, detail: String| {
-            found.push(Anomaly {
+        // Each rule sees the state as the rules before it left it; the order is the order in
+        // which findings are reported.
+        let mut findings: Vec<Finding> = Vec::new();
+        if !learning {
+            findings.extend(unexpected_source_rule(state, policy, ev));
+            findings.extend(denied_burst_rule(state, &t, ev));
+        }
+        if ev.is_successful_read() {
+            if !learning {
+                findings.extend(new_principal_rule(state, &t, ev));
+                findings.extend(undeclared_consumer_rule(state, policy, ev));
+                findings.extend(previous_version_rule(state, policy, ev));
+            }
+            remember_reader(state, &t, ev, learning);
+            findings.extend(rate_spike_rule(state, &t, observed_since, ev, learning));
+        }
+        state.anomalies += findings.len() as u64;
+        findings
+            .into_iter()
+            .map(|(kind, detail)| Anomaly {
                 secret: secret.to_string(),
                 kind,
                 principal: ev.principal.to_string(),
@@ -227,162 +244,8 @@ impl Detector {
                 event_name: ev.event_name.to_string(),
                 time_ms: ev.time_ms,
                 detail,
-            });
-        };
-
-        if !learning {
-            if let Some(ip) = unexpected_source(policy.allowed_sources, ev) {
-                if renotify(
-                    state,
-                    AnomalyKind::UnexpectedSource,
-                    ev.principal,
-                    &ip,
-                    ev.time_ms,
-                ) {
-                    raise(
-                        AnomalyKind::UnexpectedSource,
-                        format!("{} from {ip}, outside allowed_sources", ev.event_name),
-                    );
-                }
-            }
-            if ev.outcome == Outcome::Denied {
-                while state
-                    .denied
-                    .front()
-                    .is_some_and(|&d| d <= ev.time_ms - BUCKET_MS || d > ev.time_ms)
-                {
-                    state.denied.pop_front();
-                }
-                state.denied.push_back(ev.time_ms);
-                if state.denied.len() as u64 >= t.denied_burst {
-                    let n = state.denied.len();
-                    state.denied.clear();
-                    raise(
-                        AnomalyKind::DeniedBurst,
-                        format!(
-                            "{n} denied calls within 5 minutes (threshold {})",
-                            t.denied_burst
-                        ),
-                    );
-                }
-            }
-        }
-
-        if !ev.is_successful_read() {
-            state.anomalies += found.len() as u64;
-            return found;
-        }
-
-        let known = state
-            .principals
-            .get(ev.principal)
-            .is_some_and(|p| p.last_seen_ms >= ev.time_ms - t.baseline_ms);
-        if !learning {
-            if !known {
-                raise(
-                    AnomalyKind::NewPrincipal,
-                    "first read by this principal within the baseline window".to_string(),
-                );
-            }
-            if let Some(consumers) = policy.consumers {
-                if !consumers.is_match(ev.principal)
-                    && renotify(
-                        state,
-                        AnomalyKind::UndeclaredConsumer,
-                        ev.principal,
-                        "",
-                        ev.time_ms,
-                    )
-                {
-                    raise(
-                        AnomalyKind::UndeclaredConsumer,
-                        "read by a principal that matches no declared consumer".to_string(),
-                    );
-                }
-            }
-            if let Some(version) = previous_version(policy, ev) {
-                if renotify(
-                    state,
-                    AnomalyKind::PreviousVersionRead,
-                    ev.principal,
-                    "",
-                    ev.time_ms,
-                ) {
-                    raise(
-                        AnomalyKind::PreviousVersionRead,
-                        format!("read of {version} after the rotation grace period"),
-                    );
-                }
-            }
-        }
-
-        // Remember the reader.
-        match state.principals.get_mut(ev.principal) {
-            Some(p) => {
-                p.first_seen_ms = p.first_seen_ms.min(ev.time_ms);
-                p.last_seen_ms = p.last_seen_ms.max(ev.time_ms);
-                if !learning {
-                    p.reads += 1;
-                }
-                remember_ip(p, ev.source_ip);
-            }
-            None => {
-                let _ = make_room(state, t.max_principals);
-                let mut p = PrincipalStats {
-                    first_seen_ms: ev.time_ms,
-                    last_seen_ms: ev.time_ms,
-                    reads: u64::from(!learning),
-                    source_ips: BTreeSet::new(),
-                };
-                remember_ip(&mut p, ev.source_ip);
-                state.principals.insert(ev.principal.to_string(), p);
-            }
-        }
-
-        // Rate: count the read in its bucket, compare with the mean of the other buckets.
-        let bucket = ev.time_ms.div_euclid(BUCKET_MS);
-        let oldest = (ev.time_ms - t.baseline_ms).div_euclid(BUCKET_MS);
-        if oldest > 0 {
-            while let Some((&b, &n)) = state.buckets.first_key_value() {
-                if b >= oldest {
-                    break;
-                }
-                state.buckets.remove(&b);
-                state.bucket_total -= n;
-            }
-            while state.spiked.first().is_some_and(|&b| b < oldest) {
-                state.spiked.pop_first();
-            }
-        }
-        let count = {
-            let c = state.buckets.entry(bucket).or_insert(0);
-            *c += 1;
-            *c
-        };
-        state.bucket_total += 1;
-        if !learning && count >= t.spike_min_reads && !state.spiked.contains(&bucket) {
-            // The rate is learned since reads were first seen (a trail younger than the
-            // baseline window does not dilute it), and never before `observed_since`.
-            let first_seen = state.buckets.first_key_value().map_or(bucket, |(&b, _)| b);
-            let first = observed_since
-                .div_euclid(BUCKET_MS)
-                .max(oldest)
-                .max(first_seen);
-            let span = (bucket - first).max(1) as f64;
-            let rate = (state.bucket_total - count) as f64 / span;
-            if count as f64 > t.spike_factor * rate {
-                state.spiked.insert(bucket);
-                raise(
-                    AnomalyKind::RateSpike,
-                    format!(
-                        "{count} reads in 5 minutes; learned rate {rate:.2} per 5 minutes (factor {}, floor {})",
-                        t.spike_factor, t.spike_min_reads
-                    ),
-                );
-            }
-        }
-        state.anomalies += found.len() as u64;
-        found
+            })
+            .collect()
     }
 
     /// Forgets readers not seen within the baseline window before `now_ms`.
@@ -426,6 +289,201 @@ impl Detector {
     pub fn anomalies(&self, secret: &str) -> u64 {
         self.secrets.get(secret).map_or(0, |s| s.anomalies)
     }
+}
+
+/// A finding of one rule: its kind and a sentence (never a value).
+type Finding = (AnomalyKind, String);
+
+/// `unexpected_source`: a call from outside `allowed_sources` (AWS service principals exempt),
+/// once per principal and address per [`RENOTIFY_MS`].
+fn unexpected_source_rule(
+    state: &mut SecretState,
+    policy: &Policy<'_>,
+    ev: &Event<'_>,
+) -> Option<Finding> {
+    let ip = unexpected_source(policy.allowed_sources, ev)?;
+    renotify(
+        state,
+        AnomalyKind::UnexpectedSource,
+        ev.principal,
+        &ip,
+        ev.time_ms,
+    )
+    .then(|| {
+        (
+            AnomalyKind::UnexpectedSource,
+            format!("{} from {ip}, outside allowed_sources", ev.event_name),
+        )
+    })
+}
+
+/// `denied_burst`: `denied_burst` denied calls within 5 minutes; the window starts again after
+/// a burst.
+fn denied_burst_rule(state: &mut SecretState, t: &Thresholds, ev: &Event<'_>) -> Option<Finding> {
+    if ev.outcome != Outcome::Denied {
+        return None;
+    }
+    while state
+        .denied
+        .front()
+        .is_some_and(|&d| d <= ev.time_ms - BUCKET_MS || d > ev.time_ms)
+    {
+        state.denied.pop_front();
+    }
+    state.denied.push_back(ev.time_ms);
+    if (state.denied.len() as u64) < t.denied_burst {
+        return None;
+    }
+    let n = state.denied.len();
+    state.denied.clear();
+    Some((
+        AnomalyKind::DeniedBurst,
+        format!(
+            "{n} denied calls within 5 minutes (threshold {})",
+            t.denied_burst
+        ),
+    ))
+}
+
+/// `new_principal`: a successful read by a principal not seen reading within the baseline.
+fn new_principal_rule(state: &SecretState, t: &Thresholds, ev: &Event<'_>) -> Option<Finding> {
+    let known = state
+        .principals
+        .get(ev.principal)
+        .is_some_and(|p| p.last_seen_ms >= ev.time_ms - t.baseline_ms);
+    (!known).then(|| {
+        (
+            AnomalyKind::NewPrincipal,
+            "first read by this principal within the baseline window".to_string(),
+        )
+    })
+}
+
+/// `undeclared_consumer`: a successful read by a principal that matches no declared consumer,
+/// once per principal per [`RENOTIFY_MS`].
+fn undeclared_consumer_rule(
+    state: &mut SecretState,
+    policy: &Policy<'_>,
+    ev: &Event<'_>,
+) -> Option<Finding> {
+    let consumers = policy.consumers?;
+    (!consumers.is_match(ev.principal)
+        && renotify(
+            state,
+            AnomalyKind::UndeclaredConsumer,
+            ev.principal,
+            "",
+            ev.time_ms,
+        ))
+    .then(|| {
+        (
+            AnomalyKind::UndeclaredConsumer,
+            "read by a principal that matches no declared consumer".to_string(),
+        )
+    })
+}
+
+/// `previous_version_read`: a read of AWSPREVIOUS or a non-current version after the grace
+/// period, once per principal per [`RENOTIFY_MS`].
+fn previous_version_rule(
+    state: &mut SecretState,
+    policy: &Policy<'_>,
+    ev: &Event<'_>,
+) -> Option<Finding> {
+    let version = previous_version(policy, ev)?;
+    renotify(
+        state,
+        AnomalyKind::PreviousVersionRead,
+        ev.principal,
+        "",
+        ev.time_ms,
+    )
+    .then(|| {
+        (
+            AnomalyKind::PreviousVersionRead,
+            format!("read of {version} after the rotation grace period"),
+        )
+    })
+}
+
+/// Remembers a successful reader (first and last seen, reads outside learning, addresses),
+/// evicting the least recent one when the set is full.
+fn remember_reader(state: &mut SecretState, t: &Thresholds, ev: &Event<'_>, learning: bool) {
+    match state.principals.get_mut(ev.principal) {
+        Some(p) => {
+            p.first_seen_ms = p.first_seen_ms.min(ev.time_ms);
+            p.last_seen_ms = p.last_seen_ms.max(ev.time_ms);
+            if !learning {
+                p.reads += 1;
+            }
+            remember_ip(p, ev.source_ip);
+        }
+        None => {
+            let _ = make_room(state, t.max_principals);
+            let mut p = PrincipalStats {
+                first_seen_ms: ev.time_ms,
+                last_seen_ms: ev.time_ms,
+                reads: u64::from(!learning),
+                source_ips: BTreeSet::new(),
+            };
+            remember_ip(&mut p, ev.source_ip);
+            state.principals.insert(ev.principal.to_string(), p);
+        }
+    }
+}
+
+/// `rate_spike`: counts the read in its 5-minute bucket (also while learning) and compares the
+/// bucket with the mean of the others since reads were first seen; once per bucket.
+fn rate_spike_rule(
+    state: &mut SecretState,
+    t: &Thresholds,
+    observed_since: i64,
+    ev: &Event<'_>,
+    learning: bool,
+) -> Option<Finding> {
+    let bucket = ev.time_ms.div_euclid(BUCKET_MS);
+    let oldest = (ev.time_ms - t.baseline_ms).div_euclid(BUCKET_MS);
+    if oldest > 0 {
+        while let Some((&b, &n)) = state.buckets.first_key_value() {
+            if b >= oldest {
+                break;
+            }
+            state.buckets.remove(&b);
+            state.bucket_total -= n;
+        }
+        while state.spiked.first().is_some_and(|&b| b < oldest) {
+            state.spiked.pop_first();
+        }
+    }
+    let count = {
+        let c = state.buckets.entry(bucket).or_insert(0);
+        *c += 1;
+        *c
+    };
+    state.bucket_total += 1;
+    if learning || count < t.spike_min_reads || state.spiked.contains(&bucket) {
+        return None;
+    }
+    // The rate is learned since reads were first seen (a trail younger than the baseline window
+    // does not dilute it), and never before `observed_since`.
+    let first_seen = state.buckets.first_key_value().map_or(bucket, |(&b, _)| b);
+    let first = observed_since
+        .div_euclid(BUCKET_MS)
+        .max(oldest)
+        .max(first_seen);
+    let span = (bucket - first).max(1) as f64;
+    let rate = (state.bucket_total - count) as f64 / span;
+    if count as f64 <= t.spike_factor * rate {
+        return None;
+    }
+    state.spiked.insert(bucket);
+    Some((
+        AnomalyKind::RateSpike,
+        format!(
+            "{count} reads in 5 minutes; learned rate {rate:.2} per 5 minutes (factor {}, floor {})",
+            t.spike_factor, t.spike_min_reads
+        ),
+    ))
 }
 
 /// Evicts the least recently seen principal when the set is full. Returns whether it did.
