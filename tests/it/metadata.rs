@@ -39,7 +39,9 @@ fn inventory_config(moto: &Moto, every: &str, extra: &str) -> String {
 }
 
 async fn wait_first_poll(d: &Daemon) -> crate::support::Scrape {
-    d.wait_for("a successful metadata poll", Duration::from_secs(30), |s| {
+    // The first poll of the 1,000-secret test makes 1,000 ListSecretVersionIds calls against
+    // moto; on a loaded 2-core machine that takes more than 30 s.
+    d.wait_for("a successful metadata poll", Duration::from_secs(90), |s| {
         s.get(
             "keywarden_last_successful_poll_timestamp_seconds",
             &[("source", "metadata")],
