@@ -5,6 +5,7 @@
 //! - `glob`: the consumer globs over principal ARNs.
 //! - `consumers`: who read a secret (`keywarden consumers`, the incident audit).
 //! - `poller`: the task that reads the log group, commits eventIDs, then exports.
+//! - `store`: the poller's durable state behind the `AccessState` trait (the only SQL here).
 //!
 //! The scanner and record types live in `crate::cloudtrail`. Must never import `http`, `cli`,
 //! `rotation` or `incident`.
@@ -13,3 +14,4 @@ pub mod consumers;
 pub mod detect;
 pub mod glob;
 pub mod poller;
+pub mod store;

@@ -22,12 +22,12 @@ use tokio::time::Instant;
 use crate::config::ConsumerPatterns;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use rusqlite::params;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::access::detect::{self, Anomaly, Detector, Event, Policy, PrincipalStats, Thresholds};
+use crate::access::store::{AccessState, SliceCommit, StoredReader};
 use crate::aws::{AwsError, LogEvent, LogsApi};
 use crate::cloudtrail::{self, AccessCounts, ParseError, Record, SecretIndex};
 use crate::config::{AccessConfig, Config};
@@ -144,6 +144,18 @@ pub struct CycleReport {
     pub skipped: usize,
     /// Anomalies raised.
     pub anomalies: usize,
+}
+
+/// A slice's new events, classified before the commit.
+struct Classified {
+    /// Events by secret, event and outcome.
+    counts: AccessCounts,
+    /// Anomalies, in time order.
+    found: Vec<Anomaly>,
+    /// Readers the slice touched, as they will be stored.
+    readers: Vec<StoredReader>,
+    /// Principals evicted from full sets during the slice.
+    evictions: u64,
 }
 
 /// Per-secret context of a cycle.
@@ -408,68 +420,34 @@ impl<L: LogsApi> AccessPoller<L> {
         let now_ms = now.timestamp_millis();
         let baseline_start = now_ms - self.baseline_ms();
         let log_group = self.access.log_group.clone();
-        let (checkpoint, seen, principals) = self.store.with(
-            |c| {
-                let checkpoint: Option<i64> = c
-                    .query_row(
-                        "SELECT until_ms FROM access_checkpoints WHERE log_group = ?1",
-                        [&log_group],
-                        |r| r.get(0),
-                    )
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })?;
-                let mut stmt = c.prepare("SELECT event_id, event_ms FROM access_seen")?;
-                let seen = stmt
-                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-                    .collect::<Result<HashMap<_, _>, _>>()?;
-                let mut stmt = c.prepare(
-                    "SELECT secret, principal, first_seen, last_seen, reads FROM access_principals
-                     WHERE last_seen >= ?1 ORDER BY last_seen ASC",
-                )?;
-                let principals = stmt
-                    .query_map([baseline_start], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, i64>(3)?,
-                            r.get::<_, i64>(4)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((checkpoint, seen, principals))
-            },
-            "load access state",
-        )?;
+        let restored = self.store.restore(&log_group, baseline_start)?;
+        let checkpoint = restored.checkpoint_ms;
         let live_start = match checkpoint {
             Some(c) => (c - self.overlap_ms()).max(baseline_start),
             None => now_ms - self.overlap_ms(),
         };
         self.detector = Detector::new(Thresholds::from(&self.access), baseline_start);
-        let restored = principals.len();
-        for (secret, principal, first, last, reads) in principals {
+        let readers = restored.readers.len();
+        for r in restored.readers {
             self.detector.restore_principal(
-                &secret,
-                &principal,
+                &r.secret,
+                &r.principal,
                 PrincipalStats {
-                    first_seen_ms: first,
-                    last_seen_ms: last,
-                    reads: u64::try_from(reads).unwrap_or(0),
+                    first_seen_ms: r.first_seen_ms,
+                    last_seen_ms: r.last_seen_ms,
+                    reads: r.reads,
                     source_ips: Default::default(),
                 },
             );
         }
-        self.seen = seen;
+        self.seen = restored.seen;
         // Without a checkpoint the first cycle starts one overlap back from now.
         self.checkpoint_ms = Some(checkpoint.unwrap_or(now_ms));
         info!(
             log_group = %self.access.log_group,
             checkpoint_ms = ?checkpoint,
             seen_ids = self.seen.len(),
-            principals = restored,
+            principals = readers,
             "Access state restored; learning the baseline from the log group."
         );
 
@@ -552,16 +530,45 @@ impl<L: LogsApi> AccessPoller<L> {
         .await?;
         report.log_events += events.len();
         let sorted = sort_out(&events, watch, &self.seen);
+        let classified = self.classify(watch, &sorted);
 
-        // Classify in time order.
+        // Durable first: new ids, checkpoint, readers; prune what the overlap no longer needs.
+        let horizon = end - self.overlap_ms();
+        let new_ids: Vec<(&str, i64)> = sorted
+            .new
+            .iter()
+            .map(|a| (a.record.event_id.as_ref(), a.log_ms))
+            .chain(sorted.skipped.iter().map(|(k, t, _)| (k.as_str(), *t)))
+            .collect();
+        self.store.commit_slice(
+            &SliceCommit {
+                log_group: &self.access.log_group,
+                new_ids: &new_ids,
+                readers: &classified.readers,
+                end_ms: end,
+                seen_horizon_ms: horizon,
+                reader_horizon_ms: end - self.baseline_ms(),
+            },
+            &|| crate::rotation::failpoint::hit("access:before-commit"),
+        )?;
+        crate::rotation::failpoint::hit("access:committed");
+
+        // Now acknowledged: memory, metrics, logs, view.
+        for (id, ms) in &new_ids {
+            self.seen.insert((*id).to_string(), *ms);
+        }
+        self.seen.retain(|_, ms| *ms >= horizon);
+        self.checkpoint_ms = Some(end);
+        self.export(watch, &sorted, classified, report);
+        Ok(())
+    }
+
+    /// Counts and runs the detector over a slice's new events, in time order.
+    fn classify(&mut self, watch: &Watch, sorted: &Sorted<'_>) -> Classified {
         let mut counts = AccessCounts::new();
         let mut found: Vec<Anomaly> = Vec::new();
         let mut touched: HashSet<(usize, &str)> = HashSet::new();
-        let evictions_before: u64 = watch
-            .secrets
-            .iter()
-            .map(|s| self.detector.evictions(&s.name))
-            .sum();
+        let evictions_before = self.evictions(watch);
         for a in &sorted.new {
             let ev = event_of(&a.record, a.time_ms);
             for &i in &a.secrets {
@@ -573,81 +580,52 @@ impl<L: LogsApi> AccessPoller<L> {
                 }
             }
         }
-        let evictions: u64 = watch
-            .secrets
-            .iter()
-            .map(|s| self.detector.evictions(&s.name))
-            .sum::<u64>()
-            - evictions_before;
-
-        // Durable first: new ids, checkpoint, principals; prune what the overlap no longer needs.
-        let horizon = end - self.overlap_ms();
-        let baseline_horizon = end - self.baseline_ms();
-        let new_ids: Vec<(&str, i64)> = sorted
-            .new
-            .iter()
-            .map(|a| (a.record.event_id.as_ref(), a.log_ms))
-            .chain(sorted.skipped.iter().map(|(k, t, _)| (k.as_str(), *t)))
-            .collect();
-        let principal_rows: Vec<(&str, &str, PrincipalStats)> = touched
+        let evictions = self.evictions(watch) - evictions_before;
+        let readers = touched
             .iter()
             .filter_map(|&(i, p)| {
                 let name = watch.secrets[i].name.as_str();
-                self.detector.reader(name, p).map(|s| (name, p, s.clone()))
+                self.detector.reader(name, p).map(|s| StoredReader {
+                    secret: name.to_string(),
+                    principal: p.to_string(),
+                    first_seen_ms: s.first_seen_ms,
+                    last_seen_ms: s.last_seen_ms,
+                    reads: s.reads,
+                })
             })
             .collect();
-        let log_group = self.access.log_group.as_str();
-        self.store.with(
-            |c| {
-                let tx = c.transaction()?;
-                {
-                    let mut ins = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO access_seen (event_id, event_ms) VALUES (?1, ?2)",
-                    )?;
-                    for (id, ms) in &new_ids {
-                        ins.execute(params![id, ms])?;
-                    }
-                    let mut up = tx.prepare_cached(
-                        "INSERT INTO access_principals (secret, principal, first_seen, last_seen, reads)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (secret, principal) DO UPDATE SET
-                           first_seen = min(first_seen, excluded.first_seen),
-                           last_seen = max(last_seen, excluded.last_seen),
-                           reads = max(reads, excluded.reads)",
-                    )?;
-                    for (secret, principal, s) in &principal_rows {
-                        up.execute(params![
-                            secret,
-                            principal,
-                            s.first_seen_ms,
-                            s.last_seen_ms,
-                            i64::try_from(s.reads).unwrap_or(i64::MAX)
-                        ])?;
-                    }
-                }
-                tx.execute(
-                    "INSERT INTO access_checkpoints (log_group, until_ms) VALUES (?1, ?2)
-                     ON CONFLICT (log_group) DO UPDATE SET until_ms = excluded.until_ms",
-                    params![log_group, end],
-                )?;
-                tx.execute("DELETE FROM access_seen WHERE event_ms < ?1", [horizon])?;
-                tx.execute(
-                    "DELETE FROM access_principals WHERE last_seen < ?1",
-                    [baseline_horizon],
-                )?;
-                crate::rotation::failpoint::hit("access:before-commit");
-                tx.commit()
-            },
-            "commit access events",
-        )?;
-        crate::rotation::failpoint::hit("access:committed");
-
-        // Now acknowledged: memory, metrics, logs, view.
-        for (id, ms) in &new_ids {
-            self.seen.insert((*id).to_string(), *ms);
+        Classified {
+            counts,
+            found,
+            readers,
+            evictions,
         }
-        self.seen.retain(|_, ms| *ms >= horizon);
-        self.checkpoint_ms = Some(end);
+    }
+
+    /// Principals evicted so far over the watched secrets.
+    fn evictions(&self, watch: &Watch) -> u64 {
+        watch
+            .secrets
+            .iter()
+            .map(|s| self.detector.evictions(&s.name))
+            .sum()
+    }
+
+    /// After the commit: counters, the `Access anomaly.` log lines, the cycle report and the
+    /// view's access log.
+    fn export(
+        &self,
+        watch: &Watch,
+        sorted: &Sorted<'_>,
+        classified: Classified,
+        report: &mut CycleReport,
+    ) {
+        let Classified {
+            counts,
+            found,
+            evictions,
+            ..
+        } = classified;
         for (i, event, outcome, n) in counts.iter() {
             self.metrics
                 .count_access(&watch.secrets[i].name, event, outcome, n);
@@ -682,15 +660,12 @@ impl<L: LogsApi> AccessPoller<L> {
         report.repeated += sorted.repeated;
         report.skipped += sorted.skipped.len();
         report.anomalies += found.len();
-        {
-            let mut view = self.view.write();
-            let log = &mut view.access_log;
-            log.skipped_records += sorted.skipped.len() as u64;
-            log.repeated_events += sorted.repeated as u64;
-            log.principal_evictions += evictions;
-            log.push(found);
-        }
-        Ok(())
+        let mut view = self.view.write();
+        let log = &mut view.access_log;
+        log.skipped_records += sorted.skipped.len() as u64;
+        log.repeated_events += sorted.repeated as u64;
+        log.principal_evictions += evictions;
+        log.push(found);
     }
 
     /// Publishes per-secret facts and the principals gauge.
