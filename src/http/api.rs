@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::detect::Anomaly;
 use crate::domain::view::{RotationView, SecretStatus};
-use crate::incident::{Incident, StepState};
+use crate::incident::{Incident, Status, StepState};
 
 /// The body of every JSON refusal: `{"error": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,7 +119,7 @@ pub struct IncidentAccepted {
     /// The `secret` label.
     pub secret: String,
     /// `open`, `resolved` or `failed`.
-    pub status: String,
+    pub status: Status,
     /// The status URL, relative: `/incidents/<id>`.
     pub url: String,
 }
@@ -129,7 +129,7 @@ impl From<&Incident> for IncidentAccepted {
         IncidentAccepted {
             incident_id: inc.incident_id.clone(),
             secret: inc.secret.clone(),
-            status: inc.status.as_str().to_string(),
+            status: inc.status,
             url: inc.url(),
         }
     }
@@ -162,7 +162,7 @@ pub struct IncidentSummary {
     /// The `secret` label.
     pub secret: String,
     /// `open`, `resolved` or `failed`.
-    pub status: String,
+    pub status: Status,
     /// Why it was reported.
     pub reason: String,
     /// Who reported it.
@@ -182,7 +182,7 @@ impl From<&Incident> for IncidentSummary {
         IncidentSummary {
             incident_id: inc.incident_id.clone(),
             secret: inc.secret.clone(),
-            status: inc.status.as_str().to_string(),
+            status: inc.status,
             reason: inc.reason.clone(),
             reported_by: inc.reported_by.clone(),
             opened_at: inc.opened_at_ms / 1000,
@@ -198,8 +198,8 @@ impl From<&Incident> for IncidentSummary {
     }
 }
 
-/// `GET /incidents/<id>`: the whole incident document plus its URLs. The CLI reads it with
-/// `I` = [`Incident`] too.
+/// `GET /incidents/<id>`: the whole incident document plus its URLs. The server sends
+/// `I` = `&Incident`; the CLI reads it with `I` = [`IncidentProgress`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IncidentDetail<I> {
     /// The incident document, flattened into the answer.
@@ -219,6 +219,36 @@ impl<'a> From<&'a Incident> for IncidentDetail<&'a Incident> {
             report_url: format!("{}/report.md", inc.url()),
         }
     }
+}
+
+/// The fields of `GET /incidents/<id>` the CLI follows (read as `IncidentDetail<IncidentProgress>`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IncidentProgress {
+    /// The incident id.
+    pub incident_id: String,
+    /// `open`, `resolved` or `failed`.
+    pub status: Status,
+    /// The steps, in order.
+    #[serde(default)]
+    pub steps: Vec<IncidentStepLine>,
+    /// The Markdown report file on the daemon's host, once written.
+    #[serde(default)]
+    pub report_md: Option<String>,
+}
+
+/// One step of an incident as the CLI prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IncidentStepLine {
+    /// The step name (`rotate`, `audit`, `notify`, `report`).
+    pub name: String,
+    /// `pending`, `running`, `done`, `skipped` or `failed`.
+    pub state: StepState,
+    /// When it ended, milliseconds since the epoch.
+    #[serde(default)]
+    pub ended_at_ms: Option<i64>,
+    /// What happened, in a sentence.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// `GET /secrets`.
