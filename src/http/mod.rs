@@ -59,6 +59,8 @@ mod handlers;
 mod respond;
 mod route;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use guard::ActionLimiter;
 pub use state::AppState;
