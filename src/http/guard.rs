@@ -85,7 +85,7 @@ pub struct ActionLimiter {
 impl ActionLimiter {
     /// Records a request at `now`; `Err(retry_after)` when `limit` requests were recorded in
     /// the last [`RATE_WINDOW`] (the refused request is not recorded).
-    pub fn check(&self, key: &str, limit: usize, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&self, key: &str, limit: usize, now: Instant) -> Result<(), Duration> {
         let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
         let q = hits.entry(key.to_string()).or_default();
         while q
