@@ -2,6 +2,9 @@
 //! later `compromised`) send one authenticated request to a running daemon and, for a rotation,
 //! follow its status URL, printing each step as it completes.
 //!
+//! Every answer is read as a type of `http::api`, the same types the server writes. This module
+//! must never import the server side of `http` (handlers, state) or `daemon`.
+//!
 //! The token comes from `KEYWARDEN_ADMIN_TOKEN`; it is sent only in the `Authorization` header
 //! and never printed.
 
@@ -11,6 +14,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::http::api::{
+    CompromiseBody, ErrorBody, IncidentAccepted, IncidentDetail, IncidentProgress, IncidentSummary,
+    RollbackDone, RotateAccepted, RotateRefused, RotationDetail, RotationEventLine,
+    RotationProgress,
+};
+use crate::incident::Status;
 
 /// A request that failed before an HTTP answer arrived.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +98,19 @@ pub fn encode_segment(s: &str) -> String {
     out
 }
 
+/// Reads a JSON answer as the API type `T`; a body of another shape is a broken answer.
+fn decode<T: DeserializeOwned>(url: &str, body: &serde_json::Value) -> Result<T, RemoteError> {
+    T::deserialize(body).map_err(|e| RemoteError {
+        url: url.to_string(),
+        reason: format!("unexpected answer ({e}): {body}"),
+    })
+}
+
+/// The sentence of a refusal: the `error` of an [`ErrorBody`], else the whole body.
 fn error_text(v: &serde_json::Value) -> String {
-    v.get("error")
-        .and_then(|e| e.as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| v.to_string())
+    ErrorBody::deserialize(v)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| v.to_string())
 }
 
 /// `keywarden rotate`: starts a manual rotation and follows it. Returns true on success
@@ -103,22 +123,21 @@ pub async fn rotate(server: &str, token: &str, secret: &str) -> Result<bool, Rem
             "keywarden: rotation of {secret} refused ({status}): {}",
             error_text(&body)
         );
-        if let Some(u) = body.get("url").and_then(|u| u.as_str()) {
-            eprintln!("keywarden: the active rotation is at {server}{u}");
+        if let Ok(RotateRefused {
+            active: Some(active),
+            ..
+        }) = RotateRefused::deserialize(&body)
+        {
+            eprintln!(
+                "keywarden: the active rotation is at {server}{}",
+                active.url
+            );
         }
         return Ok(false);
     }
-    let id = body
-        .get("rotation_id")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let status_url = format!(
-        "{server}{}",
-        body.get("url").and_then(|u| u.as_str()).unwrap_or_default()
-    );
-    println!("rotation {id} of {secret} accepted");
-    follow(&status_url).await
+    let accepted: RotateAccepted = decode(&url, &body)?;
+    println!("rotation {} of {secret} accepted", accepted.rotation_id);
+    follow(&format!("{server}{}", accepted.url)).await
 }
 
 /// GETs a status URL. Connection failures are retried every 500 ms, up to `max_failures` in a
@@ -153,30 +172,27 @@ pub async fn follow(status_url: &str) -> Result<bool, RemoteError> {
         let Some(body) = get_status(status_url, 20).await? else {
             return Ok(false);
         };
-        let events = body
-            .get("events")
-            .and_then(|e| e.as_array())
-            .cloned()
-            .unwrap_or_default();
-        for e in events.iter().skip(printed) {
-            let at = e.get("at").and_then(|v| v.as_i64()).unwrap_or(0);
-            let at = chrono::DateTime::<chrono::Utc>::from_timestamp(at, 0)
+        let detail: RotationDetail<RotationProgress, RotationEventLine> =
+            decode(status_url, &body)?;
+        for e in detail.events.iter().skip(printed) {
+            let at = chrono::DateTime::<chrono::Utc>::from_timestamp(e.at, 0)
                 .map(|t| t.format("%H:%M:%S").to_string())
                 .unwrap_or_default();
             println!(
                 "{at}  {:<9} {:<8} {}",
-                e.get("step").and_then(|v| v.as_str()).unwrap_or(""),
-                e.get("outcome").and_then(|v| v.as_str()).unwrap_or(""),
-                e.get("message").and_then(|v| v.as_str()).unwrap_or("")
+                e.step,
+                e.outcome,
+                e.message.as_deref().unwrap_or("")
             );
         }
-        printed = events.len().max(printed);
-        match body.get("state").and_then(|s| s.as_str()).unwrap_or("") {
+        printed = detail.events.len().max(printed);
+        let rotation = detail.rotation;
+        match rotation.state.as_str() {
             "running" => {}
             "grace" => {
-                let after = body
-                    .pointer("/detail/finalize_after")
-                    .and_then(|v| v.as_i64())
+                let after = rotation
+                    .detail
+                    .finalize_after
                     .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_default();
@@ -188,7 +204,7 @@ pub async fn follow(status_url: &str) -> Result<bool, RemoteError> {
                 return Ok(true);
             }
             other => {
-                let err = body.get("error").and_then(|v| v.as_str()).unwrap_or("");
+                let err = rotation.error.as_deref().unwrap_or("");
                 eprintln!("keywarden: rotation {other}: {err}");
                 return Ok(false);
             }
@@ -210,16 +226,12 @@ pub async fn rollback(
     }
     let (status, body) = call("POST", &url, Some(token)).await?;
     if status == 200 {
+        let done: RollbackDone = decode(&url, &body)?;
         println!(
             "rolled back {secret}: AWSCURRENT is version {} again (was {})",
-            body.get("to_version")
-                .and_then(|v| v.as_str())
-                .unwrap_or("?"),
-            body.get("from_version")
-                .and_then(|v| v.as_str())
-                .unwrap_or("?")
+            done.to_version, done.from_version
         );
-        if let Some(r) = body.get("rotation_id").and_then(|v| v.as_str()) {
+        if let Some(r) = done.rotation_id {
             println!("the finalize of rotation {r} was cancelled");
         }
         Ok(true)
@@ -242,31 +254,30 @@ pub async fn compromised(
     reported_by: &str,
 ) -> Result<bool, RemoteError> {
     let url = format!("{server}/compromised/{}", encode_segment(secret));
-    let body = serde_json::json!({"reason": reason, "reported_by": reported_by});
-    let (status, body) = call_with_body("POST", &url, Some(token), Some(&body)).await?;
-    let id = body
-        .get("incident_id")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    match status {
-        202 => println!("incident {id} opened for {secret}"),
-        200 => println!(
-            "incident {id} on {secret} is already open: following it (nothing new started)"
-        ),
-        _ => {
-            eprintln!(
-                "keywarden: compromise of {secret} refused ({status}): {}",
-                error_text(&body)
-            );
-            return Ok(false);
-        }
+    let request = CompromiseBody {
+        reason: Some(reason.to_string()),
+        reported_by: Some(reported_by.to_string()),
+    };
+    let request = serde_json::to_value(&request).map_err(|e| RemoteError {
+        url: url.clone(),
+        reason: format!("cannot encode the request: {e}"),
+    })?;
+    let (status, body) = call_with_body("POST", &url, Some(token), Some(&request)).await?;
+    if status != 202 && status != 200 {
+        eprintln!(
+            "keywarden: compromise of {secret} refused ({status}): {}",
+            error_text(&body)
+        );
+        return Ok(false);
     }
-    let status_url = format!(
-        "{server}{}",
-        body.get("url").and_then(|u| u.as_str()).unwrap_or_default()
-    );
-    follow_incident(server, &status_url).await
+    let accepted: IncidentAccepted = decode(&url, &body)?;
+    let id = &accepted.incident_id;
+    if status == 202 {
+        println!("incident {id} opened for {secret}");
+    } else {
+        println!("incident {id} on {secret} is already open: following it (nothing new started)");
+    }
+    follow_incident(server, &format!("{server}{}", accepted.url)).await
 }
 
 /// Prints each step of an incident as it ends, then the report path; true when resolved.
@@ -276,44 +287,37 @@ pub async fn follow_incident(server: &str, status_url: &str) -> Result<bool, Rem
         let Some(body) = get_status(status_url, 60).await? else {
             return Ok(false);
         };
-        for s in body
-            .get("steps")
-            .and_then(|s| s.as_array())
-            .cloned()
-            .unwrap_or_default()
-        {
-            let name = s.get("name").and_then(|v| v.as_str()).unwrap_or("");
-            let state = s.get("state").and_then(|v| v.as_str()).unwrap_or("");
-            if !matches!(state, "done" | "skipped" | "failed") || !shown.insert(name.to_string()) {
+        let detail: IncidentDetail<IncidentProgress> = decode(status_url, &body)?;
+        let inc = detail.incident;
+        for s in &inc.steps {
+            if !s.state.ended() || !shown.insert(s.name.clone()) {
                 continue;
             }
             let at = s
-                .get("ended_at_ms")
-                .and_then(|v| v.as_i64())
+                .ended_at_ms
                 .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
                 .map(|t| t.format("%H:%M:%S%.3f").to_string())
                 .unwrap_or_default();
             println!(
-                "{at}  {name:<7} {state:<8} {}",
-                s.get("message").and_then(|v| v.as_str()).unwrap_or("")
+                "{at}  {:<7} {:<8} {}",
+                s.name,
+                s.state.as_str(),
+                s.message.as_deref().unwrap_or("")
             );
         }
-        let state = body.get("status").and_then(|s| s.as_str()).unwrap_or("");
-        if state != "open" {
-            let id = body
-                .get("incident_id")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
-            if let Some(p) = body.get("report_md").and_then(|v| v.as_str()) {
+        if inc.status != Status::Open {
+            let id = &inc.incident_id;
+            if let Some(p) = &inc.report_md {
                 println!("report: {p}");
             }
             println!("report: {server}/incidents/{id}/report.md");
-            if state == "resolved" {
+            if inc.status == Status::Resolved {
                 println!("incident {id} resolved; the report lists what a human must still do");
                 return Ok(true);
             }
             eprintln!(
-                "keywarden: incident {id} {state}: see the failed steps above and the report"
+                "keywarden: incident {id} {}: see the failed steps above and the report",
+                inc.status.as_str()
             );
             return Ok(false);
         }
@@ -326,7 +330,8 @@ pub async fn incidents(server: &str) -> Result<(u16, serde_json::Value), RemoteE
     call("GET", &format!("{server}/incidents"), None).await
 }
 
-/// The table of `keywarden incidents`.
+/// The table of `keywarden incidents`: each entry read as an [`IncidentSummary`] (an entry of
+/// another shape is left out).
 pub fn render_incidents(list: &[serde_json::Value]) -> String {
     let mut rows = vec![[
         "INCIDENT".to_string(),
@@ -337,36 +342,28 @@ pub fn render_incidents(list: &[serde_json::Value]) -> String {
         "FAILED STEPS".into(),
         "REASON".into(),
     ]];
-    let t = |v: Option<&serde_json::Value>| {
-        v.and_then(|v| v.as_i64())
-            .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
+    let t = |v: Option<i64>| {
+        v.and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_else(|| "-".into())
     };
-    for i in list {
-        let s = |k: &str| i.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let failed = i
-            .get("failed_steps")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
+    for i in list
+        .iter()
+        .filter_map(|v| IncidentSummary::deserialize(v).ok())
+    {
+        let failed = i.failed_steps.join(",");
         rows.push([
-            s("incident_id"),
-            s("secret"),
-            s("status"),
-            t(i.get("opened_at")),
-            t(i.get("closed_at")),
+            i.incident_id,
+            i.secret,
+            i.status.as_str().to_string(),
+            t(Some(i.opened_at)),
+            t(i.closed_at),
             if failed.is_empty() {
                 "-".into()
             } else {
                 failed
             },
-            s("reason")
+            i.reason
                 .replace(['\n', '\r'], " ")
                 .chars()
                 .take(60)

@@ -1,0 +1,323 @@
+//! The admin API's JSON types: every JSON answer and body of the HTTP routes, shared by the
+//! server (`http`) and its client (`cli::remote`), so both sides agree on field names through the
+//! compiler instead of `json!{}` on one side and `.get("...")` on the other.
+//!
+//! Types the server only sends borrow what they show; types the CLI reads are owned and keep only
+//! the fields it uses (serde ignores the rest). This module holds data only: it does no I/O and
+//! must never import `http`'s serving code, `cli` or `daemon`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::access::detect::Anomaly;
+use crate::domain::view::{RotationView, SecretStatus};
+use crate::incident::{Incident, Status, StepState};
+
+/// The body of every JSON refusal: `{"error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, in a sentence (never a secret value).
+    pub error: String,
+}
+
+/// `202` of `POST /rotate/<secret>`: the journaled rotation and where to follow it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateAccepted {
+    /// The rotation id (32 hex characters).
+    pub rotation_id: String,
+    /// The `secret` label.
+    pub secret: String,
+    /// The rotation state (`running` when accepted).
+    pub status: String,
+    /// The status URL, relative: `/rotations/<id>`.
+    pub url: String,
+}
+
+/// Any refusal of `POST /rotate/<secret>`: the error, plus the active rotation when one is
+/// already running (`409`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateRefused {
+    /// Why the rotation was refused.
+    pub error: String,
+    /// The rotation that is already active, when that is the reason.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<RotateAccepted>,
+}
+
+/// `GET /rotations`: the latest rotations, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotationList<R> {
+    /// The journaled rotations.
+    pub rotations: Vec<R>,
+}
+
+/// `GET /rotations/<id>`: one journaled rotation with its timeline. The server sends the
+/// journal's own types; the CLI reads them as [`RotationProgress`] and [`RotationEventLine`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotationDetail<R, E> {
+    /// The rotation's journal row, flattened into the answer.
+    #[serde(flatten)]
+    pub rotation: R,
+    /// The rotation's events, oldest first.
+    pub events: Vec<E>,
+}
+
+/// The fields of a journaled rotation the CLI follows.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RotationProgress {
+    /// `running`, `grace`, `done`, `failed`, ...
+    pub state: String,
+    /// The last error, if any.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Version ids and times; the CLI reads only the finalize time.
+    #[serde(default)]
+    pub detail: ProgressDetail,
+}
+
+/// The part of a rotation's `detail` the CLI reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ProgressDetail {
+    /// When the previous version will be retired (seconds since the epoch), once in grace.
+    #[serde(default)]
+    pub finalize_after: Option<i64>,
+}
+
+/// One event of a rotation's timeline as the CLI prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RotationEventLine {
+    /// When (seconds since the epoch).
+    pub at: i64,
+    /// The step it concerns.
+    pub step: String,
+    /// How it went.
+    pub outcome: String,
+    /// A sentence (never a value).
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `200` of `POST /rollback/<secret>`: the fields of the rotation core's rollback report the CLI
+/// prints (the server sends the report itself).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RollbackDone {
+    /// The secret label.
+    pub secret: String,
+    /// The version that was AWSCURRENT (now AWSPREVIOUS).
+    pub from_version: String,
+    /// The version that is AWSCURRENT now.
+    pub to_version: String,
+    /// The rotation whose finalize was cancelled, if one was in grace.
+    #[serde(default)]
+    pub rotation_id: Option<String>,
+}
+
+/// `202` (opened) or `200` (already open) of `POST /compromised/<secret>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentAccepted {
+    /// The incident id (32 hex characters).
+    pub incident_id: String,
+    /// The `secret` label.
+    pub secret: String,
+    /// `open`, `resolved` or `failed`.
+    pub status: Status,
+    /// The status URL, relative: `/incidents/<id>`.
+    pub url: String,
+}
+
+impl From<&Incident> for IncidentAccepted {
+    fn from(inc: &Incident) -> IncidentAccepted {
+        IncidentAccepted {
+            incident_id: inc.incident_id.clone(),
+            secret: inc.secret.clone(),
+            status: inc.status,
+            url: inc.url(),
+        }
+    }
+}
+
+/// The body a client may send with `POST /compromised/<secret>` (both fields optional).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompromiseBody {
+    /// Why the secret is believed compromised.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Who reported it.
+    #[serde(default)]
+    pub reported_by: Option<String>,
+}
+
+/// `GET /incidents`: the latest incidents, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IncidentList {
+    /// One short entry per incident.
+    pub incidents: Vec<IncidentSummary>,
+}
+
+/// The short form of an incident in `GET /incidents`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentSummary {
+    /// The incident id.
+    pub incident_id: String,
+    /// The `secret` label.
+    pub secret: String,
+    /// `open`, `resolved` or `failed`.
+    pub status: Status,
+    /// Why it was reported.
+    pub reason: String,
+    /// Who reported it.
+    pub reported_by: String,
+    /// Opened, seconds since the epoch.
+    pub opened_at: i64,
+    /// Closed, seconds since the epoch.
+    pub closed_at: Option<i64>,
+    /// The names of the steps that failed.
+    pub failed_steps: Vec<String>,
+    /// The status URL, relative.
+    pub url: String,
+}
+
+impl From<&Incident> for IncidentSummary {
+    fn from(inc: &Incident) -> IncidentSummary {
+        IncidentSummary {
+            incident_id: inc.incident_id.clone(),
+            secret: inc.secret.clone(),
+            status: inc.status,
+            reason: inc.reason.clone(),
+            reported_by: inc.reported_by.clone(),
+            opened_at: inc.opened_at_ms / 1000,
+            closed_at: inc.closed_at_ms.map(|t| t / 1000),
+            failed_steps: inc
+                .steps
+                .iter()
+                .filter(|s| s.state == StepState::Failed)
+                .map(|s| s.name.clone())
+                .collect(),
+            url: inc.url(),
+        }
+    }
+}
+
+/// `GET /incidents/<id>`: the whole incident document plus its URLs. The server sends
+/// `I` = `&Incident`; the CLI reads it with `I` = [`IncidentProgress`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IncidentDetail<I> {
+    /// The incident document, flattened into the answer.
+    #[serde(flatten)]
+    pub incident: I,
+    /// The status URL, relative.
+    pub url: String,
+    /// The Markdown report's URL, relative.
+    pub report_url: String,
+}
+
+impl<'a> From<&'a Incident> for IncidentDetail<&'a Incident> {
+    fn from(inc: &'a Incident) -> IncidentDetail<&'a Incident> {
+        IncidentDetail {
+            incident: inc,
+            url: inc.url(),
+            report_url: format!("{}/report.md", inc.url()),
+        }
+    }
+}
+
+/// The fields of `GET /incidents/<id>` the CLI follows (read as `IncidentDetail<IncidentProgress>`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IncidentProgress {
+    /// The incident id.
+    pub incident_id: String,
+    /// `open`, `resolved` or `failed`.
+    pub status: Status,
+    /// The steps, in order.
+    #[serde(default)]
+    pub steps: Vec<IncidentStepLine>,
+    /// The Markdown report file on the daemon's host, once written.
+    #[serde(default)]
+    pub report_md: Option<String>,
+}
+
+/// One step of an incident as the CLI prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IncidentStepLine {
+    /// The step name (`rotate`, `audit`, `notify`, `report`).
+    pub name: String,
+    /// `pending`, `running`, `done`, `skipped` or `failed`.
+    pub state: StepState,
+    /// When it ended, milliseconds since the epoch.
+    #[serde(default)]
+    pub ended_at_ms: Option<i64>,
+    /// What happened, in a sentence.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `GET /secrets`.
+#[derive(Debug, Serialize)]
+pub struct SecretsBody<'a> {
+    /// When the answer was made (seconds since the epoch).
+    pub generated_at: i64,
+    /// Every watched secret.
+    pub secrets: Vec<SecretEntry<'a>>,
+}
+
+/// One secret of `GET /secrets`: its status plus its rotation state.
+#[derive(Debug, Serialize)]
+pub struct SecretEntry<'a> {
+    /// The status fields.
+    #[serde(flatten)]
+    pub status: &'a SecretStatus,
+    /// Latest rotation and scheduler state, when there is any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<&'a RotationView>,
+}
+
+/// `GET /anomalies`.
+#[derive(Debug, Serialize)]
+pub struct AnomaliesBody<'a> {
+    /// When the answer was made (seconds since the epoch).
+    pub generated_at: i64,
+    /// Log events skipped as not JSON, oversized or malformed, since start.
+    pub skipped_records: u64,
+    /// Already counted events read again (overlap re-reads, duplicate deliveries), since start.
+    pub repeated_events: u64,
+    /// Principals forgotten because a per-secret set was full, since start.
+    pub principal_evictions: u64,
+    /// Recent anomalies, newest first.
+    pub anomalies: Vec<AnomalyItem<'a>>,
+}
+
+/// One anomaly of `GET /anomalies`.
+#[derive(Debug, Serialize)]
+pub struct AnomalyItem<'a> {
+    /// eventTime as RFC 3339.
+    pub time: String,
+    /// The anomaly.
+    #[serde(flatten)]
+    pub anomaly: &'a Anomaly,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_refusal_reads_back_with_its_rotation() {
+        let busy = RotateRefused {
+            error: "a rotation of A is already running".into(),
+            active: Some(RotateAccepted {
+                rotation_id: "ab".into(),
+                secret: "A".into(),
+                status: "running".into(),
+                url: "/rotations/ab".into(),
+            }),
+        };
+        let text = serde_json::to_string(&busy).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for key in ["error", "rotation_id", "secret", "status", "url"] {
+            assert!(v.get(key).is_some(), "{key} in {text}");
+        }
+        assert_eq!(serde_json::from_str::<RotateRefused>(&text).unwrap(), busy);
+        let plain: RotateRefused = serde_json::from_str(r#"{"error":"no"}"#).unwrap();
+        assert_eq!(plain.active, None);
+    }
+}

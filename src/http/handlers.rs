@@ -1,0 +1,341 @@
+//! The handlers: one function per route family, dispatched on the parsed [`Route`]. Every JSON
+//! answer is an `api` type. It must never import the serving loop (`http/mod.rs`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures_util::stream;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use tokio::time::Instant;
+
+use super::api::{
+    AnomaliesBody, AnomalyItem, IncidentAccepted, IncidentDetail, IncidentList, IncidentSummary,
+    RotateAccepted, RotateRefused, RotationDetail, RotationList, SecretEntry, SecretsBody,
+};
+use super::guard::{guard_action, parse_compromise_body, read_body, Action};
+use super::respond::{error_json, json, method_not_allowed, text, Body};
+use super::route::{Miss, Route};
+use super::state::AppState;
+use crate::incident::{OpenError, Opened};
+use crate::rotation::journal::{Rotation, Trigger};
+use crate::rotation::{RequestError, RequestOptions, RollbackError};
+use crate::telemetry;
+
+/// Routes one request.
+pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let route = match Route::parse(req.method(), req.uri().path(), req.uri().query()) {
+        Ok(route) => route,
+        Err(Miss::NotFound) => return text(StatusCode::NOT_FOUND, "not found\n"),
+        Err(Miss::MethodNotAllowed(allow)) => return method_not_allowed(allow),
+        Err(Miss::MalformedId) => {
+            return match &state.rotation {
+                Some(_) => error_json(
+                    StatusCode::BAD_REQUEST,
+                    "malformed percent-escape in the path",
+                ),
+                None => rotation_off(),
+            }
+        }
+        Err(Miss::NoSuchIncident) => {
+            return match &state.incidents {
+                Some(_) => error_json(StatusCode::NOT_FOUND, "no such incident"),
+                None => incidents_off(),
+            }
+        }
+    };
+    match route {
+        Route::Metrics => metrics(&state, &req),
+        Route::Healthz => text(StatusCode::OK, "ok\n"),
+        Route::Readyz => readyz(&state),
+        Route::Secrets => secrets(&state),
+        Route::Anomalies => anomalies(&state),
+        Route::Rotate(raw) => rotate(&state, &req, &raw),
+        Route::Rollback { raw, force } => rollback(&state, &req, &raw, force).await,
+        Route::Rotations => rotations(&state),
+        Route::Rotation(id) => rotation(&state, &id),
+        Route::Compromised(raw) => compromised(&state, req, &raw).await,
+        Route::Incidents => incidents(&state),
+        Route::Incident(id) => incident(&state, &id, false),
+        Route::IncidentReport(id) => incident(&state, &id, true),
+    }
+}
+
+/// `GET /metrics`: OpenMetrics when Prometheus asks for it, else the classic text format.
+fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    let openmetrics = req
+        .headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let gzip = req
+        .headers()
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let e = state.metrics.scrape(openmetrics, gzip);
+    let content_type = if openmetrics {
+        telemetry::OPENMETRICS_CONTENT_TYPE
+    } else {
+        telemetry::TEXT_CONTENT_TYPE
+    };
+    // Two chunks: the cached per-secret part is sent without copying it; with gzip they are two
+    // members of one gzip stream.
+    let frames = [e.fleet, e.process].map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    let mut r = Response::new(StreamBody::new(stream::iter(frames)).boxed());
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if e.gzip {
+        r.headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    r
+}
+
+/// `GET /readyz`.
+fn readyz(state: &AppState) -> Response<Body> {
+    let problems = state
+        .view
+        .read()
+        .readiness(Instant::now(), &state.pollers());
+    if problems.is_empty() {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+    }
+}
+
+/// `GET /secrets`.
+fn secrets(state: &AppState) -> Response<Body> {
+    let view = state.view.read();
+    json(
+        StatusCode::OK,
+        &SecretsBody {
+            generated_at: Utc::now().timestamp(),
+            secrets: view
+                .secrets
+                .values()
+                .map(|status| SecretEntry {
+                    status,
+                    rotation: view.rotations.get(&status.name),
+                })
+                .collect(),
+        },
+    )
+}
+
+/// `GET /anomalies`.
+fn anomalies(state: &AppState) -> Response<Body> {
+    let view = state.view.read();
+    let log = &view.access_log;
+    json(
+        StatusCode::OK,
+        &AnomaliesBody {
+            generated_at: Utc::now().timestamp(),
+            skipped_records: log.skipped_records,
+            repeated_events: log.repeated_events,
+            principal_evictions: log.principal_evictions,
+            anomalies: log
+                .recent
+                .iter()
+                .map(|a| AnomalyItem {
+                    time: chrono::DateTime::<Utc>::from_timestamp_millis(a.time_ms)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                        .unwrap_or_default(),
+                    anomaly: a,
+                })
+                .collect(),
+        },
+    )
+}
+
+/// `503` of the rotation routes when no rotation core runs.
+fn rotation_off() -> Response<Body> {
+    error_json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the rotation core is not running",
+    )
+}
+
+/// `503` of the incident routes when no incident service runs.
+fn incidents_off() -> Response<Body> {
+    error_json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the incident service is not running",
+    )
+}
+
+/// How a journaled rotation is announced.
+fn rotate_accepted(r: &Rotation) -> RotateAccepted {
+    RotateAccepted {
+        rotation_id: r.id.clone(),
+        secret: r.secret.clone(),
+        status: r.state.as_str().to_string(),
+        url: format!("/rotations/{}", r.id),
+    }
+}
+
+/// `POST /rotate/<secret>`.
+fn rotate(state: &AppState, req: &Request<Incoming>, raw: &str) -> Response<Body> {
+    let Some(engine) = &state.rotation else {
+        return match guard_action(&state.gate(), req, Action::Rotate, raw, &|_| None) {
+            Err(r) => r,
+            Ok(_) => rotation_off(),
+        };
+    };
+    let name = match guard_action(&state.gate(), req, Action::Rotate, raw, &|n| {
+        engine.find_secret(n).map(|s| s.name.clone())
+    }) {
+        Ok(label) => label,
+        Err(r) => return r,
+    };
+    match engine.request(&name, Trigger::Manual, RequestOptions::default()) {
+        Ok(r) => json(StatusCode::ACCEPTED, &rotate_accepted(&r)),
+        Err(RequestError::UnknownSecret(_)) => {
+            error_json(StatusCode::NOT_FOUND, format!("unknown secret {name:?}"))
+        }
+        Err(RequestError::Busy(r)) => json(
+            StatusCode::CONFLICT,
+            &RotateRefused {
+                error: format!("a rotation of {} is already {}", r.secret, r.state.as_str()),
+                active: Some(rotate_accepted(&r)),
+            },
+        ),
+        Err(e @ RequestError::Refused(_)) => error_json(StatusCode::CONFLICT, e),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `POST /rollback/<secret>[?force=true]`.
+async fn rollback(
+    state: &AppState,
+    req: &Request<Incoming>,
+    raw: &str,
+    force: bool,
+) -> Response<Body> {
+    let Some(engine) = &state.rotation else {
+        return match guard_action(&state.gate(), req, Action::Rollback, raw, &|_| None) {
+            Err(r) => r,
+            Ok(_) => rotation_off(),
+        };
+    };
+    let name = match guard_action(&state.gate(), req, Action::Rollback, raw, &|n| {
+        engine.find_secret(n).map(|s| s.name.clone())
+    }) {
+        Ok(label) => label,
+        Err(r) => return r,
+    };
+    match engine.rollback(&name, force).await {
+        Ok(report) => json(StatusCode::OK, &report),
+        Err(RollbackError::UnknownSecret(_)) => {
+            error_json(StatusCode::NOT_FOUND, format!("unknown secret {name:?}"))
+        }
+        Err(
+            e @ (RollbackError::IncidentOpen { .. }
+            | RollbackError::Running(_)
+            | RollbackError::NothingToRollBack(_)),
+        ) => error_json(StatusCode::CONFLICT, e),
+        Err(e @ RollbackError::Aws(_)) => error_json(StatusCode::BAD_GATEWAY, e),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `GET /rotations`.
+fn rotations(state: &AppState) -> Response<Body> {
+    let Some(engine) = &state.rotation else {
+        return rotation_off();
+    };
+    match engine.recent(100) {
+        Ok(rotations) => json(StatusCode::OK, &RotationList { rotations }),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `GET /rotations/<id>`.
+fn rotation(state: &AppState, id: &str) -> Response<Body> {
+    let Some(engine) = &state.rotation else {
+        return rotation_off();
+    };
+    match engine.status(id) {
+        Ok(Some((rotation, events))) => json(StatusCode::OK, &RotationDetail { rotation, events }),
+        Ok(None) => error_json(StatusCode::NOT_FOUND, format!("no rotation {id:?}")),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `POST /compromised/<secret>`: guard, then at most [`super::guard::MAX_BODY`] bytes of body
+/// within `server.body_timeout`, then the incident.
+async fn compromised(state: &AppState, req: Request<Incoming>, raw: &str) -> Response<Body> {
+    let Some(svc) = &state.incidents else {
+        return match guard_action(&state.gate(), &req, Action::Compromised, raw, &|_| None) {
+            Err(r) => r,
+            Ok(_) => incidents_off(),
+        };
+    };
+    let label = match guard_action(&state.gate(), &req, Action::Compromised, raw, &|n| {
+        svc.find_secret(n).map(|s| s.name.clone())
+    }) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let body = match read_body(req.into_body(), state.config.server.body_timeout).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let body = match parse_compromise_body(&body) {
+        Ok(b) => b,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, e),
+    };
+    let reason = body.reason.unwrap_or_else(|| "(no reason given)".into());
+    let reported_by = body.reported_by.unwrap_or_else(|| "(not given)".into());
+    match svc.open(&label, &reason, &reported_by) {
+        Ok(Opened::New(inc)) => json(StatusCode::ACCEPTED, &IncidentAccepted::from(&inc)),
+        Ok(Opened::Existing(inc)) => json(StatusCode::OK, &IncidentAccepted::from(&inc)),
+        Err(e @ OpenError::UnknownSecret(_)) => error_json(StatusCode::NOT_FOUND, e),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `GET /incidents`.
+fn incidents(state: &AppState) -> Response<Body> {
+    let Some(svc) = &state.incidents else {
+        return incidents_off();
+    };
+    match svc.list(200) {
+        Ok(list) => json(
+            StatusCode::OK,
+            &IncidentList {
+                incidents: list.iter().map(IncidentSummary::from).collect(),
+            },
+        ),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `GET /incidents/<id>` and, with `markdown`, `GET /incidents/<id>/report.md`.
+fn incident(state: &AppState, id: &str, markdown: bool) -> Response<Body> {
+    let Some(svc) = &state.incidents else {
+        return incidents_off();
+    };
+    match svc.get(id) {
+        Ok(Some(inc)) if markdown => {
+            let mut r = text(StatusCode::OK, crate::incident::report::markdown(&inc));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/markdown; charset=utf-8"),
+            );
+            r
+        }
+        Ok(Some(inc)) => json(StatusCode::OK, &IncidentDetail::from(&inc)),
+        Ok(None) => error_json(StatusCode::NOT_FOUND, "no such incident"),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
