@@ -233,11 +233,13 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         };
         return match crate::cli::remote::incidents(&server).await {
             Ok((200, body)) => {
-                let list = body
-                    .get("incidents")
-                    .and_then(|v| v.as_array())
-                    .cloned()
-                    .unwrap_or_default();
+                let list = match crate::cli::remote::incident_list(&server, body) {
+                    Ok(list) => list,
+                    Err(e) => {
+                        eprintln!("keywarden: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
                 match output {
                     Output::Table => print!("{}", crate::cli::remote::render_incidents(&list)),
                     Output::Json => println!(

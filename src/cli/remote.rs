@@ -330,9 +330,21 @@ pub async fn incidents(server: &str) -> Result<(u16, serde_json::Value), RemoteE
     call("GET", &format!("{server}/incidents"), None).await
 }
 
-/// The table of `keywarden incidents`: each entry read as an [`IncidentSummary`] (an entry of
-/// another shape is left out).
-pub fn render_incidents(list: &[serde_json::Value]) -> String {
+/// The incidents of a `GET /incidents` answer; an answer of another shape is an error naming it.
+pub fn incident_list(
+    server: &str,
+    body: serde_json::Value,
+) -> Result<Vec<IncidentSummary>, RemoteError> {
+    crate::http::api::IncidentList::deserialize(body)
+        .map(|l| l.incidents)
+        .map_err(|e| RemoteError {
+            url: format!("{server}/incidents"),
+            reason: format!("unexpected answer: {e}"),
+        })
+}
+
+/// The table of `keywarden incidents`.
+pub fn render_incidents(list: &[IncidentSummary]) -> String {
     let mut rows = vec![[
         "INCIDENT".to_string(),
         "SECRET".into(),
@@ -347,10 +359,7 @@ pub fn render_incidents(list: &[serde_json::Value]) -> String {
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_else(|| "-".into())
     };
-    for i in list
-        .iter()
-        .filter_map(|v| IncidentSummary::deserialize(v).ok())
-    {
+    for i in list.iter().cloned() {
         let failed = i.failed_steps.join(",");
         rows.push([
             i.incident_id,
