@@ -21,7 +21,9 @@ use keywarden::aws::{
 };
 use keywarden::incident::{Incident, Incidents, Opened, StepState, STEPS};
 use keywarden::rotation::journal::{Event, EventOutcome, Rotation, State, Step, Trigger};
-use keywarden::rotation::{RequestOptions, RotationCore, FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF};
+use keywarden::rotation::{
+    RequestOptions, RotationCore, FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, MAX_TRANSIENT_ATTEMPTS,
+};
 use keywarden::store::Store;
 use keywarden::telemetry::Metrics;
 
@@ -80,7 +82,7 @@ async fn wait_rotation<A: SecretsWriteApi>(
             Instant::now() < deadline,
             "rotation {id} never reached {states:?}: {r:?} {events:?}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -165,7 +167,7 @@ async fn throttled_put_secret_value_is_retried_after_the_documented_backoff() {
     );
     // Every attempt used the rotation's one token, and it is AWSCURRENT now with the value
     // written under it; the version before is AWSPREVIOUS.
-    assert_eq!(put_tokens(&puts), [r.token.clone()]);
+    assert_eq!(put_tokens(&puts), std::slice::from_ref(&r.token));
     let (current, value) = fake.staged(SECRET_ID, AWSCURRENT).unwrap();
     assert_eq!(current, r.token);
     assert_eq!(fake.value_of(SECRET_ID, &r.token), Some(value.clone()));
@@ -250,6 +252,33 @@ async fn a_non_transient_put_error_fails_after_the_short_budget() {
     assert_eq!(
         fake.staged(SECRET_ID, AWSCURRENT),
         Some((before.clone(), SecretValue::new("v0".into())))
+    );
+    assert_eq!(fake.versions(SECRET_ID).len(), 1);
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttle_that_never_ends_fails_after_the_long_budget_with_capped_backoff() {
+    let fake = FakeSecrets::new();
+    fake.create(SECRET_ID, "v0");
+    let (core, stop, _dir) = core_over(&fake);
+    fake.faults()
+        .fail_next(Op::PutSecretValue, 1000, AwsErrorKind::Throttled);
+
+    let start = Instant::now();
+    let r = core
+        .request("R", Trigger::Manual, RequestOptions::default())
+        .unwrap();
+    let (failed, events) = wait_rotation(&core, &r.id, &[State::Done, State::Failed]).await;
+    assert_eq!(failed.state, State::Failed, "{events:?}");
+    // MAX_TRANSIENT_ATTEMPTS attempts; the waits double from 1 s and stop growing at 30 s.
+    let offsets = offsets(&fake, Op::PutSecretValue, start);
+    assert_eq!(offsets, attempt_offsets(MAX_TRANSIENT_ATTEMPTS));
+    let last_gap = offsets[offsets.len() - 1] - offsets[offsets.len() - 2];
+    assert_eq!(last_gap, MAX_BACKOFF);
+    assert_eq!(
+        outcomes(&events, EventOutcome::Error).len(),
+        MAX_TRANSIENT_ATTEMPTS as usize - 1
     );
     assert_eq!(fake.versions(SECRET_ID).len(), 1);
     stop.cancel();
@@ -446,7 +475,7 @@ impl IncidentRig {
                 Instant::now() < deadline,
                 "incident never got there: {inc:?}"
             );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -490,6 +519,8 @@ async fn incident_steps_are_journaled_in_order_and_a_throttled_notice_is_retried
     assert_eq!(state_of(&waiting, "rotate"), StepState::Done, "{waiting:?}");
     assert_eq!(state_of(&waiting, "audit"), StepState::Skipped);
     assert_eq!(state_of(&waiting, "notify"), StepState::Running);
+    let notify = waiting.step("notify").unwrap();
+    assert!(notify.started_at_ms.is_some() && notify.ended_at_ms.is_none());
     assert_eq!(state_of(&waiting, "report"), StepState::Pending);
 
     let closed = rig
