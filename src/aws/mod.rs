@@ -8,6 +8,8 @@
 
 pub mod client;
 pub mod cloudwatchlogs;
+#[cfg(feature = "test-util")]
+pub mod fake;
 pub mod secretsmanager;
 pub mod sns;
 

@@ -10,6 +10,7 @@ mod config_check;
 mod databases;
 mod hooks;
 mod http_server;
+mod in_process;
 mod incident;
 mod metadata;
 mod reminders;

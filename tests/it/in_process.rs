@@ -1,0 +1,621 @@
+//! In-process tests with paused time (issue #16): the rotation core and the incident service run
+//! over the in-memory AWS fakes of `keywarden::aws::fake` (the `test-util` feature), so retries,
+//! backoff and incident steps are checked to the millisecond without moto or the binary.
+//!
+//! Only the library's public API is used. The binary+moto tests keep what only end-to-end can
+//! show (the HTTP API, crashes, the real adapters).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use keywarden::aws::fake::{put_tokens, FakeLogs, FakeNotify, FakeSecrets, Op};
+use keywarden::aws::{
+    AwsError, AwsErrorKind, CallOutcome, SecretValue, SecretsWriteApi, VersionSelector, AWSCURRENT,
+};
+use keywarden::incident::{Incident, Incidents, Opened, StepState, STEPS};
+use keywarden::rotation::journal::{Event, EventOutcome, Rotation, State, Step, Trigger};
+use keywarden::rotation::{
+    RequestOptions, RotationCore, FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, MAX_TRANSIENT_ATTEMPTS,
+};
+use keywarden::store::Store;
+use keywarden::telemetry::Metrics;
+
+/// The secret every rotation test rotates.
+const SECRET_ID: &str = "app/r";
+
+/// Paused time a test may spend waiting for a rotation or an incident before it gives up.
+const PATIENCE: Duration = Duration::from_secs(3600);
+
+/// The configuration of one `random` secret `R` (id [`SECRET_ID`]), its store in `dir`.
+fn rotation_config(dir: &Path) -> keywarden::config::Config {
+    let text = format!(
+        "[state]\npath = \"{}\"\n\
+         [[secret]]\nname = \"R\"\nid = \"{SECRET_ID}\"\nrotation = {{ strategy = \"random\" }}\n",
+        dir.join("s.db").display()
+    );
+    keywarden::config::parse(&text, &dir.join("k.toml")).unwrap()
+}
+
+/// A rotation core over `fake`, with its metrics and the directory holding its store.
+fn core_over(
+    fake: &FakeSecrets,
+) -> (
+    Arc<RotationCore<FakeSecrets>>,
+    CancellationToken,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Arc::new(rotation_config(dir.path()));
+    let store = Store::open(&config.state.path).unwrap();
+    let stop = CancellationToken::new();
+    let core = RotationCore::new(
+        fake.clone(),
+        store,
+        config,
+        Default::default(),
+        Arc::new(Metrics::new()),
+        stop.clone(),
+    );
+    (core, stop, dir)
+}
+
+/// Waits in paused time until rotation `id` is in one of `states`.
+async fn wait_rotation<A: SecretsWriteApi>(
+    core: &RotationCore<A>,
+    id: &str,
+    states: &[State],
+) -> (Rotation, Vec<Event>) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (r, events) = core.status(id).unwrap().unwrap();
+        if states.contains(&r.state) {
+            return (r, events);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rotation {id} never reached {states:?}: {r:?} {events:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The documented wait before attempt `attempt + 1` of a step (`attempt` starts at 1).
+fn rotation_backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << (attempt - 1).min(10))
+        .min(MAX_BACKOFF)
+}
+
+/// When each attempt of a step that keeps failing starts, counted from the first one.
+fn attempt_offsets(attempts: u32) -> Vec<Duration> {
+    let mut at = Duration::ZERO;
+    let mut out = vec![at];
+    for a in 1..attempts {
+        at += rotation_backoff(a);
+        out.push(at);
+    }
+    out
+}
+
+/// The offsets of the recorded calls of `op` from `start`.
+fn offsets(fake: &FakeSecrets, op: Op, start: Instant) -> Vec<Duration> {
+    fake.faults()
+        .calls_of(op)
+        .iter()
+        .map(|c| c.at - start)
+        .collect()
+}
+
+fn outcomes(events: &[Event], outcome: EventOutcome) -> Vec<&str> {
+    events
+        .iter()
+        .filter(|e| e.outcome == outcome)
+        .map(|e| e.step.as_str())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_put_secret_value_is_retried_after_the_documented_backoff() {
+    const THROTTLED: u32 = 3;
+    let fake = FakeSecrets::new();
+    let before = fake.create(SECRET_ID, "v0");
+    let (core, stop, _dir) = core_over(&fake);
+    fake.faults()
+        .fail_next(Op::PutSecretValue, THROTTLED, AwsErrorKind::Throttled);
+
+    let start = Instant::now();
+    let r = core
+        .request(
+            "R",
+            Trigger::Manual,
+            RequestOptions {
+                grace: Some(Duration::ZERO),
+            },
+        )
+        .unwrap();
+    let (done, events) = wait_rotation(&core, &r.id, &[State::Done, State::Failed]).await;
+    assert_eq!(done.state, State::Done, "{events:?}");
+
+    // Attempts at 0 s, 1 s, 3 s and 7 s: the last one succeeds.
+    let puts = fake.faults().calls_of(Op::PutSecretValue);
+    assert_eq!(
+        offsets(&fake, Op::PutSecretValue, start),
+        attempt_offsets(THROTTLED + 1)
+    );
+    let results: Vec<CallOutcome> = puts.iter().map(|c| c.outcome).collect();
+    assert_eq!(
+        results,
+        [
+            CallOutcome::Throttled,
+            CallOutcome::Throttled,
+            CallOutcome::Throttled,
+            CallOutcome::Ok
+        ]
+    );
+    // One `error` event per throttled attempt, all on create; then every step once.
+    assert_eq!(outcomes(&events, EventOutcome::Error), ["create"; 3]);
+    assert_eq!(
+        outcomes(&events, EventOutcome::Ok),
+        ["accepted", "create", "set", "test", "finish", "finalize"]
+    );
+    // Every attempt used the rotation's one token, and it is AWSCURRENT now with the value
+    // written under it; the version before is AWSPREVIOUS.
+    assert_eq!(put_tokens(&puts), std::slice::from_ref(&r.token));
+    let (current, value) = fake.staged(SECRET_ID, AWSCURRENT).unwrap();
+    assert_eq!(current, r.token);
+    assert_eq!(fake.value_of(SECRET_ID, &r.token), Some(value.clone()));
+    assert_ne!(value.expose(), "v0");
+    assert_eq!(done.detail.previous_version_id.as_deref(), Some(&*before));
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_put_answer_keeps_the_value_written_under_the_token() {
+    let fake = FakeSecrets::new();
+    fake.create(SECRET_ID, "v0");
+    let (core, stop, _dir) = core_over(&fake);
+    // The first PutSecretValue takes effect but its answer is lost.
+    fake.faults()
+        .lose_answer_next(Op::PutSecretValue, 1, AwsErrorKind::Timeout);
+
+    let start = Instant::now();
+    let r = core
+        .request(
+            "R",
+            Trigger::Manual,
+            RequestOptions {
+                grace: Some(Duration::ZERO),
+            },
+        )
+        .unwrap();
+    // Halfway through the first backoff the core is waiting; the token's version holds the
+    // value of the lost write.
+    tokio::time::sleep_until(start + rotation_backoff(1) / 2).await;
+    assert_eq!(core.status(&r.id).unwrap().unwrap().0.state, State::Running);
+    let written = fake.value_of(SECRET_ID, &r.token).unwrap();
+
+    let (done, events) = wait_rotation(&core, &r.id, &[State::Done, State::Failed]).await;
+    assert_eq!(done.state, State::Done, "{events:?}");
+    // The retry found the version and did not write again: one put, same value, now current.
+    assert_eq!(fake.faults().count(Op::PutSecretValue), 1);
+    assert_eq!(outcomes(&events, EventOutcome::Error), ["create"]);
+    assert_eq!(outcomes(&events, EventOutcome::Skipped), ["create"]);
+    assert_eq!(fake.value_of(SECRET_ID, &r.token), Some(written.clone()));
+    assert_eq!(
+        fake.staged(SECRET_ID, AWSCURRENT),
+        Some((r.token.clone(), written))
+    );
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_non_transient_put_error_fails_after_the_short_budget() {
+    let fake = FakeSecrets::new();
+    let before = fake.create(SECRET_ID, "v0");
+    let (core, stop, _dir) = core_over(&fake);
+    fake.faults()
+        .fail_next(Op::PutSecretValue, 100, AwsErrorKind::Service);
+
+    let start = Instant::now();
+    let r = core
+        .request("R", Trigger::Manual, RequestOptions::default())
+        .unwrap();
+    let (failed, events) = wait_rotation(&core, &r.id, &[State::Done, State::Failed]).await;
+    assert_eq!(failed.state, State::Failed, "{events:?}");
+    assert_eq!(failed.step, Step::Create);
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("PutSecretValue")),
+        "{failed:?}"
+    );
+    // MAX_ATTEMPTS attempts at 0, 1, 3, 7 and 15 s; an error event for each but the last,
+    // which is the failure.
+    assert_eq!(
+        offsets(&fake, Op::PutSecretValue, start),
+        attempt_offsets(MAX_ATTEMPTS)
+    );
+    assert_eq!(
+        outcomes(&events, EventOutcome::Error).len(),
+        MAX_ATTEMPTS as usize - 1
+    );
+    assert_eq!(outcomes(&events, EventOutcome::Failed), ["create"]);
+    // The secret is as it was: the old version is current and nothing was written.
+    assert_eq!(
+        fake.staged(SECRET_ID, AWSCURRENT),
+        Some((before.clone(), SecretValue::new("v0".into())))
+    );
+    assert_eq!(fake.versions(SECRET_ID).len(), 1);
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttle_that_never_ends_fails_after_the_long_budget_with_capped_backoff() {
+    let fake = FakeSecrets::new();
+    fake.create(SECRET_ID, "v0");
+    let (core, stop, _dir) = core_over(&fake);
+    fake.faults()
+        .fail_next(Op::PutSecretValue, 1000, AwsErrorKind::Throttled);
+
+    let start = Instant::now();
+    let r = core
+        .request("R", Trigger::Manual, RequestOptions::default())
+        .unwrap();
+    let (failed, events) = wait_rotation(&core, &r.id, &[State::Done, State::Failed]).await;
+    assert_eq!(failed.state, State::Failed, "{events:?}");
+    // MAX_TRANSIENT_ATTEMPTS attempts; the waits double from 1 s and stop growing at 30 s.
+    let offsets = offsets(&fake, Op::PutSecretValue, start);
+    assert_eq!(offsets, attempt_offsets(MAX_TRANSIENT_ATTEMPTS));
+    let last_gap = offsets[offsets.len() - 1] - offsets[offsets.len() - 2];
+    assert_eq!(last_gap, MAX_BACKOFF);
+    assert_eq!(
+        outcomes(&events, EventOutcome::Error).len(),
+        MAX_TRANSIENT_ATTEMPTS as usize - 1
+    );
+    assert_eq!(fake.versions(SECRET_ID).len(), 1);
+    stop.cancel();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Incidents. The service takes the rotation engine on the real Secrets Manager adapter, so the
+// adapter is given an SDK client whose every call is answered by the fake (aws-smithy-mocks).
+// ---------------------------------------------------------------------------------------------
+
+/// The output of a fake's future. The fakes never wait, so one poll finishes it.
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("a fake AWS call waited"),
+    }
+}
+
+/// The error metadata the SDK would parse from the fake's error.
+fn metadata(e: &AwsError) -> aws_sdk_secretsmanager::error::ErrorMetadata {
+    let code = match e.kind {
+        AwsErrorKind::Throttled => "ThrottlingException",
+        AwsErrorKind::NotFound => "ResourceNotFoundException",
+        AwsErrorKind::Auth => "AccessDeniedException",
+        _ => e
+            .message
+            .split_once(':')
+            .map_or("InternalServiceError", |(code, _)| code),
+    };
+    aws_sdk_secretsmanager::error::ErrorMetadata::builder()
+        .code(code)
+        .message(&e.message)
+        .build()
+}
+
+/// An SDK client whose DescribeSecret, GetSecretValue, PutSecretValue and
+/// UpdateSecretVersionStage calls are answered by `fake`.
+fn client_over(fake: &FakeSecrets) -> aws_sdk_secretsmanager::Client {
+    use aws_sdk_secretsmanager::operation::describe_secret::{
+        DescribeSecretError, DescribeSecretOutput,
+    };
+    use aws_sdk_secretsmanager::operation::get_secret_value::{
+        GetSecretValueError, GetSecretValueOutput,
+    };
+    use aws_sdk_secretsmanager::operation::put_secret_value::{
+        PutSecretValueError, PutSecretValueOutput,
+    };
+    use aws_sdk_secretsmanager::operation::update_secret_version_stage::{
+        UpdateSecretVersionStageError, UpdateSecretVersionStageOutput,
+    };
+    use aws_sdk_secretsmanager::Client;
+    use aws_smithy_mocks::{mock, mock_client, MockResponse, RuleMode};
+
+    let f = fake.clone();
+    let describe = mock!(Client::describe_secret).then_compute_response(move |i| {
+        match ready(f.describe(i.secret_id().unwrap_or_default())) {
+            Ok(st) => {
+                let versions: HashMap<String, Vec<String>> = st.versions.into_iter().collect();
+                MockResponse::Output(
+                    DescribeSecretOutput::builder()
+                        .arn(st.arn)
+                        .name(st.name)
+                        .set_version_ids_to_stages(Some(versions))
+                        .rotation_enabled(st.rotation_enabled)
+                        .build(),
+                )
+            }
+            Err(e) => MockResponse::Error(DescribeSecretError::generic(metadata(&e))),
+        }
+    });
+    let f = fake.clone();
+    let get = mock!(Client::get_secret_value).then_compute_response(move |i| {
+        let id = i.secret_id().unwrap_or_default();
+        let stage = i.version_stage().unwrap_or(AWSCURRENT);
+        let which = match i.version_id() {
+            Some(v) => VersionSelector::IdAndStage(v, stage),
+            None => VersionSelector::Stage(stage),
+        };
+        match ready(f.get_value(id, which)) {
+            Ok(v) => MockResponse::Output(
+                GetSecretValueOutput::builder()
+                    .version_id(v.version_id)
+                    .secret_string(v.value.expose())
+                    .build(),
+            ),
+            Err(e) => MockResponse::Error(GetSecretValueError::generic(metadata(&e))),
+        }
+    });
+    let f = fake.clone();
+    let put = mock!(Client::put_secret_value).then_compute_response(move |i| {
+        let value = SecretValue::new(i.secret_string().unwrap_or_default().to_string());
+        let token = i.client_request_token().unwrap_or_default();
+        match ready(f.put_pending(i.secret_id().unwrap_or_default(), token, &value)) {
+            Ok(id) => MockResponse::Output(PutSecretValueOutput::builder().version_id(id).build()),
+            Err(e) => MockResponse::Error(PutSecretValueError::generic(metadata(&e))),
+        }
+    });
+    let f = fake.clone();
+    let stage = mock!(Client::update_secret_version_stage).then_compute_response(move |i| {
+        match ready(f.update_stage(
+            i.secret_id().unwrap_or_default(),
+            i.version_stage().unwrap_or_default(),
+            i.move_to_version_id(),
+            i.remove_from_version_id(),
+        )) {
+            Ok(()) => MockResponse::Output(UpdateSecretVersionStageOutput::builder().build()),
+            Err(e) => MockResponse::Error(UpdateSecretVersionStageError::generic(metadata(&e))),
+        }
+    });
+    mock_client!(
+        aws_sdk_secretsmanager,
+        RuleMode::MatchAny,
+        [&describe, &get, &put, &stage]
+    )
+}
+
+/// The SNS topic of the incident tests.
+const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:security";
+
+/// An incident service over the fake SNS (and no logs) whose rotations go to `fake`.
+struct IncidentRig {
+    /// The service.
+    incidents: Arc<Incidents<FakeNotify, FakeLogs>>,
+    /// The fake SNS the notices go to.
+    sns: FakeNotify,
+    /// Stops every task.
+    stop: CancellationToken,
+    /// Holds the store and the reports.
+    _dir: tempfile::TempDir,
+}
+
+fn incident_rig(fake: &FakeSecrets) -> IncidentRig {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[state]\npath = \"{d}/s.db\"\n\
+         [incident]\nsns_topic_arn = \"{TOPIC}\"\nreport_dir = \"{d}/reports\"\n\
+         [[secret]]\nname = \"JWT\"\nid = \"svc/jwt\"\nrotation = {{ strategy = \"dual-key\" }}\n",
+        d = dir.path().display()
+    );
+    let config = Arc::new(keywarden::config::parse(&text, &dir.path().join("k.toml")).unwrap());
+    let store = Store::open(&config.state.path).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let stop = CancellationToken::new();
+    let view = keywarden::domain::view::SharedView::default();
+    let api = keywarden::aws::secretsmanager::SecretsManager::from_client(
+        client_over(fake),
+        metrics.clone(),
+    );
+    let engine = RotationCore::new(
+        api,
+        store.clone(),
+        config.clone(),
+        view.clone(),
+        metrics.clone(),
+        stop.clone(),
+    );
+    let sns = FakeNotify::new();
+    let incidents = Incidents::new(
+        store,
+        config,
+        engine,
+        sns.clone(),
+        None::<FakeLogs>,
+        metrics,
+        view,
+        stop.clone(),
+    );
+    IncidentRig {
+        incidents,
+        sns,
+        stop,
+        _dir: dir,
+    }
+}
+
+impl IncidentRig {
+    fn open(&self) -> Incident {
+        match self.incidents.open("JWT", "key leaked", "alice").unwrap() {
+            Opened::New(inc) => inc,
+            Opened::Existing(inc) => panic!("an incident was already open: {inc:?}"),
+        }
+    }
+
+    /// Waits in paused time until `check` holds for the journaled incident.
+    async fn wait(&self, id: &str, check: impl Fn(&Incident) -> bool) -> Incident {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let inc = self.incidents.get(id).unwrap().unwrap();
+            if check(&inc) {
+                return inc;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "incident never got there: {inc:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Every step started once and ended, each starting after the one before it ended.
+fn assert_steps_in_order(inc: &Incident) {
+    let names: Vec<&str> = inc.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, STEPS);
+    let mut last_end = inc.opened_at_ms;
+    for s in &inc.steps {
+        let (Some(started), Some(ended)) = (s.started_at_ms, s.ended_at_ms) else {
+            panic!("step {} has no start or end: {inc:?}", s.name);
+        };
+        assert!(last_end <= started && started <= ended, "{inc:?}");
+        assert_eq!(s.runs, 1, "{inc:?}");
+        last_end = ended;
+    }
+    assert_eq!(inc.closed_at_ms, Some(last_end));
+}
+
+fn state_of(inc: &Incident, step: &str) -> StepState {
+    inc.step(step).map_or(StepState::Pending, |s| s.state)
+}
+
+#[tokio::test(start_paused = true)]
+async fn incident_steps_are_journaled_in_order_and_a_throttled_notice_is_retried() {
+    let fake = FakeSecrets::new();
+    let first = fake.create("svc/jwt", r#"{"current":"k0"}"#);
+    let rig = incident_rig(&fake);
+    rig.sns
+        .faults()
+        .fail_next(Op::Publish, 2, AwsErrorKind::Throttled);
+
+    let inc = rig.open();
+    // While SNS throttles, the journal shows rotate and audit ended and notify running.
+    let waiting = rig
+        .wait(&inc.incident_id, |_| {
+            rig.sns.faults().count(Op::Publish) == 1
+        })
+        .await;
+    assert_eq!(state_of(&waiting, "rotate"), StepState::Done, "{waiting:?}");
+    assert_eq!(state_of(&waiting, "audit"), StepState::Skipped);
+    assert_eq!(state_of(&waiting, "notify"), StepState::Running);
+    let notify = waiting.step("notify").unwrap();
+    assert!(notify.started_at_ms.is_some() && notify.ended_at_ms.is_none());
+    assert_eq!(state_of(&waiting, "report"), StepState::Pending);
+
+    let closed = rig
+        .wait(&inc.incident_id, |i| i.closed_at_ms.is_some())
+        .await;
+    assert_eq!(
+        closed.status,
+        keywarden::incident::Status::Resolved,
+        "{closed:?}"
+    );
+    assert_steps_in_order(&closed);
+    assert_eq!(state_of(&closed, "report"), StepState::Done);
+
+    // Three publishes, the first two throttled, spaced by the jittered reminder backoff.
+    let calls = rig.sns.faults().calls_of(Op::Publish);
+    let results: Vec<CallOutcome> = calls.iter().map(|c| c.outcome).collect();
+    assert_eq!(
+        results,
+        [
+            CallOutcome::Throttled,
+            CallOutcome::Throttled,
+            CallOutcome::Ok
+        ]
+    );
+    for (n, pair) in calls.windows(2).enumerate() {
+        let gap = pair[1].at - pair[0].at;
+        let attempt = n as u32 + 1;
+        let (low, high) = (
+            keywarden::reminder::backoff(attempt, 0.0),
+            keywarden::reminder::backoff(attempt, 1.0),
+        );
+        assert!(
+            low <= gap && gap <= high,
+            "gap {gap:?} not in {low:?}..={high:?}"
+        );
+    }
+    let delivered = rig.sns.delivered();
+    assert_eq!(delivered.len(), 1);
+    let (message_id, notice) = &delivered[0];
+    assert_eq!(closed.notice_message_id.as_ref(), Some(message_id));
+    assert!(closed
+        .step("notify")
+        .and_then(|s| s.message.as_deref())
+        .is_some_and(|m| m.contains(message_id.as_str())));
+    assert_eq!(notice.topic_arn, TOPIC);
+    assert!(notice
+        .attributes
+        .contains(&("incident_id".to_string(), inc.incident_id.clone())));
+
+    // The compromise rotation went through the fake: its finalized version is AWSCURRENT and
+    // no value, old or new, is in the notice.
+    let rotation = closed.rotation_id.clone().unwrap();
+    let (current, value) = fake.staged("svc/jwt", AWSCURRENT).unwrap();
+    assert_eq!(closed.new_version_id.as_deref(), Some(current.as_str()));
+    assert_eq!(current, format!("keywarden-{rotation}-final"));
+    assert_eq!(closed.previous_version_id.as_deref(), Some(first.as_str()));
+    for secret in ["k0", value.expose()] {
+        assert!(!notice.body.contains(secret) && !notice.subject.contains(secret));
+    }
+    rig.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_incident_whose_notice_sns_keeps_refusing_fails_that_step_only() {
+    let fake = FakeSecrets::new();
+    fake.create("svc/jwt", r#"{"current":"k0"}"#);
+    let rig = incident_rig(&fake);
+    rig.sns
+        .faults()
+        .fail_next(Op::Publish, 100, AwsErrorKind::Auth);
+
+    let inc = rig.open();
+    let closed = rig
+        .wait(&inc.incident_id, |i| i.closed_at_ms.is_some())
+        .await;
+    assert_eq!(
+        closed.status,
+        keywarden::incident::Status::Failed,
+        "{closed:?}"
+    );
+    assert_steps_in_order(&closed);
+    assert_eq!(state_of(&closed, "rotate"), StepState::Done);
+    assert_eq!(state_of(&closed, "notify"), StepState::Failed);
+    assert_eq!(state_of(&closed, "report"), StepState::Done);
+    let calls = rig.sns.faults().calls_of(Op::Publish);
+    assert_eq!(calls.len(), 5, "NOTIFY_ATTEMPTS publishes");
+    assert!(calls.iter().all(|c| c.error == Some(AwsErrorKind::Auth)));
+    assert!(rig.sns.delivered().is_empty());
+    let message = closed.step("notify").and_then(|s| s.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("SNS refused the notice 5 times")),
+        "{message:?}"
+    );
+    assert_eq!(closed.notice_message_id, None);
+    rig.stop.cancel();
+}
