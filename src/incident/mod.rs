@@ -35,12 +35,13 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::aws::SecretsWriteApi;
 use crate::aws::{is_fifo_topic, FifoIds, Notification, NotifyApi};
 use crate::config::{Config, SecretSpec};
 use crate::domain::view::SharedView;
 use crate::domain::Strategy;
 use crate::rotation::journal::{State, Trigger};
-use crate::rotation::{Engine, RequestError, RequestOptions};
+use crate::rotation::{RequestError, RequestOptions, RotationCore};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
@@ -329,10 +330,12 @@ impl StepResult {
 }
 
 /// The incident service: opens incidents and drives each one to its end.
-pub struct Incidents<N, L> {
+/// `A` is the Secrets Manager side of the rotation core (the SDK adapter in the daemon, a fake
+/// in tests).
+pub struct Incidents<N, L, A: SecretsWriteApi = crate::aws::secretsmanager::SecretsManager> {
     store: Store,
     config: Arc<Config>,
-    engine: Arc<Engine>,
+    engine: Arc<RotationCore<A>>,
     notify: N,
     logs: Option<L>,
     metrics: Arc<Metrics>,
@@ -372,13 +375,13 @@ pub fn report_dir(config: &Config) -> PathBuf {
     }
 }
 
-impl<N: NotifyApi, L: crate::aws::LogsApi> Incidents<N, L> {
+impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Incidents<N, L, A> {
     /// The service; call [`Incidents::resume`] next.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         config: Arc<Config>,
-        engine: Arc<Engine>,
+        engine: Arc<RotationCore<A>>,
         notify: N,
         logs: Option<L>,
         metrics: Arc<Metrics>,

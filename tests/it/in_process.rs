@@ -5,20 +5,15 @@
 //! Only the library's public API is used. The binary+moto tests keep what only end-to-end can
 //! show (the HTTP API, crashes, the real adapters).
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use keywarden::aws::fake::{put_tokens, FakeLogs, FakeNotify, FakeSecrets, Op};
-use keywarden::aws::{
-    AwsError, AwsErrorKind, CallOutcome, SecretValue, SecretsWriteApi, VersionSelector, AWSCURRENT,
-};
+use keywarden::aws::{AwsErrorKind, CallOutcome, SecretValue, SecretsWriteApi, AWSCURRENT};
 use keywarden::incident::{Incident, Incidents, Opened, StepState, STEPS};
 use keywarden::rotation::journal::{Event, EventOutcome, Rotation, State, Step, Trigger};
 use keywarden::rotation::{
@@ -285,116 +280,8 @@ async fn a_throttle_that_never_ends_fails_after_the_long_budget_with_capped_back
 }
 
 // ---------------------------------------------------------------------------------------------
-// Incidents. The service takes the rotation engine on the real Secrets Manager adapter, so the
-// adapter is given an SDK client whose every call is answered by the fake (aws-smithy-mocks).
+// Incidents: the service over the fake SNS, rotating through a core over the fake secrets.
 // ---------------------------------------------------------------------------------------------
-
-/// The output of a fake's future. The fakes never wait, so one poll finishes it.
-fn ready<F: Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("a fake AWS call waited"),
-    }
-}
-
-/// The error metadata the SDK would parse from the fake's error.
-fn metadata(e: &AwsError) -> aws_sdk_secretsmanager::error::ErrorMetadata {
-    let code = match e.kind {
-        AwsErrorKind::Throttled => "ThrottlingException",
-        AwsErrorKind::NotFound => "ResourceNotFoundException",
-        AwsErrorKind::Auth => "AccessDeniedException",
-        _ => e
-            .message
-            .split_once(':')
-            .map_or("InternalServiceError", |(code, _)| code),
-    };
-    aws_sdk_secretsmanager::error::ErrorMetadata::builder()
-        .code(code)
-        .message(&e.message)
-        .build()
-}
-
-/// An SDK client whose DescribeSecret, GetSecretValue, PutSecretValue and
-/// UpdateSecretVersionStage calls are answered by `fake`.
-fn client_over(fake: &FakeSecrets) -> aws_sdk_secretsmanager::Client {
-    use aws_sdk_secretsmanager::operation::describe_secret::{
-        DescribeSecretError, DescribeSecretOutput,
-    };
-    use aws_sdk_secretsmanager::operation::get_secret_value::{
-        GetSecretValueError, GetSecretValueOutput,
-    };
-    use aws_sdk_secretsmanager::operation::put_secret_value::{
-        PutSecretValueError, PutSecretValueOutput,
-    };
-    use aws_sdk_secretsmanager::operation::update_secret_version_stage::{
-        UpdateSecretVersionStageError, UpdateSecretVersionStageOutput,
-    };
-    use aws_sdk_secretsmanager::Client;
-    use aws_smithy_mocks::{mock, mock_client, MockResponse, RuleMode};
-
-    let f = fake.clone();
-    let describe = mock!(Client::describe_secret).then_compute_response(move |i| {
-        match ready(f.describe(i.secret_id().unwrap_or_default())) {
-            Ok(st) => {
-                let versions: HashMap<String, Vec<String>> = st.versions.into_iter().collect();
-                MockResponse::Output(
-                    DescribeSecretOutput::builder()
-                        .arn(st.arn)
-                        .name(st.name)
-                        .set_version_ids_to_stages(Some(versions))
-                        .rotation_enabled(st.rotation_enabled)
-                        .build(),
-                )
-            }
-            Err(e) => MockResponse::Error(DescribeSecretError::generic(metadata(&e))),
-        }
-    });
-    let f = fake.clone();
-    let get = mock!(Client::get_secret_value).then_compute_response(move |i| {
-        let id = i.secret_id().unwrap_or_default();
-        let stage = i.version_stage().unwrap_or(AWSCURRENT);
-        let which = match i.version_id() {
-            Some(v) => VersionSelector::IdAndStage(v, stage),
-            None => VersionSelector::Stage(stage),
-        };
-        match ready(f.get_value(id, which)) {
-            Ok(v) => MockResponse::Output(
-                GetSecretValueOutput::builder()
-                    .version_id(v.version_id)
-                    .secret_string(v.value.expose())
-                    .build(),
-            ),
-            Err(e) => MockResponse::Error(GetSecretValueError::generic(metadata(&e))),
-        }
-    });
-    let f = fake.clone();
-    let put = mock!(Client::put_secret_value).then_compute_response(move |i| {
-        let value = SecretValue::new(i.secret_string().unwrap_or_default().to_string());
-        let token = i.client_request_token().unwrap_or_default();
-        match ready(f.put_pending(i.secret_id().unwrap_or_default(), token, &value)) {
-            Ok(id) => MockResponse::Output(PutSecretValueOutput::builder().version_id(id).build()),
-            Err(e) => MockResponse::Error(PutSecretValueError::generic(metadata(&e))),
-        }
-    });
-    let f = fake.clone();
-    let stage = mock!(Client::update_secret_version_stage).then_compute_response(move |i| {
-        match ready(f.update_stage(
-            i.secret_id().unwrap_or_default(),
-            i.version_stage().unwrap_or_default(),
-            i.move_to_version_id(),
-            i.remove_from_version_id(),
-        )) {
-            Ok(()) => MockResponse::Output(UpdateSecretVersionStageOutput::builder().build()),
-            Err(e) => MockResponse::Error(UpdateSecretVersionStageError::generic(metadata(&e))),
-        }
-    });
-    mock_client!(
-        aws_sdk_secretsmanager,
-        RuleMode::MatchAny,
-        [&describe, &get, &put, &stage]
-    )
-}
 
 /// The SNS topic of the incident tests.
 const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:security";
@@ -402,7 +289,7 @@ const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:security";
 /// An incident service over the fake SNS (and no logs) whose rotations go to `fake`.
 struct IncidentRig {
     /// The service.
-    incidents: Arc<Incidents<FakeNotify, FakeLogs>>,
+    incidents: Arc<Incidents<FakeNotify, FakeLogs, FakeSecrets>>,
     /// The fake SNS the notices go to.
     sns: FakeNotify,
     /// Stops every task.
@@ -424,12 +311,8 @@ fn incident_rig(fake: &FakeSecrets) -> IncidentRig {
     let metrics = Arc::new(Metrics::new());
     let stop = CancellationToken::new();
     let view = keywarden::domain::view::SharedView::default();
-    let api = keywarden::aws::secretsmanager::SecretsManager::from_client(
-        client_over(fake),
-        metrics.clone(),
-    );
     let engine = RotationCore::new(
-        api,
+        fake.clone(),
         store.clone(),
         config.clone(),
         view.clone(),
