@@ -16,6 +16,7 @@
 //!
 //! The folder by layer:
 //! - `engine`: [`RotationCore`]; request, resume, and the step loop of each rotation.
+//! - `steps`: running one step (strategy, protocol, hooks; `lambda` too); never the journal.
 //! - `transition`: the pure step transition (what follows a step's result); no I/O, no clock.
 //! - [`protocol`]: the Secrets Manager side of each step (stages, versions, tokens).
 //! - [`journal`]: the durable record of every rotation and its timeline.
@@ -43,6 +44,7 @@ mod engine;
 mod finalizer;
 mod rollback;
 mod scheduler;
+mod steps;
 mod transition;
 
 pub use engine::{Engine, RequestError, RequestOptions, RotationCore};
