@@ -25,8 +25,10 @@
 //! - [`hooks`]: the configured commands; [`strategy`]: one file per strategy.
 //!
 //! Invariants: a step's result is journaled before the next step runs, and every
-//! `failpoint::hit` sits right after the journal write it names; AWSCURRENT moves only in
-//! finish (and in finalize, to the same value without the previous key).
+//! `failpoint::hit` stays where it was relative to the journal writes (the crash tests kill
+//! there); a rotation moves AWSCURRENT only in finish (and in finalize, to the same value
+//! without the previous key), and only rollback moves it back; `transition` decides, the
+//! engine applies.
 //!
 //! This folder must never import the HTTP server, the CLI or the incident workflow: they call
 //! the rotation core, never the other way round.
