@@ -1,0 +1,463 @@
+//! The rotation engine: [`RotationCore`] accepts requests, resumes journaled rotations at start,
+//! and drives each rotation step by step (one task per rotation).
+//!
+//! The engine owns the step loop and its I/O: it reads the journaled rotation, runs its step
+//! ([`super::steps`]), asks [`super::transition`] what follows, and applies that answer: the
+//! journal write, the metrics, the backoff and the AWSPENDING clean-up. The `<step>:done`
+//! failpoint sits right after the journal write of the completed step.
+//!
+//! It must never import the HTTP server, the CLI, the incident workflow, the finalizer, the
+//! scheduler or rollback (they build on the engine, not the other way round).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+use chrono::Utc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::aws::SecretsWriteApi;
+use crate::config::{Config, SecretSpec};
+use crate::domain::view::SharedView;
+use crate::domain::RotationResult;
+use crate::store::{Store, StoreError};
+use crate::telemetry::{Metrics, TriggerLabel};
+
+use super::failpoint;
+use super::journal::{self, Detail, Event, Rotation, State, Step, Trigger};
+use super::protocol::{self, Retry};
+use super::steps::Steps;
+use super::strategy::{self, Refused};
+use super::transition::{self, At, Begin, StepOutcome, Transition};
+
+/// The engine on the real Secrets Manager adapter.
+pub type Engine = RotationCore<crate::aws::secretsmanager::SecretsManager>;
+
+/// Why a rotation request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Not in the inventory.
+    #[error("unknown secret {0:?}: not in the inventory")]
+    UnknownSecret(String),
+    /// The strategy does not rotate.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// A rotation of the secret is active.
+    #[error("a rotation of {} is already {}: {}", .0.secret, .0.state.as_str(), .0.id)]
+    Busy(Box<Rotation>),
+    /// The journal could not be written: nothing was accepted.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No rotation id could be drawn.
+    #[error("cannot draw a rotation id from the OS random number generator: {0}")]
+    Random(String),
+}
+
+/// Options of a request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestOptions {
+    /// Overrides `rotation.grace` (a compromise passes zero).
+    pub grace: Option<Duration>,
+}
+
+/// The rotation core.
+pub struct RotationCore<A> {
+    /// Secrets Manager.
+    pub(super) api: A,
+    /// The journal.
+    pub(super) store: Store,
+    /// The inventory and hooks.
+    pub(super) config: Arc<Config>,
+    /// Where `/secrets` reads rotation state.
+    pub(super) view: SharedView,
+    /// Rotation metrics.
+    pub(super) metrics: Arc<Metrics>,
+    /// An environment variable hooks must not inherit (the admin token's).
+    hide_env: Option<String>,
+    /// Finalizations waiting for their grace: (epoch second, rotation id).
+    pub(super) finalize_due: Mutex<BTreeSet<(i64, String)>>,
+    /// Wakes the finalizer when `finalize_due` changes.
+    pub(super) finalize_wake: Notify,
+    /// Rotation ids that have a task driving them.
+    driving: Mutex<HashSet<String>>,
+    /// When each rotation started in this process (duration histogram).
+    started: Mutex<HashMap<String, Instant>>,
+    /// Rotations whose duration this process already observed (when AWSCURRENT moved).
+    observed: Mutex<HashSet<String>>,
+    /// The daemon's shutdown signal.
+    pub(super) shutdown: CancellationToken,
+}
+
+/// Removes a rotation from `driving` when its task ends, however it ends.
+struct Driving<'a>(&'a Mutex<HashSet<String>>, String);
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        lock(self.0).remove(&self.1);
+    }
+}
+
+/// Locks `m`, even if a task panicked while holding it.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The wall clock in epoch seconds, as the journal records time.
+pub(super) fn now_s() -> i64 {
+    Utc::now().timestamp()
+}
+
+impl<A: SecretsWriteApi> RotationCore<A> {
+    /// A core; call [`RotationCore::resume`] and spawn the finalizer and scheduler next.
+    pub fn new(
+        api: A,
+        store: Store,
+        config: Arc<Config>,
+        view: SharedView,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let hide_env = match &config.server.admin_token {
+            Some(crate::config::TokenSource::Env(name)) => Some(name.clone()),
+            _ => None,
+        };
+        Arc::new(RotationCore {
+            api,
+            store,
+            config,
+            view,
+            metrics,
+            hide_env,
+            finalize_due: Mutex::new(BTreeSet::new()),
+            finalize_wake: Notify::new(),
+            driving: Mutex::new(HashSet::new()),
+            started: Mutex::new(HashMap::new()),
+            observed: Mutex::new(HashSet::new()),
+            shutdown,
+        })
+    }
+
+    /// The inventory entry named `name` (inventory name, or its configured Secrets Manager id).
+    pub fn find_secret(&self, name: &str) -> Option<&SecretSpec> {
+        self.config
+            .secrets
+            .iter()
+            .find(|s| s.name == name)
+            .or_else(|| self.config.secrets.iter().find(|s| s.id == name))
+            .or_else(|| {
+                // The Secrets Manager name of an inventory secret configured by ARN.
+                let view = self.view.read();
+                let label = view
+                    .secrets
+                    .values()
+                    .find(|st| st.arn.as_deref().is_some_and(|a| arn_names(a, name)))
+                    .map(|st| st.name.clone())?;
+                drop(view);
+                self.config.secrets.iter().find(|s| s.name == label)
+            })
+    }
+
+    /// Accepts a rotation: journaled durably before this returns, then driven by a task.
+    pub fn request(
+        self: &Arc<Self>,
+        secret: &str,
+        trigger: Trigger,
+        opts: RequestOptions,
+    ) -> Result<Rotation, RequestError> {
+        let spec = self
+            .find_secret(secret)
+            .ok_or_else(|| RequestError::UnknownSecret(secret.to_string()))?;
+        strategy::for_spec(&spec.name, &spec.rotation)?;
+        let id = journal::new_id().map_err(|e| RequestError::Random(e.to_string()))?;
+        let grace = opts.grace.unwrap_or(spec.rotation.grace);
+        let detail = Detail {
+            secret_id: spec.id.clone(),
+            strategy: spec.rotation.strategy.as_str().to_string(),
+            grace_seconds: grace.as_secs(),
+            requested_at_ms: Utc::now().timestamp_millis(),
+            ..Detail::default()
+        };
+        let rot = match journal::insert(&self.store, &id, &spec.name, trigger, &detail, now_s())? {
+            Ok(r) => r,
+            Err(active) => return Err(RequestError::Busy(Box::new(active))),
+        };
+        lock(&self.started).insert(rot.id.clone(), Instant::now());
+        info!(secret = %rot.secret, rotation = %rot.id, trigger = trigger.as_str(), strategy = %detail.strategy, "Rotation accepted and journaled.");
+        failpoint::hit("accepted");
+        self.publish(&rot);
+        self.spawn_drive(rot.id.clone());
+        Ok(rot)
+    }
+
+    /// A rotation and its timeline.
+    pub fn status(&self, id: &str) -> Result<Option<(Rotation, Vec<Event>)>, StoreError> {
+        match journal::get(&self.store, id)? {
+            Some(r) => Ok(Some((r, journal::events(&self.store, id)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// The most recent rotations, newest first.
+    pub fn recent(&self, limit: u32) -> Result<Vec<Rotation>, StoreError> {
+        journal::recent(&self.store, None, limit)
+    }
+
+    /// Resumes every unfinished rotation and queues every pending finalize. Returns how many.
+    pub fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
+        for spec in &self.config.secrets {
+            if let Some(r) = journal::recent(&self.store, Some(&spec.name), 1)?.first() {
+                self.publish(r);
+            }
+        }
+        let unfinished = journal::in_states(&self.store, &[State::Running, State::Grace])?;
+        for r in &unfinished {
+            info!(secret = %r.secret, rotation = %r.id, step = r.step.as_str(), state = r.state.as_str(), "Resuming a journaled rotation.");
+            self.spawn_drive(r.id.clone());
+        }
+        Ok(unfinished.len())
+    }
+
+    pub(super) fn spawn_drive(self: &Arc<Self>, id: String) {
+        if !lock(&self.driving).insert(id.clone()) {
+            return;
+        }
+        let core = self.clone();
+        tokio::spawn(async move {
+            let _guard = Driving(&core.driving, id.clone());
+            let stop = core.shutdown.clone();
+            tokio::select! {
+                _ = core.drive(&id) => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// Writes the rotation's state to the view.
+    pub(super) fn publish(&self, r: &Rotation) {
+        let mut view = self.view.write();
+        let entry = view.rotations.entry(r.secret.clone()).or_default();
+        entry.rotation_id = Some(r.id.clone());
+        entry.trigger = Some(r.trigger);
+        entry.state = Some(r.state);
+        entry.step = Some(r.step);
+        entry.requested_at = Some(r.requested_at);
+        entry.updated_at = Some(r.updated_at);
+        entry.finalize_after = r.detail.finalize_after.filter(|_| r.state == State::Grace);
+        entry.error = r.error.clone();
+    }
+
+    fn set_in_progress(&self, secret: &str, on: bool) {
+        self.metrics.set_rotation_in_progress(secret, on);
+    }
+
+    pub(super) fn count(&self, secret: &str, trigger: Trigger, result: RotationResult) {
+        self.metrics.count_rotation(secret, trigger, result);
+    }
+
+    /// Drives one rotation until it is done, failed, waiting for its grace, or rolled back.
+    async fn drive(self: &Arc<Self>, id: &str) {
+        loop {
+            let rot = match journal::get(&self.store, id) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    error!(rotation = id, error = %e, "Cannot read the rotation journal; retrying in 5 s.");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            self.publish(&rot);
+            match transition::begin(rot.state, rot.detail.finalize_after, now_s()) {
+                Begin::Run => {
+                    if rot.state == State::Running {
+                        self.set_in_progress(&rot.secret, true);
+                    }
+                }
+                Begin::Wait(due) => {
+                    lock(&self.finalize_due).insert((due, rot.id.clone()));
+                    self.finalize_wake.notify_one();
+                    return;
+                }
+                Begin::Stop => return,
+            }
+            let Some(spec) = self.config.secrets.iter().find(|s| s.name == rot.secret) else {
+                self.fail(&rot, "the secret is no longer in the inventory")
+                    .await;
+                return;
+            };
+            let strategy = match strategy::for_spec(&spec.name, &spec.rotation) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.fail(&rot, &e.to_string()).await;
+                    return;
+                }
+            };
+            let on_moved = || self.observe_duration(&rot);
+            let steps = Steps {
+                api: &self.api,
+                hide_env: self.hide_env.as_deref(),
+                on_moved: &on_moved,
+            };
+            let result = steps.run_step(&rot, spec, strategy.as_ref()).await;
+            let now = now_s();
+            let at = At {
+                state: rot.state,
+                step: rot.step,
+                attempts: rot.attempts,
+            };
+            let grace = rot.detail.grace_seconds;
+            match result {
+                Ok(out) => {
+                    let t = transition::transition(at, Ok(&out), now, grace);
+                    if let Err(e) = self.step_done(&rot, &out, &t, now) {
+                        error!(rotation = id, error = %e, "Cannot journal a completed step; retrying it in 5 s.");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+                Err(e) => {
+                    let t = transition::transition(at, Err(e.retry()), now, grace);
+                    let msg = e.to_string();
+                    warn!(secret = %rot.secret, rotation = id, step = rot.step.as_str(), attempt = t.next.attempts, error = %msg, "Rotation step failed.");
+                    let Some(backoff) = t.backoff else {
+                        self.apply_failure(&rot, &msg, &t).await;
+                        return;
+                    };
+                    let u = journal::Update {
+                        step: t.next.step,
+                        state: t.next.state,
+                        attempts: t.next.attempts,
+                        error: Some(&msg),
+                        detail: &rot.detail,
+                        event: (rot.step.as_str(), t.event, Some(&msg)),
+                    };
+                    if let Err(e) = journal::update(&self.store, id, &u, now) {
+                        error!(rotation = id, error = %e, "Cannot journal a failed attempt.");
+                    }
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    }
+
+    /// Journals a completed step and moves to the next one, as `t` says.
+    fn step_done(
+        &self,
+        rot: &Rotation,
+        out: &StepOutcome,
+        t: &Transition,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut detail = rot.detail.clone();
+        if out.previous_version_id.is_some() {
+            detail.previous_version_id = out.previous_version_id.clone();
+        }
+        if t.finalize_after.is_some() {
+            detail.finished_at = Some(now);
+            detail.finalize_after = t.finalize_after;
+        }
+        journal::update(
+            &self.store,
+            &rot.id,
+            &journal::Update {
+                step: t.next.step,
+                state: t.next.state,
+                attempts: t.next.attempts,
+                error: None,
+                detail: &detail,
+                event: (rot.step.as_str(), t.event, Some(&out.message)),
+            },
+            now,
+        )?;
+        info!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), outcome = t.event.as_str(), detail = %out.message, "Rotation step completed.");
+        failpoint::hit(&format!("{}:done", rot.step.as_str()));
+        if t.ends_in_progress {
+            self.set_in_progress(&rot.secret, false);
+        }
+        if let Some(result) = t.count {
+            self.count(&rot.secret, rot.trigger, result);
+        }
+        if rot.step == Step::Finish {
+            // Resumed past the label move: this process has not observed it yet.
+            if !lock(&self.observed).remove(&rot.id) {
+                self.observe_duration(rot);
+                lock(&self.observed).remove(&rot.id);
+            }
+            info!(secret = %rot.secret, rotation = %rot.id, finalize_after = detail.finalize_after, "Rotation finished: AWSCURRENT is the new version.");
+        }
+        Ok(())
+    }
+
+    /// Observes the time from the request to the new AWSCURRENT, once per process.
+    fn observe_duration(&self, rot: &Rotation) {
+        let seconds = match lock(&self.started).remove(&rot.id) {
+            Some(t) => t.elapsed().as_secs_f64(),
+            None => {
+                ((Utc::now().timestamp_millis() - rot.detail.requested_at_ms).max(0) as f64)
+                    / 1000.0
+            }
+        };
+        self.metrics
+            .rotation_duration
+            .get_or_create(&TriggerLabel {
+                trigger: rot.trigger.as_str(),
+            })
+            .observe(seconds);
+        lock(&self.observed).insert(rot.id.clone());
+        info!(secret = %rot.secret, rotation = %rot.id, seconds, "AWSCURRENT moved to the new version.");
+    }
+
+    /// Marks a rotation failed at once (it cannot run at all), as a step that is never retried.
+    async fn fail(&self, rot: &Rotation, msg: &str) {
+        let at = At {
+            state: rot.state,
+            step: rot.step,
+            attempts: rot.attempts,
+        };
+        let t = transition::transition(at, Err(Retry::Never), now_s(), rot.detail.grace_seconds);
+        self.apply_failure(rot, msg, &t).await;
+    }
+
+    /// Marks a rotation failed after its last attempt (or a fatal error), takes AWSPENDING off
+    /// its version if it never became current, and counts it, as `t` says.
+    async fn apply_failure(&self, rot: &Rotation, msg: &str, t: &Transition) {
+        if t.abandon {
+            if let Err(e) = protocol::abandon(&self.api, &rot.detail.secret_id, &rot.token).await {
+                warn!(secret = %rot.secret, rotation = %rot.id, error = %e, "Could not remove AWSPENDING from the failed rotation's version.");
+            }
+        }
+        let u = journal::Update {
+            step: t.next.step,
+            state: t.next.state,
+            attempts: t.next.attempts,
+            error: Some(msg),
+            detail: &rot.detail,
+            event: (rot.step.as_str(), t.event, Some(msg)),
+        };
+        if let Err(e) = journal::update(&self.store, &rot.id, &u, now_s()) {
+            error!(rotation = %rot.id, error = %e, "Cannot journal a failed rotation.");
+        }
+        if t.ends_in_progress {
+            self.set_in_progress(&rot.secret, false);
+        }
+        if let Some(result) = t.count {
+            self.count(&rot.secret, rot.trigger, result);
+        }
+        lock(&self.started).remove(&rot.id);
+        lock(&self.observed).remove(&rot.id);
+        error!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), error = %msg, "Rotation failed; AWSCURRENT was left as it was before this step.");
+        if let Ok(Some(r)) = journal::get(&self.store, &rot.id) {
+            self.publish(&r);
+        }
+    }
+}
+
+/// Whether `arn` is the ARN of a secret named `name` (`...:secret:<name>-XXXXXX`).
+fn arn_names(arn: &str, name: &str) -> bool {
+    arn.split_once(":secret:")
+        .map(|(_, rest)| rest)
+        .and_then(|rest| rest.rsplit_once('-'))
+        .is_some_and(|(n, _)| n == name)
+}
