@@ -360,7 +360,11 @@ mod tests {
     #[test]
     fn the_detected_kernel_is_among_the_tested_ones() {
         let tested = Kernel::under_test();
-        assert!(tested.contains(&Kernel::best()), "{:?} not in {tested:?}", Kernel::best());
+        assert!(
+            tested.contains(&Kernel::best()),
+            "{:?} not in {tested:?}",
+            Kernel::best()
+        );
         assert!(tested.iter().all(|k| Kernel::ALL.contains(k)), "{tested:?}");
     }
 
