@@ -129,12 +129,13 @@ scraper() {
 
 # Ready: /readyz answers once the first metadata cycle is in (up to 10 minutes for 10,000
 # secrets' version lookups on a loaded machine).
+ready=false
 for _ in $(seq 1 1200); do
   alive
-  curl -fsS "$base/readyz" >/dev/null 2>&1 && break
+  curl -fsS "$base/readyz" >/dev/null 2>&1 && { ready=true; break; }
   sleep 0.5
 done
-curl -fsS "$base/readyz" >/dev/null || { echo "keywarden did not become ready" >&2; exit 1; }
+$ready || { echo "keywarden did not become ready" >&2; exit 1; }
 headers=$(curl -fsS -D - -o "$work/metrics.gz" -H "$om" -H 'Accept-Encoding: gzip' "$base/metrics")
 grep -qi '^content-encoding: *gzip' <<<"$headers" && gzip -t "$work/metrics.gz" \
   || { echo "a scrape with Accept-Encoding: gzip did not answer gzip" >&2; exit 1; }
