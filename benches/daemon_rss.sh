@@ -127,15 +127,17 @@ scraper() {
   done >>"$work/scrapes" 2>/dev/null
 }
 
-# Ready: /readyz answers once the first metadata cycle is in (up to 10 minutes for 10,000
-# secrets' version lookups on a loaded machine).
+# Ready: /readyz answers once both pollers have succeeded (the first metadata cycle looks up
+# every secret's versions): up to a minute plus 30 ms a secret (6 minutes for 10,000 on a
+# loaded machine).
 ready=false
-for _ in $(seq 1 1200); do
+ready_deadline=$(( $(date +%s) + 60 + n * 3 / 100 ))
+while [ "$(date +%s)" -lt "$ready_deadline" ]; do
   alive
   curl -fsS "$base/readyz" >/dev/null 2>&1 && { ready=true; break; }
   sleep 0.5
 done
-$ready || { echo "keywarden did not become ready" >&2; exit 1; }
+$ready || { echo "keywarden did not become ready: $(curl -sS "$base/readyz")" >&2; tail -3 "$work/keywarden.log" >&2; exit 1; }
 headers=$(curl -fsS -D - -o "$work/metrics.gz" -H "$om" -H 'Accept-Encoding: gzip' "$base/metrics")
 grep -qi '^content-encoding: *gzip' <<<"$headers" && gzip -t "$work/metrics.gz" \
   || { echo "a scrape with Accept-Encoding: gzip did not answer gzip" >&2; exit 1; }
