@@ -128,10 +128,10 @@ scraper() {
 }
 
 # Ready: /readyz answers once both pollers have succeeded (the first metadata cycle looks up
-# every secret's versions): up to a minute plus 30 ms a secret (6 minutes for 10,000 on a
-# loaded machine).
+# every secret's versions, one ListSecretVersionIds each): up to a minute plus 120 ms a secret
+# (21 minutes for 10,000: on a loaded 2-core machine moto took more than 6).
 ready=false
-ready_deadline=$(( $(date +%s) + 60 + n * 3 / 100 ))
+ready_deadline=$(( $(date +%s) + 60 + n * 12 / 100 ))
 while [ "$(date +%s)" -lt "$ready_deadline" ]; do
   alive
   curl -fsS "$base/readyz" >/dev/null 2>&1 && { ready=true; break; }
