@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plain Python reference of keywarden's access counting, for benches/access_compare.sh.
 
-Usage: access_parse.py FILE [REPEAT] [--in-memory]
+Usage: access_parse.py FILE [REPEAT] [--in-memory] [--counts OUT]
 
 Streams FILE (one CloudTrail record per line) and does what benches/access_parse.rs does with
 the json module and dicts: parse, keep eventSource secretsmanager.amazonaws.com, map secretId or
@@ -11,6 +11,10 @@ the outcome, count per (secret, event, outcome). Prints events/s and the peak re
 With --in-memory the file's lines are read into a list first, outside the timing, so that only
 parse + classify + count is timed (benches/access_parse.rs does the same with
 KEYWARDEN_ACCESS_MEMORY=1).
+
+With --counts OUT every counter is written to OUT, one "secret event outcome count" line each,
+sorted, then the records and skipped lines: the format of access_parse.rs's
+KEYWARDEN_ACCESS_COUNTS, which benches/access_compare.sh diffs against this.
 """
 
 import json
@@ -106,9 +110,22 @@ def count_lines(lines, index):
     return time.perf_counter() - started, counts, records, skipped
 
 
+def write_counts(path, counts, records, skipped):
+    lines = sorted(f"{i} {event} {result} {n}" for (i, event, result), n in counts.items())
+    lines += [f"records {records}", f"skipped {skipped}"]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main():
-    args = [a for a in sys.argv[1:] if a != "--in-memory"]
-    in_memory = len(args) != len(sys.argv) - 1
+    argv = sys.argv[1:]
+    counts_path = None
+    if "--counts" in argv:
+        at = argv.index("--counts")
+        counts_path = argv[at + 1]
+        del argv[at:at + 2]
+    args = [a for a in argv if a != "--in-memory"]
+    in_memory = len(args) != len(argv)
     path = args[0]
     repeat = int(args[1]) if len(args) > 1 else 3
     index = build_index()
@@ -125,6 +142,8 @@ def main():
     print(f"python ({mode}): {records} records, {total} counted, {skipped} skipped in {secs:.3f}s: "
           f"{records / secs:.0f} events/s (best pass), peak RSS {peak} KiB")
     print(f"python: counters {len(counts)} series, total {total}, skipped {skipped}")
+    if counts_path is not None:
+        write_counts(counts_path, counts, records, skipped)
 
 
 if __name__ == "__main__":

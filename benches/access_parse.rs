@@ -5,7 +5,9 @@
 //!   counting of every line of FILE held in memory (throughput in records/s).
 //! - `KEYWARDEN_ACCESS_STREAM=FILE cargo bench --bench access_parse`: one pass that streams FILE
 //!   line by line, then prints `events/s` and the peak resident memory (VmHWM), for
-//!   `benches/access_compare.sh`, which runs `benches/access_parse.py` on the same file.
+//!   `benches/access_compare.sh`, which runs `benches/access_parse.py` on the same file. With
+//!   `KEYWARDEN_ACCESS_COUNTS=OUT` it also writes every counter to OUT, which the script diffs
+//!   against the Python reference's.
 //!
 //! Without either variable it generates a small input itself.
 //!
@@ -183,7 +185,27 @@ fn stream_once(path: &str) -> (f64, Counts) {
     (started.elapsed().as_secs_f64(), c)
 }
 
+/// Writes every counter of `c` to `path`, one `secret event outcome count` line each, sorted,
+/// then the records and skipped lines, for `benches/access_compare.sh` to diff against the
+/// Python reference's (`access_parse.py --counts`, same format).
+fn write_counts(path: &str, c: &Counts) {
+    let mut lines: Vec<String> = c
+        .by_key
+        .iter()
+        .map(|(secret, event, outcome, n)| format!("{secret} {event} {} {n}", outcome.as_str()))
+        .collect();
+    lines.sort();
+    lines.push(format!("records {}", c.records));
+    lines.push(format!("skipped {}", c.skipped));
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {path}: {e}"));
+}
+
 fn report(mode: &str, secs: f64, c: &Counts) {
+    if let Ok(path) = std::env::var("KEYWARDEN_ACCESS_COUNTS") {
+        write_counts(&path, c);
+    }
     let counted = c.by_key.total();
     println!(
         "rust ({mode}): {} records, {} counted, {} skipped in {:.3}s (best pass): {:.0} events/s, peak RSS {} KiB",

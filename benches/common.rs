@@ -1,4 +1,5 @@
-//! Shared fixtures for the benchmarks: a 10,000-secret inventory and its ListSecrets pages.
+//! Shared fixtures for the benchmarks: a 10,000-secret inventory (see [`n`]) and its ListSecrets
+//! pages.
 
 use std::path::Path;
 
@@ -6,8 +7,16 @@ use chrono::{DateTime, Utc};
 use keywarden::aws::SecretMeta;
 use keywarden::config::{self, Config};
 
-/// Secrets in the benchmark fleet.
-pub const N: usize = 10_000;
+/// Secrets in the benchmark fleet: 10,000, or `KEYWARDEN_BENCH_SECRETS` (scripts/test runs the
+/// benchmarks once each, as tests of their assertions, on a fleet of 1,000 in the debug build).
+pub fn n() -> usize {
+    match std::env::var("KEYWARDEN_BENCH_SECRETS") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|e| panic!("KEYWARDEN_BENCH_SECRETS={v:?} is not a count: {e}")),
+        Err(_) => 10_000,
+    }
+}
 
 /// A fixed "now".
 pub fn now() -> DateTime<Utc> {

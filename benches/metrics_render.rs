@@ -11,8 +11,9 @@ use keywarden::telemetry::Metrics;
 mod common;
 
 fn bench(c: &mut Criterion) {
-    let config = common::config(common::N);
-    let listed = common::listed(common::N);
+    let n = common::n();
+    let config = common::config(n);
+    let listed = common::listed(n);
     let statuses: Vec<_> = inventory::watch_list(&config, &listed)
         .iter()
         .map(|(w, m)| inventory::evaluate(w, *m, None, common::now()))
@@ -21,11 +22,13 @@ fn bench(c: &mut Criterion) {
     metrics.set_leads(vec!["14d".into()]);
     metrics.sync_secrets(&statuses);
     let bytes = metrics.render().len();
-    assert!(metrics.render().contains("SECRET_09999"));
+    // Every inventory secret is in the exposition, the last one too.
+    let last = format!("secret=\"SECRET_{:05}\"", n - 1);
+    assert!(metrics.render().contains(&last), "{last} is not rendered");
     let gz = metrics.scrape(true, true);
     eprintln!(
         "exposition for {} secrets: {} bytes, {} bytes gzip-compressed",
-        common::N,
+        n,
         bytes,
         gz.fleet.len() + gz.process.len()
     );

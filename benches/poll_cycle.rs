@@ -47,10 +47,11 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let config = Arc::new(common::config(common::N));
+    let n = common::n();
+    let config = Arc::new(common::config(n));
     let metrics = Arc::new(Metrics::new());
     let mut poller = MetadataPoller::new(
-        Pages(common::listed(common::N)),
+        Pages(common::listed(n)),
         config,
         SharedView::default(),
         metrics,
@@ -59,14 +60,14 @@ fn bench(c: &mut Criterion) {
     let report = rt
         .block_on(poller.poll_once(common::now()))
         .expect("first cycle");
-    assert_eq!(report.version_lookups, common::N);
+    assert_eq!(report.version_lookups, n);
     let mut g = c.benchmark_group("metadata_cycle_10k_secrets");
     g.sample_size(20);
     g.bench_function("steady_state", |b| {
         b.iter(|| {
             let report = rt.block_on(poller.poll_once(common::now())).expect("cycle");
             assert_eq!(report.version_lookups, 0);
-            assert_eq!(report.pages, common::N / 100);
+            assert_eq!(report.pages, n.div_ceil(100));
         })
     });
     g.finish();

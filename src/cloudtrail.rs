@@ -1608,6 +1608,7 @@ mod tests {
         //! block scan looks for (quotes, backslashes, brackets), put them at every offset from
         //! a block boundary, and nest past the 64-level limit. Run longer with
         //! `PROPTEST_CASES=200000 cargo test --release --lib cloudtrail::tests::block_scan`.
+        use super::super::line_index::Kernel;
         use super::super::reference;
         use super::super::*;
         use proptest::prelude::*;
@@ -1680,13 +1681,36 @@ mod tests {
 
         /// The block scanner and, when `text` has no backslash, the indexed one skip `text`
         /// like the old scanner, and read a string at its start like it.
+        ///
+        /// The indexed scanner runs once with the index of each kernel this processor has
+        /// (`Kernel::under_test` prints which were tested and which were not available).
         fn same_skip(text: &str) -> Result<(), TestCaseError> {
             like_reference(text, "blocks", || Scanner::new(text))?;
-            let mut index = LineIndex::new();
-            if index.build(text.as_bytes()) {
-                like_reference(text, "indexed", || Scanner::indexed(text, &index))?;
+            for kernel in Kernel::under_test() {
+                let mut index = LineIndex::new();
+                // SAFETY: `Kernel::under_test` lists only kernels this processor has.
+                if unsafe { index.build_with(kernel, text.as_bytes()) } {
+                    let what = format!("indexed ({kernel:?} kernel)");
+                    like_reference(text, &what, || Scanner::indexed(text, &index))?;
+                }
             }
             Ok(())
+        }
+
+        /// [`scan_record`] with the line index built by `kernel` (one this processor has).
+        fn scan_record_kernel<'a>(
+            kernel: Kernel,
+            text: &'a str,
+            rec: &mut RawRecord<'a>,
+        ) -> Result<(), Stop> {
+            let mut index = LineIndex::new();
+            // SAFETY: the callers take `kernel` from `Kernel::under_test`, which lists only
+            // kernels this processor has.
+            if unsafe { index.build_with(kernel, text.as_bytes()) } {
+                scan_record_with(Scanner::indexed(text, &index), rec)
+            } else {
+                scan_record_with(Scanner::new(text), rec)
+            }
         }
 
         /// A skipped value and a string at the start of `text`: same result and end position
@@ -1712,10 +1736,19 @@ mod tests {
         }
 
         /// `parse` gives what the old scanner gives, with the line index (any text without a
-        /// backslash) and without it.
+        /// backslash) of each kernel this processor has, and without it.
         fn same_parse(text: &str) -> Result<(), TestCaseError> {
             let old = parse_with(text, reference::scan_record);
             prop_assert_eq!(parse(text), old.clone(), "{:?}", text);
+            for kernel in Kernel::under_test() {
+                prop_assert_eq!(
+                    parse_with(text, |t, rec| scan_record_kernel(kernel, t, rec)),
+                    old.clone(),
+                    "indexed ({:?} kernel) {:?}",
+                    kernel,
+                    text
+                );
+            }
             prop_assert_eq!(
                 parse_with(text, scan_record_blocks),
                 old,

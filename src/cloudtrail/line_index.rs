@@ -110,6 +110,38 @@ impl Kernel {
         Kernel::Portable
     }
 
+    /// Every kernel compiled for this architecture, whether the processor has it or not.
+    #[cfg(test)]
+    pub(super) const ALL: &'static [Kernel] = &[
+        Kernel::Portable,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512,
+    ];
+
+    /// The kernels a test runs: [`Kernel::available`], after printing (once per thread, so once
+    /// per test: the failure of a test shows it, and so does `--nocapture`) which kernels are
+    /// tested and which of [`Kernel::ALL`] this processor lacks and are not run.
+    #[cfg(test)]
+    pub(super) fn under_test() -> Vec<Kernel> {
+        thread_local! {
+            static PRINTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        let tested = Kernel::available();
+        if !PRINTED.replace(true) {
+            let missing: Vec<Kernel> = Kernel::ALL
+                .iter()
+                .copied()
+                .filter(|k| !tested.contains(k))
+                .collect();
+            eprintln!(
+                "line index kernels tested: {tested:?}; not available on this processor (not run): {missing:?}"
+            );
+        }
+        tested
+    }
+
     /// Every kernel this processor has.
     #[cfg(test)]
     pub(super) fn available() -> Vec<Kernel> {
@@ -302,9 +334,9 @@ mod tests {
 
     fn check(b: &[u8]) -> Result<(), TestCaseError> {
         let (quote, bracket, usable) = naive(b);
-        for kernel in Kernel::available() {
+        for kernel in Kernel::under_test() {
             let mut index = LineIndex::new();
-            // SAFETY: `Kernel::available` lists only what this processor has.
+            // SAFETY: `Kernel::under_test` lists only what this processor has.
             let built = unsafe { index.build_with(kernel, b) };
             prop_assert_eq!(built, usable, "{:?}", kernel);
             prop_assert_eq!(&index.quote, &quote, "{:?}", kernel);
@@ -321,6 +353,19 @@ mod tests {
             prop_assert_eq!(index.next_quote(from), expected);
         }
         Ok(())
+    }
+
+    /// The kernel `build` picks is one the tests run, and every available kernel is listed in
+    /// `Kernel::ALL` (so the printed "not available" list is complete).
+    #[test]
+    fn the_detected_kernel_is_among_the_tested_ones() {
+        let tested = Kernel::under_test();
+        assert!(
+            tested.contains(&Kernel::best()),
+            "{:?} not in {tested:?}",
+            Kernel::best()
+        );
+        assert!(tested.iter().all(|k| Kernel::ALL.contains(k)), "{tested:?}");
     }
 
     proptest! {
