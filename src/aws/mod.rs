@@ -5,6 +5,9 @@
 //! implement them on the real SDK clients and count every call in
 //! `keywarden_aws_requests_total`. Tests of the logic use the traits; tests of the adapters run
 //! against moto.
+//!
+//! Owns every AWS SDK type: no other folder names one. Must never import telemetry, the store or
+//! any task; adapters report calls through [`CallObserver`].
 
 pub mod client;
 pub mod cloudwatchlogs;

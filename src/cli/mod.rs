@@ -2,6 +2,9 @@
 //! rollback | compromised | incidents`.
 //!
 //! Exit codes: 0 ok, 1 failure, 64 usage or configuration error.
+//!
+//! Owns the command line: `status.rs` (the table), `remote.rs` (the client of the action
+//! routes, speaking `http::api` types). The binary's edge: nothing imports `cli` but `main.rs`.
 
 pub mod remote;
 pub mod status;

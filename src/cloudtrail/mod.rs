@@ -15,6 +15,8 @@
 //! labels and the counting by them.
 //!
 //! This module does no I/O and never reads the clock.
+//! Must never import anything of the crate but `domain` vocabulary. Unsafe code is allowed here
+//! only (the SIMD line index), each block with its SAFETY comment.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

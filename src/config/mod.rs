@@ -8,6 +8,7 @@
 //!
 //! This module reads the file it is given and nothing else; it never looks at the environment
 //! (token sources are recorded, not resolved).
+//! Must never import anything but `domain` vocabulary, `schedule` and `access::glob`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

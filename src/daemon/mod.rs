@@ -1,5 +1,9 @@
 //! `keywarden run`: wires the store, the AWS clients, the pollers, the rotation core and the
 //! HTTP listener together, and shuts them all down cleanly on SIGTERM or SIGINT.
+//!
+//! Owns the wiring and the process: `periodic.rs` (the loop both pollers run), `memory.rs`
+//! (glibc arena and trim). Every task is spawned on one `TaskTracker` and stops on one
+//! `CancellationToken`. Nothing imports `daemon` but `cli` (and the pollers' shared loop).
 
 #[allow(unsafe_code)] // glibc mallopt/malloc_trim: FFI without memory arguments.
 pub mod memory;

@@ -19,6 +19,9 @@
 //!
 //! Nothing here ever holds a secret value: the incident document is built from journal facts,
 //! CloudTrail records and the request's reason.
+//!
+//! Owns the `incidents` table (`store.rs`) and the report files. Must never import `http` or
+//! `cli`; it drives the rotation core through its public API only.
 
 pub mod audit;
 pub mod report;

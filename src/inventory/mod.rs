@@ -3,6 +3,9 @@
 //! [`watch_list`] pairs the configured secrets (and discovered ones) with what ListSecrets
 //! returned; [`evaluate`] turns one pair into a [`SecretStatus`] with the schedule rules of
 //! SPEC §2. Both are pure: no I/O, no clock.
+//!
+//! `poller.rs` is the metadata task that feeds the view. Must never import `http`, `rotation`
+//! or `incident`.
 
 pub mod poller;
 

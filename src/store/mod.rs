@@ -9,6 +9,10 @@
 //!
 //! The connection is synchronous; async callers run store calls in `spawn_blocking` or accept
 //! the short fsync on a worker thread.
+//!
+//! Owns the connection, its pragmas and the migrations, and nothing else: each feature's SQL
+//! lives with the feature (`rotation/journal.rs`, `incident/store.rs`, `reminder/`,
+//! `access/store.rs`). Must never import a feature's types.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -9,6 +9,9 @@
 //! Two parts: the per-secret series live in [`crate::telemetry::fleet`] (one compact record per
 //! secret, rendered into a gzip cache off the scrape path); the process-wide families (polls,
 //! AWS requests, rotation durations, build) are prometheus-client families, encoded per scrape.
+//!
+//! Owns every metric name and the exposition. Must never import the store, `http`, `cli` or
+//! any task; the label values it takes are `domain` vocabulary words.
 
 pub mod fleet;
 
