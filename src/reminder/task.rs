@@ -74,7 +74,7 @@ pub struct Reminders<N> {
     loaded: bool,
     /// The metadata poll whose view was last evaluated, and when the evaluation ran.
     evaluated: Option<(Option<Instant>, Instant)>,
-    /// Draws the jitter of each retry delay, in `[0, 1]`: `fastrand::f64`.
+    /// Draws the jitter of each retry delay, in `[0, 1]` (`fastrand::f64`; a fixed value in tests).
     jitter: fn() -> f64,
 }
 
@@ -380,6 +380,12 @@ impl<N: NotifyApi> Reminders<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use tokio::sync::mpsc;
+
+    use crate::aws::AwsErrorKind;
+    use crate::domain::view::PollHealth;
+    use crate::reminder::testing::{config_with, status, DAY};
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
@@ -399,6 +405,117 @@ mod tests {
                 expected_ms,
                 "{attempts} {jitter}"
             );
+        }
+    }
+
+    /// An SNS stand-in that refuses the first `failures` publishes and accepts every later one,
+    /// noting when each attempt came and sending the id of each accepted message.
+    #[derive(Clone)]
+    struct FlakySns {
+        /// How many publishes fail before the first success.
+        failures: usize,
+        /// The instant of every publish attempt, in order.
+        attempts: Arc<Mutex<Vec<Instant>>>,
+        /// Receives the MessageId of every accepted publish.
+        accepted: mpsc::UnboundedSender<String>,
+    }
+
+    impl NotifyApi for FlakySns {
+        async fn publish(&self, _notification: &Notification) -> Result<String, AwsError> {
+            let attempt = {
+                let mut attempts = self.attempts.lock().unwrap();
+                attempts.push(Instant::now());
+                attempts.len()
+            };
+            if attempt <= self.failures {
+                return Err(AwsError {
+                    service: "sns",
+                    operation: "Publish",
+                    kind: AwsErrorKind::Throttled,
+                    message: format!("rate exceeded (attempt {attempt})"),
+                });
+            }
+            let id = format!("mid-{attempt}");
+            self.accepted.send(id.clone()).unwrap();
+            Ok(id)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_publish_is_retried_at_the_backoff_times_and_sent_once() {
+        const FAILURES: usize = 3;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let config = Arc::new(config_with(""));
+        let due = Utc::now().timestamp() + 7 * DAY;
+        let view = SharedView::default();
+        {
+            let mut v = view.write();
+            v.secrets
+                .insert("JWT_SECRET".to_string(), status("JWT_SECRET", Some(due)));
+            v.polls.insert(
+                crate::inventory::poller::SOURCE,
+                PollHealth {
+                    last_success: Some(Instant::now()),
+                    ..PollHealth::default()
+                },
+            );
+        }
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_leads(vec!["14d".to_string(), "overdue".to_string()]);
+        let (accepted, mut accepted_rx) = mpsc::unbounded_channel();
+        let sns = FlakySns {
+            failures: FAILURES,
+            attempts: Arc::default(),
+            accepted,
+        };
+        let attempts = sns.attempts.clone();
+        let mut task = Reminders::new(sns, config, view, store.clone(), metrics.clone());
+        // The upper end of the jitter: every delay is the full exponential step.
+        task.jitter = || 1.0;
+
+        let stop = CancellationToken::new();
+        let t0 = Instant::now();
+        let running = tokio::spawn(task.run(stop.clone()));
+        let message_id = accepted_rx.recv().await.unwrap();
+        // Ten more minutes of paused time: many wake-ups and evaluations, and no second publish.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        stop.cancel();
+        running.await.unwrap();
+
+        // The first attempt comes at once; retry n comes backoff(n) after failure n.
+        let mut expected = vec![Duration::ZERO];
+        for n in 1..=FAILURES {
+            let last = expected[expected.len() - 1];
+            expected.push(last + backoff(n as u32, 1.0));
+        }
+        assert_eq!(
+            expected,
+            [0, 1, 3, 7].map(Duration::from_secs).to_vec(),
+            "the documented schedule: 1 s, 2 s, 4 s"
+        );
+        let seen: Vec<Duration> = attempts.lock().unwrap().iter().map(|t| *t - t0).collect();
+        assert_eq!(seen, expected);
+        assert_eq!(message_id, format!("mid-{}", FAILURES + 1));
+        assert!(accepted_rx.try_recv().is_err(), "accepted a second time");
+
+        let key = ReminderKey {
+            secret: "JWT_SECRET".to_string(),
+            due,
+            lead_seconds: 14 * DAY,
+        };
+        let ledger = Ledger::new(store);
+        assert_eq!(
+            ledger.row(&key).unwrap(),
+            Some(("sent".to_string(), Some(message_id), FAILURES as i64))
+        );
+        assert!(ledger.pending().unwrap().is_empty());
+        let text = metrics.render_text();
+        for line in [
+            format!("keywarden_reminder_failures_total{{secret=\"JWT_SECRET\"}} {FAILURES}\n"),
+            "keywarden_reminders_sent_total{secret=\"JWT_SECRET\",lead=\"14d\"} 1\n".to_string(),
+        ] {
+            assert!(text.contains(&line), "no {line:?} in:\n{text}");
         }
     }
 }
