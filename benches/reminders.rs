@@ -8,9 +8,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use keywarden::config::{Severity, Strategy};
 use keywarden::domain::view::{Managed, SecretStatus};
-use keywarden::reminder::{
-    due_reminders, ledger_known, ledger_record, render, AccessInfo, MessageContext, ReminderKey,
-};
+use keywarden::reminder::{due_reminders, render, AccessInfo, Ledger, MessageContext, ReminderKey};
 use keywarden::store::Store;
 
 const DAY: i64 = 86_400;
@@ -77,7 +75,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(&dir.path().join("state.db")).expect("store");
+    let ledger = Ledger::new(Store::open(&dir.path().join("state.db")).expect("store"));
     let keys = due_reminders(statuses.iter(), &leads, NOW);
     let intents: Vec<_> = keys
         .iter()
@@ -109,11 +107,11 @@ fn bench(c: &mut Criterion) {
                     (k, m.clone())
                 })
                 .collect();
-            ledger_record(&store, &fresh, NOW).expect("record")
+            ledger.record_intents(&fresh, NOW).expect("record")
         })
     });
     c.bench_function("ledger_known all due keys (restart lookup)", |b| {
-        b.iter(|| ledger_known(&store, &keys).expect("lookup").len())
+        b.iter(|| ledger.known(&keys).expect("lookup").len())
     });
 }
 
