@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use keywarden::aws::{AwsError, SecretMeta, SecretPage, SecretsMetadataApi, VersionMeta};
 use keywarden::domain::view::SharedView;
 use keywarden::inventory::poller::MetadataPoller;

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use keywarden::config::{Severity, Strategy};
 use keywarden::domain::view::{Managed, SecretStatus};
-use keywarden::reminder::{due_reminders, render, AccessInfo, Ledger, MessageContext, ReminderKey};
+use keywarden::reminder::{AccessInfo, Ledger, MessageContext, ReminderKey, due_reminders, render};
 use keywarden::store::Store;
 
 const DAY: i64 = 86_400;

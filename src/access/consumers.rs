@@ -94,10 +94,10 @@ impl Consumers {
         c.reads += 1;
         c.first_ms = c.first_ms.min(t);
         c.last_ms = c.last_ms.max(t);
-        if let Some(ip) = &r.source_ip {
-            if c.source_ips.len() < MAX_IPS {
-                c.source_ips.insert(ip.to_string());
-            }
+        if let Some(ip) = &r.source_ip
+            && c.source_ips.len() < MAX_IPS
+        {
+            c.source_ips.insert(ip.to_string());
         }
     }
 

@@ -507,10 +507,11 @@ fn make_room(state: &mut SecretState, max: usize) -> bool {
 }
 
 fn remember_ip(p: &mut PrincipalStats, ip: Option<&str>) {
-    if let Some(ip) = ip {
-        if p.source_ips.len() < MAX_IPS_PER_PRINCIPAL && !p.source_ips.contains(ip) {
-            p.source_ips.insert(ip.to_string());
-        }
+    if let Some(ip) = ip
+        && p.source_ips.len() < MAX_IPS_PER_PRINCIPAL
+        && !p.source_ips.contains(ip)
+    {
+        p.source_ips.insert(ip.to_string());
     }
 }
 

@@ -116,7 +116,7 @@ impl PrincipalGlob {
                             return Err(GlobError {
                                 pos: old + 2,
                                 msg: ERROR_WILDCARDS,
-                            })
+                            });
                         }
                     }
                 }
@@ -224,10 +224,9 @@ impl PrincipalGlob {
                         end,
                         negated,
                     } = *token
+                        && class_contains(self.slice(start, end), c) == negated
                     {
-                        if class_contains(self.slice(start, end), c) == negated {
-                            return Outcome::NoMatchHere;
-                        }
+                        return Outcome::NoMatchHere;
                     }
                     rest = chars.as_str();
                     follows_separator = is_separator(c);

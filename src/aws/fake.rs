@@ -25,9 +25,9 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::{
-    AwsError, AwsErrorKind, CallOutcome, LogEvent, LogPage, LogsApi, Notification, NotifyApi,
-    SecretMeta, SecretPage, SecretStages, SecretValue, SecretsMetadataApi, SecretsWriteApi,
-    VersionMeta, VersionSelector, VersionedValue, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS, AwsError, AwsErrorKind, CallOutcome, LogEvent, LogPage,
+    LogsApi, Notification, NotifyApi, SecretMeta, SecretPage, SecretStages, SecretValue,
+    SecretsMetadataApi, SecretsWriteApi, VersionMeta, VersionSelector, VersionedValue,
 };
 
 /// The AWS operations the fakes serve.
@@ -672,10 +672,10 @@ impl NotifyApi for FakeNotify {
                 ));
             }
             let mut delivered = lock(&self.delivered);
-            if let Some(ids) = &n.fifo {
-                if let Some(id) = lock(&self.dedup).get(&ids.deduplication_id) {
-                    return Ok(id.clone());
-                }
+            if let Some(ids) = &n.fifo
+                && let Some(id) = lock(&self.dedup).get(&ids.deduplication_id)
+            {
+                return Ok(id.clone());
             }
             let id = format!("fake-message-{}", delivered.len() + 1);
             if let Some(ids) = &n.fifo {
@@ -812,10 +812,11 @@ mod tests {
         fake.put_pending("app/x", TOKEN, &SecretValue::new("v1".into()))
             .await
             .unwrap();
-        assert!(fake
-            .update_stage("app/x", AWSCURRENT, Some(TOKEN), None)
-            .await
-            .is_err());
+        assert!(
+            fake.update_stage("app/x", AWSCURRENT, Some(TOKEN), None)
+                .await
+                .is_err()
+        );
         fake.update_stage("app/x", AWSCURRENT, Some(TOKEN), Some(&old))
             .await
             .unwrap();
@@ -883,10 +884,11 @@ mod tests {
         let a = sns.publish(&n).await.unwrap();
         assert_eq!(sns.publish(&n).await.unwrap(), a);
         assert_eq!(sns.delivered().len(), 1);
-        assert!(sns
-            .publish(&Notification { fifo: None, ..n })
-            .await
-            .is_err());
+        assert!(
+            sns.publish(&Notification { fifo: None, ..n })
+                .await
+                .is_err()
+        );
 
         let logs = FakeLogs::new(2);
         logs.add_events(

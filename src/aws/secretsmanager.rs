@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::primitives::DateTime as AwsDateTime;
 use aws_sdk_secretsmanager::types::SecretListEntry;
-use aws_sdk_secretsmanager::Client;
 use chrono::{DateTime, Utc};
 
 use super::{

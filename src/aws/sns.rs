@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
+use aws_sdk_sns::types::MessageAttributeValue;
 
 use super::{AwsError, AwsErrorKind, CallObserver, CallOutcome, Notification, NotifyApi};
 

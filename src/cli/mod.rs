@@ -299,7 +299,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
 }
 
 async fn consumers(config: Config, secret: &str, since: &str, output: Output) -> ExitCode {
-    use crate::access::poller::{scan, RateLimiter};
+    use crate::access::poller::{RateLimiter, scan};
     use crate::cloudtrail::{self, SecretIndex};
 
     let since = match crate::schedule::parse_duration(since) {

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::http::api::{
     CompromiseBody, ErrorBody, IncidentAccepted, IncidentDetail, IncidentProgress, IncidentSummary,

@@ -15,11 +15,7 @@ fn date(t: Option<i64>) -> String {
 }
 
 fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
-    }
+    if b { "yes" } else { "no" }
 }
 
 /// What the `DUE` column says beside the date.

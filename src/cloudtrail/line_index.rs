@@ -7,7 +7,7 @@
 //! index instead of a fresh classification of its bytes. A scan that gets to a byte at all has
 //! taken every quote before it in the same pairs, so this parity is the scanner's own view.
 
-use super::{marks_block, Marks, BLOCK};
+use super::{BLOCK, Marks, marks_block};
 
 /// Bit `k` of word `w` stands for byte `64 w + k` of the line.
 pub(super) struct LineIndex {
@@ -220,7 +220,7 @@ fn prefix_xor(mut x: u64) -> u64 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{fill, Marks, BLOCK};
+    use super::{BLOCK, Marks, fill};
     use std::arch::x86_64::*;
 
     /// [`fill`] with AVX-512BW: one 64-byte load and four compares to a mask per block.

@@ -232,22 +232,23 @@ fn marks<const W: usize>(b: &[u8], pos: usize) -> Marks {
         return marks_block(block);
     }
     let last = b.len().saturating_sub(W);
-    if let Some(block) = b.get(last..).and_then(|s| <&[u8; W]>::try_from(s).ok()) {
-        if pos >= last && pos < b.len() {
-            let m = marks_block(block);
-            let shift = pos - last;
-            return Marks {
-                quote: m.quote >> shift,
-                backslash: m.backslash >> shift,
-                bracket: m.bracket >> shift,
-            };
-        }
+    if let Some(block) = b.get(last..).and_then(|s| <&[u8; W]>::try_from(s).ok())
+        && pos >= last
+        && pos < b.len()
+    {
+        let m = marks_block(block);
+        let shift = pos - last;
+        return Marks {
+            quote: m.quote >> shift,
+            backslash: m.backslash >> shift,
+            bracket: m.bracket >> shift,
+        };
     }
     let mut padded = [0u8; W];
-    if let Some(tail) = b.get(pos..) {
-        if let Some(dst) = padded.get_mut(..tail.len()) {
-            dst.copy_from_slice(tail);
-        }
+    if let Some(tail) = b.get(pos..)
+        && let Some(dst) = padded.get_mut(..tail.len())
+    {
+        dst.copy_from_slice(tail);
     }
     marks_block(&padded)
 }
@@ -973,15 +974,15 @@ impl Record<'_> {
 /// sessions, federated users and root; the service (`invokedBy`) for AWS services; for another
 /// account `account:<accountId>` with `/<principalId>` when known.
 fn principal_name<'a>(kind: IdentityType, id: &mut RawIdentity<'a>) -> Cow<'a, str> {
-    if kind == IdentityType::AwsService {
-        if let Some(s) = &id.invoked_by {
-            return s.clone();
-        }
+    if kind == IdentityType::AwsService
+        && let Some(s) = &id.invoked_by
+    {
+        return s.clone();
     }
-    if kind != IdentityType::AwsAccount {
-        if let Some(arn) = id.arn.take().filter(|a| !a.is_empty()) {
-            return arn;
-        }
+    if kind != IdentityType::AwsAccount
+        && let Some(arn) = id.arn.take().filter(|a| !a.is_empty())
+    {
+        return arn;
     }
     match (&id.account_id, &id.principal_id) {
         (Some(a), Some(p)) if kind == IdentityType::AwsAccount => {
@@ -1297,12 +1298,30 @@ mod tests {
             ("[1,2]", Err(ParseError::NotJson)),
             ("{\"eventID\":", Err(ParseError::NotJson)),
             ("{\"eventID\":\"a\"} trailing", Err(ParseError::NotJson)),
-            ("{\"eventID\":1,\"eventName\":\"x\",\"eventSource\":\"s\"}", Err(ParseError::Malformed)),
-            ("{\"eventName\":\"x\",\"eventSource\":\"s\"}", Err(ParseError::Malformed)),
-            ("{\"eventID\":\"\",\"eventName\":\"x\",\"eventSource\":\"s\"}", Err(ParseError::Malformed)),
-            ("{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\",\"requestParameters\":\"oops\"}", Err(ParseError::Malformed)),
-            ("{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\"}", Ok(())),
-            ("{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\",\"requestParameters\":null,\"userIdentity\":null,\"eventTime\":\"garbage\"}", Ok(())),
+            (
+                "{\"eventID\":1,\"eventName\":\"x\",\"eventSource\":\"s\"}",
+                Err(ParseError::Malformed),
+            ),
+            (
+                "{\"eventName\":\"x\",\"eventSource\":\"s\"}",
+                Err(ParseError::Malformed),
+            ),
+            (
+                "{\"eventID\":\"\",\"eventName\":\"x\",\"eventSource\":\"s\"}",
+                Err(ParseError::Malformed),
+            ),
+            (
+                "{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\",\"requestParameters\":\"oops\"}",
+                Err(ParseError::Malformed),
+            ),
+            (
+                "{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\"}",
+                Ok(()),
+            ),
+            (
+                "{\"eventID\":\"a\",\"eventName\":\"x\",\"eventSource\":\"s\",\"requestParameters\":null,\"userIdentity\":null,\"eventTime\":\"garbage\"}",
+                Ok(()),
+            ),
             (&big, Err(ParseError::Oversized)),
         ];
         for (text, expected) in cases {

@@ -17,8 +17,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use crate::domain::{Severity, Strategy};
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 
 use crate::access::glob::PrincipalGlob;
 use crate::schedule::{self, ScheduleExpr};
@@ -29,7 +29,7 @@ mod tests;
 mod validate;
 
 use raw::RawConfig;
-use validate::{validate, Locator};
+use validate::{Locator, validate};
 
 /// A configuration problem, located in the file.
 #[derive(Debug, thiserror::Error)]

@@ -3,8 +3,8 @@
 //! deserializing so the error carries the value's span.
 
 use ipnet::IpNet;
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use toml::Spanned;
 
 use super::{ConfigDuration, HookStage, Severity, Strategy};

@@ -410,7 +410,7 @@ fn validate_server(s: RawServer, loc: &Locator<'_>) -> Result<ServerConfig, Conf
                 &env,
                 "server.admin_token_env",
                 "expected only one of admin_token_file and admin_token_env",
-            ))
+            ));
         }
         (Some(file), None) => Some(TokenSource::File(PathBuf::from(file))),
         (None, Some(env)) => {
@@ -442,16 +442,14 @@ fn validate_rotation(
 ) -> Result<RotationSpec, ConfigError> {
     let strategy = *r.strategy.get_ref();
     let bytes = match &r.bytes {
-        Some(b) if !strategy.generates_bytes() => {
-            return Err(loc.at(
-                b,
-                &format!("{key}.bytes"),
-                format!(
+        Some(b) if !strategy.generates_bytes() => return Err(loc.at(
+            b,
+            &format!("{key}.bytes"),
+            format!(
                 "`bytes` applies to the random, dual-key and primary-secondary strategies, not {}",
                 strategy.as_str()
             ),
-            ))
-        }
+        )),
         Some(b) if !(16..=4096).contains(b.get_ref()) => {
             return Err(loc.at(
                 b,
@@ -460,7 +458,7 @@ fn validate_rotation(
                     "expected between 16 and 4096 random bytes, found {}",
                     b.get_ref()
                 ),
-            ))
+            ));
         }
         Some(b) => *b.get_ref() as usize,
         None => 32,

@@ -236,7 +236,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 fn spawn_signal_listener(
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     Ok(tokio::spawn(async move {

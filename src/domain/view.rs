@@ -239,9 +239,10 @@ mod tests {
         let every = Duration::from_secs(10);
         assert_eq!(v.readiness(t0, &[("metadata", every)]).len(), 1);
         v.record_poll("metadata", t0, None);
-        assert!(v
-            .readiness(t0 + Duration::from_secs(30), &[("metadata", every)])
-            .is_empty());
+        assert!(
+            v.readiness(t0 + Duration::from_secs(30), &[("metadata", every)])
+                .is_empty()
+        );
         v.record_poll("metadata", t0 + Duration::from_secs(10), Some("network"));
         assert_eq!(v.polls["metadata"].consecutive_failures, 1);
         assert_eq!(
@@ -250,8 +251,9 @@ mod tests {
             1
         );
         v.record_poll("metadata", t0 + Duration::from_secs(40), None);
-        assert!(v
-            .readiness(t0 + Duration::from_secs(41), &[("metadata", every)])
-            .is_empty());
+        assert!(
+            v.readiness(t0 + Duration::from_secs(41), &[("metadata", every)])
+                .is_empty()
+        );
     }
 }

@@ -10,12 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::api::CompromiseBody;
-use super::respond::{error_json, Body};
+use super::respond::{Body, error_json};
 use super::route::percent_decode;
 use crate::aws::SecretValue;
 
@@ -333,9 +333,10 @@ mod tests {
         let l = ActionLimiter::default();
         let t0 = Instant::now();
         for i in 0..RATE_LIMIT {
-            assert!(l
-                .check("compromised:A", 5, t0 + Duration::from_secs(i as u64))
-                .is_ok());
+            assert!(
+                l.check("compromised:A", 5, t0 + Duration::from_secs(i as u64))
+                    .is_ok()
+            );
         }
         let wait = l
             .check("compromised:A", 5, t0 + Duration::from_secs(10))

@@ -8,7 +8,7 @@ use chrono::Utc;
 use futures_util::stream;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
+use hyper::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
@@ -16,8 +16,8 @@ use super::api::{
     AnomaliesBody, AnomalyItem, IncidentAccepted, IncidentDetail, IncidentList, IncidentSummary,
     RotateAccepted, RotateRefused, RotationDetail, RotationList, SecretEntry, SecretsBody,
 };
-use super::guard::{guard_action, parse_compromise_body, read_body, Action};
-use super::respond::{error_json, json, method_not_allowed, text, Body};
+use super::guard::{Action, guard_action, parse_compromise_body, read_body};
+use super::respond::{Body, error_json, json, method_not_allowed, text};
 use super::route::{Miss, Route};
 use super::state::AppState;
 use crate::incident::{OpenError, Opened};
@@ -38,13 +38,13 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
                     "malformed percent-escape in the path",
                 ),
                 None => rotation_off(),
-            }
+            };
         }
         Err(Miss::NoSuchIncident) => {
             return match &state.incidents {
                 Some(_) => error_json(StatusCode::NOT_FOUND, "no such incident"),
                 None => incidents_off(),
-            }
+            };
         }
     };
     match route {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::{ActionLimiter, MAX_BODY, ROTATE_RATE_LIMIT};
-use super::{serve, AppState};
+use super::{AppState, serve};
 use crate::aws::SecretValue;
 use crate::domain::view::SharedView;
 use crate::telemetry::Metrics;

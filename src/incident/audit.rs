@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::access::consumers::Consumers;
-use crate::access::poller::{scan, RateLimiter};
+use crate::access::poller::{RateLimiter, scan};
 use crate::aws::{AwsError, LogsApi};
 use crate::cloudtrail::{self, SecretIndex};
 use crate::config::{AccessConfig, SecretSpec};

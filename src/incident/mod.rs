@@ -39,10 +39,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::aws::SecretsWriteApi;
-use crate::aws::{is_fifo_topic, FifoIds, Notification, NotifyApi};
+use crate::aws::{FifoIds, Notification, NotifyApi, is_fifo_topic};
 use crate::config::{Config, SecretSpec};
-use crate::domain::view::SharedView;
 use crate::domain::Strategy;
+use crate::domain::view::SharedView;
 use crate::rotation::journal::{State, Trigger};
 use crate::rotation::{RequestError, RequestOptions, RotationCore};
 use crate::store::{Store, StoreError};
@@ -525,10 +525,10 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                 inc.closed_at_ms = inc.step("report").and_then(|s| s.ended_at_ms);
                 // Rewrite the files with the closing status (the report step wrote them while
                 // the incident was still open).
-                if result.state == StepState::Done {
-                    if let Err(e) = report::write_files(&report_dir(&self.config), &inc) {
-                        warn!(incident = %inc.incident_id, error = %e, "Cannot rewrite the report with the closing status.");
-                    }
+                if result.state == StepState::Done
+                    && let Err(e) = report::write_files(&report_dir(&self.config), &inc)
+                {
+                    warn!(incident = %inc.incident_id, error = %e, "Cannot rewrite the report with the closing status.");
                 }
             }
             store::save(&self.store, &inc)?;
@@ -645,14 +645,14 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                 Err(e @ RequestError::Refused(_)) => {
                     return Ok(Some(StepResult::failed(format!(
                         "{e}; rotate the secret by hand"
-                    ))))
+                    ))));
                 }
                 Err(e @ RequestError::UnknownSecret(_)) => {
-                    return Ok(Some(StepResult::failed(e.to_string())))
+                    return Ok(Some(StepResult::failed(e.to_string())));
                 }
                 Err(RequestError::Store(e)) => return Err(e),
                 Err(e @ RequestError::Random(_)) => {
-                    return Ok(Some(StepResult::failed(e.to_string())))
+                    return Ok(Some(StepResult::failed(e.to_string())));
                 }
             }
         }

@@ -227,7 +227,10 @@ pub fn markdown(inc: &Incident) -> String {
             if a.readers.is_empty() {
                 let _ = writeln!(m, "No reads of the secret in the window.");
             } else {
-                let _ = writeln!(m, "| principal | reads | denied | source IPs | first seen | last seen | declared | flagged |\n|---|---|---|---|---|---|---|---|");
+                let _ = writeln!(
+                    m,
+                    "| principal | reads | denied | source IPs | first seen | last seen | declared | flagged |\n|---|---|---|---|---|---|---|---|"
+                );
                 for r in &a.readers {
                     let _ = writeln!(
                         m,
@@ -244,7 +247,10 @@ pub fn markdown(inc: &Incident) -> String {
                 }
             }
             if !a.flagged.is_empty() {
-                let _ = writeln!(m, "\n### Flagged by the access poller\n\n| time | kind | principal | source IP | event | detail |\n|---|---|---|---|---|---|");
+                let _ = writeln!(
+                    m,
+                    "\n### Flagged by the access poller\n\n| time | kind | principal | source IP | event | detail |\n|---|---|---|---|---|---|"
+                );
                 for f in &a.flagged {
                     let _ = writeln!(
                         m,
@@ -355,7 +361,7 @@ pub fn write_files(dir: &Path, inc: &Incident) -> std::io::Result<(PathBuf, Path
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incident::{new_incident, Audit, AuditReader};
+    use crate::incident::{Audit, AuditReader, new_incident};
 
     fn inc(strategy: &str) -> Incident {
         let cfg = crate::config::parse(
@@ -463,8 +469,10 @@ mod tests {
         let (j, m) = write_files(&dir.path().join("sub"), &inc("random")).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(j).unwrap()).unwrap();
         assert_eq!(v["incident_id"], "0123");
-        assert!(std::fs::read_to_string(m)
-            .unwrap()
-            .starts_with("# Compromise incident 0123"));
+        assert!(
+            std::fs::read_to_string(m)
+                .unwrap()
+                .starts_with("# Compromise incident 0123")
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! `closed_at IS NULL` means open; rollback reads exactly that
 //! ([`crate::rotation::journal::open_incident`]).
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Incident, Status};
 use crate::store::{Store, StoreError};
@@ -165,9 +165,11 @@ mod tests {
         first.status = Status::Resolved;
         first.closed_at_ms = Some(3_000);
         save(&store, &first).unwrap();
-        assert!(crate::rotation::journal::open_incident(&store, "A")
-            .unwrap()
-            .is_none());
+        assert!(
+            crate::rotation::journal::open_incident(&store, "A")
+                .unwrap()
+                .is_none()
+        );
         assert!(create(&store, &second).unwrap().is_ok());
         assert_eq!(recent(&store, 10).unwrap()[0].incident_id, "i2");
         assert_eq!(counts(&store).unwrap(), vec![("A".to_string(), 2)]);

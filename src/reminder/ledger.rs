@@ -5,9 +5,9 @@
 //! `sent` once SNS accepted it, and is never deleted, so a restart finds what is still to send
 //! and never sends a reminder twice. It must never import the task or the AWS boundary.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{OptionalExtension, params};
 
-use crate::reminder::message::{fallback_message, Message};
+use crate::reminder::message::{Message, fallback_message};
 use crate::reminder::plan::ReminderKey;
 use crate::store::{Store, StoreError};
 
@@ -185,7 +185,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reminder::testing::{key, DAY};
+    use crate::reminder::testing::{DAY, key};
 
     #[test]
     fn ledger_records_once_and_marks_sent() {

@@ -408,7 +408,7 @@ pub(crate) fn fifo_ids(key: &ReminderKey) -> FifoIds {
 mod tests {
     use super::*;
     use crate::reminder::plan::OVERDUE_LEAD;
-    use crate::reminder::testing::{config_with, key, status, DAY};
+    use crate::reminder::testing::{DAY, config_with, key, status};
 
     #[test]
     fn lead_message_has_every_field_and_the_checklist() {

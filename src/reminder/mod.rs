@@ -43,6 +43,6 @@ mod task;
 mod testing;
 
 pub use ledger::{Ledger, PendingRow};
-pub use message::{render, AccessInfo, Message, MessageContext};
-pub use plan::{due_reminders, ReminderKey, OVERDUE_LABEL, OVERDUE_LEAD};
-pub use task::{backoff, Reminders};
+pub use message::{AccessInfo, Message, MessageContext, render};
+pub use plan::{OVERDUE_LABEL, OVERDUE_LEAD, ReminderKey, due_reminders};
+pub use task::{Reminders, backoff};

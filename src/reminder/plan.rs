@@ -94,7 +94,7 @@ pub fn due_reminders<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reminder::testing::{key, status, DAY};
+    use crate::reminder::testing::{DAY, key, status};
 
     #[test]
     fn due_reminders_table() {

@@ -15,12 +15,12 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::aws::{is_fifo_topic, AwsError, Notification, NotifyApi};
+use crate::aws::{AwsError, Notification, NotifyApi, is_fifo_topic};
 use crate::config::Config;
 use crate::domain::view::SharedView;
 use crate::reminder::ledger::Ledger;
-use crate::reminder::message::{date, fifo_ids, render, AccessInfo, Message, MessageContext};
-use crate::reminder::plan::{due_reminders, ReminderKey};
+use crate::reminder::message::{AccessInfo, Message, MessageContext, date, fifo_ids, render};
+use crate::reminder::plan::{ReminderKey, due_reminders};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
@@ -385,7 +385,7 @@ mod tests {
 
     use crate::aws::AwsErrorKind;
     use crate::domain::view::PollHealth;
-    use crate::reminder::testing::{config_with, status, DAY};
+    use crate::reminder::testing::{DAY, config_with, status};
 
     #[test]
     fn backoff_grows_caps_and_jitters() {

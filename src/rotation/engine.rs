@@ -21,8 +21,8 @@ use tracing::{error, info, warn};
 
 use crate::aws::SecretsWriteApi;
 use crate::config::{Config, SecretSpec};
-use crate::domain::view::SharedView;
 use crate::domain::RotationResult;
+use crate::domain::view::SharedView;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Metrics, TriggerLabel};
 
@@ -423,10 +423,10 @@ impl<A: SecretsWriteApi> RotationCore<A> {
     /// Marks a rotation failed after its last attempt (or a fatal error), takes AWSPENDING off
     /// its version if it never became current, and counts it, as `t` says.
     async fn apply_failure(&self, rot: &Rotation, msg: &str, t: &Transition) {
-        if t.abandon {
-            if let Err(e) = protocol::abandon(&self.api, &rot.detail.secret_id, &rot.token).await {
-                warn!(secret = %rot.secret, rotation = %rot.id, error = %e, "Could not remove AWSPENDING from the failed rotation's version.");
-            }
+        if t.abandon
+            && let Err(e) = protocol::abandon(&self.api, &rot.detail.secret_id, &rot.token).await
+        {
+            warn!(secret = %rot.secret, rotation = %rot.id, error = %e, "Could not remove AWSPENDING from the failed rotation's version.");
         }
         let u = journal::Update {
             step: t.next.step,

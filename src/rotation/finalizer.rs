@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::aws::SecretsWriteApi;
 use crate::store::StoreError;
 
-use super::engine::{lock, now_s, RotationCore};
+use super::engine::{RotationCore, lock, now_s};
 use super::journal::{self, EventOutcome, State, Step};
 
 impl<A: SecretsWriteApi> RotationCore<A> {

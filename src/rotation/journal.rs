@@ -6,7 +6,7 @@
 //! `running` rows from their step and schedules the finalize of `grace` rows. Nothing here ever
 //! holds a secret value: rows carry names, version ids, times and error texts from AWS or hooks.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 pub use crate::domain::{State, Step, Trigger};

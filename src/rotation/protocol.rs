@@ -7,8 +7,8 @@
 //! must carry.
 
 use crate::aws::{
-    AwsError, SecretStages, SecretValue, SecretsWriteApi, VersionSelector, AWSCURRENT, AWSPENDING,
-    AWSPREVIOUS,
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS, AwsError, SecretStages, SecretValue, SecretsWriteApi,
+    VersionSelector,
 };
 
 use super::failpoint;
@@ -196,12 +196,14 @@ pub async fn promote<A: SecretsWriteApi>(
     }
     failpoint::hit("finish:unpended");
     // AWS moves AWSPREVIOUS to the demoted version itself; make sure it is there.
-    if let Some(prev) = previous.filter(|p| *p != token) {
-        if st.stages_of(prev).is_some() && !st.has(prev, AWSPREVIOUS) && moved {
-            let holder = st.version_with(AWSPREVIOUS).map(str::to_string);
-            api.update_stage(secret_id, AWSPREVIOUS, Some(prev), holder.as_deref())
-                .await?;
-        }
+    if let Some(prev) = previous.filter(|p| *p != token)
+        && st.stages_of(prev).is_some()
+        && !st.has(prev, AWSPREVIOUS)
+        && moved
+    {
+        let holder = st.version_with(AWSPREVIOUS).map(str::to_string);
+        api.update_stage(secret_id, AWSPREVIOUS, Some(prev), holder.as_deref())
+            .await?;
     }
     Ok(moved)
 }

@@ -10,12 +10,12 @@
 use serde::Serialize;
 use tracing::warn;
 
-use crate::aws::{AwsError, SecretsWriteApi, AWSCURRENT, AWSPREVIOUS};
+use crate::aws::{AWSCURRENT, AWSPREVIOUS, AwsError, SecretsWriteApi};
 use crate::domain::RotationResult;
 use crate::store::StoreError;
 
-use super::engine::{lock, now_s, RotationCore};
-use super::journal::{self, EventOutcome, State, Trigger, ROLLBACK};
+use super::engine::{RotationCore, lock, now_s};
+use super::journal::{self, EventOutcome, ROLLBACK, State, Trigger};
 
 /// Why a rollback was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +24,9 @@ pub enum RollbackError {
     #[error("unknown secret {0:?}: not in the inventory")]
     UnknownSecret(String),
     /// A compromise incident is open and `force` was not given.
-    #[error("a compromise incident on {secret} is open ({incident}): rolling back would restore a compromised value; pass force to do it anyway")]
+    #[error(
+        "a compromise incident on {secret} is open ({incident}): rolling back would restore a compromised value; pass force to do it anyway"
+    )]
     IncidentOpen {
         /// The secret.
         secret: String,

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use crate::aws::{SecretValue, SecretsWriteApi, VersionSelector, AWSCURRENT, AWSPREVIOUS};
+use crate::aws::{AWSCURRENT, AWSPREVIOUS, SecretValue, SecretsWriteApi, VersionSelector};
 use crate::config::{HookStage, SecretSpec};
 
 use super::failpoint;
@@ -292,11 +292,11 @@ mod tests {
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use aws_sdk_secretsmanager::Client;
     use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
     use aws_sdk_secretsmanager::operation::rotate_secret::{RotateSecretError, RotateSecretOutput};
     use aws_sdk_secretsmanager::types::error::InvalidRequestException;
-    use aws_sdk_secretsmanager::Client;
-    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     use std::sync::{Arc, Mutex};
 
@@ -307,7 +307,7 @@ mod tests {
     use crate::domain::view::SharedView;
     use crate::rotation::engine::lock;
     use crate::rotation::journal::{Event, EventOutcome, State};
-    use crate::rotation::{Engine, RequestOptions, RotationCore, MAX_ATTEMPTS};
+    use crate::rotation::{Engine, MAX_ATTEMPTS, RequestOptions, RotationCore};
     use crate::store::Store;
     use crate::telemetry::Metrics;
 

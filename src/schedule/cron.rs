@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Timelike, Utc, Weekday};
 
-use super::{add_duration, ScheduleError, SECS_PER_DAY, SECS_PER_HOUR, SECS_PER_MINUTE};
+use super::{SECS_PER_DAY, SECS_PER_HOUR, SECS_PER_MINUTE, ScheduleError, add_duration};
 
 /// The first year a cron expression can name.
 const MIN_YEAR: i32 = 1970;
@@ -391,10 +391,10 @@ impl YearSet {
 impl FieldSet for YearSet {
     fn insert(&mut self, value: u32) {
         let position = i32::try_from(value).ok().and_then(Self::position);
-        if let Some((word, bit)) = position {
-            if let Some(bits) = self.0.get_mut(word) {
-                *bits |= 1 << bit;
-            }
+        if let Some((word, bit)) = position
+            && let Some(bits) = self.0.get_mut(word)
+        {
+            *bits |= 1 << bit;
         }
     }
 }
@@ -670,10 +670,11 @@ fn parse_day_of_month(text: &str) -> Result<DayOfMonth, String> {
             .map(|offset| DayOfMonth::Last { offset })
             .ok_or_else(|| format!("L-n needs a number of days n from 1 to 30, found {offset:?}"));
     }
-    if let Some(day) = text.strip_suffix('W') {
-        if !day.is_empty() && day.bytes().all(|b| b.is_ascii_digit()) {
-            return parse_value(day, &DAY_OF_MONTH).map(DayOfMonth::NearestWeekday);
-        }
+    if let Some(day) = text.strip_suffix('W')
+        && !day.is_empty()
+        && day.bytes().all(|b| b.is_ascii_digit())
+    {
+        return parse_value(day, &DAY_OF_MONTH).map(DayOfMonth::NearestWeekday);
     }
     Err("expected L, L-n, LW or a single day followed by W (for example 15W)".to_string())
 }

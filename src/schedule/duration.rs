@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 
 use super::{
-    ScheduleError, DURATION_FORMS, SECS_PER_DAY, SECS_PER_HOUR, SECS_PER_MINUTE, SECS_PER_WEEK,
+    DURATION_FORMS, SECS_PER_DAY, SECS_PER_HOUR, SECS_PER_MINUTE, SECS_PER_WEEK, ScheduleError,
 };
 
 /// Parses a keywarden configuration duration such as "90d", "48h", "15m",

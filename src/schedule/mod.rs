@@ -65,7 +65,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 pub use cron::{CronExpr, ScheduleExpr};
 pub use duration::{format_duration, parse_duration};
 pub use rules::{
-    current_version, due, interval, is_overdue, is_pending, last_rotation, scheduled, RotationFacts,
+    RotationFacts, current_version, due, interval, is_overdue, is_pending, last_rotation, scheduled,
 };
 
 /// The number of seconds in a minute.
@@ -107,7 +107,9 @@ pub enum ScheduleError {
         input: String,
     },
     /// Text follows the closing parenthesis of the schedule expression.
-    #[error("{kind}() expression {input:?} has text after its closing parenthesis; expected nothing after it")]
+    #[error(
+        "{kind}() expression {input:?} has text after its closing parenthesis; expected nothing after it"
+    )]
     TrailingText {
         /// Either `rate` or `cron`.
         kind: &'static str,
@@ -123,9 +125,7 @@ pub enum ScheduleError {
         reason: String,
     },
     /// A `cron()` expression does not have exactly six fields.
-    #[error(
-        "cron() takes 6 fields (minutes hours day-of-month month day-of-week year), found {0}"
-    )]
+    #[error("cron() takes 6 fields (minutes hours day-of-month month day-of-week year), found {0}")]
     CronFieldCount(usize),
     /// One field of a `cron()` expression is malformed.
     #[error("invalid cron() {field} field {value:?}: {reason}")]
@@ -139,7 +139,9 @@ pub enum ScheduleError {
     },
     /// The day-of-month and day-of-week fields break the rule that exactly
     /// one of them is `?`.
-    #[error("invalid cron() day fields (day-of-month {day_of_month:?}, day-of-week {day_of_week:?}): {reason}")]
+    #[error(
+        "invalid cron() day fields (day-of-month {day_of_month:?}, day-of-week {day_of_week:?}): {reason}"
+    )]
     CronDayConflict {
         /// The day-of-month field's text, in upper case.
         day_of_month: String,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::cron::ScheduleExpr;
-use super::{add_duration, SECS_PER_DAY};
+use super::{SECS_PER_DAY, add_duration};
 
 /// The staging label of the version that is currently in use.
 const STAGE_CURRENT: &str = "AWSCURRENT";

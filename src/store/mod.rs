@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 /// A store failure, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,9 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The file was written by a newer keywarden.
-    #[error("state store {path}: schema version {found} is newer than this keywarden understands ({supported}); upgrade keywarden or move the file away")]
+    #[error(
+        "state store {path}: schema version {found} is newer than this keywarden understands ({supported}); upgrade keywarden or move the file away"
+    )]
     TooNew {
         /// The database file.
         path: PathBuf,

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs as logs;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::support::{create_aged_secret, keywarden_command, now, Daemon, Moto, Scrape};
+use crate::support::{Daemon, Moto, Scrape, create_aged_secret, keywarden_command, now};
 
 const ACCOUNT: &str = "123456789012";
 const GROUP: &str = "/aws/cloudtrail/keywarden-test";
@@ -217,8 +217,12 @@ impl Trail {
 fn malformed(t: i64, i: u64) -> Rec {
     let line = match i % 3 {
         0 => "secretsmanager.amazonaws.com CloudTrail delivery notice: not a record".to_string(),
-        1 => format!("{{\"eventID\":\"trunc-{i}\",\"eventSource\":\"secretsmanager.amazonaws.com\",\"eventName\":\"GetSec"),
-        _ => format!("{{\"eventID\":{i},\"eventSource\":\"secretsmanager.amazonaws.com\",\"eventName\":\"GetSecretValue\"}}"),
+        1 => format!(
+            "{{\"eventID\":\"trunc-{i}\",\"eventSource\":\"secretsmanager.amazonaws.com\",\"eventName\":\"GetSec"
+        ),
+        _ => format!(
+            "{{\"eventID\":{i},\"eventSource\":\"secretsmanager.amazonaws.com\",\"eventName\":\"GetSecretValue\"}}"
+        ),
     };
     Rec {
         t,
@@ -693,10 +697,12 @@ async fn cloudtrail_stream_counts_exactly_and_raises_each_anomaly_once() {
         format!("arn:aws:sts::{ACCOUNT}:assumed-role/intruder/x")
     );
     assert_eq!(intruder["source_ip"], "10.9.9.9");
-    assert!(intruder["event_id"]
-        .as_str()
-        .unwrap()
-        .starts_with("0a1b2c3d-"));
+    assert!(
+        intruder["event_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("0a1b2c3d-")
+    );
     assert!(intruder["time"].as_str().unwrap().ends_with('Z'));
     // 6 malformed lines in A and 3 in B, each once although the overlap re-reads them.
     assert_eq!(body["skipped_records"], 9, "{body}");

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use serde_norway::Value as Yaml;
 
-use crate::support::{create_aged_secret, free_port, http, now, root, Daemon, Moto};
+use crate::support::{Daemon, Moto, create_aged_secret, free_port, http, now, root};
 
 const INSTALL: &str = "apt-get install prometheus prometheus-alertmanager (scripts/test does)";
 const ROUTING_KEY: &str = "keywarden-test-routing-key-0123456789";
@@ -272,10 +272,10 @@ fn dashboard_queries(dashboard: &Value) -> Vec<String> {
         match v {
             Value::Object(map) => {
                 for (k, child) in map {
-                    if k == "expr" {
-                        if let Some(e) = child.as_str() {
-                            out.push(e.to_string());
-                        }
+                    if k == "expr"
+                        && let Some(e) = child.as_str()
+                    {
+                        out.push(e.to_string());
                     }
                     walk(child, out);
                 }
@@ -893,12 +893,14 @@ async fn alerts_reach_pagerduty_end_to_end() {
         ),
         "{summary}"
     );
-    assert!(jwt
-        .details("description")
-        .contains("event-service/jwt-secret"));
-    assert!(jwt
-        .details("runbook_url")
-        .ends_with("runbook.md#secretrotationoverdue"));
+    assert!(
+        jwt.details("description")
+            .contains("event-service/jwt-secret")
+    );
+    assert!(
+        jwt.details("runbook_url")
+            .ends_with("runbook.md#secretrotationoverdue")
+    );
     let redis = wait_event(
         &events,
         "SecretRotationOverdue trigger for REDIS_PASSWORD",
@@ -934,11 +936,13 @@ async fn alerts_reach_pagerduty_end_to_end() {
 
     // 3. A secret scheduled for deletion reads as missing and pages with its severity (the
     //    fresh DATABASE_PASSWORD, which had raised nothing so far).
-    assert!(!events
-        .lock()
-        .expect("lock")
-        .iter()
-        .any(|e| e.details("secret") == "DATABASE_PASSWORD"));
+    assert!(
+        !events
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|e| e.details("secret") == "DATABASE_PASSWORD")
+    );
     client
         .delete_secret()
         .secret_id("event-service/database")
@@ -955,9 +959,11 @@ async fn alerts_reach_pagerduty_end_to_end() {
     )
     .await;
     assert_eq!(missing.body["payload"]["severity"], "critical");
-    assert!(missing
-        .details("runbook_url")
-        .ends_with("runbook.md#secretmissing"));
+    assert!(
+        missing
+            .details("runbook_url")
+            .ends_with("runbook.md#secretmissing")
+    );
 
     // 4. A secret turning overdue pages; measure due -> PagerDuty.
     let s2s = wait_event(
@@ -1169,11 +1175,12 @@ async fn alerts_reach_pagerduty_end_to_end() {
     for (dedup, n) in &triggers {
         assert_eq!(*n, 1, "{n} triggers for {dedup}: {all:#?}");
     }
-    assert!(!all
-        .iter()
-        .any(|e| e.details("secret") == "DATABASE_PASSWORD"
-            && e.class() != "SecretMissing"
-            && e.class() != "SecretAccessAnomaly"));
+    assert!(
+        !all.iter()
+            .any(|e| e.details("secret") == "DATABASE_PASSWORD"
+                && e.class() != "SecretMissing"
+                && e.class() != "SecretAccessAnomaly")
+    );
     let sent =
         serde_json::to_string(&all.iter().map(|e| &e.body).collect::<Vec<_>>()).expect("json");
     for canary in &canaries {
@@ -1228,14 +1235,13 @@ async fn wait_inhibited(am: &str, alertname: &str, secret: &str, logs: &dyn Fn()
                 .find(|a| a["labels"]["alertname"] == alertname && a["labels"]["secret"] == secret)
                 .cloned()
         });
-        if let Some(a) = &found {
-            if a["status"]["state"] == "suppressed"
-                && a["status"]["inhibitedBy"]
-                    .as_array()
-                    .is_some_and(|b| !b.is_empty())
-            {
-                return;
-            }
+        if let Some(a) = &found
+            && a["status"]["state"] == "suppressed"
+            && a["status"]["inhibitedBy"]
+                .as_array()
+                .is_some_and(|b| !b.is_empty())
+        {
+            return;
         }
         assert!(
             Instant::now() < deadline,

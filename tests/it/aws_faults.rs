@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::support::{create_aged_secret, now, Daemon, Moto};
+use crate::support::{Daemon, Moto, create_aged_secret, now};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 

@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager as sm;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::support::{free_port, http, Daemon, Moto};
+use crate::support::{Daemon, Moto, free_port, http};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const INSTALL: &str = "apt-get install postgresql redis-server (scripts/test does)";
@@ -828,7 +828,7 @@ async fn kill9_between_set_and_finish_and_before_finalize_leaves_servers_and_sec
 async fn steps_repeated_after_an_interrupted_step_are_harmless() {
     use keywarden::aws::SecretValue;
     use keywarden::config::{RotationSpec, Strategy};
-    use keywarden::rotation::strategy::{for_spec, StepContext};
+    use keywarden::rotation::strategy::{StepContext, for_spec};
 
     let pg = Pg::start().await;
     pg.prepare().await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::{
-    free_port, http, process_is_dead, wait_for_line, wait_process_dead, Daemon, Moto,
+    Daemon, Moto, free_port, http, process_is_dead, wait_for_line, wait_process_dead,
 };
 
 const TOKEN: &str = "test-admin-token-hooks-0123456789";

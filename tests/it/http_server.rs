@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{free_port, http, now, Daemon, Moto};
+use crate::support::{Daemon, Moto, free_port, http, now};
 
 fn config(extra_server: &str) -> String {
     format!(
@@ -30,9 +30,11 @@ async fn routes_answer_and_refuse_properly() {
     assert_eq!(status, 404);
     let (status, headers, _) = http("POST", &d.url("/metrics"), &[], None).await;
     assert_eq!(status, 405);
-    assert!(headers
-        .iter()
-        .any(|(k, v)| k == "allow" && v.contains("GET")));
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "allow" && v.contains("GET"))
+    );
     let (status, body) = d.get("/secrets").await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -12,12 +12,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use keywarden::aws::fake::{put_tokens, FakeLogs, FakeNotify, FakeSecrets, Op};
-use keywarden::aws::{AwsErrorKind, CallOutcome, SecretValue, SecretsWriteApi, AWSCURRENT};
-use keywarden::incident::{Incident, Incidents, Opened, StepState, STEPS};
+use keywarden::aws::fake::{FakeLogs, FakeNotify, FakeSecrets, Op, put_tokens};
+use keywarden::aws::{AWSCURRENT, AwsErrorKind, CallOutcome, SecretValue, SecretsWriteApi};
+use keywarden::incident::{Incident, Incidents, Opened, STEPS, StepState};
 use keywarden::rotation::journal::{Event, EventOutcome, Rotation, State, Step, Trigger};
 use keywarden::rotation::{
-    RequestOptions, RotationCore, FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, MAX_TRANSIENT_ATTEMPTS,
+    FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, MAX_TRANSIENT_ATTEMPTS, RequestOptions, RotationCore,
 };
 use keywarden::store::Store;
 use keywarden::telemetry::Metrics;
@@ -444,14 +444,18 @@ async fn incident_steps_are_journaled_in_order_and_a_throttled_notice_is_retried
     assert_eq!(delivered.len(), 1);
     let (message_id, notice) = &delivered[0];
     assert_eq!(closed.notice_message_id.as_ref(), Some(message_id));
-    assert!(closed
-        .step("notify")
-        .and_then(|s| s.message.as_deref())
-        .is_some_and(|m| m.contains(message_id.as_str())));
+    assert!(
+        closed
+            .step("notify")
+            .and_then(|s| s.message.as_deref())
+            .is_some_and(|m| m.contains(message_id.as_str()))
+    );
     assert_eq!(notice.topic_arn, TOPIC);
-    assert!(notice
-        .attributes
-        .contains(&("incident_id".to_string(), inc.incident_id.clone())));
+    assert!(
+        notice
+            .attributes
+            .contains(&("incident_id".to_string(), inc.incident_id.clone()))
+    );
 
     // The compromise rotation went through the fake: its finalized version is AWSCURRENT and
     // no value, old or new, is in the notice.

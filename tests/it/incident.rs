@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatchlogs as logs;
 use aws_sdk_secretsmanager as sm;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::reminders::Wire;
-use crate::support::{http, keywarden_command, Daemon, Gate, Moto};
+use crate::support::{Daemon, Gate, Moto, http, keywarden_command};
 
 const TOKEN: &str = "incident-admin-token-5b1e0c";
 const ACCOUNT: &str = "123456789012";

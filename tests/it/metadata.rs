@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::{
-    create_aged_secret, keywarden_command, now, promtool_check_metrics, Daemon, Moto,
+    Daemon, Moto, create_aged_secret, keywarden_command, now, promtool_check_metrics,
 };
 
 /// The runbook's five secrets: (inventory name, Secrets Manager name, age in days, policy days).
@@ -198,9 +198,11 @@ async fn runbook_secrets_are_exact_to_the_second() {
     )
     .await;
     assert_eq!(status, 200);
-    assert!(headers
-        .iter()
-        .any(|(k, v)| k == "content-type" && v.starts_with("application/openmetrics-text")));
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("application/openmetrics-text"))
+    );
     assert!(body.ends_with("# EOF\n"));
 
     // /secrets carries the same facts.

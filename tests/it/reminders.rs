@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use keywarden::store::Store;
 
-use crate::support::{http, now, Daemon, Moto, Scrape};
+use crate::support::{Daemon, Moto, Scrape, http, now};
 
 const DAY: i64 = 86_400;
 const ACCOUNT: &str = "123456789012";

@@ -10,7 +10,7 @@ use aws_sdk_secretsmanager as sm;
 use serde_json::Value;
 
 use crate::support::{
-    http, keywarden_command, now, store_files_contain, token_values, Daemon, Moto,
+    Daemon, Moto, http, keywarden_command, now, store_files_contain, token_values,
 };
 
 const TOKEN: &str = "test-admin-token-0123456789";
@@ -639,10 +639,12 @@ async fn failed_steps_retry_then_stop_visibly_and_hooks_are_timed_out() {
         .unwrap()
         .clone();
     assert_eq!(b["rotation"]["state"], "failed", "{b:#}");
-    assert!(b["rotation"]["error"]
-        .as_str()
-        .unwrap()
-        .contains("timed out"));
+    assert!(
+        b["rotation"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out")
+    );
     // A failed rotation does not block the next one.
     let again = rotate(&d, "FLAKY").await;
     wait_state(&d, &again, &["done"], Duration::from_secs(30)).await;
@@ -1086,9 +1088,11 @@ async fn compromise_rotations_finalize_at_once_and_grace_can_end_early() {
     );
     assert!(core.finalize_now(&g.id).unwrap());
     wait(g.id.clone(), State::Done).await;
-    assert!(json_of(&value(&client, "app/grace", "AWSCURRENT").await.1)
-        .get("previous")
-        .is_none());
+    assert!(
+        json_of(&value(&client, "app/grace", "AWSCURRENT").await.1)
+            .get("previous")
+            .is_none()
+    );
 
     let text = metrics.render();
     assert!(

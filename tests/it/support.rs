@@ -507,10 +507,10 @@ impl Daemon {
     async fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("keywarden exited early with {status}; log:\n{}", self.log());
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("keywarden exited early with {status}; log:\n{}", self.log());
             }
             if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
                 let (status, _, _) = http("GET", &self.url("/healthz"), &[], None).await;
@@ -802,10 +802,10 @@ pub fn wait_process_dead(pid: u32, limit: Duration) -> bool {
 pub fn wait_for_line(path: &Path, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Some((line, _)) = text.split_once('\n') {
-                return line.trim().to_string();
-            }
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Some((line, _)) = text.split_once('\n')
+        {
+            return line.trim().to_string();
         }
         assert!(
             Instant::now() < deadline,
@@ -842,19 +842,18 @@ pub fn journal_rows(dir: &Path) -> Vec<JournalRow> {
     let mut stmt = conn
         .prepare("SELECT id, secret, step, state FROM rotations ORDER BY requested_at, rowid")
         .expect("the rotations table exists");
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(JournalRow {
-                id: r.get(0)?,
-                secret: r.get(1)?,
-                step: r.get(2)?,
-                state: r.get(3)?,
-            })
+
+    stmt.query_map([], |r| {
+        Ok(JournalRow {
+            id: r.get(0)?,
+            secret: r.get(1)?,
+            step: r.get(2)?,
+            state: r.get(3)?,
         })
-        .expect("query the journal")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("read the journal");
-    rows
+    })
+    .expect("query the journal")
+    .collect::<Result<Vec<_>, _>>()
+    .expect("read the journal")
 }
 
 /// The value of one version, by id alone (labelled or not); `None` when it does not exist.

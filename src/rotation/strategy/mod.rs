@@ -36,7 +36,9 @@ pub struct StrategyError(pub String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     /// `strategy = "none"`: monitored only.
-    #[error("{0} has rotation strategy \"none\": keywarden only monitors it; set rotation.strategy to rotate it")]
+    #[error(
+        "{0} has rotation strategy \"none\": keywarden only monitors it; set rotation.strategy to rotate it"
+    )]
     NotRotatable(String),
 }
 
@@ -148,7 +150,7 @@ pub fn for_spec(secret: &str, spec: &RotationSpec) -> Result<Box<dyn RotationStr
 #[cfg(test)]
 mod tests {
     use super::random::RandomValue;
-    use super::two_keys::{KeyNames, TwoKeys, DUAL_KEY, PRIMARY_SECONDARY};
+    use super::two_keys::{DUAL_KEY, KeyNames, PRIMARY_SECONDARY, TwoKeys};
     use super::value::*;
     use super::*;
     use base64::Engine as _;

@@ -148,7 +148,7 @@ async fn connect(c: &Creds, who: &str) -> Result<Client, StrategyError> {
         Some(other) => {
             return Err(StrategyError(format!(
                 "postgres: sslmode {other:?} of the {who} needs TLS, which this keywarden build does not support (use disable or prefer on a trusted network)"
-            )))
+            )));
         }
     };
     let mut cfg = tokio_postgres::Config::new();
@@ -171,13 +171,13 @@ async fn connect(c: &Creds, who: &str) -> Result<Client, StrategyError> {
                 ),
                 &e,
                 &hide,
-            ))
+            ));
         }
         Err(_) => {
             return Err(StrategyError(format!(
                 "postgres: connecting to {}:{} as {:?} ({who}) timed out after {DB_TIMEOUT:?}",
                 c.host, c.port, c.username
-            )))
+            )));
         }
     };
     tokio::spawn(async move {
@@ -431,9 +431,10 @@ mod tests {
         let back = s.create_value(&new).unwrap();
         let j: Value = serde_json::from_str(back.expose()).unwrap();
         assert_eq!(j["username"], "app");
-        assert!(s
-            .check_value(&SecretValue::new(r#"{"username":"a"}"#.into()))
-            .is_err());
+        assert!(
+            s.check_value(&SecretValue::new(r#"{"username":"a"}"#.into()))
+                .is_err()
+        );
         assert!(s.create_value(&SecretValue::new("plain".into())).is_err());
     }
 }

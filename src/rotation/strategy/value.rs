@@ -72,10 +72,10 @@ pub fn redaction_fragments(v: &SecretValue) -> Vec<String> {
     }
     if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(v.expose()) {
         for val in m.values() {
-            if let Value::String(s) = val {
-                if s.len() >= 8 {
-                    out.push(s.clone());
-                }
+            if let Value::String(s) = val
+                && s.len() >= 8
+            {
+                out.push(s.clone());
             }
         }
     }
