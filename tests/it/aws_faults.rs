@@ -33,24 +33,8 @@ async fn start(config: &str) -> Daemon {
     Daemon::start_in_env(dir, port, config, &[("KW_TEST_TOKEN", TOKEN)]).await
 }
 
-/// Waits until the rotation is in one of `states`; returns its JSON.
 async fn wait_rotation(d: &Daemon, id: &str, states: &[&str], limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (status, body) = d.get(&format!("/rotations/{id}")).await;
-        if status == 200 {
-            let v: Value = serde_json::from_str(&body).expect("rotation JSON");
-            if states.contains(&v["state"].as_str().unwrap_or("")) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rotation {id} not in {states:?} after {limit:?}: {v:#}\nlog:\n{}",
-                d.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    d.wait_rotation(id, states, limit).await
 }
 
 /// The journaled rotations of one secret.

@@ -412,28 +412,7 @@ async fn rotate(d: &Daemon, secret: &str) -> String {
 }
 
 async fn wait_state(d: &Daemon, id: &str, states: &[&str], limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (status, body) = d.get(&format!("/rotations/{id}")).await;
-        if status == 200 {
-            let v: Value = serde_json::from_str(&body).unwrap();
-            let state = v["state"].as_str().unwrap_or("");
-            assert!(
-                state != "failed" || states.contains(&"failed"),
-                "rotation {id} failed: {v:#}\nlog:\n{}",
-                d.log()
-            );
-            if states.contains(&state) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rotation {id} not in {states:?} after {limit:?}: {v:#}\nlog:\n{}",
-                d.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.wait_rotation(id, states, limit).await
 }
 
 fn creds(v: &Value) -> (String, String) {

@@ -121,24 +121,8 @@ async fn get_json(d: &Daemon, path: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// Waits until the rotation's state is one of `states`; returns its JSON.
 async fn wait_state(d: &Daemon, id: &str, states: &[&str], limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (status, body) = d.get(&format!("/rotations/{id}")).await;
-        if status == 200 {
-            let v: Value = serde_json::from_str(&body).unwrap();
-            if states.contains(&v["state"].as_str().unwrap_or("")) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rotation {id} not in {states:?} after {limit:?}: {v:#}\nlog:\n{}",
-                d.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.wait_rotation(id, states, limit).await
 }
 
 /// The journaled rotations of one secret, newest first.

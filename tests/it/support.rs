@@ -468,38 +468,7 @@ impl Daemon {
         config: &str,
         env: &[(&str, &str)],
     ) -> Daemon {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let text = config
-            .replace("{listen}", &addr.to_string())
-            .replace(
-                "{state}",
-                &dir.path().join("state.db").display().to_string(),
-            )
-            .replace("{dir}", &dir.path().display().to_string());
-        let config_path = dir.path().join("keywarden.toml");
-        std::fs::write(&config_path, text).expect("write config");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.path().join("keywarden.log"))
-            .expect("open log");
-        let mut cmd = keywarden_command();
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn keywarden");
-        let mut d = Daemon {
-            child: Some(child),
-            dir,
-            addr,
-        };
+        let mut d = Daemon::launch_in_env(dir, port, config, env);
         d.wait_healthy().await;
         d
     }
@@ -590,6 +559,38 @@ impl Daemon {
             Daemon::metadata_cycles(s) >= start + polls
         })
         .await;
+    }
+
+    /// Waits until rotation `id` is in one of `states` and returns its JSON; fails at once,
+    /// with the log, when it failed and `failed` is not one of `states`.
+    pub async fn wait_rotation(
+        &self,
+        id: &str,
+        states: &[&str],
+        limit: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, body) = self.get(&format!("/rotations/{id}")).await;
+            if status == 200 {
+                let v: serde_json::Value = serde_json::from_str(&body).expect("rotation JSON");
+                let state = v["state"].as_str().unwrap_or("");
+                assert!(
+                    state != "failed" || states.contains(&"failed"),
+                    "rotation {id} failed: {v:#}\nlog:\n{}",
+                    self.log()
+                );
+                if states.contains(&state) {
+                    return v;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "rotation {id} not in {states:?} after {limit:?}: {v:#}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sends a signal and waits for exit; returns the status and how long it took.
