@@ -207,9 +207,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config: config.clone(),
         view,
         metrics,
-        rotation: Some(rotation),
+        rotation: Some(Arc::new(rotation)),
         admin_token,
-        incidents: Some(incidents),
+        incidents: Some(Arc::new(incidents)),
         limiter: http::ActionLimiter::default(),
     });
     http::serve(listener, state, stop.clone()).await;

@@ -192,7 +192,7 @@ fn rotate(state: &AppState, req: &Request<Incoming>, raw: &str) -> Response<Body
         };
     };
     let name = match guard_action(&state.gate(), req, Action::Rotate, raw, &|n| {
-        engine.find_secret(n).map(|s| s.name.clone())
+        engine.secret_name(n)
     }) {
         Ok(label) => label,
         Err(r) => return r,
@@ -228,7 +228,7 @@ async fn rollback(
         };
     };
     let name = match guard_action(&state.gate(), req, Action::Rollback, raw, &|n| {
-        engine.find_secret(n).map(|s| s.name.clone())
+        engine.secret_name(n)
     }) {
         Ok(label) => label,
         Err(r) => return r,
@@ -281,7 +281,7 @@ async fn compromised(state: &AppState, req: Request<Incoming>, raw: &str) -> Res
         };
     };
     let label = match guard_action(&state.gate(), &req, Action::Compromised, raw, &|n| {
-        svc.find_secret(n).map(|s| s.name.clone())
+        svc.secret_name(n)
     }) {
         Ok(l) => l,
         Err(r) => return r,

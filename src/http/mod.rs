@@ -63,7 +63,7 @@ mod state;
 mod tests;
 
 pub use guard::ActionLimiter;
-pub use state::AppState;
+pub use state::{AppState, IncidentService, RotationService};
 
 use handlers::handle;
 

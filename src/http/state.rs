@@ -6,10 +6,107 @@ use std::time::Duration;
 
 use super::guard::{ActionLimiter, Gate};
 use crate::aws::SecretValue;
+use crate::aws::{LogsApi, NotifyApi, SecretsWriteApi};
 use crate::config::Config;
 use crate::domain::view::SharedView;
-use crate::rotation::Engine;
+use crate::incident::{Incident, Incidents, OpenError, Opened};
+use crate::rotation::journal::{Event, Rotation, Trigger};
+use crate::rotation::{RequestError, RequestOptions, RollbackError, RollbackReport, RotationCore};
+use crate::store::StoreError;
 use crate::telemetry::Metrics;
+
+/// A boxed future, so the services can be trait objects.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What the rotation routes need of the rotation core. The daemon passes the core over the
+/// Secrets Manager adapter; tests pass one over `aws::fake` or a stub.
+pub trait RotationService: Send + Sync {
+    /// The inventory name of a secret given by inventory or Secrets Manager name.
+    fn secret_name(&self, name: &str) -> Option<String>;
+    /// Accepts a rotation (journaled before this returns).
+    fn request(
+        &self,
+        secret: &str,
+        trigger: Trigger,
+        opts: RequestOptions,
+    ) -> Result<Rotation, RequestError>;
+    /// Moves AWSCURRENT back to the previous version.
+    fn rollback<'a>(
+        &'a self,
+        secret: &'a str,
+        force: bool,
+    ) -> BoxFuture<'a, Result<RollbackReport, RollbackError>>;
+    /// The newest rotations.
+    fn recent(&self, limit: u32) -> Result<Vec<Rotation>, StoreError>;
+    /// One rotation and its journal.
+    fn status(&self, id: &str) -> Result<Option<(Rotation, Vec<Event>)>, StoreError>;
+}
+
+impl<A: SecretsWriteApi + 'static> RotationService for Arc<RotationCore<A>> {
+    fn secret_name(&self, name: &str) -> Option<String> {
+        self.find_secret(name).map(|s| s.name.clone())
+    }
+
+    fn request(
+        &self,
+        secret: &str,
+        trigger: Trigger,
+        opts: RequestOptions,
+    ) -> Result<Rotation, RequestError> {
+        RotationCore::request(self, secret, trigger, opts)
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        secret: &'a str,
+        force: bool,
+    ) -> BoxFuture<'a, Result<RollbackReport, RollbackError>> {
+        Box::pin(RotationCore::rollback(self, secret, force))
+    }
+
+    fn recent(&self, limit: u32) -> Result<Vec<Rotation>, StoreError> {
+        RotationCore::recent(self, limit)
+    }
+
+    fn status(&self, id: &str) -> Result<Option<(Rotation, Vec<Event>)>, StoreError> {
+        RotationCore::status(self, id)
+    }
+}
+
+/// What the incident routes need of the incident service.
+pub trait IncidentService: Send + Sync {
+    /// The inventory name of a secret given by inventory or Secrets Manager name.
+    fn secret_name(&self, name: &str) -> Option<String>;
+    /// Opens an incident (journaled before this returns), or returns the open one.
+    fn open(&self, secret: &str, reason: &str, reported_by: &str) -> Result<Opened, OpenError>;
+    /// One incident.
+    fn get(&self, id: &str) -> Result<Option<Incident>, StoreError>;
+    /// The newest incidents.
+    fn list(&self, limit: u32) -> Result<Vec<Incident>, StoreError>;
+}
+
+impl<N, L, A> IncidentService for Arc<Incidents<N, L, A>>
+where
+    N: NotifyApi + 'static,
+    L: LogsApi + 'static,
+    A: SecretsWriteApi + 'static,
+{
+    fn secret_name(&self, name: &str) -> Option<String> {
+        self.find_secret(name).map(|s| s.name.clone())
+    }
+
+    fn open(&self, secret: &str, reason: &str, reported_by: &str) -> Result<Opened, OpenError> {
+        Incidents::open(self, secret, reason, reported_by)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        Incidents::get(self, id)
+    }
+
+    fn list(&self, limit: u32) -> Result<Vec<Incident>, StoreError> {
+        Incidents::list(self, limit)
+    }
+}
 
 /// What the handlers read.
 pub struct AppState {
@@ -20,11 +117,11 @@ pub struct AppState {
     /// The metrics to render.
     pub metrics: Arc<Metrics>,
     /// The rotation core (`None` in tools that only serve reads).
-    pub rotation: Option<Arc<Engine>>,
+    pub rotation: Option<Arc<dyn RotationService>>,
     /// The admin bearer token; `None` turns every POST off (403).
     pub admin_token: Option<SecretValue>,
     /// Compromise incidents (`None` in tools that only serve reads).
-    pub incidents: Option<Arc<crate::incident::Service>>,
+    pub incidents: Option<Arc<dyn IncidentService>>,
     /// The per-secret rate limit of the action routes.
     pub limiter: ActionLimiter,
 }

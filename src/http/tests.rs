@@ -32,16 +32,19 @@ struct Server {
     stop: CancellationToken,
     /// The `serve` task.
     task: JoinHandle<()>,
+    /// The fake Secrets Manager the rotation core writes to (secret `svc/a`).
+    secrets: crate::aws::fake::FakeSecrets,
     /// Keeps the store's directory alive.
     _dir: tempfile::TempDir,
 }
 
-/// Starts `serve` with a rotation core on secret `A` and no incident service. `prepare` may
+/// Starts `serve` with a rotation core over a fake Secrets Manager holding secret `A`
+/// (`svc/a`) and no incident service. `prepare` may
 /// touch the state (the limiter) before it is shared.
 async fn start(prepare: impl FnOnce(&AppState)) -> Server {
     let config = Arc::new(
         crate::config::parse(
-            "[[secret]]\nname = \"A\"\nid = \"svc/a\"\n",
+            "[[secret]]\nname = \"A\"\nid = \"svc/a\"\nrotation = { strategy = \"random\" }\n",
             Path::new("t.toml"),
         )
         .unwrap(),
@@ -51,12 +54,10 @@ async fn start(prepare: impl FnOnce(&AppState)) -> Server {
     let view = SharedView::default();
     let metrics = Arc::new(Metrics::new());
     let stop = CancellationToken::new();
-    let sdk = aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .build();
+    let secrets = crate::aws::fake::FakeSecrets::new();
+    secrets.create("svc/a", "first-value");
     let engine = crate::rotation::RotationCore::new(
-        crate::aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone()),
+        secrets.clone(),
         store,
         config.clone(),
         view.clone(),
@@ -67,7 +68,7 @@ async fn start(prepare: impl FnOnce(&AppState)) -> Server {
         config,
         view,
         metrics,
-        rotation: Some(engine),
+        rotation: Some(Arc::new(engine)),
         admin_token: Some(SecretValue::new(TOKEN.into())),
         incidents: None,
         limiter: ActionLimiter::default(),
@@ -80,6 +81,7 @@ async fn start(prepare: impl FnOnce(&AppState)) -> Server {
         base,
         stop,
         task,
+        secrets,
         _dir: dir,
     }
 }
@@ -241,7 +243,7 @@ async fn action_guards_refuse_in_order() {
 async fn actions_are_off_without_a_token() {
     let config = Arc::new(
         crate::config::parse(
-            "[[secret]]\nname = \"A\"\nid = \"svc/a\"\n",
+            "[[secret]]\nname = \"A\"\nid = \"svc/a\"\nrotation = { strategy = \"random\" }\n",
             Path::new("t.toml"),
         )
         .unwrap(),
@@ -316,4 +318,38 @@ async fn cancelling_the_token_stops_serve() {
     // The listener is closed: a new connection is refused.
     let addr = s.base.trim_start_matches("http://");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// The whole action path in-process: `POST /rotate` answers 202 with the rotation's id and
+/// status URL, the rotation runs to `done` over the fake, and `GET /rotations/<id>` shows it.
+#[tokio::test]
+async fn a_manual_rotation_is_accepted_and_runs_to_done() {
+    let s = start(|_| {}).await;
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, _, body) = call(
+        "POST",
+        &format!("{}/rotate/A", s.base),
+        &[("authorization", &bearer)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let accepted: super::api::RotateAccepted = serde_json::from_str(&body).unwrap();
+    assert_eq!(accepted.secret, "A");
+    assert_eq!(accepted.url, format!("/rotations/{}", accepted.rotation_id));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, _, body) = get(&format!("{}{}", s.base, accepted.url)).await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["state"] == "done" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not done: {v:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (current, value) = s.secrets.staged("svc/a", "AWSCURRENT").unwrap();
+    assert_eq!(current, format!("keywarden-{}", accepted.rotation_id));
+    assert_ne!(value.expose(), "first-value");
+    s.stop.cancel();
 }
