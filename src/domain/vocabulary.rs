@@ -1,6 +1,6 @@
 //! The closed sets of words keywarden speaks: metric label values, journal states, strategies.
 //!
-//! Each set is one enum made by [`vocabulary!`]: `ALL` (every value, in label order), `COUNT`,
+//! Each set is one enum made by `vocabulary!`: `ALL` (every value, in label order), `COUNT`,
 //! `index()` (the position in `ALL`, what the metric arrays are indexed by), `as_str()` (the
 //! label or stored text), `FromStr`/`TryFrom<&str>` that refuse an unknown word (a corrupt journal
 //! row is an error, never a default), and serde in the same words. This module is a leaf: it

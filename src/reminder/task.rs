@@ -32,7 +32,7 @@ pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(300);
 const WAKE_EVERY: Duration = Duration::from_secs(1);
 
 /// The delay before retry number `attempts` (1 after the first failure): exponential from
-/// [`BACKOFF_BASE`], capped at [`BACKOFF_CAP`], with "equal jitter": half the delay fixed, the
+/// `BACKOFF_BASE` (1 s), capped at `BACKOFF_CAP` (5 minutes), with "equal jitter": half the delay fixed, the
 /// other half scaled by `jitter` in `[0, 1]`.
 pub fn backoff(attempts: u32, jitter: f64) -> Duration {
     let exp = attempts.saturating_sub(1).min(20);

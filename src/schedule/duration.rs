@@ -16,7 +16,7 @@ use super::{
 /// each unit appears at most once, so `1h30m` is accepted and `30m1h` and
 /// `1h1h` are not. Whitespace around the duration is ignored; whitespace
 /// inside it is not allowed. Zero (`0s`, `0d`) is a valid duration. A
-/// duration too large to add to a [`DateTime`] is rejected as an overflow.
+/// duration too large to add to a [`chrono::DateTime`] is rejected as an overflow.
 /// Empty text, a sign, a number without a unit and an unknown unit are
 /// rejected too, each with a message that says what was expected.
 pub fn parse_duration(s: &str) -> Result<Duration, ScheduleError> {
