@@ -8,7 +8,9 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use keywarden::config::{Severity, Strategy};
 use keywarden::domain::view::{Managed, SecretStatus};
-use keywarden::reminder::{AccessInfo, Ledger, MessageContext, ReminderKey, due_reminders, render};
+use keywarden::reminder::{
+    AccessInfo, LedgerStore, MessageContext, ReminderKey, due_reminders, render,
+};
 use keywarden::store::Store;
 
 const DAY: i64 = 86_400;
@@ -75,7 +77,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let ledger = Ledger::new(Store::open(&dir.path().join("state.db")).expect("store"));
+    let ledger = Store::open(&dir.path().join("state.db")).expect("store");
     let keys = due_reminders(statuses.iter(), &leads, NOW);
     let intents: Vec<_> = keys
         .iter()

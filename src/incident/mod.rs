@@ -47,6 +47,7 @@ use crate::rotation::journal::{State, Trigger};
 use crate::rotation::{RequestError, RequestOptions, RotationCore};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
+use store::IncidentStore;
 
 pub use audit::{Audit, AuditFlag, AuditReader};
 
@@ -425,7 +426,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
         let id =
             crate::rotation::journal::new_id().map_err(|e| OpenError::Random(e.to_string()))?;
         let inc = new_incident(&id, spec, reason, reported_by, now_ms());
-        match store::create(&self.store, &inc)? {
+        match self.store.create_incident(&inc)? {
             Ok(()) => {
                 self.metrics.count_incidents(&inc.secret, 1);
                 self.metrics.set_incident_open(&inc.secret, true);
@@ -440,24 +441,24 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
 
     /// One incident.
     pub fn get(&self, id: &str) -> Result<Option<Incident>, StoreError> {
-        store::get(&self.store, id)
+        self.store.incident(id)
     }
 
     /// The latest incidents, newest first.
     pub fn list(&self, limit: u32) -> Result<Vec<Incident>, StoreError> {
-        store::recent(&self.store, limit)
+        self.store.recent_incidents(limit)
     }
 
     /// Restarts every open incident and restores the incident metrics from the store (the
     /// counter carries every incident ever opened, so one opened just before a crash is not
     /// lost to `increase()`). Returns how many incidents were resumed.
     pub fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
-        for (secret, n) in store::counts(&self.store)? {
+        for (secret, n) in self.store.incident_counts()? {
             if self.config.secrets.iter().any(|s| s.name == secret) {
                 self.metrics.count_incidents(&secret, n);
             }
         }
-        let open = store::open_all(&self.store)?;
+        let open = self.store.open_incidents()?;
         for inc in &open {
             self.metrics.set_incident_open(&inc.secret, true);
             info!(secret = %inc.secret, incident = %inc.incident_id, "Resuming an open compromise incident.");
@@ -485,7 +486,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
     }
 
     async fn drive(self: &Arc<Self>, id: &str) -> Result<(), StoreError> {
-        let Some(mut inc) = store::get(&self.store, id)? else {
+        let Some(mut inc) = self.store.incident(id)? else {
             return Ok(());
         };
         for name in STEPS {
@@ -502,7 +503,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                 s.ended_at_ms = None;
                 s.runs += 1;
             }
-            store::save(&self.store, &inc)?;
+            self.store.save_incident(&inc)?;
             info!(incident = %inc.incident_id, secret = %inc.secret, step = name, "Incident step started.");
             let result = match name {
                 "rotate" => self.rotate(&mut inc).await?,
@@ -531,7 +532,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                     warn!(incident = %inc.incident_id, error = %e, "Cannot rewrite the report with the closing status.");
                 }
             }
-            store::save(&self.store, &inc)?;
+            self.store.save_incident(&inc)?;
             let level_ok = result.state != StepState::Failed;
             if level_ok {
                 info!(incident = %inc.incident_id, secret = %inc.secret, step = name, outcome = result.state.as_str(), message = %result.message, "Incident step ended.");
@@ -620,7 +621,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                 Ok(r) => {
                     info!(incident = %inc.incident_id, rotation = %r.id, "Compromise rotation requested.");
                     inc.rotation_id = Some(r.id);
-                    store::save(&self.store, inc)?;
+                    self.store.save_incident(inc)?;
                 }
                 Err(RequestError::Busy(r)) => {
                     if r.trigger == Trigger::Compromise
@@ -628,12 +629,12 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                     {
                         // Ours, requested before a crash that came before the journal write.
                         inc.rotation_id = Some(r.id.clone());
-                        store::save(&self.store, inc)?;
+                        self.store.save_incident(inc)?;
                     } else if r.state == State::Grace {
                         info!(incident = %inc.incident_id, rotation = %r.id, "A rotation in grace still accepts the previous key: finalizing it now.");
                         self.engine.finalize_now(&r.id)?;
                         inc.finalized_earlier_rotation = Some(r.id.clone());
-                        store::save(&self.store, inc)?;
+                        self.store.save_incident(inc)?;
                         tokio::time::sleep(ROTATION_POLL).await;
                     } else {
                         if self.stopping() {

@@ -1,5 +1,5 @@
 //! The reminder ledger: one row per (secret, due date, lead) in the store's `reminders`
-//! table, behind [`Ledger`]. This is the only place that names SQL for reminders.
+//! table, behind [`LedgerStore`]. This is the only place that names SQL for reminders.
 //!
 //! A row is written `pending` with its rendered message before anything is published, turns
 //! `sent` once SNS accepted it, and is never deleted, so a restart finds what is still to send
@@ -22,22 +22,35 @@ pub struct PendingRow {
     pub message: Message,
 }
 
-/// The `reminders` table of the store.
-#[derive(Clone)]
-pub struct Ledger {
-    /// The durable store that holds the table.
-    store: Store,
+/// The `reminders` table: the only calls the reminder task makes on it. [`Store`] (SQLite)
+/// implements it; a second backend implements the same calls.
+pub trait LedgerStore {
+    /// The keys among `keys` that the ledger already holds (in any state).
+    fn known(&self, keys: &[ReminderKey]) -> Result<Vec<ReminderKey>, StoreError>;
+
+    /// Records new reminders as `pending` in one durable transaction; rows already present are
+    /// left alone. Returns how many were inserted.
+    fn record_intents(
+        &self,
+        intents: &[(ReminderKey, Message)],
+        now: i64,
+    ) -> Result<usize, StoreError>;
+
+    /// Every pending row, in key order. A row whose stored message cannot be read gets
+    /// a minimal one rebuilt from its key.
+    fn pending(&self) -> Result<Vec<PendingRow>, StoreError>;
+
+    /// Marks a reminder sent with the SNS message id. Returns whether a pending row changed.
+    fn mark_sent(&self, key: &ReminderKey, message_id: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Counts a failed attempt and keeps its error; returns the attempts so far.
+    fn count_failure(&self, key: &ReminderKey, error: &str) -> Result<i64, StoreError>;
 }
 
-impl Ledger {
-    /// The ledger in `store`.
-    pub fn new(store: Store) -> Ledger {
-        Ledger { store }
-    }
-
+impl LedgerStore for Store {
     /// The keys among `keys` that the ledger already holds (in any state).
-    pub fn known(&self, keys: &[ReminderKey]) -> Result<Vec<ReminderKey>, StoreError> {
-        self.store.with(
+    fn known(&self, keys: &[ReminderKey]) -> Result<Vec<ReminderKey>, StoreError> {
+        self.with(
             |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT 1 FROM reminders WHERE secret = ?1 AND due = ?2 AND lead_seconds = ?3",
@@ -60,12 +73,12 @@ impl Ledger {
 
     /// Records new reminders as `pending` in one durable transaction; rows already present are
     /// left alone. Returns how many were inserted.
-    pub fn record_intents(
+    fn record_intents(
         &self,
         intents: &[(ReminderKey, Message)],
         now: i64,
     ) -> Result<usize, StoreError> {
-        self.store.with(
+        self.with(
             |c| {
                 let tx = c.transaction()?;
                 let mut inserted = 0;
@@ -96,8 +109,8 @@ impl Ledger {
 
     /// Every pending row, in key order. A row whose stored message cannot be read gets
     /// a minimal one rebuilt from its key.
-    pub fn pending(&self) -> Result<Vec<PendingRow>, StoreError> {
-        self.store.with(
+    fn pending(&self) -> Result<Vec<PendingRow>, StoreError> {
+        self.with(
             |c| {
                 let mut stmt = c.prepare(
                     "SELECT secret, due, lead_seconds, attempts, message FROM reminders
@@ -126,13 +139,8 @@ impl Ledger {
     }
 
     /// Marks a reminder sent with the SNS message id. Returns whether a pending row changed.
-    pub fn mark_sent(
-        &self,
-        key: &ReminderKey,
-        message_id: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        self.store.with(
+    fn mark_sent(&self, key: &ReminderKey, message_id: &str, now: i64) -> Result<bool, StoreError> {
+        self.with(
             |c| {
                 c.execute(
                     "UPDATE reminders SET state = 'sent', sent_at = ?4, message_id = ?5, last_error = NULL
@@ -146,8 +154,8 @@ impl Ledger {
     }
 
     /// Counts a failed attempt and keeps its error; returns the attempts so far.
-    pub fn count_failure(&self, key: &ReminderKey, error: &str) -> Result<i64, StoreError> {
-        self.store.with(
+    fn count_failure(&self, key: &ReminderKey, error: &str) -> Result<i64, StoreError> {
+        self.with(
             |c| {
                 c.query_row(
                     "UPDATE reminders SET attempts = attempts + 1, last_error = ?4
@@ -160,26 +168,26 @@ impl Ledger {
             "record a failed reminder",
         )
     }
+}
 
-    /// The state and SNS message id of one row, for tests that check what the task recorded.
-    #[cfg(test)]
-    pub(crate) fn row(
-        &self,
-        key: &ReminderKey,
-    ) -> Result<Option<(String, Option<String>, i64)>, StoreError> {
-        self.store.with(
-            |c| {
-                c.query_row(
-                    "SELECT state, message_id, attempts FROM reminders
-                     WHERE secret = ?1 AND due = ?2 AND lead_seconds = ?3",
-                    params![key.secret, key.due, key.lead_seconds],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()
-            },
-            "read a reminder",
-        )
-    }
+/// The state and SNS message id of one row, for tests that check what the task recorded.
+#[cfg(test)]
+pub(crate) fn row(
+    store: &Store,
+    key: &ReminderKey,
+) -> Result<Option<(String, Option<String>, i64)>, StoreError> {
+    store.with(
+        |c| {
+            c.query_row(
+                "SELECT state, message_id, attempts FROM reminders
+                 WHERE secret = ?1 AND due = ?2 AND lead_seconds = ?3",
+                params![key.secret, key.due, key.lead_seconds],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+        },
+        "read a reminder",
+    )
 }
 
 #[cfg(test)]
@@ -190,7 +198,7 @@ mod tests {
     #[test]
     fn ledger_records_once_and_marks_sent() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::new(Store::open(&dir.path().join("s.db")).unwrap());
+        let ledger = Store::open(&dir.path().join("s.db")).unwrap();
         let k = key("A", 100, 14 * DAY);
         let m = fallback_message(&k);
         assert_eq!(
@@ -219,7 +227,7 @@ mod tests {
         assert!(!ledger.mark_sent(&k, "mid-2", 4).unwrap());
         assert!(ledger.pending().unwrap().is_empty());
         assert_eq!(
-            ledger.row(&k).unwrap(),
+            row(&ledger, &k).unwrap(),
             Some(("sent".to_string(), Some("mid-1".to_string()), 1))
         );
     }

@@ -5,7 +5,7 @@
 //! - `plan`: which reminders are due ([`due_reminders`], [`ReminderKey`], leads, the overdue
 //!   notice).
 //! - `message`: what a reminder says ([`render`], [`Message`], the ids of a FIFO topic).
-//! - `ledger`: the `reminders` table of the store ([`Ledger`]); the only place that names SQL
+//! - `ledger`: the `reminders` table of the store ([`LedgerStore`], implemented by the store); the only place that names SQL
 //!   for reminders.
 //! - `task`: the [`Reminders`] task and its retry [`backoff`].
 //!
@@ -42,7 +42,7 @@ mod task;
 #[cfg(test)]
 mod testing;
 
-pub use ledger::{Ledger, PendingRow};
+pub use ledger::{LedgerStore, PendingRow};
 pub use message::{AccessInfo, Message, MessageContext, render};
 pub use plan::{OVERDUE_LABEL, OVERDUE_LEAD, ReminderKey, due_reminders};
 pub use task::{Reminders, backoff};

@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 use crate::aws::{AwsError, Notification, NotifyApi, is_fifo_topic};
 use crate::config::Config;
 use crate::domain::view::SharedView;
-use crate::reminder::ledger::Ledger;
+use crate::reminder::ledger::LedgerStore;
 use crate::reminder::message::{AccessInfo, Message, MessageContext, date, fifo_ids, render};
 use crate::reminder::plan::{ReminderKey, due_reminders};
 use crate::store::{Store, StoreError};
@@ -63,7 +63,7 @@ pub struct Reminders<N> {
     /// Where statuses come from.
     view: SharedView,
     /// The ledger.
-    ledger: Ledger,
+    ledger: Store,
     /// Counters.
     metrics: Arc<Metrics>,
     /// Keys known to be in the ledger, so each evaluation only looks up new ones.
@@ -91,7 +91,7 @@ impl<N: NotifyApi> Reminders<N> {
             api,
             config,
             view,
-            ledger: Ledger::new(store),
+            ledger: store,
             metrics,
             known: HashSet::new(),
             outbox: BTreeMap::new(),
@@ -504,9 +504,9 @@ mod tests {
             due,
             lead_seconds: 14 * DAY,
         };
-        let ledger = Ledger::new(store);
+        let ledger = store;
         assert_eq!(
-            ledger.row(&key).unwrap(),
+            crate::reminder::ledger::row(&ledger, &key).unwrap(),
             Some(("sent".to_string(), Some(message_id), FAILURES as i64))
         );
         assert!(ledger.pending().unwrap().is_empty());

@@ -32,6 +32,7 @@ use super::protocol::{self, Retry};
 use super::steps::Steps;
 use super::strategy::{self, Refused};
 use super::transition::{self, At, Begin, StepOutcome, Transition};
+use crate::rotation::journal::JournalStore;
 
 /// The engine on the real Secrets Manager adapter.
 pub type Engine = RotationCore<crate::aws::secretsmanager::SecretsManager>;
@@ -180,7 +181,10 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             requested_at_ms: Utc::now().timestamp_millis(),
             ..Detail::default()
         };
-        let rot = match journal::insert(&self.store, &id, &spec.name, trigger, &detail, now_s())? {
+        let rot = match self
+            .store
+            .insert_rotation(&id, &spec.name, trigger, &detail, now_s())?
+        {
             Ok(r) => r,
             Err(active) => return Err(RequestError::Busy(Box::new(active))),
         };
@@ -194,25 +198,27 @@ impl<A: SecretsWriteApi> RotationCore<A> {
 
     /// A rotation and its timeline.
     pub fn status(&self, id: &str) -> Result<Option<(Rotation, Vec<Event>)>, StoreError> {
-        match journal::get(&self.store, id)? {
-            Some(r) => Ok(Some((r, journal::events(&self.store, id)?))),
+        match self.store.rotation(id)? {
+            Some(r) => Ok(Some((r, self.store.rotation_events(id)?))),
             None => Ok(None),
         }
     }
 
     /// The most recent rotations, newest first.
     pub fn recent(&self, limit: u32) -> Result<Vec<Rotation>, StoreError> {
-        journal::recent(&self.store, None, limit)
+        self.store.recent_rotations(None, limit)
     }
 
     /// Resumes every unfinished rotation and queues every pending finalize. Returns how many.
     pub fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
         for spec in &self.config.secrets {
-            if let Some(r) = journal::recent(&self.store, Some(&spec.name), 1)?.first() {
+            if let Some(r) = self.store.recent_rotations(Some(&spec.name), 1)?.first() {
                 self.publish(r);
             }
         }
-        let unfinished = journal::in_states(&self.store, &[State::Running, State::Grace])?;
+        let unfinished = self
+            .store
+            .rotations_in_states(&[State::Running, State::Grace])?;
         for r in &unfinished {
             info!(secret = %r.secret, rotation = %r.id, step = r.step.as_str(), state = r.state.as_str(), "Resuming a journaled rotation.");
             self.spawn_drive(r.id.clone());
@@ -260,7 +266,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
     /// Drives one rotation until it is done, failed, waiting for its grace, or rolled back.
     async fn drive(self: &Arc<Self>, id: &str) {
         loop {
-            let rot = match journal::get(&self.store, id) {
+            let rot = match self.store.rotation(id) {
                 Ok(Some(r)) => r,
                 Ok(None) => return,
                 Err(e) => {
@@ -333,7 +339,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                         detail: &rot.detail,
                         event: (rot.step.as_str(), t.event, Some(&msg)),
                     };
-                    if let Err(e) = journal::update(&self.store, id, &u, now) {
+                    if let Err(e) = self.store.update_rotation(id, &u, now) {
                         error!(rotation = id, error = %e, "Cannot journal a failed attempt.");
                     }
                     tokio::time::sleep(backoff).await;
@@ -358,8 +364,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             detail.finished_at = Some(now);
             detail.finalize_after = t.finalize_after;
         }
-        journal::update(
-            &self.store,
+        self.store.update_rotation(
             &rot.id,
             &journal::Update {
                 step: t.next.step,
@@ -436,7 +441,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             detail: &rot.detail,
             event: (rot.step.as_str(), t.event, Some(msg)),
         };
-        if let Err(e) = journal::update(&self.store, &rot.id, &u, now_s()) {
+        if let Err(e) = self.store.update_rotation(&rot.id, &u, now_s()) {
             error!(rotation = %rot.id, error = %e, "Cannot journal a failed rotation.");
         }
         if t.ends_in_progress {
@@ -448,7 +453,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         lock(&self.started).remove(&rot.id);
         lock(&self.observed).remove(&rot.id);
         error!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), error = %msg, "Rotation failed; AWSCURRENT was left as it was before this step.");
-        if let Ok(Some(r)) = journal::get(&self.store, &rot.id) {
+        if let Ok(Some(r)) = self.store.rotation(&rot.id) {
             self.publish(&r);
         }
     }

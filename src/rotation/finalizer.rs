@@ -14,12 +14,13 @@ use crate::store::StoreError;
 
 use super::engine::{RotationCore, lock, now_s};
 use super::journal::{self, EventOutcome, State, Step};
+use crate::rotation::journal::JournalStore;
 
 impl<A: SecretsWriteApi> RotationCore<A> {
     /// Ends the grace of a rotation now: finalize runs at once (a compromise of a secret whose
     /// last rotation still accepts the previous key). Returns false if it is not in grace.
     pub fn finalize_now(self: &Arc<Self>, id: &str) -> Result<bool, StoreError> {
-        let Some(r) = journal::get(&self.store, id)? else {
+        let Some(r) = self.store.rotation(id)? else {
             return Ok(false);
         };
         if r.state != State::Grace {
@@ -28,8 +29,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         let now = now_s();
         let mut detail = r.detail.clone();
         detail.finalize_after = Some(now);
-        journal::update(
-            &self.store,
+        self.store.update_rotation(
             id,
             &journal::Update {
                 step: r.step,

@@ -182,126 +182,6 @@ fn detail_json(d: &Detail) -> String {
     serde_json::to_string(d).unwrap_or_else(|_| "{}".to_string())
 }
 
-/// Inserts a new rotation unless one of the same secret is active; returns `Err(active)` then.
-/// The row is on disk when this returns `Ok`.
-pub fn insert(
-    store: &Store,
-    id: &str,
-    secret: &str,
-    trigger: Trigger,
-    detail: &Detail,
-    now: i64,
-) -> Result<Result<Rotation, Rotation>, StoreError> {
-    store.with(
-        |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let active = tx
-                .query_row(
-                    &format!(
-                        "SELECT {COLUMNS} FROM rotations WHERE secret = ?1
-                         AND state IN ('running', 'grace') ORDER BY requested_at DESC LIMIT 1"
-                    ),
-                    [secret],
-                    row,
-                )
-                .optional()?;
-            if let Some(active) = active {
-                return Ok(Err(active));
-            }
-            tx.execute(
-                &format!("INSERT INTO rotations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'create', 'running', ?5, ?5, 0, NULL, ?6)"),
-                params![id, secret, trigger.as_str(), token_for(id), now, detail_json(detail)],
-            )?;
-            tx.execute(
-                "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, 'accepted', 'ok', ?3)",
-                params![id, now, format!("{} rotation accepted", trigger.as_str())],
-            )?;
-            let r = tx.query_row(
-                &format!("SELECT {COLUMNS} FROM rotations WHERE id = ?1"),
-                [id],
-                row,
-            )?;
-            tx.commit()?;
-            Ok(Ok(r))
-        },
-        "journal a rotation",
-    )
-}
-
-/// Reads one rotation.
-pub fn get(store: &Store, id: &str) -> Result<Option<Rotation>, StoreError> {
-    store.with(
-        |c| {
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM rotations WHERE id = ?1"),
-                [id],
-                row,
-            )
-            .optional()
-        },
-        "read a rotation",
-    )
-}
-
-/// The timeline of a rotation, oldest first.
-pub fn events(store: &Store, id: &str) -> Result<Vec<Event>, StoreError> {
-    store.with(
-        |c| {
-            let mut st = c.prepare(
-                "SELECT at, step, outcome, message FROM rotation_events WHERE rotation_id = ?1 ORDER BY rowid",
-            )?;
-            let rows = st.query_map([id], |r| {
-                Ok(Event {
-                    at: r.get(0)?,
-                    step: r.get(1)?,
-                    outcome: word(r, 2)?,
-                    message: r.get(3)?,
-                })
-            })?;
-            rows.collect()
-        },
-        "read rotation events",
-    )
-}
-
-/// Every rotation in one of `states`, oldest first.
-pub fn in_states(store: &Store, states: &[State]) -> Result<Vec<Rotation>, StoreError> {
-    let list = states
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    store.with(
-        |c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM rotations WHERE state IN ({list}) ORDER BY requested_at, id"
-            ))?;
-            let rows = st.query_map([], row)?;
-            rows.collect()
-        },
-        "read unfinished rotations",
-    )
-}
-
-/// The most recent rotations, newest first; of one secret when given.
-pub fn recent(
-    store: &Store,
-    secret: Option<&str>,
-    limit: u32,
-) -> Result<Vec<Rotation>, StoreError> {
-    store.with(
-        |c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM rotations WHERE (?1 IS NULL OR secret = ?1)
-                 ORDER BY requested_at DESC, rowid DESC LIMIT ?2"
-            ))?;
-            let rows = st.query_map(params![secret, limit], row)?;
-            rows.collect()
-        },
-        "read recent rotations",
-    )
-}
-
 /// A change to one rotation, written with its event in one transaction.
 #[derive(Debug, Clone)]
 pub struct Update<'a> {
@@ -319,60 +199,219 @@ pub struct Update<'a> {
     pub event: (&'a str, EventOutcome, Option<&'a str>),
 }
 
-/// Applies an update durably.
-pub fn update(store: &Store, id: &str, u: &Update<'_>, now: i64) -> Result<(), StoreError> {
-    store.with(
-        |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "UPDATE rotations SET step = ?2, state = ?3, attempts = ?4, error = ?5, detail = ?6, updated_at = ?7 WHERE id = ?1",
-                params![id, u.step.as_str(), u.state.as_str(), u.attempts, u.error, detail_json(u.detail), now],
-            )?;
-            tx.execute(
-                "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, now, u.event.0, u.event.1.as_str(), u.event.2],
-            )?;
-            tx.commit()
-        },
-        "update a rotation",
-    )
+/// The rotation journal's storage: the only calls the rotation core and the incident service make on the `rotations` and `rotation_events` tables. [`Store`] (SQLite) implements it; a second backend implements the same calls.
+pub trait JournalStore {
+    /// Inserts a new rotation unless one of the same secret is active; returns `Err(active)` then.
+    /// The row is on disk when this returns `Ok`.
+    fn insert_rotation(
+        &self,
+        id: &str,
+        secret: &str,
+        trigger: Trigger,
+        detail: &Detail,
+        now: i64,
+    ) -> Result<Result<Rotation, Rotation>, StoreError>;
+
+    /// Reads one rotation.
+    fn rotation(&self, id: &str) -> Result<Option<Rotation>, StoreError>;
+
+    /// The timeline of a rotation, oldest first.
+    fn rotation_events(&self, id: &str) -> Result<Vec<Event>, StoreError>;
+
+    /// Every rotation in one of `states`, oldest first.
+    fn rotations_in_states(&self, states: &[State]) -> Result<Vec<Rotation>, StoreError>;
+
+    /// The most recent rotations, newest first; of one secret when given.
+    fn recent_rotations(
+        &self,
+        secret: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Rotation>, StoreError>;
+
+    /// Applies an update durably.
+    fn update_rotation(&self, id: &str, u: &Update<'_>, now: i64) -> Result<(), StoreError>;
+
+    /// Appends an event without changing the rotation.
+    fn note_rotation(
+        &self,
+        id: &str,
+        step: &str,
+        outcome: EventOutcome,
+        message: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Whether a compromise incident on `secret` is open (the incidents table of SPEC §7: an
+    /// incident is open until `closed_at` is set).
+    fn open_incident_of(&self, secret: &str) -> Result<Option<String>, StoreError>;
 }
 
-/// Appends an event without changing the rotation.
-pub fn note(
-    store: &Store,
-    id: &str,
-    step: &str,
-    outcome: EventOutcome,
-    message: Option<&str>,
-    now: i64,
-) -> Result<(), StoreError> {
-    store.with(
-        |c| {
-            c.execute(
-                "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, now, step, outcome.as_str(), message],
-            )
-            .map(|_| ())
-        },
-        "note a rotation event",
-    )
-}
+impl JournalStore for Store {
+    fn insert_rotation(
+        &self,
+        id: &str,
+        secret: &str,
+        trigger: Trigger,
+        detail: &Detail,
+        now: i64,
+    ) -> Result<Result<Rotation, Rotation>, StoreError> {
+        self.with(
+            |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let active = tx
+                    .query_row(
+                        &format!(
+                            "SELECT {COLUMNS} FROM rotations WHERE secret = ?1
+                             AND state IN ('running', 'grace') ORDER BY requested_at DESC LIMIT 1"
+                        ),
+                        [secret],
+                        row,
+                    )
+                    .optional()?;
+                if let Some(active) = active {
+                    return Ok(Err(active));
+                }
+                tx.execute(
+                    &format!("INSERT INTO rotations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'create', 'running', ?5, ?5, 0, NULL, ?6)"),
+                    params![id, secret, trigger.as_str(), token_for(id), now, detail_json(detail)],
+                )?;
+                tx.execute(
+                    "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, 'accepted', 'ok', ?3)",
+                    params![id, now, format!("{} rotation accepted", trigger.as_str())],
+                )?;
+                let r = tx.query_row(
+                    &format!("SELECT {COLUMNS} FROM rotations WHERE id = ?1"),
+                    [id],
+                    row,
+                )?;
+                tx.commit()?;
+                Ok(Ok(r))
+            },
+            "journal a rotation",
+        )
+    }
 
-/// Whether a compromise incident on `secret` is open (the incidents table of SPEC §7: an
-/// incident is open until `closed_at` is set).
-pub fn open_incident(store: &Store, secret: &str) -> Result<Option<String>, StoreError> {
-    store.with(
-        |c| {
-            c.query_row(
-                "SELECT id FROM incidents WHERE secret = ?1 AND closed_at IS NULL ORDER BY opened_at DESC LIMIT 1",
-                [secret],
-                |r| r.get(0),
-            )
-            .optional()
-        },
-        "read open incidents",
-    )
+    fn rotation(&self, id: &str) -> Result<Option<Rotation>, StoreError> {
+        self.with(
+            |c| {
+                c.query_row(
+                    &format!("SELECT {COLUMNS} FROM rotations WHERE id = ?1"),
+                    [id],
+                    row,
+                )
+                .optional()
+            },
+            "read a rotation",
+        )
+    }
+
+    fn rotation_events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
+        self.with(
+            |c| {
+                let mut st = c.prepare(
+                    "SELECT at, step, outcome, message FROM rotation_events WHERE rotation_id = ?1 ORDER BY rowid",
+                )?;
+                let rows = st.query_map([id], |r| {
+                    Ok(Event {
+                        at: r.get(0)?,
+                        step: r.get(1)?,
+                        outcome: word(r, 2)?,
+                        message: r.get(3)?,
+                    })
+                })?;
+                rows.collect()
+            },
+            "read rotation events",
+        )
+    }
+
+    fn rotations_in_states(&self, states: &[State]) -> Result<Vec<Rotation>, StoreError> {
+        let list = states
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.with(
+            |c| {
+                let mut st = c.prepare(&format!(
+                    "SELECT {COLUMNS} FROM rotations WHERE state IN ({list}) ORDER BY requested_at, id"
+                ))?;
+                let rows = st.query_map([], row)?;
+                rows.collect()
+            },
+            "read unfinished rotations",
+        )
+    }
+
+    fn recent_rotations(
+        &self,
+        secret: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Rotation>, StoreError> {
+        self.with(
+            |c| {
+                let mut st = c.prepare(&format!(
+                    "SELECT {COLUMNS} FROM rotations WHERE (?1 IS NULL OR secret = ?1)
+                     ORDER BY requested_at DESC, rowid DESC LIMIT ?2"
+                ))?;
+                let rows = st.query_map(params![secret, limit], row)?;
+                rows.collect()
+            },
+            "read recent rotations",
+        )
+    }
+
+    fn update_rotation(&self, id: &str, u: &Update<'_>, now: i64) -> Result<(), StoreError> {
+        self.with(
+            |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute(
+                    "UPDATE rotations SET step = ?2, state = ?3, attempts = ?4, error = ?5, detail = ?6, updated_at = ?7 WHERE id = ?1",
+                    params![id, u.step.as_str(), u.state.as_str(), u.attempts, u.error, detail_json(u.detail), now],
+                )?;
+                tx.execute(
+                    "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, now, u.event.0, u.event.1.as_str(), u.event.2],
+                )?;
+                tx.commit()
+            },
+            "update a rotation",
+        )
+    }
+
+    fn note_rotation(
+        &self,
+        id: &str,
+        step: &str,
+        outcome: EventOutcome,
+        message: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.with(
+            |c| {
+                c.execute(
+                    "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, now, step, outcome.as_str(), message],
+                )
+                .map(|_| ())
+            },
+            "note a rotation event",
+        )
+    }
+
+    fn open_incident_of(&self, secret: &str) -> Result<Option<String>, StoreError> {
+        self.with(
+            |c| {
+                c.query_row(
+                    "SELECT id FROM incidents WHERE secret = ?1 AND closed_at IS NULL ORDER BY opened_at DESC LIMIT 1",
+                    [secret],
+                    |r| r.get(0),
+                )
+                .optional()
+            },
+            "read open incidents",
+        )
+    }
 }
 
 #[cfg(test)]
@@ -393,44 +432,48 @@ mod tests {
     fn one_active_rotation_per_secret() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let a = insert(&store, "a1", "X", Trigger::Manual, &detail(), 10)
+        let a = store
+            .insert_rotation("a1", "X", Trigger::Manual, &detail(), 10)
             .unwrap()
             .unwrap();
         assert_eq!(a.token, "keywarden-a1");
         assert_eq!((a.step, a.state), (Step::Create, State::Running));
-        let busy = insert(&store, "a2", "X", Trigger::Manual, &detail(), 11)
+        let busy = store
+            .insert_rotation("a2", "X", Trigger::Manual, &detail(), 11)
             .unwrap()
             .unwrap_err();
         assert_eq!(busy.id, "a1");
-        insert(&store, "b1", "Y", Trigger::Scheduled, &detail(), 11)
+        store
+            .insert_rotation("b1", "Y", Trigger::Scheduled, &detail(), 11)
             .unwrap()
             .unwrap();
         let d = detail();
-        update(
-            &store,
-            "a1",
-            &Update {
-                step: Step::Done,
-                state: State::Done,
-                attempts: 0,
-                error: None,
-                detail: &d,
-                event: ("finalize", EventOutcome::Ok, None),
-            },
-            12,
-        )
-        .unwrap();
-        insert(&store, "a3", "X", Trigger::Manual, &detail(), 13)
+        store
+            .update_rotation(
+                "a1",
+                &Update {
+                    step: Step::Done,
+                    state: State::Done,
+                    attempts: 0,
+                    error: None,
+                    detail: &d,
+                    event: ("finalize", EventOutcome::Ok, None),
+                },
+                12,
+            )
+            .unwrap();
+        store
+            .insert_rotation("a3", "X", Trigger::Manual, &detail(), 13)
             .unwrap()
             .unwrap();
-        let running = in_states(&store, &[State::Running]).unwrap();
+        let running = store.rotations_in_states(&[State::Running]).unwrap();
         assert_eq!(
             running.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["b1", "a3"]
         );
-        assert_eq!(events(&store, "a1").unwrap().len(), 2);
-        assert_eq!(recent(&store, Some("X"), 10).unwrap()[0].id, "a3");
-        assert!(open_incident(&store, "X").unwrap().is_none());
+        assert_eq!(store.rotation_events("a1").unwrap().len(), 2);
+        assert_eq!(store.recent_rotations(Some("X"), 10).unwrap()[0].id, "a3");
+        assert!(store.open_incident_of("X").unwrap().is_none());
     }
 
     /// A row whose trigger, state or step is not a known word was corrupted outside keywarden:
@@ -439,7 +482,8 @@ mod tests {
     fn corrupt_rows_are_errors_not_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
-        insert(&store, "c1", "X", Trigger::Compromise, &detail(), 10)
+        store
+            .insert_rotation("c1", "X", Trigger::Compromise, &detail(), 10)
             .unwrap()
             .unwrap();
         for (column, value) in [
@@ -449,7 +493,8 @@ mod tests {
             ("detail", "{not json"),
         ] {
             let fresh = Store::open(&dir.path().join(format!("{column}.db"))).unwrap();
-            insert(&fresh, "c1", "X", Trigger::Compromise, &detail(), 10)
+            fresh
+                .insert_rotation("c1", "X", Trigger::Compromise, &detail(), 10)
                 .unwrap()
                 .unwrap();
             fresh
@@ -458,11 +503,11 @@ mod tests {
                     "corrupt",
                 )
                 .unwrap();
-            let err = get(&fresh, "c1").expect_err(column).to_string();
+            let err = fresh.rotation("c1").expect_err(column).to_string();
             assert!(err.contains(value) || column == "detail", "{column}: {err}");
         }
         assert_eq!(
-            get(&store, "c1").unwrap().unwrap().trigger,
+            store.rotation("c1").unwrap().unwrap().trigger,
             Trigger::Compromise
         );
     }

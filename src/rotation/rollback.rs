@@ -16,6 +16,7 @@ use crate::store::StoreError;
 
 use super::engine::{RotationCore, lock, now_s};
 use super::journal::{self, EventOutcome, ROLLBACK, State, Trigger};
+use crate::rotation::journal::JournalStore;
 
 /// Why a rollback was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +75,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         let spec = self
             .find_secret(secret)
             .ok_or_else(|| RollbackError::UnknownSecret(secret.to_string()))?;
-        if let Some(incident) = journal::open_incident(&self.store, &spec.name)? {
+        if let Some(incident) = self.store.open_incident_of(&spec.name)? {
             if !force {
                 return Err(RollbackError::IncidentOpen {
                     secret: spec.name.clone(),
@@ -83,7 +84,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             }
             warn!(secret = %spec.name, %incident, "Rolling back despite an open compromise incident (forced).");
         }
-        let last = journal::recent(&self.store, Some(&spec.name), 1)?.pop();
+        let last = self.store.recent_rotations(Some(&spec.name), 1)?.pop();
         if let Some(r) = last.as_ref().filter(|r| r.state == State::Running) {
             return Err(RollbackError::Running(r.id.clone()));
         }
@@ -112,8 +113,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         if let Some(r) = &last {
             let msg = format!("AWSCURRENT moved back from version {current} to {previous}");
             if r.state == State::Grace {
-                journal::update(
-                    &self.store,
+                self.store.update_rotation(
                     &r.id,
                     &journal::Update {
                         step: r.step,
@@ -128,16 +128,10 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 lock(&self.finalize_due).retain(|(_, id)| id != &r.id);
                 cancelled = Some(r.id.clone());
             } else {
-                journal::note(
-                    &self.store,
-                    &r.id,
-                    ROLLBACK,
-                    EventOutcome::Ok,
-                    Some(&msg),
-                    now,
-                )?;
+                self.store
+                    .note_rotation(&r.id, ROLLBACK, EventOutcome::Ok, Some(&msg), now)?;
             }
-            if let Ok(Some(r)) = journal::get(&self.store, &r.id) {
+            if let Ok(Some(r)) = self.store.rotation(&r.id) {
                 self.publish(&r);
             }
         }

@@ -17,7 +17,7 @@ use crate::aws::SecretsWriteApi;
 use crate::domain::view::RotationView;
 
 use super::engine::{RequestError, RequestOptions, RotationCore};
-use super::journal::{self, Trigger};
+use super::journal::{JournalStore, Trigger};
 use super::scheduled;
 use super::strategy;
 
@@ -61,7 +61,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 });
                 (st, undeclared)
             };
-            let last = match journal::recent(&self.store, Some(&spec.name), 1) {
+            let last = match self.store.recent_rotations(Some(&spec.name), 1) {
                 Ok(mut v) => v.pop(),
                 Err(e) => {
                     error!(error = %e, "Scheduler cannot read the rotation journal.");

@@ -11,8 +11,9 @@
 //! the short fsync on a worker thread.
 //!
 //! Owns the connection, its pragmas and the migrations, and nothing else: each feature's SQL
-//! lives with the feature (`rotation/journal.rs`, `incident/store.rs`, `reminder/`,
-//! `access/store.rs`). Must never import a feature's types.
+//! lives with the feature, behind a small trait that `Store` implements (`JournalStore`,
+//! `IncidentStore`, `LedgerStore`, `AccessState`), so a second backend implements those four.
+//! Must never import a feature's types.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
