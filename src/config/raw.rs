@@ -67,8 +67,8 @@ pub(super) struct RawServer {
     /// Accepted only to say clearly that tokens are never written inline.
     pub(super) admin_token: Option<Spanned<toml::Value>>,
     pub(super) max_connections: Option<Spanned<i64>>,
-    pub(super) header_timeout: Option<ConfigDuration>,
-    pub(super) body_timeout: Option<ConfigDuration>,
+    pub(super) header_timeout: Option<Spanned<ConfigDuration>>,
+    pub(super) body_timeout: Option<Spanned<ConfigDuration>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -144,7 +144,7 @@ pub(super) struct RawRotation {
     pub(super) grace: Option<ConfigDuration>,
     pub(super) bytes: Option<Spanned<i64>>,
     pub(super) master_secret: Option<Spanned<String>>,
-    pub(super) timeout: Option<ConfigDuration>,
+    pub(super) timeout: Option<Spanned<ConfigDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,5 +152,5 @@ pub(super) struct RawRotation {
 pub(super) struct RawHook {
     pub(super) on: HookStage,
     pub(super) command: Spanned<Vec<String>>,
-    pub(super) timeout: Option<ConfigDuration>,
+    pub(super) timeout: Option<Spanned<ConfigDuration>>,
 }

@@ -93,3 +93,51 @@ fn line_column_counts_characters() {
     assert_eq!(line_column("é=\nx", 4), (2, 1));
     assert_eq!(line_column("", 10), (1, 1));
 }
+
+/// Issue #15 (low): a zero timeout would fail every hook, rotation or request at once; each is
+/// refused where it is written.
+#[test]
+fn zero_timeouts_are_refused() {
+    check_err(
+        "[server]\nheader_timeout = \"0s\"\n",
+        "server.header_timeout",
+        "at least \"1s\"",
+        2,
+    );
+    check_err(
+        "[server]\nbody_timeout = \"0s\"\n",
+        "server.body_timeout",
+        "at least \"1s\"",
+        2,
+    );
+    check_err(
+        &format!("{BASE}rotation = {{ strategy = \"random\", timeout = \"0s\" }}\n"),
+        "secret[0].rotation.timeout",
+        "at least \"1s\"",
+        4,
+    );
+    check_err(
+        &format!("{BASE}hooks = [{{ on = \"finish\", command = [\"true\"], timeout = \"0s\" }}]\n"),
+        "secret[0].hooks[0].timeout",
+        "at least \"1s\"",
+        4,
+    );
+}
+
+/// Issue #15 (low): a name that is another secret's id makes `POST /rotate/<x>` ambiguous
+/// (inventory name or Secrets Manager name): refused.
+#[test]
+fn a_name_that_is_another_secrets_id_is_refused() {
+    check_err(
+        &format!("{BASE}[[secret]]\nname = \"svc/a\"\nid = \"svc/b\"\n"),
+        "secret[1].name",
+        "is the id of secret[0]",
+        5,
+    );
+    // A secret whose name is its own id is fine.
+    parse(
+        "[[secret]]\nname = \"svc/a\"\nid = \"svc/a\"\n",
+        Path::new("t.toml"),
+    )
+    .expect("name equal to its own id");
+}

@@ -248,6 +248,14 @@ fn validate_secrets(
     let mut secrets = Vec::with_capacity(raw.len());
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut ids: BTreeSet<String> = BTreeSet::new();
+    // Every id with its entry, so that a name equal to another entry's id is refused wherever
+    // it stands: `<secret>` in the API is an inventory name or a Secrets Manager name.
+    let mut id_of: HashMap<String, usize> = HashMap::new();
+    for (index, s) in raw.iter().enumerate() {
+        id_of
+            .entry(s.id.get_ref().trim().to_string())
+            .or_insert(index);
+    }
     for (index, s) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("secret[{index}].{field}");
         let name = s.name.get_ref().trim().to_string();
@@ -259,6 +267,15 @@ fn validate_secrets(
                 &s.name,
                 &key("name"),
                 format!("duplicate secret name {name:?}: secret[{first}] already uses it; names must be unique"),
+            ));
+        }
+        if let Some(&other) = id_of.get(&name)
+            && other != index
+        {
+            return Err(loc.at(
+                &s.name,
+                &key("name"),
+                format!("the name {name:?} is the id of secret[{other}]: a name may not be another secret's Secrets Manager name (the API would not know which one is meant)"),
             ));
         }
         let id = s.id.get_ref().trim().to_string();
@@ -321,7 +338,11 @@ fn validate_hooks(
         hooks.push(HookSpec {
             on: hook.on,
             command: hook.command.into_inner(),
-            timeout: hook.timeout.map_or(Duration::from_secs(5 * 60), |d| d.0),
+            timeout: hook
+                .timeout
+                .map(|d| at_least_one_second(loc, d, &key(&format!("hooks[{h}].timeout"))))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(5 * 60)),
         });
     }
     Ok(hooks)
@@ -366,7 +387,7 @@ fn at_least_one_second(
     key: &str,
 ) -> Result<Duration, ConfigError> {
     if d.get_ref().0 < Duration::from_secs(1) {
-        return Err(loc.at(&d, key, "expected a period of at least \"1s\""));
+        return Err(loc.at(&d, key, "expected a duration of at least \"1s\""));
     }
     Ok(d.get_ref().0)
 }
@@ -430,8 +451,16 @@ fn validate_server(s: RawServer, loc: &Locator<'_>) -> Result<ServerConfig, Conf
         listen,
         admin_token,
         max_connections: max_connections as usize,
-        header_timeout: s.header_timeout.map_or(Duration::from_secs(10), |d| d.0),
-        body_timeout: s.body_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        header_timeout: s
+            .header_timeout
+            .map(|d| at_least_one_second(loc, d, "server.header_timeout"))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(10)),
+        body_timeout: s
+            .body_timeout
+            .map(|d| at_least_one_second(loc, d, "server.body_timeout"))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(10)),
     })
 }
 
@@ -492,6 +521,10 @@ fn validate_rotation(
         grace: r.grace.map_or(Duration::ZERO, |d| d.0),
         bytes,
         master_secret: r.master_secret.map(Spanned::into_inner),
-        timeout: r.timeout.map_or(Duration::from_secs(15 * 60), |d| d.0),
+        timeout: r
+            .timeout
+            .map(|d| at_least_one_second(loc, d, &format!("{key}.timeout")))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(15 * 60)),
     })
 }
