@@ -42,6 +42,16 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// `PRAGMA quick_check` found damage: nothing is read from or written to the file.
+    #[error(
+        "state store {path} is damaged ({problems}); restore it from a backup or move it away (keywarden starts with an empty store then)"
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite found (its first lines).
+        problems: String,
+    },
     /// The file was written by a newer keywarden.
     #[error(
         "state store {path}: schema version {found} is newer than this keywarden understands ({supported}); upgrade keywarden or move the file away"
@@ -54,6 +64,24 @@ pub enum StoreError {
         /// Highest version known here.
         supported: i64,
     },
+}
+
+/// What `PRAGMA quick_check` finds wrong with the file (`None`: nothing). SQLite reports some
+/// damage as the check's rows and some as an error of the check itself; both are damage.
+fn damage(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    let found = conn.prepare("PRAGMA quick_check(5)").and_then(|mut stmt| {
+        stmt.query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()
+    });
+    match found {
+        Ok(lines) if lines.iter().all(|l| l == "ok") => Ok(None),
+        Ok(lines) => Ok(Some(lines.join("; "))),
+        Err(e) if matches!(e.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase)) => {
+            Ok(Some(e.to_string()))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
@@ -178,6 +206,13 @@ impl Store {
             .map_err(err("set synchronous=FULL"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err("enable foreign keys"))?;
+        // A damaged file is refused before anything reads or writes it.
+        if let Some(problems) = damage(&conn).map_err(err("check the file"))? {
+            return Err(StoreError::Damaged {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err("read schema version"))?;
@@ -321,5 +356,45 @@ mod tests {
         drop(conn);
         let err = Store::open(&path).unwrap_err().to_string();
         assert!(err.contains("schema version 99"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod corruption_tests {
+    use super::*;
+
+    /// Issue #15 (low): a damaged file is refused at open with what SQLite found, instead of
+    /// failing later in the middle of a rotation or an incident.
+    #[test]
+    fn a_damaged_file_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let store = Store::open(&path).unwrap();
+            for i in 0..200 {
+                store
+                    .put_meta(&format!("key-{i:04}"), &"x".repeat(200))
+                    .unwrap();
+            }
+            // Everything into the main file, so that the damage below is what SQLite reads.
+            store
+                .with(
+                    |c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"),
+                    "checkpoint",
+                )
+                .unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096;
+        assert!(bytes.len() > 6 * page, "the file has {} bytes", bytes.len());
+        // Damage a b-tree page of the table (not the header page).
+        for b in &mut bytes[3 * page..4 * page] {
+            *b = 0xA5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Store::open(&path).expect_err("a damaged store must not open");
+        let text = err.to_string();
+        assert!(text.contains("damaged"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
     }
 }
