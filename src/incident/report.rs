@@ -355,6 +355,8 @@ pub fn write_files(dir: &Path, inc: &Incident) -> std::io::Result<(PathBuf, Path
     json.push(b'\n');
     write_atomic(&json_path, &json)?;
     write_atomic(&md_path, markdown(inc).as_bytes())?;
+    // The renames are durable only once the directory itself is on disk.
+    std::fs::File::open(dir)?.sync_all()?;
     Ok((json_path, md_path))
 }
 
