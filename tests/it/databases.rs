@@ -870,3 +870,54 @@ async fn steps_repeated_after_an_interrupted_step_are_harmless() {
         }
     }
 }
+
+/// Issue #15 (10): a responder switched the Redis user off (`ACL SETUSER events off`); the set
+/// step adds the new password and must leave the user off (it used to send `on`).
+#[tokio::test]
+async fn redis_set_leaves_a_disabled_user_disabled() {
+    use keywarden::aws::SecretValue;
+    use keywarden::config::{RotationSpec, Strategy};
+    use keywarden::rotation::strategy::{StepContext, for_spec};
+
+    let rs = RedisServer::start().await;
+    let mut admin = rs.login("kwadmin", REDIS_ADMIN_PW).await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("events")
+        .arg("off")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let spec = RotationSpec {
+        strategy: Strategy::Redis,
+        ..RotationSpec::default()
+    };
+    let s = for_spec("X", &spec).unwrap();
+    let old = SecretValue::new(
+        json!({"username": "events", "password": REDIS_CANARY, "host": "127.0.0.1",
+               "port": rs.port})
+        .to_string(),
+    );
+    let master =
+        SecretValue::new(json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}).to_string());
+    let new = s.create_value(&old).unwrap();
+    let ctx = StepContext {
+        secret: "X",
+        secret_id: "x",
+        version_id: "v",
+        previous_version_id: None,
+        compromise: false,
+        master: Some(&master),
+    };
+    s.set(ctx, &new, &old).await.unwrap();
+    assert_eq!(
+        rs.password_count("events").await,
+        2,
+        "set adds the password"
+    );
+    let (u, p) = creds(&serde_json::from_str(new.expose()).unwrap());
+    assert!(
+        rs.login(&u, &p).await.is_err(),
+        "the set step switched the disabled user {u} back on"
+    );
+}

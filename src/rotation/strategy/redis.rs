@@ -1,7 +1,8 @@
 //! The `redis` strategy (SPEC §6, issue #8): one ACL user with two passwords during the grace.
 //!
-//! - set: `ACL SETUSER <user> on >new` (the old password stays valid; adding a password the user
-//!   already has is a no-op, so a repeated set changes nothing);
+//! - set: `ACL SETUSER <user> >new` (the old password stays valid; adding a password the user
+//!   already has is a no-op, so a repeated set changes nothing). Never `on`: a user a responder
+//!   switched off stays off, and the test step then fails the rotation;
 //! - test: a fresh connection authenticates as `<user>` with the new password and PINGs;
 //! - finalize: `ACL SETUSER <user> resetpass >current`: every password but the current one is
 //!   removed in one atomic command (the previous one, and any left by an abandoned rotation);
@@ -205,11 +206,7 @@ impl RotationStrategy for RedisAcl {
             let add = format!(">{}", newc.password.expose());
             run(
                 &mut conn,
-                redis::cmd("ACL")
-                    .arg("SETUSER")
-                    .arg(user)
-                    .arg("on")
-                    .arg(&add),
+                redis::cmd("ACL").arg("SETUSER").arg(user).arg(&add),
                 "ACL SETUSER (add the new password)",
                 &[newc.password.expose()],
             )
