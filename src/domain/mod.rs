@@ -12,6 +12,6 @@ pub mod view;
 pub mod vocabulary;
 
 pub use vocabulary::{
-    AnomalyKind, EventName, Outcome, RotationResult, Severity, State, Step, Strategy, Trigger,
-    UnknownWord,
+    AnomalyKind, EventName, EventOutcome, Outcome, RotationResult, Severity, State, Step, Strategy,
+    Trigger, UnknownWord,
 };

@@ -271,6 +271,22 @@ impl Step {
 }
 
 vocabulary! {
+    /// How a journaled step event went (the `outcome` column of `rotation_events`).
+    EventOutcome ("journal outcome") {
+        /// The step did its work.
+        Ok = "ok",
+        /// The step found its work already done.
+        Skipped = "skipped",
+        /// An attempt failed; it will be retried.
+        Error = "error",
+        /// The step failed for good.
+        Failed = "failed",
+        /// Something was asked of the step (finalize before its grace ended).
+        Requested = "requested",
+    }
+}
+
+vocabulary! {
     /// How keywarden rotates a secret (SPEC §6).
     Strategy ("strategy") {
         /// AWS-managed rotation through the secret's rotation Lambda.
@@ -344,6 +360,7 @@ mod tests {
         check(&RotationResult::ALL, &RotationResult::NAMES);
         check(&State::ALL, &State::NAMES);
         check(&Step::ALL, &Step::NAMES);
+        check(&EventOutcome::ALL, &EventOutcome::NAMES);
         check(&Strategy::ALL, &Strategy::NAMES);
         check(&Severity::ALL, &Severity::NAMES);
         for (i, s) in Step::ALL.iter().enumerate() {

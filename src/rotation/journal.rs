@@ -9,59 +9,11 @@
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
-pub use crate::domain::{State, Step, Trigger};
+pub use crate::domain::{EventOutcome, State, Step, Trigger};
 
 /// The step name of a rollback's journal event.
 pub const ROLLBACK: &str = "rollback";
 
-/// How a journaled step event went (the `outcome` column of `rotation_events`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventOutcome {
-    /// The step did its work.
-    Ok,
-    /// The step found its work already done.
-    Skipped,
-    /// An attempt failed; it will be retried.
-    Error,
-    /// The step failed for good.
-    Failed,
-    /// Something was asked of the step (finalize before its grace ended).
-    Requested,
-}
-
-impl EventOutcome {
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventOutcome::Ok => "ok",
-            EventOutcome::Skipped => "skipped",
-            EventOutcome::Error => "error",
-            EventOutcome::Failed => "failed",
-            EventOutcome::Requested => "requested",
-        }
-    }
-}
-
-impl TryFrom<&str> for EventOutcome {
-    type Error = crate::domain::UnknownWord;
-    fn try_from(s: &str) -> Result<EventOutcome, crate::domain::UnknownWord> {
-        const ALL: [EventOutcome; 5] = [
-            EventOutcome::Ok,
-            EventOutcome::Skipped,
-            EventOutcome::Error,
-            EventOutcome::Failed,
-            EventOutcome::Requested,
-        ];
-        ALL.into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| crate::domain::UnknownWord {
-                set: "journal outcome",
-                word: s.to_string(),
-                expected: ALL.map(|o| format!("`{}`", o.as_str())).join(", "),
-            })
-    }
-}
 use crate::store::{Store, StoreError};
 
 /// Facts about a rotation kept in the `detail` JSON column.
