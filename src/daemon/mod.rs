@@ -104,68 +104,121 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     if crate::rotation::failpoint::ENABLED {
         warn!("This is a test build: rotation failpoints (KEYWARDEN_FAILPOINT) are honoured.");
     }
-
     let metrics = Arc::new(Metrics::new());
     if let Some(r) = &config.reminders {
         let mut leads: Vec<String> = r.lead.iter().map(|d| format_duration(*d)).collect();
         leads.push(reminder::OVERDUE_LABEL.to_string());
         metrics.set_leads(leads);
     }
-    let view = SharedView::default();
-    let sdk = aws::client::load(&config.aws).await;
     // One token stops every task; one tracker waits for all of them with one deadline.
-    let stop = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let signals = spawn_signal_listener(stop.clone())?;
-
-    let poller = MetadataPoller::new(
-        aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone()),
-        config.clone(),
-        view.clone(),
-        metrics.clone(),
+    let w = Wiring {
+        sdk: aws::client::load(&config.aws).await,
+        config,
+        store,
+        view: SharedView::default(),
+        metrics,
+        stop: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    };
+    let signals = spawn_signal_listener(w.stop.clone())?;
+    spawn_watchers(&w);
+    let rotation = start_rotation(&w)?;
+    info!(
+        listen = %local,
+        secrets = w.config.secrets.len(),
+        metadata_every = %format_duration(w.config.poll.metadata_every),
+        "keywarden is running; metrics on http://{local}/metrics"
     );
-    tasks.spawn(poller.run(stop.clone()));
-    if let Some(access) = config.access.as_ref() {
+    let incidents = start_incidents(&w, rotation.clone())?;
+    let state = Arc::new(AppState {
+        config: w.config.clone(),
+        view: w.view.clone(),
+        metrics: w.metrics.clone(),
+        rotation: Some(Arc::new(rotation)),
+        admin_token,
+        incidents: Some(Arc::new(incidents)),
+        limiter: http::ActionLimiter::default(),
+    });
+    http::serve(listener, state, w.stop.clone()).await;
+    drain(&w).await;
+    signals.abort();
+    info!("keywarden stopped.");
+    Ok(())
+}
+
+/// What every task is built from, and how they all stop.
+struct Wiring {
+    /// The validated configuration.
+    config: Arc<Config>,
+    /// The durable store.
+    store: Store,
+    /// The one in-memory view.
+    view: SharedView,
+    /// Every metric.
+    metrics: Arc<Metrics>,
+    /// The AWS SDK configuration, loaded once.
+    sdk: aws_config::SdkConfig,
+    /// Cancelled once to stop every task.
+    stop: CancellationToken,
+    /// Every long-lived task, waited for once at the end.
+    tasks: TaskTracker,
+}
+
+/// The tasks that watch: the metadata poller, the access poller (with `[access]`), the metrics
+/// refresher and the reminder sender (with `[reminders]`).
+fn spawn_watchers(w: &Wiring) {
+    let poller = MetadataPoller::new(
+        aws::secretsmanager::SecretsManager::new(&w.sdk, w.metrics.clone()),
+        w.config.clone(),
+        w.view.clone(),
+        w.metrics.clone(),
+    );
+    w.tasks.spawn(poller.run(w.stop.clone()));
+    if let Some(access) = w.config.access.as_ref() {
         let poller = AccessPoller::new(
-            aws::cloudwatchlogs::CloudWatchLogs::new(&sdk, metrics.clone()),
-            config.clone(),
+            aws::cloudwatchlogs::CloudWatchLogs::new(&w.sdk, w.metrics.clone()),
+            w.config.clone(),
             access.clone(),
-            view.clone(),
-            metrics.clone(),
-            store.clone(),
+            w.view.clone(),
+            w.metrics.clone(),
+            w.store.clone(),
         );
         info!(
             log_group = %access.log_group,
-            access_every = %format_duration(config.poll.access_every),
+            access_every = %format_duration(w.config.poll.access_every),
             "Access poller enabled."
         );
-        tasks.spawn(poller.run(stop.clone()));
+        w.tasks.spawn(poller.run(w.stop.clone()));
     }
-    tasks.spawn(crate::telemetry::run_refresher(
-        metrics.clone(),
+    w.tasks.spawn(crate::telemetry::run_refresher(
+        w.metrics.clone(),
         METRICS_REFRESH_EVERY,
         METRICS_MAX_AGE,
-        stop.clone(),
+        w.stop.clone(),
     ));
-    if let Some(r) = config.reminders.as_ref() {
+    if let Some(r) = w.config.reminders.as_ref() {
         info!(topic = %r.sns_topic_arn, leads = r.lead.len(), "Reminders on.");
         let task = Reminders::new(
-            aws::sns::Sns::new(&sdk, metrics.clone()),
-            config.clone(),
-            view.clone(),
-            store.clone(),
-            metrics.clone(),
+            aws::sns::Sns::new(&w.sdk, w.metrics.clone()),
+            w.config.clone(),
+            w.view.clone(),
+            w.store.clone(),
+            w.metrics.clone(),
         );
-        tasks.spawn(task.run(stop.clone()));
+        w.tasks.spawn(task.run(w.stop.clone()));
     }
+}
 
+/// The rotation core: unfinished rotations resumed from the journal, then its finalizer and
+/// scheduler spawned.
+fn start_rotation(w: &Wiring) -> Result<Arc<crate::rotation::Engine>, DaemonError> {
     let rotation = RotationCore::new(
-        aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone()),
-        store.clone(),
-        config.clone(),
-        view.clone(),
-        metrics.clone(),
-        stop.clone(),
+        aws::secretsmanager::SecretsManager::new(&w.sdk, w.metrics.clone()),
+        w.store.clone(),
+        w.config.clone(),
+        w.view.clone(),
+        w.metrics.clone(),
+        w.stop.clone(),
     );
     let resumed = rotation.resume()?;
     if resumed > 0 {
@@ -174,27 +227,28 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             "Resumed unfinished rotations from the journal."
         );
     }
-    tasks.spawn(rotation.clone().run_finalizer());
-    tasks.spawn(rotation.clone().run_scheduler());
+    w.tasks.spawn(rotation.clone().run_finalizer());
+    w.tasks.spawn(rotation.clone().run_scheduler());
+    Ok(rotation)
+}
 
-    info!(
-        listen = %local,
-        secrets = config.secrets.len(),
-        metadata_every = %format_duration(config.poll.metadata_every),
-        "keywarden is running; metrics on http://{local}/metrics"
-    );
+/// The incident service over `rotation`, with open incidents resumed.
+fn start_incidents(
+    w: &Wiring,
+    rotation: Arc<crate::rotation::Engine>,
+) -> Result<Arc<crate::incident::Service>, DaemonError> {
     let incidents = crate::incident::Incidents::new(
-        store.clone(),
-        config.clone(),
-        rotation.clone(),
-        aws::sns::Sns::new(&sdk, metrics.clone()),
-        config
+        w.store.clone(),
+        w.config.clone(),
+        rotation,
+        aws::sns::Sns::new(&w.sdk, w.metrics.clone()),
+        w.config
             .access
             .as_ref()
-            .map(|_| aws::cloudwatchlogs::CloudWatchLogs::new(&sdk, metrics.clone())),
-        metrics.clone(),
-        view.clone(),
-        stop.clone(),
+            .map(|_| aws::cloudwatchlogs::CloudWatchLogs::new(&w.sdk, w.metrics.clone())),
+        w.metrics.clone(),
+        w.view.clone(),
+        w.stop.clone(),
     );
     let reopened = incidents.resume()?;
     if reopened > 0 {
@@ -203,33 +257,24 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             "Resumed open compromise incidents from the store."
         );
     }
-    let state = Arc::new(AppState {
-        config: config.clone(),
-        view,
-        metrics,
-        rotation: Some(Arc::new(rotation)),
-        admin_token,
-        incidents: Some(Arc::new(incidents)),
-        limiter: http::ActionLimiter::default(),
-    });
-    http::serve(listener, state, stop.clone()).await;
+    Ok(incidents)
+}
 
-    // The listener has drained; every task watches the same token. One deadline for all.
-    stop.cancel();
-    tasks.close();
-    if tokio::time::timeout(STOP_GRACE, tasks.wait())
+/// After the listener drained: cancels every task and waits for all of them, once, within
+/// [`STOP_GRACE`].
+async fn drain(w: &Wiring) {
+    w.stop.cancel();
+    w.tasks.close();
+    if tokio::time::timeout(STOP_GRACE, w.tasks.wait())
         .await
         .is_err()
     {
         warn!(
-            still_running = tasks.len(),
+            still_running = w.tasks.len(),
             "Some tasks did not stop within {}s; exiting anyway.",
             STOP_GRACE.as_secs()
         );
     }
-    signals.abort();
-    info!("keywarden stopped.");
-    Ok(())
 }
 
 /// Cancels `stop` at the first SIGTERM or SIGINT.

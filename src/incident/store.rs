@@ -1,6 +1,6 @@
 //! The incidents table (migration 1): one row per incident, its document as JSON in `doc`.
 //! `closed_at IS NULL` means open; rollback reads exactly that
-//! ([`crate::rotation::journal::open_incident`]).
+//! ([`crate::rotation::journal::JournalStore::open_incident_of`]).
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
