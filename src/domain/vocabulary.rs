@@ -65,15 +65,21 @@ macro_rules! vocabulary {
             pub const fn as_str(self) -> &'static str {
                 Self::NAMES[self as usize]
             }
+
+            /// The value whose text is `s`, if any; allocates nothing (hot paths use it).
+            #[inline]
+            pub fn from_word(s: &str) -> Option<Self> {
+                match s {
+                    $( $text => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
         }
 
         impl std::str::FromStr for $name {
             type Err = UnknownWord;
             fn from_str(s: &str) -> Result<Self, UnknownWord> {
-                match s {
-                    $( $text => Ok($name::$variant), )+
-                    _ => Err(unknown($set, s, &Self::NAMES)),
-                }
+                Self::from_word(s).ok_or_else(|| unknown($set, s, &Self::NAMES))
             }
         }
 
@@ -105,10 +111,7 @@ macro_rules! vocabulary {
                         write!(f, "a {}", $set)
                     }
                     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
-                        match v {
-                            $( $text => Ok($name::$variant), )+
-                            _ => Err(E::unknown_variant(v, &$name::NAMES)),
-                        }
+                        $name::from_word(v).ok_or_else(|| E::unknown_variant(v, &$name::NAMES))
                     }
                 }
                 d.deserialize_str(Words)
@@ -147,10 +150,7 @@ impl EventName {
     /// The label of a CloudTrail eventName: itself when it is in the list, else `other`.
     #[inline]
     pub fn of(name: &str) -> EventName {
-        match name.parse() {
-            Ok(EventName::Other) | Err(_) => EventName::Other,
-            Ok(e) => e,
-        }
+        EventName::from_word(name).unwrap_or(EventName::Other)
     }
 
     /// Whether the event reads the secret's value.
