@@ -17,8 +17,9 @@ use super::journal::{self, EventOutcome, State, Step};
 use crate::rotation::journal::JournalStore;
 
 impl<A: SecretsWriteApi> RotationCore<A> {
-    /// Ends the grace of a rotation now: finalize runs at once (a compromise of a secret whose
-    /// last rotation still accepts the previous key). Returns false if it is not in grace.
+    /// Ends the grace of a rotation now: finalize runs at once, in compromise mode (an incident
+    /// on a secret whose last rotation still accepts the previous key: the old credential's
+    /// live sessions are cut too). Returns false if it is not in grace.
     pub fn finalize_now(self: &Arc<Self>, id: &str) -> Result<bool, StoreError> {
         let Some(r) = self.store.rotation(id)? else {
             return Ok(false);
@@ -29,6 +30,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         let now = now_s();
         let mut detail = r.detail.clone();
         detail.finalize_after = Some(now);
+        detail.compromise_finalize = true;
         self.store.update_rotation(
             id,
             &journal::Update {

@@ -36,6 +36,10 @@ pub struct Detail {
     /// When finalize may run (seconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finalize_after: Option<i64>,
+    /// Finalize runs in compromise mode (it also cuts the old credential's live sessions): set
+    /// when an incident ended the grace early, so a resume after a crash still does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compromise_finalize: bool,
 }
 
 /// One journaled rotation.

@@ -107,7 +107,7 @@ impl<A: SecretsWriteApi> Steps<'_, A> {
             secret_id: id,
             version_id: token,
             previous_version_id: rot.detail.previous_version_id.as_deref(),
-            compromise: rot.trigger == Trigger::Compromise,
+            compromise: rot.trigger == Trigger::Compromise || rot.detail.compromise_finalize,
             master: master.as_ref(),
         };
         match rot.step {

@@ -921,3 +921,97 @@ async fn redis_set_leaves_a_disabled_user_disabled() {
         "the set step switched the disabled user {u} back on"
     );
 }
+
+/// Opens a compromise incident on `secret` and waits until it is no longer open.
+async fn compromise_and_wait(d: &Daemon, secret: &str) -> Value {
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _, body) = http(
+        "POST",
+        &d.url(&format!("/compromised/{secret}")),
+        &[("authorization", auth.as_str())],
+        Some("{\"reason\":\"test\"}".to_string()),
+    )
+    .await;
+    assert_eq!(
+        status,
+        202,
+        "compromised {secret}: {body}\nlog:\n{}",
+        d.log()
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let id = v["incident_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = d.get(&format!("/incidents/{id}")).await;
+        let inc: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if inc["status"] != "open" && !inc.is_null() {
+            return inc;
+        }
+        assert!(Instant::now() < deadline, "{inc:#}\nlog:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue #15 point 2: a compromise that arrives while an earlier rotation is in its grace must
+/// cut the sessions of the old user (the earlier rotation's finalize runs in compromise mode).
+#[tokio::test]
+async fn a_compromise_during_an_earlier_grace_cuts_the_old_users_sessions() {
+    let pg = Pg::start().await;
+    pg.prepare().await;
+    let rs = RedisServer::start().await;
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    seed(&client, &pg, &rs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KW_TEST_TOKEN", TOKEN)];
+    let d = Daemon::start_in_env(dir, free_port(), &config(&moto, "48h"), &env).await;
+
+    let first = rotate(&d, "DATABASE_PASSWORD").await;
+    wait_state(&d, &first, &["grace"], Duration::from_secs(30)).await;
+    // In the grace the old user still logs in: an attacker holding it opens a session.
+    let attacker = pg.login("app", PG_CANARY, "appdb").await.unwrap();
+    attacker.simple_query("SELECT 1").await.unwrap();
+
+    let inc = compromise_and_wait(&d, "DATABASE_PASSWORD").await;
+    assert_eq!(inc["status"], "resolved", "{inc:#}\nlog:\n{}", d.log());
+    assert_eq!(inc["finalized_earlier_rotation"], first.as_str());
+    assert!(
+        attacker.simple_query("SELECT 1").await.is_err(),
+        "the old user's session survived the compromise\nlog:\n{}",
+        d.log()
+    );
+    assert_refused_pg(&pg, "app", PG_CANARY, "compromise").await;
+}
+
+/// Issue #15 point 2: the compromise cuts the sessions of every credential older than the new
+/// one, also when an earlier rotation was finalized normally (its old user set NOLOGIN, its
+/// sessions left alone) and the compromise rotation then gives that user a new password.
+#[tokio::test]
+async fn a_compromise_cuts_sessions_left_by_an_ordinary_finalize() {
+    let pg = Pg::start().await;
+    pg.prepare().await;
+    let rs = RedisServer::start().await;
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    seed(&client, &pg, &rs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KW_TEST_TOKEN", TOKEN)];
+    let d = Daemon::start_in_env(dir, free_port(), &config(&moto, "3s"), &env).await;
+
+    let attacker = pg.login("app", PG_CANARY, "appdb").await.unwrap();
+    let first = rotate(&d, "DATABASE_PASSWORD").await;
+    wait_state(&d, &first, &["done"], Duration::from_secs(30)).await;
+    // An ordinary finalize sets the old user NOLOGIN; its open sessions are not its business.
+    attacker.simple_query("SELECT 1").await.unwrap();
+
+    let inc = compromise_and_wait(&d, "DATABASE_PASSWORD").await;
+    assert_eq!(inc["status"], "resolved", "{inc:#}\nlog:\n{}", d.log());
+    // The compromise rotation gave `app` a new password: the session opened with its old one
+    // must not survive that.
+    assert_eq!(creds(&current(&client, "db/app").await).0, "app");
+    assert!(
+        attacker.simple_query("SELECT 1").await.is_err(),
+        "a session of an older credential survived the compromise\nlog:\n{}",
+        d.log()
+    );
+}

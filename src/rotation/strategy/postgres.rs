@@ -212,6 +212,34 @@ impl Postgres {
 }
 
 /// Whether a role exists, and whether it is a superuser.
+/// Ends every session of `user` but this one; how many there were. The admin role needs
+/// `pg_signal_backend`.
+async fn terminate_sessions(client: &Client, user: &str) -> Result<usize, StrategyError> {
+    let rows = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE usename = $1 AND pid <> pg_backend_pid()",
+            &[&user],
+        )
+        .await
+        .map_err(|e| {
+            pg_err(
+                &format!(
+                    "ending the sessions of {user:?} (the admin role needs pg_signal_backend)"
+                ),
+                &e,
+                &[],
+            )
+        })?;
+    let failed = rows.iter().filter(|r| !r.get::<_, bool>(0)).count();
+    if failed > 0 {
+        return Err(StrategyError(format!(
+            "postgres: {failed} session(s) of {user:?} could not be ended; grant pg_signal_backend to the admin role"
+        )));
+    }
+    Ok(rows.len())
+}
+
 async fn role(c: &Client, name: &str) -> Result<Option<bool>, StrategyError> {
     let rows = c
         .query("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&name])
@@ -299,6 +327,12 @@ impl RotationStrategy for Postgres {
                     return Err(pg_err(&format!("setting up {other:?}"), &e, &hide));
                 }
                 tracing::info!(secret = ctx.secret, user = %other, owner = %owner, created = !exists, "PostgreSQL user set with the new password (as a SCRAM verifier).");
+                if ctx.compromise && exists {
+                    // Sessions of this user were opened with an older password of it: in a
+                    // compromise no credential older than the new one keeps a session.
+                    let n = terminate_sessions(&client, &other).await?;
+                    tracing::warn!(secret = ctx.secret, user = %other, sessions = n, "Compromise: sessions opened with an older password of the re-used PostgreSQL user terminated.");
+                }
                 Ok(())
             })
             .await
@@ -362,27 +396,8 @@ impl RotationStrategy for Postgres {
                     .map_err(|e| pg_err(&format!("disabling {previous:?}"), &e, &[]))?;
                 tracing::info!(secret = ctx.secret, user = %previous, "Previous PostgreSQL user set NOLOGIN.");
                 if ctx.compromise {
-                    let rows = client
-                        .query(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                             WHERE usename = $1 AND pid <> pg_backend_pid()",
-                            &[&previous],
-                        )
-                        .await
-                        .map_err(|e| {
-                            pg_err(
-                                &format!("ending the sessions of {previous:?} (the admin role needs pg_signal_backend)"),
-                                &e,
-                                &[],
-                            )
-                        })?;
-                    let failed = rows.iter().filter(|r| !r.get::<_, bool>(0)).count();
-                    if failed > 0 {
-                        return Err(StrategyError(format!(
-                            "postgres: {failed} session(s) of {previous:?} could not be ended; grant pg_signal_backend to the admin role"
-                        )));
-                    }
-                    tracing::warn!(secret = ctx.secret, user = %previous, sessions = rows.len(), "Compromise: sessions of the previous PostgreSQL user terminated.");
+                    let n = terminate_sessions(&client, &previous).await?;
+                    tracing::warn!(secret = ctx.secret, user = %previous, sessions = n, "Compromise: sessions of the previous PostgreSQL user terminated.");
                 }
                 Ok(())
             })
