@@ -320,6 +320,12 @@ impl Strategy {
     pub fn keeps_two_keys(self) -> bool {
         matches!(self, Strategy::DualKey | Strategy::PrimarySecondary)
     }
+
+    /// Whether finalize makes the previous credential stop working on the backing system (a
+    /// NOLOGIN user, a removed password): after it, the previous version is a dead value.
+    pub fn old_credential_dies_at_finalize(self) -> bool {
+        matches!(self, Strategy::Postgres | Strategy::Redis)
+    }
 }
 
 vocabulary! {

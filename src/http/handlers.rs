@@ -239,7 +239,7 @@ async fn rollback(
             error_json(StatusCode::NOT_FOUND, format!("unknown secret {name:?}"))
         }
         Err(
-            e @ (RollbackError::IncidentOpen { .. }
+            e @ (RollbackError::Refused { .. }
             | RollbackError::Running(_)
             | RollbackError::NothingToRollBack(_)),
         ) => error_json(StatusCode::CONFLICT, e),

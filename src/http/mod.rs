@@ -12,7 +12,7 @@
 //! - `POST /rotate/<secret>`: journals a manual rotation, then `202`
 //!   `{"rotation_id","secret","status","url"}`; `409` while one is active or for strategy `none`.
 //! - `POST /rollback/<secret>[?force=true]`: AWSCURRENT back to AWSPREVIOUS; `409` while a
-//!   compromise incident on the secret is open (unless forced) or a rotation is running.
+//!   rotation is running, and unless forced when it would do harm (`rotation::Refusal`).
 //! - `GET /rotations`: the latest rotations; `GET /rotations/<id>`: one rotation and its steps.
 //! - `POST /compromised/<secret>`: opens a compromise incident (journaled first), `202`
 //!   `{"incident_id","secret","status","url"}`; `200` with the open incident while one is open.

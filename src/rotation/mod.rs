@@ -50,5 +50,5 @@ mod steps;
 mod transition;
 
 pub use engine::{Engine, RequestError, RequestOptions, RotationCore};
-pub use rollback::{RollbackError, RollbackReport};
+pub use rollback::{Refusal, RollbackError, RollbackReport, refusal};
 pub use transition::{FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, MAX_TRANSIENT_ATTEMPTS};

@@ -254,6 +254,26 @@ pub async fn write_final<A: SecretsWriteApi>(
     Ok(())
 }
 
+/// Compromise finalize: takes AWSPREVIOUS off whatever version holds it (the leaked value, or
+/// the two-key version that still carries the leaked key), so no rollback can bring it back.
+/// Returns the version it was taken from; idempotent.
+pub async fn drop_previous<A: SecretsWriteApi>(
+    api: &A,
+    secret_id: &str,
+) -> Result<Option<String>, StepError> {
+    let st = api.describe(secret_id).await?;
+    let Some(holder) = st
+        .version_with(AWSPREVIOUS)
+        .filter(|v| !st.has(v, AWSCURRENT))
+        .map(str::to_string)
+    else {
+        return Ok(None);
+    };
+    api.update_stage(secret_id, AWSPREVIOUS, None, Some(&holder))
+        .await?;
+    Ok(Some(holder))
+}
+
 /// Removes AWSPENDING from the token's version after a failed rotation, so the secret is left
 /// exactly as before (plus an unlabelled version). Nothing happens if it became AWSCURRENT.
 pub async fn abandon<A: SecretsWriteApi>(

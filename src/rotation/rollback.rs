@@ -1,8 +1,13 @@
 //! Rollback (SPEC §6): moves AWSCURRENT back to the AWSPREVIOUS version.
 //!
-//! Refused while a compromise incident on the secret is open (unless forced) and while a
-//! rotation of it is running; a rotation waiting in grace is cancelled (state `rolled_back`,
-//! its finalize dropped from the finalizer's queue) and the rollback is journaled and counted.
+//! Refused while a rotation of the secret is running. Refused unless forced ([`Refusal`], decided
+//! by the pure [`refusal`]) while a compromise incident on the secret is open, when the target
+//! version was replaced by a compromise rotation (it holds a leaked value), when the target's
+//! credential was finalized away (a NOLOGIN user, a removed password), and when AWSCURRENT is
+//! not the latest rotation's version (after a failed rotation, AWSPREVIOUS is the value before
+//! the last good one). A forced rollback journals what it overrode. A rotation waiting in grace
+//! is cancelled (state `rolled_back`, its finalize dropped from the finalizer's queue) and the
+//! rollback is journaled and counted.
 //!
 //! It must never import the HTTP server, the CLI or the incident workflow (it only reads the
 //! journal's record of open incidents).
@@ -11,11 +16,11 @@ use serde::Serialize;
 use tracing::warn;
 
 use crate::aws::{AWSCURRENT, AWSPREVIOUS, AwsError, SecretsWriteApi};
-use crate::domain::RotationResult;
+use crate::domain::{RotationResult, Strategy};
 use crate::store::StoreError;
 
 use super::engine::{RotationCore, lock, now_s};
-use super::journal::{self, EventOutcome, ROLLBACK, State, Trigger};
+use super::journal::{self, EventOutcome, ROLLBACK, Rotation, State, Trigger};
 use crate::rotation::journal::JournalStore;
 
 /// Why a rollback was refused or failed.
@@ -24,15 +29,13 @@ pub enum RollbackError {
     /// Not in the inventory.
     #[error("unknown secret {0:?}: not in the inventory")]
     UnknownSecret(String),
-    /// A compromise incident is open and `force` was not given.
-    #[error(
-        "a compromise incident on {secret} is open ({incident}): rolling back would restore a compromised value; pass force to do it anyway"
-    )]
-    IncidentOpen {
+    /// Rolling back would restore a leaked or dead value, or undo a good rotation.
+    #[error("rollback of {secret} refused: {reason}; pass force to do it anyway")]
+    Refused {
         /// The secret.
         secret: String,
-        /// The incident id.
-        incident: String,
+        /// Why.
+        reason: Refusal,
     },
     /// A rotation is between create and finish.
     #[error("rotation {0} of this secret is running; wait for it to finish or fail")]
@@ -46,6 +49,111 @@ pub enum RollbackError {
     /// The journal could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why a rollback would do harm (each overridable with force, and then journaled).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A compromise incident on the secret is open.
+    #[error(
+        "a compromise incident on the secret is open ({incident}): rolling back would restore a compromised value"
+    )]
+    IncidentOpen {
+        /// The incident id.
+        incident: String,
+    },
+    /// The target version is the one a compromise rotation replaced.
+    #[error(
+        "version {version} was replaced by compromise rotation {rotation}: it holds a leaked value"
+    )]
+    ReplacedByCompromise {
+        /// The target version.
+        version: String,
+        /// The compromise rotation.
+        rotation: String,
+    },
+    /// The target version's credential no longer works on the backing system.
+    #[error(
+        "the credential of version {version} was finalized away by rotation {rotation} ({strategy} finalize): it no longer works"
+    )]
+    FinalizedAway {
+        /// The target version.
+        version: String,
+        /// The rotation whose finalize disabled it.
+        rotation: String,
+        /// Its strategy.
+        strategy: String,
+    },
+    /// AWSCURRENT is not the version the latest rotation made current.
+    #[error(
+        "AWSCURRENT ({current}) is not the latest rotation's version ({latest}); rolling back would undo an earlier rotation"
+    )]
+    NotLatest {
+        /// The version that is AWSCURRENT.
+        current: String,
+        /// The latest rotation, its state and version, or that there is none.
+        latest: String,
+    },
+}
+
+/// Whether rolling back from `current` to `previous` would do harm, given the secret's rotations
+/// (newest first) and its open incident. Pure: the journal facts are parameters.
+pub fn refusal(
+    current: &str,
+    previous: &str,
+    rotations: &[Rotation],
+    open_incident: Option<&str>,
+) -> Option<Refusal> {
+    if let Some(incident) = open_incident {
+        return Some(Refusal::IncidentOpen {
+            incident: incident.to_string(),
+        });
+    }
+    for r in rotations
+        .iter()
+        .filter(|r| r.trigger == Trigger::Compromise)
+    {
+        let strategy = Strategy::from_word(&r.detail.strategy);
+        let leaked = r.detail.previous_version_id.as_deref() == Some(previous)
+            // A two-key rotation's own version still carries the leaked key as `previous`.
+            || (strategy.is_some_and(Strategy::keeps_two_keys) && r.token == previous);
+        if leaked && r.state != State::Failed {
+            return Some(Refusal::ReplacedByCompromise {
+                version: previous.to_string(),
+                rotation: r.id.clone(),
+            });
+        }
+    }
+    let Some(latest) = rotations.first() else {
+        return Some(Refusal::NotLatest {
+            current: current.to_string(),
+            latest: "there is none: keywarden did not write it".to_string(),
+        });
+    };
+    let ours = current == latest.token || current == latest.finalize_token();
+    if !ours || !matches!(latest.state, State::Grace | State::Done) {
+        return Some(Refusal::NotLatest {
+            current: current.to_string(),
+            latest: format!(
+                "rotation {} is {}, version {}",
+                latest.id,
+                latest.state.as_str(),
+                latest.token
+            ),
+        });
+    }
+    let strategy = Strategy::from_word(&latest.detail.strategy);
+    if latest.state == State::Done
+        && latest.detail.previous_version_id.as_deref() == Some(previous)
+        && strategy.is_some_and(Strategy::old_credential_dies_at_finalize)
+    {
+        return Some(Refusal::FinalizedAway {
+            version: previous.to_string(),
+            rotation: latest.id.clone(),
+            strategy: latest.detail.strategy.clone(),
+        });
+    }
+    None
 }
 
 /// What a rollback did.
@@ -75,16 +183,8 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         let spec = self
             .find_secret(secret)
             .ok_or_else(|| RollbackError::UnknownSecret(secret.to_string()))?;
-        if let Some(incident) = self.store.open_incident_of(&spec.name)? {
-            if !force {
-                return Err(RollbackError::IncidentOpen {
-                    secret: spec.name.clone(),
-                    incident,
-                });
-            }
-            warn!(secret = %spec.name, %incident, "Rolling back despite an open compromise incident (forced).");
-        }
-        let last = self.store.recent_rotations(Some(&spec.name), 1)?.pop();
+        let rotations = self.store.recent_rotations(Some(&spec.name), 100)?;
+        let last = rotations.first().cloned();
         if let Some(r) = last.as_ref().filter(|r| r.state == State::Running) {
             return Err(RollbackError::Running(r.id.clone()));
         }
@@ -98,6 +198,17 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             .filter(|p| *p != current)
             .ok_or_else(|| RollbackError::NothingToRollBack(spec.name.clone()))?
             .to_string();
+        let incident = self.store.open_incident_of(&spec.name)?;
+        let overridden = refusal(&current, &previous, &rotations, incident.as_deref());
+        if let Some(reason) = &overridden {
+            if !force {
+                return Err(RollbackError::Refused {
+                    secret: spec.name.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            warn!(secret = %spec.name, reason = %reason, "Rolling back although it was refused (forced).");
+        }
         self.api
             .update_stage(&spec.id, AWSCURRENT, Some(&previous), Some(&current))
             .await?;
@@ -111,7 +222,10 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         let mut cancelled = None;
         let trigger = last.as_ref().map_or(Trigger::Manual, |r| r.trigger);
         if let Some(r) = &last {
-            let msg = format!("AWSCURRENT moved back from version {current} to {previous}");
+            let mut msg = format!("AWSCURRENT moved back from version {current} to {previous}");
+            if let Some(reason) = &overridden {
+                msg.push_str(&format!("; forced past the refusal: {reason}"));
+            }
             if r.state == State::Grace {
                 self.store.update_rotation(
                     &r.id,

@@ -213,6 +213,13 @@ impl<A: SecretsWriteApi> Steps<'_, A> {
         }
         let (cur_id, current) = protocol::current_value(self.api, id).await?;
         strategy.finalize(ctx, &current).await?;
+        if ctx.compromise
+            && let Some(leaked) = protocol::drop_previous(self.api, id).await?
+        {
+            msg.push_str(&format!(
+                "AWSPREVIOUS taken off version {leaked} (it holds the compromised value); "
+            ));
+        }
         let values = self.current_and_previous(rot).await;
         let refs: Vec<&SecretValue> = values.iter().collect();
         let n = self

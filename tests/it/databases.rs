@@ -1003,6 +1003,18 @@ async fn a_compromise_cuts_sessions_left_by_an_ordinary_finalize() {
     wait_state(&d, &first, &["done"], Duration::from_secs(30)).await;
     // An ordinary finalize sets the old user NOLOGIN; its open sessions are not its business.
     attacker.simple_query("SELECT 1").await.unwrap();
+    // Issue #15 point 3: rolling back now would make a NOLOGIN user AWSCURRENT.
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _, body) = http(
+        "POST",
+        &d.url("/rollback/DATABASE_PASSWORD"),
+        &[("authorization", auth.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("finalized"), "{body}");
+    assert_eq!(creds(&current(&client, "db/app").await).0, "app_b");
 
     let inc = compromise_and_wait(&d, "DATABASE_PASSWORD").await;
     assert_eq!(inc["status"], "resolved", "{inc:#}\nlog:\n{}", d.log());
@@ -1013,5 +1025,14 @@ async fn a_compromise_cuts_sessions_left_by_an_ordinary_finalize() {
         attacker.simple_query("SELECT 1").await.is_err(),
         "a session of an older credential survived the compromise\nlog:\n{}",
         d.log()
-    );
+    ); // The leaked version is nobody's AWSPREVIOUS, so nothing can roll back to it.
+    let (status, _, body) = http(
+        "POST",
+        &d.url("/rollback/DATABASE_PASSWORD?force=true"),
+        &[("authorization", auth.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("no AWSPREVIOUS"), "{body}");
 }

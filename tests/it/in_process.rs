@@ -506,3 +506,92 @@ async fn an_incident_whose_notice_sns_keeps_refusing_fails_that_step_only() {
     assert_eq!(closed.notice_message_id, None);
     rig.stop.cancel();
 }
+
+// ---------------------------------------------------------------- rollback refusals (#15.3)
+
+/// Issue #15 point 3: after a failed rotation, AWSPREVIOUS is the version before the last good
+/// rotation; rolling back would undo that good rotation. Refused with the reason, unless forced;
+/// a forced rollback is audited in the journal.
+#[tokio::test(start_paused = true)]
+async fn rollback_after_a_failed_rotation_is_refused_unless_forced_and_force_is_journaled() {
+    let fake = FakeSecrets::new();
+    let v0 = fake.create(SECRET_ID, "v0");
+    let (core, stop, _dir) = core_over(&fake);
+    let good = core
+        .request("R", Trigger::Manual, RequestOptions::default())
+        .unwrap();
+    wait_rotation(&core, &good.id, &[State::Done]).await;
+    fake.faults()
+        .fail_next(Op::PutSecretValue, 100, AwsErrorKind::Service);
+    let bad = core
+        .request("R", Trigger::Manual, RequestOptions::default())
+        .unwrap();
+    wait_rotation(&core, &bad.id, &[State::Failed]).await;
+    fake.faults().clear();
+
+    let err = core.rollback("R", false).await.unwrap_err().to_string();
+    assert!(
+        err.contains("not the latest rotation") && err.contains(&bad.id),
+        "{err}"
+    );
+    assert_eq!(
+        fake.staged(SECRET_ID, AWSCURRENT).map(|(v, _)| v),
+        Some(good.token.clone()),
+        "a refused rollback moves nothing"
+    );
+    let report = core.rollback("R", true).await.unwrap();
+    assert_eq!(report.to_version, v0);
+    let (_, events) = core.status(&bad.id).unwrap().unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.step, "rollback");
+    let msg = last.message.as_deref().unwrap_or_default();
+    assert!(
+        msg.contains("forced") && msg.contains("not the latest rotation"),
+        "{msg}"
+    );
+    stop.cancel();
+}
+
+/// Issue #15 point 3: a compromise finalize takes AWSPREVIOUS off the leaked version, and a
+/// rollback to a version that a compromise rotation replaced is refused even when someone puts
+/// AWSPREVIOUS back on it by hand.
+#[tokio::test(start_paused = true)]
+async fn a_compromised_version_is_never_rolled_back_to() {
+    let fake = FakeSecrets::new();
+    let leaked = fake.create(SECRET_ID, "leaked");
+    let (core, stop, _dir) = core_over(&fake);
+    let r = core
+        .request(
+            "R",
+            Trigger::Compromise,
+            RequestOptions {
+                grace: Some(Duration::ZERO),
+            },
+        )
+        .unwrap();
+    wait_rotation(&core, &r.id, &[State::Done]).await;
+    let stages: Vec<_> = fake.versions(SECRET_ID);
+    assert!(
+        stages
+            .iter()
+            .all(|(_, s)| !s.iter().any(|s| s == "AWSPREVIOUS")),
+        "AWSPREVIOUS is still on a version after a compromise: {stages:?}"
+    );
+    let err = core.rollback("R", false).await.unwrap_err().to_string();
+    assert!(err.contains("no AWSPREVIOUS"), "{err}");
+
+    // By hand, AWSPREVIOUS goes back on the leaked version.
+    fake.update_stage(SECRET_ID, "AWSPREVIOUS", Some(&leaked), None)
+        .await
+        .unwrap();
+    let err = core.rollback("R", false).await.unwrap_err().to_string();
+    assert!(
+        err.contains("compromise rotation") && err.contains(&r.id),
+        "{err}"
+    );
+    assert_eq!(
+        fake.staged(SECRET_ID, AWSCURRENT).map(|(v, _)| v),
+        Some(r.token.clone())
+    );
+    stop.cancel();
+}
