@@ -331,6 +331,10 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                         self.apply_failure(&rot, &msg, &t).await;
                         return;
                     };
+                    if t.stuck {
+                        self.metrics.set_rotation_stuck(&rot.secret, true);
+                        warn!(secret = %rot.secret, rotation = id, step = rot.step.as_str(), attempt = t.next.attempts, retry_in_s = backoff.as_secs(), "Rotation stuck past finish: the step is retried until it succeeds.");
+                    }
                     let u = journal::Update {
                         step: t.next.step,
                         state: t.next.state,
@@ -377,6 +381,9 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             now,
         )?;
         info!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), outcome = t.event.as_str(), detail = %out.message, "Rotation step completed.");
+        if rot.attempts >= super::MAX_ATTEMPTS && rot.step >= Step::Finish {
+            self.metrics.set_rotation_stuck(&rot.secret, false);
+        }
         failpoint::hit(&format!("{}:done", rot.step.as_str()));
         if t.ends_in_progress {
             self.set_in_progress(&rot.secret, false);
@@ -452,7 +459,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         }
         lock(&self.started).remove(&rot.id);
         lock(&self.observed).remove(&rot.id);
-        error!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), error = %msg, "Rotation failed; AWSCURRENT was left as it was before this step.");
+        error!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), error = %msg, "Rotation failed before finish: AWSCURRENT was not moved, and AWSPENDING was taken off the new version.");
         if let Ok(Some(r)) = self.store.rotation(&rot.id) {
             self.publish(&r);
         }

@@ -30,7 +30,8 @@ pub enum StepError {
     /// state may be a moment's race with another writer).
     #[error("{0}")]
     Protocol(String),
-    /// A failure that no retry can mend (such as a rotation Lambda past its timeout).
+    /// A failure that no retry can mend, raised only where AWSCURRENT is known not to be on the
+    /// new version (a rotation Lambda past its timeout): the rotation fails even at finish.
     #[error("{0}")]
     Fatal(String),
 }
@@ -42,7 +43,8 @@ pub enum Retry {
     Transient,
     /// Any other failure: the short budget.
     Limited,
-    /// Not worth retrying: the rotation fails at once.
+    /// Not worth retrying: the rotation fails at once, even past finish (the rotation cannot go
+    /// on: its secret left the inventory, or its Lambda gave up before AWSCURRENT moved).
     Never,
 }
 

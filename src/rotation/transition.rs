@@ -31,6 +31,10 @@ pub const MAX_TRANSIENT_ATTEMPTS: u32 = 25;
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The wait between attempts of a step past finish once [`MAX_TRANSIENT_ATTEMPTS`] have failed:
+/// such a step is retried until it succeeds (the new value is AWSCURRENT, and the old
+/// credential must not stay valid for ever), at this pace, and reported stuck.
+pub const STUCK_BACKOFF: Duration = Duration::from_secs(300);
 
 /// What a completed step reports for the journal.
 #[derive(Debug)]
@@ -94,6 +98,9 @@ pub(crate) struct Transition {
     /// AWSPENDING must be taken off the rotation's version: it failed before finish, so its
     /// version never became AWSCURRENT.
     pub(crate) abandon: bool,
+    /// A step past finish has failed [`MAX_ATTEMPTS`] times or more: it is retried for ever and
+    /// reported stuck (`keywarden_rotation_stuck`) until it succeeds.
+    pub(crate) stuck: bool,
 }
 
 /// What a journaled rotation needs before any step runs.
@@ -129,6 +136,15 @@ pub(crate) fn attempt_limit(retry: Retry) -> u32 {
         Retry::Transient => MAX_TRANSIENT_ATTEMPTS,
         Retry::Limited => MAX_ATTEMPTS,
         Retry::Never => 1,
+    }
+}
+
+/// The wait before attempt `attempts + 1` of a step past finish, which never gives up.
+pub(crate) fn backoff_past_finish(attempts: u32) -> Duration {
+    if attempts < MAX_TRANSIENT_ATTEMPTS {
+        backoff(attempts)
+    } else {
+        STUCK_BACKOFF
     }
 }
 
@@ -177,11 +193,26 @@ fn completed(at: At, out: &StepOutcome, now: i64, grace_seconds: u64) -> Transit
         backoff: None,
         finalize_after,
         abandon: false,
+        stuck: false,
     }
 }
 
 fn failed(at: At, retry: Retry) -> Transition {
-    let attempts = at.attempts + 1;
+    let attempts = at.attempts.saturating_add(1);
+    if at.step >= Step::Finish && retry != Retry::Never {
+        // AWSCURRENT may have moved: failing here would leave the old credential valid for
+        // ever and count the rotation twice. Retry until it succeeds.
+        return Transition {
+            next: At { attempts, ..at },
+            event: EventOutcome::Error,
+            count: None,
+            ends_in_progress: false,
+            backoff: Some(backoff_past_finish(attempts)),
+            finalize_after: None,
+            abandon: false,
+            stuck: attempts >= MAX_ATTEMPTS,
+        };
+    }
     if attempts >= attempt_limit(retry) {
         Transition {
             next: At {
@@ -195,6 +226,7 @@ fn failed(at: At, retry: Retry) -> Transition {
             backoff: None,
             finalize_after: None,
             abandon: at.step < Step::Finish,
+            stuck: false,
         }
     } else {
         Transition {
@@ -205,6 +237,7 @@ fn failed(at: At, retry: Retry) -> Transition {
             backoff: Some(backoff(attempts)),
             finalize_after: None,
             abandon: false,
+            stuck: false,
         }
     }
 }
@@ -242,6 +275,7 @@ mod tests {
             backoff: None,
             finalize_after: None,
             abandon: false,
+            stuck: false,
         }
     }
 
@@ -318,7 +352,7 @@ mod tests {
             (Retry::Limited, MAX_ATTEMPTS),
             (Retry::Transient, MAX_TRANSIENT_ATTEMPTS),
         ] {
-            for step in [Step::Create, Step::Set, Step::Test, Step::Finish] {
+            for step in [Step::Create, Step::Set, Step::Test] {
                 for attempts in 0..limit - 1 {
                     check(
                         at(State::Running, step, attempts),
@@ -331,6 +365,7 @@ mod tests {
                             backoff: Some(backoff(attempts + 1)),
                             finalize_after: None,
                             abandon: false,
+                            stuck: false,
                         },
                     );
                 }
@@ -344,7 +379,8 @@ mod tests {
                         ends_in_progress: true,
                         backoff: None,
                         finalize_after: None,
-                        abandon: step < Step::Finish,
+                        abandon: true,
+                        stuck: false,
                     },
                 );
             }
@@ -353,28 +389,68 @@ mod tests {
 
     #[test]
     fn a_step_that_is_never_retried_fails_the_rotation_at_once() {
-        for (state, step, abandon, ends) in [
-            (State::Running, Step::Create, true, true),
-            (State::Running, Step::Set, true, true),
-            (State::Running, Step::Test, true, true),
-            (State::Running, Step::Finish, false, true),
-            // A finalize failure leaves AWSCURRENT and the in-progress gauge alone.
-            (State::Grace, Step::Finalize, false, false),
-        ] {
+        for step in [Step::Create, Step::Set, Step::Test] {
             check(
-                at(state, step, 0),
+                at(State::Running, step, 0),
                 Err(Retry::Never),
                 Transition {
                     next: at(State::Failed, step, 1),
                     event: EventOutcome::Failed,
                     count: Some(RotationResult::Failure),
-                    ends_in_progress: ends,
+                    ends_in_progress: true,
                     backoff: None,
                     finalize_after: None,
-                    abandon,
+                    abandon: true,
+                    stuck: false,
                 },
             );
         }
+    }
+
+    #[test]
+    fn past_finish_only_a_step_that_cannot_go_on_fails() {
+        for (state, step) in [
+            (State::Running, Step::Finish),
+            (State::Grace, Step::Finalize),
+        ] {
+            check(
+                at(state, step, 7),
+                Err(Retry::Never),
+                Transition {
+                    next: at(State::Failed, step, 8),
+                    event: EventOutcome::Failed,
+                    count: Some(RotationResult::Failure),
+                    ends_in_progress: state == State::Running,
+                    backoff: None,
+                    finalize_after: None,
+                    abandon: false,
+                    stuck: false,
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn past_finish_a_step_is_retried_for_ever_never_failed_and_reported_stuck() {
+        for retry in [Retry::Limited, Retry::Transient] {
+            for (state, step) in [
+                (State::Running, Step::Finish),
+                (State::Grace, Step::Finalize),
+            ] {
+                for attempts in [0, 1, MAX_ATTEMPTS - 1, MAX_TRANSIENT_ATTEMPTS, 10_000] {
+                    let t = transition(at(state, step, attempts), Err(retry), NOW, GRACE);
+                    assert_eq!(t.next, at(state, step, attempts + 1), "{retry:?} {step:?}");
+                    assert_eq!(t.event, EventOutcome::Error);
+                    assert_eq!(t.count, None, "counted once, at finish");
+                    assert!(!t.abandon && !t.ends_in_progress);
+                    assert_eq!(t.stuck, attempts + 1 >= MAX_ATTEMPTS);
+                    let b = t.backoff.expect("always retried");
+                    assert!(b <= STUCK_BACKOFF && b >= FIRST_BACKOFF, "{b:?}");
+                }
+            }
+        }
+        assert_eq!(backoff_past_finish(MAX_TRANSIENT_ATTEMPTS), STUCK_BACKOFF);
+        assert_eq!(backoff_past_finish(3), backoff(3));
     }
 
     #[test]
@@ -390,6 +466,7 @@ mod tests {
                 backoff: Some(FIRST_BACKOFF),
                 finalize_after: None,
                 abandon: false,
+                stuck: false,
             },
         );
     }

@@ -47,9 +47,11 @@ pub enum Gauge {
     RotationInProgress,
     /// `keywarden_incident_open`.
     IncidentOpen,
+    /// `keywarden_rotation_stuck`.
+    RotationStuck,
 }
 
-const GAUGES: usize = 11;
+const GAUGES: usize = 12;
 
 /// Marks a gauge without a series.
 const NO_GAUGE: i64 = i64::MIN;
@@ -214,7 +216,11 @@ impl Fleet {
             s.reminders.iter().for_each(ensure);
             ensure(&s.reminder_failures);
             ensure(&s.incidents);
-            for g in [Gauge::RotationInProgress, Gauge::IncidentOpen] {
+            for g in [
+                Gauge::RotationInProgress,
+                Gauge::IncidentOpen,
+                Gauge::RotationStuck,
+            ] {
                 let _ =
                     s.gauge(g)
                         .compare_exchange(NO_GAUGE, 0, Ordering::Relaxed, Ordering::Relaxed);
@@ -392,6 +398,12 @@ impl Fleet {
             "keywarden_rotation_in_progress",
             "1 while a rotation of the secret is under way",
             Gauge::RotationInProgress,
+            &sorted,
+        )?;
+        w.gauge_family(
+            "keywarden_rotation_stuck",
+            "1 while a rotation of the secret past finish keeps failing (retried until it succeeds)",
+            Gauge::RotationStuck,
             &sorted,
         )?;
         w.counter_family(

@@ -435,6 +435,13 @@ impl Metrics {
         self.mark_dirty();
     }
 
+    /// Sets `keywarden_rotation_stuck` of a secret.
+    pub fn set_rotation_stuck(&self, secret: &str, stuck: bool) {
+        self.secrets
+            .set_gauge(secret, FleetGauge::RotationStuck, i64::from(stuck));
+        self.mark_dirty();
+    }
+
     /// Counts one `keywarden_rotations_total`.
     pub fn count_rotation(&self, secret: &str, trigger: Trigger, result: RotationResult) {
         self.secrets.count_rotation(secret, trigger, result);

@@ -595,3 +595,71 @@ async fn a_compromised_version_is_never_rolled_back_to() {
     );
     stop.cancel();
 }
+
+// ---------------------------------------------------------------- past finish (#15.4)
+
+/// Issue #15 point 4: once a rotation reaches finish, a failing step is retried with capped
+/// backoff until it succeeds; it is never marked failed (the old credential would otherwise stay
+/// valid forever), it is reported stuck meanwhile, and the rotation is counted once.
+#[tokio::test(start_paused = true)]
+async fn a_failing_finish_is_retried_until_it_succeeds_reported_stuck_and_counted_once() {
+    let fake = FakeSecrets::new();
+    fake.create(SECRET_ID, "v0");
+    let dir = tempfile::tempdir().unwrap();
+    let config = Arc::new(rotation_config(dir.path()));
+    let store = Store::open(&config.state.path).unwrap();
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let core = RotationCore::new(
+        fake.clone(),
+        store,
+        config,
+        Default::default(),
+        metrics.clone(),
+        stop.clone(),
+    );
+    fake.faults()
+        .fail_next(Op::UpdateSecretVersionStage, 1000, AwsErrorKind::Service);
+    let r = core
+        .request("R", Trigger::Manual, RequestOptions::default())
+        .unwrap();
+    // Well past every attempt budget (25 transient attempts are about ten minutes).
+    tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+    let (now, events) = core.status(&r.id).unwrap().unwrap();
+    assert_eq!(now.state, State::Running, "{now:?} {events:?}");
+    assert_eq!(now.step, Step::Finish);
+    assert!(now.attempts > MAX_TRANSIENT_ATTEMPTS, "{now:?}");
+    assert!(
+        outcomes(&events, EventOutcome::Failed).is_empty(),
+        "{events:?}"
+    );
+    // The backoff stays capped: the attempts keep coming.
+    let calls = fake.faults().calls_of(Op::UpdateSecretVersionStage);
+    let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(
+        gaps.iter().all(|g| *g <= Duration::from_secs(300)),
+        "{gaps:?}"
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains("keywarden_rotation_stuck{secret=\"R\"} 1"),
+        "{text}"
+    );
+
+    fake.faults().clear();
+    let (done, events) = wait_rotation(&core, &r.id, &[State::Done, State::Failed]).await;
+    assert_eq!(done.state, State::Done, "{events:?}");
+    let text = metrics.render();
+    assert!(
+        text.contains("keywarden_rotation_stuck{secret=\"R\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "keywarden_rotations_total{secret=\"R\",trigger=\"manual\",result=\"success\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("result=\"failure\"} 1"), "{text}");
+    stop.cancel();
+}
