@@ -117,6 +117,8 @@ struct Fault {
     kind: AwsErrorKind,
     /// Whether the call takes effect before it fails (a lost answer).
     after_effect: bool,
+    /// Whether the call panics instead (a bug in a task, to test what survives one).
+    panic: bool,
 }
 
 /// The fault queue and call log one fake shares among its clones.
@@ -141,6 +143,19 @@ impl Faults {
     /// The next `n` calls of `op` take effect, then fail with `kind` (the answer was lost).
     pub fn lose_answer_next(&self, op: Op, n: u32, kind: AwsErrorKind) {
         self.push(op, n, kind, true);
+    }
+
+    /// The next `n` calls of `op` panic (the calling task dies, as with a bug).
+    pub fn panic_next(&self, op: Op, n: u32) {
+        if n > 0 {
+            lock(&self.queue).push(Fault {
+                op,
+                remaining: n,
+                kind: AwsErrorKind::Service,
+                after_effect: false,
+                panic: true,
+            });
+        }
     }
 
     /// Drops every queued fault.
@@ -174,6 +189,7 @@ impl Faults {
                 remaining: n,
                 kind,
                 after_effect,
+                panic: false,
             });
         }
     }
@@ -206,6 +222,7 @@ impl Faults {
             ))
         };
         let result = match self.take(op) {
+            Some(f) if f.panic => panic!("injected panic: {}", op.as_str()),
             Some(f) if !f.after_effect => injected(&f),
             Some(f) => effect().and_then(|_| injected(&f)),
             None => effect(),

@@ -229,6 +229,7 @@ fn start_rotation(w: &Wiring) -> Result<Arc<crate::rotation::Engine>, DaemonErro
     }
     w.tasks.spawn(rotation.clone().run_finalizer());
     w.tasks.spawn(rotation.clone().run_scheduler());
+    w.tasks.spawn(rotation.clone().run_redrive());
     Ok(rotation)
 }
 
@@ -257,6 +258,7 @@ fn start_incidents(
             "Resumed open compromise incidents from the store."
         );
     }
+    w.tasks.spawn(incidents.clone().run_redrive());
     Ok(incidents)
 }
 

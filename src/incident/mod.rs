@@ -57,8 +57,8 @@ pub type Service = Incidents<crate::aws::sns::Sns, crate::aws::cloudwatchlogs::C
 /// The steps of an incident, in order.
 pub const STEPS: [&str; 4] = ["rotate", "audit", "notify", "report"];
 
-/// How often a running rotation is looked at.
-const ROTATION_POLL: Duration = Duration::from_millis(50);
+/// The longest wait for a rotation change before the incident looks again anyway.
+const CHANGE_SAFETY_NET: Duration = Duration::from_secs(60);
 /// Attempts of the SNS publish before the notify step fails.
 const NOTIFY_ATTEMPTS: u32 = 5;
 
@@ -187,6 +187,9 @@ pub struct Incident {
     pub rotated_at: Option<i64>,
     /// A rotation that was in grace and was finalized at once.
     pub finalized_earlier_rotation: Option<String>,
+    /// A running non-compromise rotation that the compromise stopped before its finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted_rotation: Option<String>,
     /// The rotation's own timeline.
     pub rotation_events: Vec<RotationEvent>,
     /// The access audit.
@@ -274,6 +277,7 @@ pub fn new_incident(
         previous_version_id: None,
         rotated_at: None,
         finalized_earlier_rotation: None,
+        preempted_rotation: None,
         rotation_events: Vec::new(),
         audit: None,
         notice_message_id: None,
@@ -468,6 +472,34 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
         Ok(open.len())
     }
 
+    /// Picks up every open incident that no task drives (its task stopped on a store error).
+    /// Returns how many it restarted.
+    pub fn redrive(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for inc in self.store.open_incidents()? {
+            if lock(&self.driving).contains(&inc.incident_id) {
+                continue;
+            }
+            warn!(secret = %inc.secret, incident = %inc.incident_id, "An open incident had no task driving it: driving it again.");
+            self.spawn(inc.incident_id);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Runs [`Incidents::redrive`] every [`crate::rotation::REDRIVE_EVERY`] until shutdown.
+    pub async fn run_redrive(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(crate::rotation::REDRIVE_EVERY) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.redrive() {
+                warn!(error = %e, "Cannot look for open incidents without a task; trying again later.");
+            }
+        }
+    }
+
     fn spawn(self: &Arc<Self>, id: String) {
         if !lock(&self.driving).insert(id.clone()) {
             return;
@@ -476,7 +508,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
         tokio::spawn(async move {
             let _guard = Driving(&me.driving, id.clone());
             if let Err(e) = me.drive(&id).await {
-                error!(incident = %id, error = %e, "Incident stopped on a store error; it resumes at the next start.");
+                error!(incident = %id, error = %e, "Incident stopped on a store error; the re-drive resumes it within a minute.");
             }
         });
     }
@@ -557,6 +589,8 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
             ))));
         };
         let spec_name = spec.name.clone();
+        // Every change of a rotation's state wakes this up; it never polls the journal.
+        let mut changes = self.engine.subscribe();
         loop {
             if let Some(rid) = inc.rotation_id.clone() {
                 // Follow our rotation to its end.
@@ -605,10 +639,9 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                             )),
                         }));
                     }
-                    if self.stopping() {
+                    if !self.wait_for_a_change(&mut changes).await {
                         return Ok(None);
                     }
-                    tokio::time::sleep(ROTATION_POLL).await;
                 }
             }
             match self.engine.request(
@@ -630,17 +663,27 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                         // Ours, requested before a crash that came before the journal write.
                         inc.rotation_id = Some(r.id.clone());
                         self.store.save_incident(inc)?;
-                    } else if r.state == State::Grace {
-                        info!(incident = %inc.incident_id, rotation = %r.id, "A rotation in grace still accepts the previous key: finalizing it now.");
-                        self.engine.finalize_now(&r.id)?;
-                        inc.finalized_earlier_rotation = Some(r.id.clone());
-                        self.store.save_incident(inc)?;
-                        tokio::time::sleep(ROTATION_POLL).await;
                     } else {
-                        if self.stopping() {
+                        if r.state == State::Grace {
+                            if inc.finalized_earlier_rotation.as_deref() != Some(r.id.as_str()) {
+                                info!(incident = %inc.incident_id, rotation = %r.id, "A rotation in grace still accepts the previous key: finalizing it now, in compromise mode.");
+                                inc.finalized_earlier_rotation = Some(r.id.clone());
+                                self.store.save_incident(inc)?;
+                            }
+                            self.engine.finalize_now(&r.id)?;
+                        } else if self
+                            .engine
+                            .preempt(&r.id, &format!("compromise incident {}", inc.incident_id))
+                            .await?
+                        {
+                            warn!(incident = %inc.incident_id, rotation = %r.id, "A running rotation of the secret was pre-empted by the compromise.");
+                            inc.preempted_rotation = Some(r.id.clone());
+                            self.store.save_incident(inc)?;
+                            continue;
+                        }
+                        if !self.wait_for_a_change(&mut changes).await {
                             return Ok(None);
                         }
-                        tokio::time::sleep(ROTATION_POLL).await;
                     }
                 }
                 Err(e @ RequestError::Refused(_)) => {
@@ -656,6 +699,19 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                     return Ok(Some(StepResult::failed(e.to_string())));
                 }
             }
+        }
+    }
+
+    /// Waits until some rotation's state changes (or a minute passes: a safety net, never the
+    /// pace). False when shutting down.
+    async fn wait_for_a_change(&self, changes: &mut tokio::sync::watch::Receiver<u64>) -> bool {
+        if self.stopping() {
+            return false;
+        }
+        tokio::select! {
+            _ = changes.changed() => true,
+            _ = tokio::time::sleep(CHANGE_SAFETY_NET) => true,
+            _ = self.shutdown.cancelled() => false,
         }
     }
 

@@ -116,6 +116,11 @@ pub fn actions(inc: &Incident) -> Vec<String> {
             "Ended the grace of rotation {r} at once: its previous key no longer works."
         ));
     }
+    if let Some(r) = &inc.preempted_rotation {
+        out.push(format!(
+            "Stopped rotation {r} before its finish (AWSCURRENT untouched) so the compromise rotation could start at once."
+        ));
+    }
     for s in &inc.steps {
         if let Some(m) = &s.message {
             out.push(format!("{} ({}): {}", s.name, s.state.as_str(), m));

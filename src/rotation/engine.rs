@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use chrono::Utc;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedMutexGuard, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -33,6 +33,10 @@ use super::steps::Steps;
 use super::strategy::{self, Refused};
 use super::transition::{self, At, Begin, StepOutcome, Transition};
 use crate::rotation::journal::JournalStore;
+
+/// How often the journal is searched for rotations (and the store for incidents) that no task
+/// drives any more.
+pub const REDRIVE_EVERY: Duration = Duration::from_secs(30);
 
 /// The engine on the real Secrets Manager adapter.
 pub type Engine = RotationCore<crate::aws::secretsmanager::SecretsManager>;
@@ -82,8 +86,14 @@ pub struct RotationCore<A> {
     pub(super) finalize_due: Mutex<BTreeSet<(i64, String)>>,
     /// Wakes the finalizer when `finalize_due` changes.
     pub(super) finalize_wake: Notify,
-    /// Rotation ids that have a task driving them.
-    driving: Mutex<HashSet<String>>,
+    /// Rotation ids that have a task driving them, with the token that stops that task.
+    driving: Mutex<HashMap<String, CancellationToken>>,
+    /// One async lock per secret, held by every step (and its journal write) and by rollback,
+    /// so the two never interleave.
+    secret_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bumped whenever a rotation's state is published: what waiters (the incident service)
+    /// wait on instead of polling.
+    changes: watch::Sender<u64>,
     /// When each rotation started in this process (duration histogram).
     started: Mutex<HashMap<String, Instant>>,
     /// Rotations whose duration this process already observed (when AWSCURRENT moved).
@@ -93,7 +103,7 @@ pub struct RotationCore<A> {
 }
 
 /// Removes a rotation from `driving` when its task ends, however it ends.
-struct Driving<'a>(&'a Mutex<HashSet<String>>, String);
+struct Driving<'a>(&'a Mutex<HashMap<String, CancellationToken>>, String);
 
 impl Drop for Driving<'_> {
     fn drop(&mut self) {
@@ -134,7 +144,9 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             hide_env,
             finalize_due: Mutex::new(BTreeSet::new()),
             finalize_wake: Notify::new(),
-            driving: Mutex::new(HashSet::new()),
+            driving: Mutex::new(HashMap::new()),
+            secret_locks: Mutex::new(HashMap::new()),
+            changes: watch::Sender::new(0),
             started: Mutex::new(HashMap::new()),
             observed: Mutex::new(HashSet::new()),
             shutdown,
@@ -227,18 +239,135 @@ impl<A: SecretsWriteApi> RotationCore<A> {
     }
 
     pub(super) fn spawn_drive(self: &Arc<Self>, id: String) {
-        if !lock(&self.driving).insert(id.clone()) {
-            return;
-        }
+        let stop = {
+            let mut driving = lock(&self.driving);
+            if driving.contains_key(&id) {
+                return;
+            }
+            let stop = self.shutdown.child_token();
+            driving.insert(id.clone(), stop.clone());
+            stop
+        };
         let core = self.clone();
         tokio::spawn(async move {
             let _guard = Driving(&core.driving, id.clone());
-            let stop = core.shutdown.clone();
             tokio::select! {
                 _ = core.drive(&id) => {}
                 _ = stop.cancelled() => {}
             }
         });
+    }
+
+    /// Picks up every `running` rotation, and every `grace` one not queued for finalize, that no
+    /// task of this process drives (its task died on a panic, or stopped on a store error).
+    /// Returns how many it restarted.
+    pub fn redrive(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for r in self
+            .store
+            .rotations_in_states(&[State::Running, State::Grace])?
+        {
+            let queued = lock(&self.finalize_due).iter().any(|(_, q)| *q == r.id);
+            if queued || self.is_driven(&r.id) {
+                continue;
+            }
+            warn!(secret = %r.secret, rotation = %r.id, step = r.step.as_str(), state = r.state.as_str(), "A journaled rotation had no task driving it: driving it again.");
+            self.spawn_drive(r.id);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Runs [`RotationCore::redrive`] every [`REDRIVE_EVERY`] until shutdown.
+    pub async fn run_redrive(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(REDRIVE_EVERY) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.redrive() {
+                warn!(error = %e, "Cannot look for rotations without a task; trying again later.");
+            }
+        }
+    }
+
+    /// Whether a task of this process drives rotation `id` now.
+    pub fn is_driven(&self, id: &str) -> bool {
+        lock(&self.driving).contains_key(id)
+    }
+
+    /// The async lock of one secret (see `secret_locks`).
+    pub(super) fn secret_lock(&self, secret: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.secret_locks)
+            .entry(secret.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// A receiver that changes whenever any rotation's state is published.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Reads rotation `id` with its secret's lock held (read again once the lock is held, since
+    /// the row may have moved while this waited). `None` if it is not in the journal.
+    async fn read_locked(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Rotation, OwnedMutexGuard<()>)>, StoreError> {
+        let Some(first) = self.store.rotation(id)? else {
+            return Ok(None);
+        };
+        let held = self.secret_lock(&first.secret).lock_owned().await;
+        Ok(self.store.rotation(id)?.map(|r| (r, held)))
+    }
+
+    /// Stops a non-compromise rotation that has not reached finish, for a compromise of the
+    /// same secret (SPEC §7: the compromise must not wait behind it). Its task is cancelled, its
+    /// AWSPENDING version abandoned, and it ends `failed` naming `why`. Returns false (and
+    /// leaves it running) when it is past test, not running, or a compromise rotation itself.
+    pub async fn preempt(self: &Arc<Self>, id: &str, why: &str) -> Result<bool, StoreError> {
+        let Some(r) = self.store.rotation(id)? else {
+            return Ok(false);
+        };
+        if r.state != State::Running || r.step >= Step::Finish || r.trigger == Trigger::Compromise {
+            return Ok(false);
+        }
+        if let Some(stop) = lock(&self.driving).get(id) {
+            stop.cancel();
+        }
+        let Some((rot, _held)) = self.read_locked(id).await? else {
+            return Ok(false);
+        };
+        if rot.state != State::Running || rot.step >= Step::Finish {
+            // It moved on before the cancel landed: let it run to its end.
+            self.spawn_drive(id.to_string());
+            return Ok(false);
+        }
+        if let Err(e) = protocol::abandon(&self.api, &rot.detail.secret_id, &rot.token).await {
+            warn!(secret = %rot.secret, rotation = %rot.id, error = %e, "Could not remove AWSPENDING from the pre-empted rotation's version.");
+        }
+        let msg = format!("pre-empted: {why}");
+        let done = self.store.update_rotation(
+            &rot.id,
+            &journal::Update {
+                from: (rot.state, rot.step),
+                step: rot.step,
+                state: State::Failed,
+                attempts: rot.attempts,
+                error: Some(&msg),
+                detail: &rot.detail,
+                event: (rot.step.as_str(), journal::EventOutcome::Failed, Some(&msg)),
+            },
+            now_s(),
+        )?;
+        self.set_in_progress(&rot.secret, false);
+        lock(&self.started).remove(&rot.id);
+        warn!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), reason = why, "Rotation pre-empted before finish: AWSCURRENT was not moved.");
+        if let Some(r) = self.store.rotation(&rot.id)? {
+            self.publish(&r);
+        }
+        Ok(done)
     }
 
     /// Writes the rotation's state to the view.
@@ -253,6 +382,8 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         entry.updated_at = Some(r.updated_at);
         entry.finalize_after = r.detail.finalize_after.filter(|_| r.state == State::Grace);
         entry.error = r.error.clone();
+        drop(view);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn set_in_progress(&self, secret: &str, on: bool) {
@@ -266,7 +397,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
     /// Drives one rotation until it is done, failed, waiting for its grace, or rolled back.
     async fn drive(self: &Arc<Self>, id: &str) {
         loop {
-            let rot = match self.store.rotation(id) {
+            let (rot, held) = match self.read_locked(id).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return,
                 Err(e) => {
@@ -336,6 +467,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                         warn!(secret = %rot.secret, rotation = id, step = rot.step.as_str(), attempt = t.next.attempts, retry_in_s = backoff.as_secs(), "Rotation stuck past finish: the step is retried until it succeeds.");
                     }
                     let u = journal::Update {
+                        from: (rot.state, rot.step),
                         step: t.next.step,
                         state: t.next.state,
                         attempts: t.next.attempts,
@@ -343,9 +475,17 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                         detail: &rot.detail,
                         event: (rot.step.as_str(), t.event, Some(&msg)),
                     };
-                    if let Err(e) = self.store.update_rotation(id, &u, now) {
-                        error!(rotation = id, error = %e, "Cannot journal a failed attempt.");
+                    match self.store.update_rotation(id, &u, now) {
+                        Ok(true) => {}
+                        Ok(false) => info!(
+                            rotation = id,
+                            "The rotation moved on meanwhile (rolled back or pre-empted)."
+                        ),
+                        Err(e) => {
+                            error!(rotation = id, error = %e, "Cannot journal a failed attempt.")
+                        }
                     }
+                    drop(held);
                     tokio::time::sleep(backoff).await;
                 }
             }
@@ -368,9 +508,10 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             detail.finished_at = Some(now);
             detail.finalize_after = t.finalize_after;
         }
-        self.store.update_rotation(
+        let applied = self.store.update_rotation(
             &rot.id,
             &journal::Update {
+                from: (rot.state, rot.step),
                 step: t.next.step,
                 state: t.next.state,
                 attempts: t.next.attempts,
@@ -380,6 +521,10 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             },
             now,
         )?;
+        if !applied {
+            warn!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), "The rotation moved on while its step ran (rolled back or pre-empted); the step's result is not journaled.");
+            return Ok(());
+        }
         info!(secret = %rot.secret, rotation = %rot.id, step = rot.step.as_str(), outcome = t.event.as_str(), detail = %out.message, "Rotation step completed.");
         if rot.attempts >= super::MAX_ATTEMPTS && rot.step >= Step::Finish {
             self.metrics.set_rotation_stuck(&rot.secret, false);
@@ -441,6 +586,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             warn!(secret = %rot.secret, rotation = %rot.id, error = %e, "Could not remove AWSPENDING from the failed rotation's version.");
         }
         let u = journal::Update {
+            from: (rot.state, rot.step),
             step: t.next.step,
             state: t.next.state,
             attempts: t.next.attempts,
@@ -448,8 +594,13 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             detail: &rot.detail,
             event: (rot.step.as_str(), t.event, Some(msg)),
         };
-        if let Err(e) = self.store.update_rotation(&rot.id, &u, now_s()) {
-            error!(rotation = %rot.id, error = %e, "Cannot journal a failed rotation.");
+        match self.store.update_rotation(&rot.id, &u, now_s()) {
+            Ok(true) => {}
+            Ok(false) => {
+                info!(rotation = %rot.id, "The rotation moved on meanwhile; its failure is not journaled.");
+                return;
+            }
+            Err(e) => error!(rotation = %rot.id, error = %e, "Cannot journal a failed rotation."),
         }
         if t.ends_in_progress {
             self.set_in_progress(&rot.secret, false);

@@ -19,7 +19,8 @@ use crate::rotation::journal::JournalStore;
 impl<A: SecretsWriteApi> RotationCore<A> {
     /// Ends the grace of a rotation now: finalize runs at once, in compromise mode (an incident
     /// on a secret whose last rotation still accepts the previous key: the old credential's
-    /// live sessions are cut too). Returns false if it is not in grace.
+    /// live sessions are cut too). Idempotent: a grace already ended early is not journaled
+    /// again. Returns false if it is not in grace.
     pub fn finalize_now(self: &Arc<Self>, id: &str) -> Result<bool, StoreError> {
         let Some(r) = self.store.rotation(id)? else {
             return Ok(false);
@@ -28,12 +29,18 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             return Ok(false);
         }
         let now = now_s();
+        if r.detail.compromise_finalize && r.detail.finalize_after.is_some_and(|t| t <= now) {
+            // Already ended early: nothing to journal again, only make sure a task drives it.
+            self.spawn_drive(id.to_string());
+            return Ok(true);
+        }
         let mut detail = r.detail.clone();
         detail.finalize_after = Some(now);
         detail.compromise_finalize = true;
-        self.store.update_rotation(
+        let applied = self.store.update_rotation(
             id,
             &journal::Update {
+                from: (r.state, r.step),
                 step: r.step,
                 state: r.state,
                 attempts: r.attempts,
@@ -47,6 +54,10 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             },
             now,
         )?;
+        if !applied {
+            // It left the grace meanwhile (finalized, rolled back).
+            return Ok(false);
+        }
         lock(&self.finalize_due).retain(|(_, q)| q != id);
         self.spawn_drive(id.to_string());
         Ok(true)

@@ -138,9 +138,13 @@ fn detail_json(d: &Detail) -> String {
     serde_json::to_string(d).unwrap_or_else(|_| "{}".to_string())
 }
 
-/// A change to one rotation, written with its event in one transaction.
+/// A change to one rotation, written with its event in one transaction, only if the rotation
+/// is still where the writer read it (`from`): a compare-and-set, so a rollback and a step, or
+/// two writers after a crash, never overwrite each other's state.
 #[derive(Debug, Clone)]
 pub struct Update<'a> {
+    /// The state and step the writer read; nothing is written if the row moved on.
+    pub from: (State, Step),
     /// New step.
     pub step: Step,
     /// New state.
@@ -184,8 +188,9 @@ pub trait JournalStore {
         limit: u32,
     ) -> Result<Vec<Rotation>, StoreError>;
 
-    /// Applies an update durably.
-    fn update_rotation(&self, id: &str, u: &Update<'_>, now: i64) -> Result<(), StoreError>;
+    /// Applies an update durably if the rotation is still at `u.from`; returns false (and
+    /// writes nothing) if it moved on.
+    fn update_rotation(&self, id: &str, u: &Update<'_>, now: i64) -> Result<bool, StoreError>;
 
     /// Appends an event without changing the rotation.
     fn note_rotation(
@@ -317,19 +322,25 @@ impl JournalStore for Store {
         )
     }
 
-    fn update_rotation(&self, id: &str, u: &Update<'_>, now: i64) -> Result<(), StoreError> {
+    fn update_rotation(&self, id: &str, u: &Update<'_>, now: i64) -> Result<bool, StoreError> {
         self.with(
             |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.execute(
-                    "UPDATE rotations SET step = ?2, state = ?3, attempts = ?4, error = ?5, detail = ?6, updated_at = ?7 WHERE id = ?1",
-                    params![id, u.step.as_str(), u.state.as_str(), u.attempts, u.error, detail_json(u.detail), now],
+                let changed = tx.execute(
+                    "UPDATE rotations SET step = ?2, state = ?3, attempts = ?4, error = ?5, detail = ?6, updated_at = ?7
+                     WHERE id = ?1 AND state = ?8 AND step = ?9",
+                    params![id, u.step.as_str(), u.state.as_str(), u.attempts, u.error, detail_json(u.detail), now,
+                            u.from.0.as_str(), u.from.1.as_str()],
                 )?;
+                if changed == 0 {
+                    return Ok(false);
+                }
                 tx.execute(
                     "INSERT INTO rotation_events (rotation_id, at, step, outcome, message) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![id, now, u.event.0, u.event.1.as_str(), u.event.2],
                 )?;
-                tx.commit()
+                tx.commit()?;
+                Ok(true)
             },
             "update a rotation",
         )
@@ -404,20 +415,26 @@ mod tests {
             .unwrap()
             .unwrap();
         let d = detail();
-        store
-            .update_rotation(
-                "a1",
-                &Update {
-                    step: Step::Done,
-                    state: State::Done,
-                    attempts: 0,
-                    error: None,
-                    detail: &d,
-                    event: ("finalize", EventOutcome::Ok, None),
-                },
-                12,
-            )
-            .unwrap();
+        let finished = |from: (State, Step)| Update {
+            from,
+            step: Step::Done,
+            state: State::Done,
+            attempts: 0,
+            error: None,
+            detail: &d,
+            event: ("finalize", EventOutcome::Ok, None),
+        };
+        // Compare-and-set: a writer that read another state or step writes nothing.
+        let stale = finished((State::Grace, Step::Finalize));
+        assert!(!store.update_rotation("a1", &stale, 12).unwrap());
+        assert_eq!(store.rotation_events("a1").unwrap().len(), 1);
+        assert_eq!(store.rotation("a1").unwrap().unwrap().state, State::Running);
+        let fresh = finished((State::Running, Step::Create));
+        assert!(store.update_rotation("a1", &fresh, 12).unwrap());
+        assert!(
+            !store.update_rotation("a1", &fresh, 12).unwrap(),
+            "applied once"
+        );
         store
             .insert_rotation("a3", "X", Trigger::Manual, &detail(), 13)
             .unwrap()

@@ -49,6 +49,6 @@ mod scheduler;
 mod steps;
 mod transition;
 
-pub use engine::{Engine, RequestError, RequestOptions, RotationCore};
+pub use engine::{Engine, REDRIVE_EVERY, RequestError, RequestOptions, RotationCore};
 pub use rollback::{Refusal, RollbackError, RollbackReport, refusal};
 pub use transition::{FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, MAX_TRANSIENT_ATTEMPTS};

@@ -183,11 +183,18 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         let spec = self
             .find_secret(secret)
             .ok_or_else(|| RollbackError::UnknownSecret(secret.to_string()))?;
+        let running = |rotations: &[Rotation]| match rotations.first() {
+            Some(r) if r.state == State::Running => Err(RollbackError::Running(r.id.clone())),
+            _ => Ok(()),
+        };
+        running(&self.store.recent_rotations(Some(&spec.name), 1)?)?;
+        // Serialized with the steps: a finalize that runs now ends before this goes on, and
+        // what it left is what this reads.
+        let held = self.secret_lock(&spec.name);
+        let _held = held.lock().await;
         let rotations = self.store.recent_rotations(Some(&spec.name), 100)?;
+        running(&rotations)?;
         let last = rotations.first().cloned();
-        if let Some(r) = last.as_ref().filter(|r| r.state == State::Running) {
-            return Err(RollbackError::Running(r.id.clone()));
-        }
         let st = self.api.describe(&spec.id).await?;
         let current = st
             .version_with(AWSCURRENT)
@@ -226,10 +233,11 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             if let Some(reason) = &overridden {
                 msg.push_str(&format!("; forced past the refusal: {reason}"));
             }
-            if r.state == State::Grace {
-                self.store.update_rotation(
+            if r.state == State::Grace
+                && self.store.update_rotation(
                     &r.id,
                     &journal::Update {
+                        from: (r.state, r.step),
                         step: r.step,
                         state: State::RolledBack,
                         attempts: 0,
@@ -238,7 +246,8 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                         event: (ROLLBACK, EventOutcome::Ok, Some(&msg)),
                     },
                     now,
-                )?;
+                )?
+            {
                 lock(&self.finalize_due).retain(|(_, id)| id != &r.id);
                 cancelled = Some(r.id.clone());
             } else {

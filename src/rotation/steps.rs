@@ -187,6 +187,8 @@ impl<A: SecretsWriteApi> Steps<'_, A> {
         let token = rot.token.as_str();
         let final_token = rot.finalize_token();
         let mut msg = String::new();
+        // The version this rotation made AWSCURRENT: its own, or its finalized value.
+        let mut ours = token;
         match protocol::finalize_state(self.api, id, token, &final_token).await? {
             FinalizeState::Superseded(other) => {
                 return Ok(StepOutcome {
@@ -204,14 +206,22 @@ impl<A: SecretsWriteApi> Steps<'_, A> {
                     .await?;
                 if let Some(v) = strategy.finalize_value(&cur.value)? {
                     protocol::write_final(self.api, id, token, &final_token, &v).await?;
+                    ours = &final_token;
                     msg = format!(
                         "the previous key was dropped: AWSCURRENT is version {final_token}; "
                     );
                 }
             }
-            FinalizeState::Finalized => {}
+            FinalizeState::Finalized => ours = &final_token,
         }
-        let (cur_id, current) = protocol::current_value(self.api, id).await?;
+        // By version id (with the stage it must carry), never by stage alone: the strategy
+        // derives the credential to disable from this value, so it must be this rotation's.
+        let current = self
+            .api
+            .get_value(id, VersionSelector::IdAndStage(ours, AWSCURRENT))
+            .await?
+            .value;
+        let cur_id = ours.to_string();
         strategy.finalize(ctx, &current).await?;
         if ctx.compromise
             && let Some(leaked) = protocol::drop_previous(self.api, id).await?

@@ -7,8 +7,11 @@
 //! that. The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] lists every step
 //! and is applied in one transaction per step at open.
 //!
-//! The connection is synchronous; async callers run store calls in `spawn_blocking` or accept
-//! the short fsync on a worker thread.
+//! The connection is synchronous. [`Store::with`], the one door to it, runs each call off the
+//! async workers: on a multi-thread tokio runtime through `block_in_place` (the worker hands its
+//! other tasks to another thread while this one waits on the mutex, the fsync or SQLite's busy
+//! timeout), so a slow or locked store never stalls the HTTP listener or the pollers. Outside a
+//! runtime, or on a current-thread one (unit tests), the call runs in place.
 //!
 //! Owns the connection, its pragmas and the migrations, and nothing else: each feature's SQL
 //! lives with the feature, behind a small trait that `Store` implements (`JournalStore`,
@@ -253,12 +256,21 @@ impl Store {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
         context: &'static str,
     ) -> Result<T, StoreError> {
-        let mut conn = self.lock();
-        f(&mut conn).map_err(|source| StoreError::Sqlite {
-            path: self.path.to_path_buf(),
-            context,
-            source,
-        })
+        let call = || {
+            let mut conn = self.lock();
+            f(&mut conn).map_err(|source| StoreError::Sqlite {
+                path: self.path.to_path_buf(),
+                context,
+                source,
+            })
+        };
+        let on_workers = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if on_workers {
+            tokio::task::block_in_place(call)
+        } else {
+            call()
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {

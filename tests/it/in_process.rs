@@ -288,6 +288,8 @@ const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:security";
 
 /// An incident service over the fake SNS (and no logs) whose rotations go to `fake`.
 struct IncidentRig {
+    /// The rotation core under the service.
+    engine: Arc<RotationCore<FakeSecrets>>,
     /// The service.
     incidents: Arc<Incidents<FakeNotify, FakeLogs, FakeSecrets>>,
     /// The fake SNS the notices go to.
@@ -323,7 +325,7 @@ fn incident_rig(fake: &FakeSecrets) -> IncidentRig {
     let incidents = Incidents::new(
         store,
         config,
-        engine,
+        engine.clone(),
         sns.clone(),
         None::<FakeLogs>,
         metrics,
@@ -331,6 +333,7 @@ fn incident_rig(fake: &FakeSecrets) -> IncidentRig {
         stop.clone(),
     );
     IncidentRig {
+        engine,
         incidents,
         sns,
         stop,
@@ -662,4 +665,158 @@ async fn a_failing_finish_is_retried_until_it_succeeds_reported_stuck_and_counte
     );
     assert!(!text.contains("result=\"failure\"} 1"), "{text}");
     stop.cancel();
+}
+
+// ---------------------------------------------------------------- incident vs grace (#15.5)
+
+/// Issue #15 point 5: while an earlier rotation's finalize (ended early by the incident) keeps
+/// failing, the incident must not write a "grace ended early" event every 50 ms: ending a grace
+/// early is idempotent and the incident waits for the rotation to change.
+#[tokio::test(start_paused = true)]
+async fn an_incident_waiting_for_an_early_finalize_does_not_flood_the_journal() {
+    let fake = FakeSecrets::new();
+    fake.create("svc/jwt", r#"{"current":"k0"}"#);
+    let rig = incident_rig(&fake);
+    let manual = rig
+        .engine
+        .request(
+            "JWT",
+            Trigger::Manual,
+            RequestOptions {
+                grace: Some(Duration::from_secs(48 * 3600)),
+            },
+        )
+        .unwrap();
+    wait_rotation(&rig.engine, &manual.id, &[State::Grace]).await;
+    // The finalize write of the dual-key value fails for a minute.
+    fake.faults()
+        .fail_next(Op::PutSecretValue, 8, AwsErrorKind::Service);
+    let inc = rig.open();
+    let done = rig
+        .wait(&inc.incident_id, |i| state_of(i, "rotate").ended())
+        .await;
+    assert_eq!(state_of(&done, "rotate"), StepState::Done, "{done:?}");
+    let (_, events) = rig.engine.status(&manual.id).unwrap().unwrap();
+    let early: Vec<_> = events
+        .iter()
+        .filter(|e| e.message.as_deref() == Some("grace ended early"))
+        .collect();
+    assert_eq!(early.len(), 1, "{events:#?}");
+    rig.stop.cancel();
+}
+
+/// Issue #15 (low): a compromise pre-empts a running non-compromise rotation of the same
+/// secret instead of waiting up to its whole retry budget behind it.
+#[tokio::test(start_paused = true)]
+async fn a_compromise_preempts_a_running_manual_rotation() {
+    let fake = FakeSecrets::new();
+    let before = fake.create("svc/jwt", r#"{"current":"k0"}"#);
+    let rig = incident_rig(&fake);
+    // The manual rotation's create is throttled: it would keep retrying for about ten minutes.
+    fake.faults()
+        .fail_next(Op::PutSecretValue, 1000, AwsErrorKind::Throttled);
+    let manual = rig
+        .engine
+        .request("JWT", Trigger::Manual, RequestOptions::default())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let opened = Instant::now();
+    let inc = rig.open();
+    let inc = rig
+        .wait(&inc.incident_id, |i| i.preempted_rotation.is_some())
+        .await;
+    assert!(
+        opened.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        opened.elapsed()
+    );
+    assert_eq!(inc.preempted_rotation.as_deref(), Some(manual.id.as_str()));
+    let (stopped, _) = rig.engine.status(&manual.id).unwrap().unwrap();
+    assert_eq!(stopped.state, State::Failed);
+    let why = stopped.error.clone().unwrap_or_default();
+    assert!(
+        why.contains("pre-empted") && why.contains(&inc.incident_id),
+        "{why}"
+    );
+    assert_eq!(
+        fake.staged("svc/jwt", AWSCURRENT).map(|(v, _)| v),
+        Some(before),
+        "nothing moved before the compromise rotation"
+    );
+    fake.faults().clear();
+    let done = rig
+        .wait(&inc.incident_id, |i| state_of(i, "rotate").ended())
+        .await;
+    assert_eq!(state_of(&done, "rotate"), StepState::Done, "{done:?}");
+    assert!(
+        opened.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        opened.elapsed()
+    );
+    rig.stop.cancel();
+}
+
+// ---------------------------------------------------------------- re-drive (#15.9)
+
+/// Issue #15 point 9: a rotation whose task panicked stays `running` with no task; the periodic
+/// re-drive picks it up, so it finishes and does not block every later rotation.
+#[tokio::test(start_paused = true)]
+async fn a_rotation_whose_task_panicked_is_driven_again() {
+    let fake = FakeSecrets::new();
+    fake.create(SECRET_ID, "v0");
+    let (core, stop, _dir) = core_over(&fake);
+    tokio::spawn(core.clone().run_redrive());
+    fake.faults().panic_next(Op::PutSecretValue, 1);
+    let start = Instant::now();
+    let r = core
+        .request("R", Trigger::Manual, RequestOptions::default())
+        .unwrap();
+    let (done, events) = wait_rotation(&core, &r.id, &[State::Done, State::Failed]).await;
+    assert_eq!(done.state, State::Done, "{events:?}");
+    // The panicking call left no record; the one that wrote came from the re-drive.
+    assert_eq!(fake.faults().count(Op::PutSecretValue), 1);
+    let put = fake.faults().calls_of(Op::PutSecretValue)[0].at - start;
+    assert!(put >= keywarden::rotation::REDRIVE_EVERY, "{put:?}");
+    stop.cancel();
+}
+
+/// Issue #15 point 9: an incident whose task stopped on a store error (the database locked
+/// past SQLite's busy timeout) is resumed by the periodic re-drive once the store is back,
+/// instead of staying `open` until the next restart.
+#[tokio::test(start_paused = true)]
+async fn an_incident_stopped_by_a_store_error_is_driven_again() {
+    let fake = FakeSecrets::new();
+    fake.create("svc/jwt", r#"{"current":"k0"}"#);
+    let rig = incident_rig(&fake);
+    tokio::spawn(rig.incidents.clone().run_redrive());
+    let db = rig._dir.path().join("s.db");
+    let inc = rig.open();
+    // Another process holds the database for longer than the busy timeout.
+    let (locked, is_locked) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(7));
+        c.execute_batch("COMMIT").unwrap();
+    });
+    is_locked.recv().unwrap();
+    // Reads fail too while the database is locked: wait through them.
+    let deadline = Instant::now() + PATIENCE;
+    let done = loop {
+        if let Ok(Some(i)) = rig.incidents.get(&inc.incident_id)
+            && i.status != keywarden::incident::Status::Open
+        {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "the incident never closed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    holder.join().unwrap();
+    assert_eq!(
+        done.status,
+        keywarden::incident::Status::Resolved,
+        "{done:?}"
+    );
+    rig.stop.cancel();
 }

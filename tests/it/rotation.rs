@@ -10,7 +10,7 @@ use aws_sdk_secretsmanager as sm;
 use serde_json::Value;
 
 use crate::support::{
-    Daemon, Moto, http, keywarden_command, now, store_files_contain, token_values,
+    Daemon, Gate, Moto, http, keywarden_command, now, store_files_contain, token_values,
 };
 
 const TOKEN: &str = "test-admin-token-0123456789";
@@ -1086,4 +1086,56 @@ async fn compromise_rotations_finalize_at_once_and_grace_can_end_early() {
         "{text}"
     );
     stop.cancel();
+}
+
+/// Issue #15 point 6: a rollback and a running step are serialized. A rollback that arrives
+/// while finalize runs (held in its finalize hook) waits for it, and then sees the rotation as
+/// finalize left it; it never reports a finalize as cancelled while that finalize goes on.
+#[tokio::test]
+async fn a_rollback_waits_for_a_running_finalize() {
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    create(&client, "app/serial", r#"{"current":"s0"}"#).await;
+    let hooks = tempfile::tempdir().unwrap();
+    let gate = Gate::new(hooks.path(), "finalize");
+    let started = hooks.path().join("started");
+    let secrets = format!(
+        "[[secret]]\nname = \"SERIAL\"\nid = \"app/serial\"\nrotation = {{ strategy = \"dual-key\", grace = \"1s\" }}\n\
+         hooks = [{{ on = \"finalize\", command = [\"sh\", \"-c\", \"touch {}; {}\"] }}]\n",
+        started.display(),
+        gate.wait_command()
+    );
+    let d = start(&base_config(&moto, &secrets)).await;
+    let id = rotate(&d, "SERIAL").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "finalize hook never ran\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = d.url("/rollback/SERIAL");
+    let rollback = tokio::spawn(async move {
+        let auth = format!("Bearer {TOKEN}");
+        http("POST", &url, &[("authorization", auth.as_str())], None).await
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !rollback.is_finished(),
+        "the rollback answered while finalize was still running: {:?}",
+        rollback.await
+    );
+    gate.release(Duration::from_secs(10)).await;
+    let (status, _, body) = rollback.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert!(answer["rotation_id"].is_null(), "{answer:#}");
+    let r = wait_state(&d, &id, &["done"], Duration::from_secs(10)).await;
+    assert_eq!(
+        r["events"].as_array().unwrap().last().unwrap()["step"],
+        "rollback",
+        "{r:#}"
+    );
 }

@@ -156,3 +156,80 @@ fn the_store_canary_scan_sees_rows_still_in_the_wal() {
     let found = crate::support::store_files_contain(dir.path(), needle);
     assert!(found.contains(&db), "{found:?}");
 }
+
+/// Issue #15 point 9: store calls must not run on the async workers. While another process holds
+/// the database (SQLite's busy timeout makes every write wait), three `POST /rotate` requests
+/// wait on the store; `GET /healthz` and `GET /metrics` must still answer at once.
+#[tokio::test]
+async fn a_locked_store_does_not_stall_the_http_listener() {
+    use crate::support::{Daemon, Moto, free_port, http};
+    use std::time::{Duration, Instant};
+
+    const TOKEN: &str = "store-lock-test-token-0123456789abcdef";
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    for name in ["app/l1", "app/l2", "app/l3"] {
+        client
+            .create_secret()
+            .name(name)
+            .secret_string("value-before-lock")
+            .send()
+            .await
+            .unwrap();
+    }
+    let secrets: String = (1..=3)
+        .map(|i| {
+            format!(
+                "[[secret]]\nname = \"L{i}\"\nid = \"app/l{i}\"\nrotation = {{ strategy = \"random\" }}\n\n"
+            )
+        })
+        .collect();
+    let config = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+         [server]\nlisten = \"{{listen}}\"\nadmin_token_env = \"KW_TEST_TOKEN\"\n\
+         [poll]\nmetadata_every = \"1s\"\n\
+         [state]\npath = \"{{state}}\"\n\n{secrets}",
+        moto.endpoint()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in_env(dir, free_port(), &config, &[("KW_TEST_TOKEN", TOKEN)]).await;
+    let db = d.dir.path().join("state.db");
+    let (locked, is_locked) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        c.execute_batch("COMMIT").unwrap();
+    });
+    is_locked.recv().unwrap();
+    let mut posts = Vec::new();
+    for i in 1..=3 {
+        let url = d.url(&format!("/rotate/L{i}"));
+        posts.push(tokio::spawn(async move {
+            let auth = format!("Bearer {TOKEN}");
+            http("POST", &url, &[("authorization", auth.as_str())], None).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for path in ["/healthz", "/metrics"] {
+        let t = Instant::now();
+        let (status, _) = d.get(path).await;
+        let took = t.elapsed();
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{path} took {took:?} while the store was locked\nlog:\n{}",
+            d.log()
+        );
+    }
+    holder.join().unwrap();
+    for p in posts {
+        let (status, _, body) = p.await.unwrap();
+        // Accepted once the lock is gone, or refused with the store's error: never hung.
+        assert!(
+            status == 202 || status == 500 || status == 503,
+            "{status} {body}"
+        );
+    }
+}
