@@ -921,3 +921,144 @@ async fn redis_set_leaves_a_disabled_user_disabled() {
         "the set step switched the disabled user {u} back on"
     );
 }
+
+// ---------------------------------------------------------------- admin login (issue #15, 1)
+
+/// A step context for the strategy-level tests, with `master` as the admin secret.
+fn step_ctx(master: &keywarden::aws::SecretValue) -> keywarden::rotation::strategy::StepContext<'_> {
+    keywarden::rotation::strategy::StepContext {
+        secret: "X",
+        secret_id: "x",
+        version_id: "v",
+        previous_version_id: None,
+        compromise: false,
+        master: Some(master),
+    }
+}
+
+/// Issue #15 (1): a server that asks for the password in cleartext (here a fake one, on the
+/// plaintext connection the configuration asked for explicitly) gets no PasswordMessage, and the
+/// step fails naming the refusal.
+#[tokio::test]
+async fn postgres_admin_login_refuses_a_server_asking_for_a_cleartext_password() {
+    use crate::fake_pg::{Ask, FakePg};
+    use keywarden::aws::SecretValue;
+    use keywarden::config::{RotationSpec, Strategy};
+    use keywarden::rotation::strategy::for_spec;
+
+    for ask in [Ask::Cleartext, Ask::Md5] {
+        let fake = FakePg::start(ask).await;
+        let spec = RotationSpec {
+            strategy: Strategy::Postgres,
+            ..RotationSpec::default()
+        };
+        let s = for_spec("X", &spec).unwrap();
+        let old = SecretValue::new(
+            json!({"username": "app", "password": PG_CANARY, "host": "127.0.0.1",
+                   "port": fake.port, "dbname": "appdb", "sslmode": "disable"})
+            .to_string(),
+        );
+        let master = SecretValue::new(
+            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "host": "127.0.0.1",
+                   "port": fake.port, "dbname": "postgres", "sslmode": "disable"})
+            .to_string(),
+        );
+        let new = s.create_value(&old).unwrap();
+        let err = s
+            .set(step_ctx(&master), &new, &old)
+            .await
+            .expect_err("the fake server lets nobody in");
+        let seen = fake.seen();
+        assert_eq!(seen.len(), 1, "{ask:?}: one connection: {seen:?}");
+        assert_eq!(seen[0].user.as_deref(), Some("kwadmin"));
+        assert!(
+            !seen[0].password_sent(),
+            "{ask:?}: a PasswordMessage reached the fake server: {:?}",
+            seen[0].messages
+        );
+        let raw = String::from_utf8_lossy(&seen[0].raw_after_ask);
+        assert!(!raw.contains(PG_ADMIN_PW), "{ask:?}: the admin password was sent");
+        let want = match ask {
+            Ask::Cleartext => "cleartext",
+            Ask::Md5 => "MD5",
+        };
+        assert!(
+            err.0.contains(want) && err.0.contains("refused"),
+            "{ask:?}: the error names the refusal: {err}"
+        );
+        assert!(!err.0.contains(PG_ADMIN_PW) && !err.0.contains(PG_CANARY));
+    }
+}
+
+/// Issue #15 (1): a master secret without a host never sends the admin's password to the host
+/// the rotated (application) secret names: the step fails before connecting anywhere, naming the
+/// missing host and where it may come from.
+#[tokio::test]
+async fn admin_host_never_comes_from_the_rotated_secret() {
+    use keywarden::aws::SecretValue;
+    use keywarden::config::{RotationSpec, Strategy};
+    use keywarden::rotation::strategy::for_spec;
+
+    // A listener standing for a host an attacker wrote into the application secret.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = trap.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = trap.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Answer a PostgreSQL client with a cleartext request and keep the socket open a
+            // moment, so a vulnerable client would go on and send its password.
+            use tokio::io::AsyncWriteExt;
+            let _ = sock.write_all(b"R\0\0\0\x08\0\0\0\x03").await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let cases = [
+        (
+            Strategy::Postgres,
+            json!({"username": "app", "password": PG_CANARY, "host": "127.0.0.1",
+                   "port": port, "dbname": "appdb", "sslmode": "disable"}),
+            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres",
+                   "sslmode": "disable"}),
+        ),
+        (
+            Strategy::Redis,
+            json!({"username": "events", "password": REDIS_CANARY, "host": "127.0.0.1",
+                   "port": port}),
+            json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}),
+        ),
+    ];
+    for (strategy, old, master) in cases {
+        let spec = RotationSpec {
+            strategy,
+            ..RotationSpec::default()
+        };
+        let s = for_spec("X", &spec).unwrap();
+        let old = SecretValue::new(old.to_string());
+        let master = SecretValue::new(master.to_string());
+        let new = s.create_value(&old).unwrap();
+        let ctx = step_ctx(&master);
+        let set = tokio::time::timeout(Duration::from_secs(20), s.set(ctx, &new, &old))
+            .await
+            .unwrap();
+        let fin = tokio::time::timeout(Duration::from_secs(20), s.finalize(ctx, &new))
+            .await
+            .unwrap();
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "{strategy:?}: the admin login went to the host of the rotated secret"
+        );
+        for r in [set, fin] {
+            let e = r.expect_err("no admin host");
+            assert!(
+                e.0.contains("host")
+                    && e.0.contains("rotation.host")
+                    && e.0.contains("master secret"),
+                "{strategy:?}: the error names the missing host and where it may come from: {e}"
+            );
+        }
+    }
+    task.abort();
+}
