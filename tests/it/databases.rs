@@ -359,7 +359,8 @@ async fn seed(client: &sm::Client, pg: &Pg, rs: &RedisServer) {
     create_secret(
         client,
         "db/master",
-        &json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres"}),
+        &json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres",
+                "host": "127.0.0.1", "port": pg.port}),
     )
     .await;
     create_secret(
@@ -372,7 +373,8 @@ async fn seed(client: &sm::Client, pg: &Pg, rs: &RedisServer) {
     create_secret(
         client,
         "cache/master",
-        &json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}),
+        &json!({"username": "kwadmin", "password": REDIS_ADMIN_PW, "host": "127.0.0.1",
+                "port": rs.port}),
     )
     .await;
 }
@@ -380,9 +382,9 @@ async fn seed(client: &sm::Client, pg: &Pg, rs: &RedisServer) {
 fn secrets_toml(grace: &str) -> String {
     format!(
         "[[secret]]\nname = \"DATABASE_PASSWORD\"\nid = \"db/app\"\n\
-         rotation = {{ strategy = \"postgres\", grace = \"{grace}\", master_secret = \"db/master\" }}\n\n\
+         rotation = {{ strategy = \"postgres\", grace = \"{grace}\", master_secret = \"db/master\", tls = \"disable\" }}\n\n\
          [[secret]]\nname = \"REDIS_PASSWORD\"\nid = \"cache/events\"\n\
-         rotation = {{ strategy = \"redis\", grace = \"{grace}\", master_secret = \"cache/master\" }}\n"
+         rotation = {{ strategy = \"redis\", grace = \"{grace}\", master_secret = \"cache/master\", tls = \"disable\" }}\n"
     )
 }
 
@@ -806,7 +808,7 @@ async fn kill9_between_set_and_finish_and_before_finalize_leaves_servers_and_sec
 #[tokio::test]
 async fn steps_repeated_after_an_interrupted_step_are_harmless() {
     use keywarden::aws::SecretValue;
-    use keywarden::config::{RotationSpec, Strategy};
+    use keywarden::config::Strategy;
     use keywarden::rotation::strategy::{StepContext, for_spec};
 
     let pg = Pg::start().await;
@@ -817,20 +819,19 @@ async fn steps_repeated_after_an_interrupted_step_are_harmless() {
             Strategy::Postgres,
             json!({"username": "app", "password": PG_CANARY, "host": "127.0.0.1",
                    "port": pg.port, "dbname": "appdb"}),
-            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres"}),
+            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres",
+                   "host": "127.0.0.1", "port": pg.port}),
         ),
         (
             Strategy::Redis,
             json!({"username": "events", "password": REDIS_CANARY, "host": "127.0.0.1",
                    "port": rs.port}),
-            json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}),
+            json!({"username": "kwadmin", "password": REDIS_ADMIN_PW, "host": "127.0.0.1",
+                   "port": rs.port}),
         ),
     ];
     for (strategy, old, master) in cases {
-        let spec = RotationSpec {
-            strategy,
-            ..RotationSpec::default()
-        };
+        let spec = plaintext_spec(strategy);
         let s = for_spec("X", &spec).unwrap();
         let old = SecretValue::new(old.to_string());
         let master = SecretValue::new(master.to_string());
@@ -876,7 +877,7 @@ async fn steps_repeated_after_an_interrupted_step_are_harmless() {
 #[tokio::test]
 async fn redis_set_leaves_a_disabled_user_disabled() {
     use keywarden::aws::SecretValue;
-    use keywarden::config::{RotationSpec, Strategy};
+    use keywarden::config::Strategy;
     use keywarden::rotation::strategy::{StepContext, for_spec};
 
     let rs = RedisServer::start().await;
@@ -888,18 +889,18 @@ async fn redis_set_leaves_a_disabled_user_disabled() {
         .query_async(&mut admin)
         .await
         .unwrap();
-    let spec = RotationSpec {
-        strategy: Strategy::Redis,
-        ..RotationSpec::default()
-    };
+    let spec = plaintext_spec(Strategy::Redis);
     let s = for_spec("X", &spec).unwrap();
     let old = SecretValue::new(
         json!({"username": "events", "password": REDIS_CANARY, "host": "127.0.0.1",
                "port": rs.port})
         .to_string(),
     );
-    let master =
-        SecretValue::new(json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}).to_string());
+    let master = SecretValue::new(
+        json!({"username": "kwadmin", "password": REDIS_ADMIN_PW, "host": "127.0.0.1",
+               "port": rs.port})
+        .to_string(),
+    );
     let new = s.create_value(&old).unwrap();
     let ctx = StepContext {
         secret: "X",
@@ -924,8 +925,23 @@ async fn redis_set_leaves_a_disabled_user_disabled() {
 
 // ---------------------------------------------------------------- admin login (issue #15, 1)
 
+/// A spec of `strategy` on a plaintext connection (`tls = "disable"`, written explicitly as a
+/// configuration must), the server taken from the master secret.
+fn plaintext_spec(strategy: keywarden::config::Strategy) -> keywarden::config::RotationSpec {
+    keywarden::config::RotationSpec {
+        strategy,
+        server: keywarden::config::ServerConnection {
+            tls: keywarden::config::ServerTls::Disable,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 /// A step context for the strategy-level tests, with `master` as the admin secret.
-fn step_ctx(master: &keywarden::aws::SecretValue) -> keywarden::rotation::strategy::StepContext<'_> {
+fn step_ctx(
+    master: &keywarden::aws::SecretValue,
+) -> keywarden::rotation::strategy::StepContext<'_> {
     keywarden::rotation::strategy::StepContext {
         secret: "X",
         secret_id: "x",
@@ -943,24 +959,18 @@ fn step_ctx(master: &keywarden::aws::SecretValue) -> keywarden::rotation::strate
 async fn postgres_admin_login_refuses_a_server_asking_for_a_cleartext_password() {
     use crate::fake_pg::{Ask, FakePg};
     use keywarden::aws::SecretValue;
-    use keywarden::config::{RotationSpec, Strategy};
+    use keywarden::config::Strategy;
     use keywarden::rotation::strategy::for_spec;
 
     for ask in [Ask::Cleartext, Ask::Md5] {
         let fake = FakePg::start(ask).await;
-        let spec = RotationSpec {
-            strategy: Strategy::Postgres,
-            ..RotationSpec::default()
-        };
+        // Plaintext, asked for explicitly: even then the password is not sent.
+        let spec = plaintext_spec(Strategy::Postgres);
         let s = for_spec("X", &spec).unwrap();
-        let old = SecretValue::new(
-            json!({"username": "app", "password": PG_CANARY, "host": "127.0.0.1",
-                   "port": fake.port, "dbname": "appdb", "sslmode": "disable"})
-            .to_string(),
-        );
+        let old = SecretValue::new(json!({"username": "app", "password": PG_CANARY}).to_string());
         let master = SecretValue::new(
             json!({"username": "kwadmin", "password": PG_ADMIN_PW, "host": "127.0.0.1",
-                   "port": fake.port, "dbname": "postgres", "sslmode": "disable"})
+                   "port": fake.port, "dbname": "postgres"})
             .to_string(),
         );
         let new = s.create_value(&old).unwrap();
@@ -968,7 +978,8 @@ async fn postgres_admin_login_refuses_a_server_asking_for_a_cleartext_password()
             .set(step_ctx(&master), &new, &old)
             .await
             .expect_err("the fake server lets nobody in");
-        let seen = fake.seen();
+        eprintln!("{ask:?}: {err}");
+        let seen = fake.wait_seen(1).await;
         assert_eq!(seen.len(), 1, "{ask:?}: one connection: {seen:?}");
         assert_eq!(seen[0].user.as_deref(), Some("kwadmin"));
         assert!(
@@ -977,7 +988,10 @@ async fn postgres_admin_login_refuses_a_server_asking_for_a_cleartext_password()
             seen[0].messages
         );
         let raw = String::from_utf8_lossy(&seen[0].raw_after_ask);
-        assert!(!raw.contains(PG_ADMIN_PW), "{ask:?}: the admin password was sent");
+        assert!(
+            !raw.contains(PG_ADMIN_PW),
+            "{ask:?}: the admin password was sent"
+        );
         let want = match ask {
             Ask::Cleartext => "cleartext",
             Ask::Md5 => "MD5",
@@ -996,7 +1010,7 @@ async fn postgres_admin_login_refuses_a_server_asking_for_a_cleartext_password()
 #[tokio::test]
 async fn admin_host_never_comes_from_the_rotated_secret() {
     use keywarden::aws::SecretValue;
-    use keywarden::config::{RotationSpec, Strategy};
+    use keywarden::config::Strategy;
     use keywarden::rotation::strategy::for_spec;
 
     // A listener standing for a host an attacker wrote into the application secret.
@@ -1018,9 +1032,8 @@ async fn admin_host_never_comes_from_the_rotated_secret() {
         (
             Strategy::Postgres,
             json!({"username": "app", "password": PG_CANARY, "host": "127.0.0.1",
-                   "port": port, "dbname": "appdb", "sslmode": "disable"}),
-            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres",
-                   "sslmode": "disable"}),
+                   "port": port, "dbname": "appdb"}),
+            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres"}),
         ),
         (
             Strategy::Redis,
@@ -1030,10 +1043,7 @@ async fn admin_host_never_comes_from_the_rotated_secret() {
         ),
     ];
     for (strategy, old, master) in cases {
-        let spec = RotationSpec {
-            strategy,
-            ..RotationSpec::default()
-        };
+        let spec = plaintext_spec(strategy);
         let s = for_spec("X", &spec).unwrap();
         let old = SecretValue::new(old.to_string());
         let master = SecretValue::new(master.to_string());

@@ -78,6 +78,18 @@ impl FakePg {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// The connections, once `n` of them ended (or after five seconds, whatever there is).
+    pub async fn wait_seen(&self, n: usize) -> Vec<Seen> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen = self.seen();
+            if seen.len() >= n || tokio::time::Instant::now() >= deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for FakePg {

@@ -10,9 +10,11 @@
 //! [`StepContext`] and values, nothing else.
 
 pub mod lambda;
+pub mod pg_auth;
 pub mod postgres;
 pub mod random;
 pub mod redis;
+pub mod server;
 pub mod two_keys;
 pub mod value;
 
@@ -142,8 +144,14 @@ pub fn for_spec(secret: &str, spec: &RotationSpec) -> Result<Box<dyn RotationStr
         })),
         Strategy::Lambda => Ok(Box::new(lambda::AwsLambda)),
         Strategy::None => Err(Refused::NotRotatable(secret.to_string())),
-        Strategy::Postgres => Ok(Box::new(postgres::Postgres { bytes: spec.bytes })),
-        Strategy::Redis => Ok(Box::new(redis::RedisAcl { bytes: spec.bytes })),
+        Strategy::Postgres => Ok(Box::new(postgres::Postgres {
+            bytes: spec.bytes,
+            server: spec.server.clone(),
+        })),
+        Strategy::Redis => Ok(Box::new(redis::RedisAcl {
+            bytes: spec.bytes,
+            server: spec.server.clone(),
+        })),
     }
 }
 
