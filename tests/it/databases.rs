@@ -73,6 +73,12 @@ fn run_as_postgres(args: &[&str]) {
 impl Pg {
     /// initdb, SCRAM for every TCP login but the bootstrap superuser, `log_statement = all`.
     async fn start() -> Pg {
+        Pg::start_with(None).await
+    }
+
+    /// Like [`Pg::start`], with `ssl = on` and the server certificate and key of `tls`; every
+    /// login but the bootstrap superuser's then needs TLS (`hostssl` only).
+    async fn start_with(tls: Option<&Certs>) -> Pg {
         let initdb = pg_bin("initdb");
         let pg_ctl = pg_bin("pg_ctl");
         let dir = tempfile::tempdir().unwrap();
@@ -94,18 +100,36 @@ impl Pg {
             "trust",
             "--no-sync",
         ]);
+        let others = if tls.is_some() { "hostssl" } else { "host" };
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\n\
-             host all postgres 127.0.0.1/32 trust\n\
-             host all all 127.0.0.1/32 scram-sha-256\n",
+            format!(
+                "local all all trust\n\
+                 host all postgres 127.0.0.1/32 trust\n\
+                 {others} all all 127.0.0.1/32 scram-sha-256\n"
+            ),
         )
         .unwrap();
         let port = free_port();
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 -c fsync=off -c log_statement=all \
              -c log_connections=on -c password_encryption=scram-sha-256"
         );
+        if let Some(c) = tls {
+            for (name, from) in [("server.crt", &c.server_pem), ("server.key", &c.server_key)] {
+                let to = data.join(name);
+                std::fs::copy(from, &to).unwrap();
+                let st = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&to)
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = format!("{dir_s}/server.log");
         run_as_postgres(&[
             pg_ctl.to_str().unwrap(),
@@ -206,10 +230,16 @@ impl RedisServer {
     /// Starts it with an admin user holding exactly the README's ACL rights and an application
     /// user `events` (password: the canary); `default` is switched off.
     async fn start() -> RedisServer {
+        RedisServer::start_with(&[]).await
+    }
+
+    /// Like [`RedisServer::start`], with extra server arguments.
+    async fn start_with(extra: &[&str]) -> RedisServer {
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1071,4 +1101,284 @@ async fn admin_host_never_comes_from_the_rotated_secret() {
         }
     }
     task.abort();
+}
+
+// ---------------------------------------------------------------- TLS (issue #15, 1)
+
+/// A throwaway CA and a server certificate for `localhost` only (made with `openssl` in a temp
+/// dir), and a second CA that signed nothing.
+struct Certs {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    wrong_ca: PathBuf,
+    server_pem: PathBuf,
+    server_key: PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl ({e}): apt-get install openssl"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn make_certs() -> Certs {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (key, pem, cn) in [
+        ("ca.key", "ca.pem", "kw-test-ca"),
+        ("wrong.key", "wrong.pem", "kw-wrong-ca"),
+    ] {
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                key,
+                "-out",
+                pem,
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+    }
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    Certs {
+        ca: d.join("ca.pem"),
+        wrong_ca: d.join("wrong.pem"),
+        server_pem: d.join("server.pem"),
+        server_key: d.join("server.key"),
+        _dir: dir,
+    }
+}
+
+/// A `verify-full` spec of `strategy` for `host`, verifying with `ca`.
+fn tls_spec(
+    strategy: keywarden::config::Strategy,
+    host: &str,
+    port: u16,
+    ca: &std::path::Path,
+) -> keywarden::config::RotationSpec {
+    keywarden::config::RotationSpec {
+        strategy,
+        server: keywarden::config::ServerConnection {
+            host: Some(host.to_string()),
+            port: Some(port),
+            dbname: (strategy == keywarden::config::Strategy::Postgres).then(|| "appdb".into()),
+            tls: keywarden::config::ServerTls::VerifyFull,
+            ca_file: Some(ca.to_path_buf()),
+        },
+        ..Default::default()
+    }
+}
+
+/// Issue #15 (1): against a real PostgreSQL with `ssl = on` (hostssl only), verify-full with
+/// channel binding rotates with the right CA and host name, and refuses a wrong CA, a name the
+/// certificate does not carry, and a server without TLS; no password is sent in those cases.
+#[tokio::test]
+async fn postgres_verify_full_works_with_the_right_ca_and_refuses_a_wrong_ca_or_name() {
+    use crate::fake_pg::{Ask, FakePg};
+    use keywarden::aws::SecretValue;
+    use keywarden::config::Strategy;
+    use keywarden::rotation::strategy::for_spec;
+
+    let certs = make_certs();
+    let pg = Pg::start_with(Some(&certs)).await;
+    pg.prepare().await;
+    let old = SecretValue::new(json!({"username": "app", "password": PG_CANARY}).to_string());
+    let master =
+        SecretValue::new(json!({"username": "kwadmin", "password": PG_ADMIN_PW}).to_string());
+    let ctx = step_ctx(&master);
+
+    // Refusals first: nothing changes on the server.
+    let wrong = [
+        (
+            "a wrong CA",
+            tls_spec(Strategy::Postgres, "localhost", pg.port, &certs.wrong_ca),
+            "UnknownIssuer",
+        ),
+        (
+            "a wrong host name",
+            tls_spec(Strategy::Postgres, "127.0.0.1", pg.port, &certs.ca),
+            "not valid for name",
+        ),
+    ];
+    for (why, spec, want) in wrong {
+        let s = for_spec("X", &spec).unwrap();
+        let new = s.create_value(&old).unwrap();
+        let e = s.set(ctx, &new, &old).await.expect_err(why);
+        eprintln!("{why}: {e}");
+        assert!(e.0.contains(want), "{why}: {e}");
+        assert!(!e.0.contains(PG_ADMIN_PW));
+    }
+    let fake = FakePg::start(Ask::Cleartext).await;
+    let s = for_spec(
+        "X",
+        &tls_spec(Strategy::Postgres, "localhost", fake.port, &certs.ca),
+    )
+    .unwrap();
+    let new = s.create_value(&old).unwrap();
+    let e = s.set(ctx, &new, &old).await.expect_err("no TLS");
+    eprintln!("a server without TLS: {e}");
+    assert!(e.0.contains("TLS"), "{e}");
+    let seen = fake.wait_seen(1).await;
+    assert!(
+        seen[0].ssl_requested && seen[0].user.is_none(),
+        "no startup message in clear: {seen:?}"
+    );
+    assert!(
+        pg.superuser()
+            .await
+            .query("SELECT 1 FROM pg_roles WHERE rolname = 'app_b'", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The right CA and name: set, test and finalize over TLS.
+    let s = for_spec(
+        "X",
+        &tls_spec(Strategy::Postgres, "localhost", pg.port, &certs.ca),
+    )
+    .unwrap();
+    let new = s.create_value(&old).unwrap();
+    s.set(ctx, &new, &old).await.unwrap();
+    s.test(ctx, &new).await.unwrap();
+    s.finalize(ctx, &new).await.unwrap();
+    assert!(!pg.can_login("app").await && pg.can_login("app_b").await);
+    // keywarden's sessions used TLS with SCRAM channel binding (hostssl only lets TLS in).
+    let log = pg.server_log();
+    assert!(
+        log.contains("connection authorized: user=kwadmin") && log.contains("SSL enabled"),
+        "server log:\n{log}"
+    );
+}
+
+/// Issue #15 (1): the same with a redis-server built with TLS (Debian's is): `--tls-port`,
+/// verify-full with the right CA and name works; a wrong CA, a wrong name, and the plaintext
+/// port are refused.
+#[tokio::test]
+async fn redis_tls_works_with_the_right_ca_and_refuses_a_wrong_ca_or_name() {
+    use keywarden::aws::SecretValue;
+    use keywarden::config::Strategy;
+    use keywarden::rotation::strategy::for_spec;
+
+    let certs = make_certs();
+    let tls_port = free_port();
+    let (p, c, k, ca) = (
+        tls_port.to_string(),
+        certs.server_pem.display().to_string(),
+        certs.server_key.display().to_string(),
+        certs.ca.display().to_string(),
+    );
+    let rs = RedisServer::start_with(&[
+        "--tls-port",
+        &p,
+        "--tls-cert-file",
+        &c,
+        "--tls-key-file",
+        &k,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ])
+    .await;
+    let old = SecretValue::new(json!({"username": "events", "password": REDIS_CANARY}).to_string());
+    let master =
+        SecretValue::new(json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}).to_string());
+    let ctx = step_ctx(&master);
+    let wrong = [
+        (
+            "a wrong CA",
+            tls_spec(Strategy::Redis, "localhost", tls_port, &certs.wrong_ca),
+            "UnknownIssuer",
+        ),
+        (
+            "a wrong host name",
+            tls_spec(Strategy::Redis, "127.0.0.1", tls_port, &certs.ca),
+            "not valid for name",
+        ),
+        (
+            "the plaintext port",
+            tls_spec(Strategy::Redis, "localhost", rs.port, &certs.ca),
+            "cannot log in",
+        ),
+    ];
+    for (why, spec, want) in wrong {
+        let s = for_spec("X", &spec).unwrap();
+        let new = s.create_value(&old).unwrap();
+        let e = s.set(ctx, &new, &old).await.expect_err(why);
+        eprintln!("{why}: {e}");
+        assert!(e.0.contains(want), "{why}: {e}");
+        assert!(!e.0.contains(REDIS_ADMIN_PW));
+    }
+    assert_eq!(rs.password_count("events").await, 1, "nothing was changed");
+    let s = for_spec(
+        "X",
+        &tls_spec(Strategy::Redis, "localhost", tls_port, &certs.ca),
+    )
+    .unwrap();
+    let new = s.create_value(&old).unwrap();
+    s.set(ctx, &new, &old).await.unwrap();
+    assert_eq!(rs.password_count("events").await, 2);
+    s.test(ctx, &new).await.unwrap();
+    s.finalize(ctx, &new).await.unwrap();
+    assert_eq!(rs.password_count("events").await, 1);
 }
