@@ -1382,3 +1382,89 @@ async fn redis_tls_works_with_the_right_ca_and_refuses_a_wrong_ca_or_name() {
     s.finalize(ctx, &new).await.unwrap();
     assert_eq!(rs.password_count("events").await, 1);
 }
+
+// ---------------------------------------------------------------- the runbook's shape (#13, 2)
+
+/// Issue #13 (2): the runbook keeps DATABASE_PASSWORD as `{"username","password"}`. Two such
+/// secrets rotate end to end through the daemon: one takes host, port and dbname from
+/// `rotation = { host, port, dbname }`, the other from its master secret. Each new value keeps
+/// exactly that shape, the new user logs in, the old one is NOLOGIN after the grace, and no
+/// password reaches the log.
+#[tokio::test]
+async fn postgres_rotates_the_runbooks_username_password_shape() {
+    const SVC_CANARY: &str = "svc-canary-Rn4cW8yTz2";
+    let pg = Pg::start().await;
+    pg.prepare().await;
+    let su = pg.superuser().await;
+    su.batch_execute(&format!(
+        "SET log_statement = 'none'; CREATE ROLE svc LOGIN PASSWORD '{SVC_CANARY}';"
+    ))
+    .await
+    .unwrap();
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    let shape = |u: &str, p: &str| json!({"username": u, "password": p});
+    create_secret(&client, "db/runbook", &shape("app", PG_CANARY)).await;
+    create_secret(&client, "db/svc", &shape("svc", SVC_CANARY)).await;
+    create_secret(&client, "db/admin-min", &shape("kwadmin", PG_ADMIN_PW)).await;
+    create_secret(
+        &client,
+        "db/admin-full",
+        &json!({"username": "kwadmin", "password": PG_ADMIN_PW, "host": "127.0.0.1",
+                "port": pg.port, "dbname": "appdb"}),
+    )
+    .await;
+    let config = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+         [server]\nlisten = \"{{listen}}\"\nadmin_token_env = \"KW_TEST_TOKEN\"\n\
+         [state]\npath = \"{{state}}\"\n\n\
+         [[secret]]\nname = \"DATABASE_PASSWORD\"\nid = \"db/runbook\"\n\
+         rotation = {{ strategy = \"postgres\", grace = \"1s\", master_secret = \"db/admin-min\", \
+         host = \"127.0.0.1\", port = {}, dbname = \"appdb\", tls = \"disable\" }}\n\n\
+         [[secret]]\nname = \"SVC_DB\"\nid = \"db/svc\"\n\
+         rotation = {{ strategy = \"postgres\", grace = \"1s\", master_secret = \"db/admin-full\", \
+         tls = \"disable\" }}\n",
+        moto.endpoint(),
+        pg.port
+    );
+    let env = [("KW_TEST_TOKEN", TOKEN), ("KEYWARDEN_LOG", "trace")];
+    let d = Daemon::start_in_env(tempfile::tempdir().unwrap(), free_port(), &config, &env).await;
+    let mut passwords = vec![
+        PG_CANARY.to_string(),
+        SVC_CANARY.to_string(),
+        PG_ADMIN_PW.to_string(),
+    ];
+    for (secret, id, old_user, old_pw) in [
+        ("DATABASE_PASSWORD", "db/runbook", "app", PG_CANARY),
+        ("SVC_DB", "db/svc", "svc", SVC_CANARY),
+    ] {
+        let rid = rotate(&d, secret).await;
+        let r = wait_state(&d, &rid, &["done", "failed"], Duration::from_secs(40)).await;
+        assert_eq!(r["state"], "done", "{secret}: {r}\nlog:\n{}", d.log());
+        let v = current(&client, id).await;
+        let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["password", "username"],
+            "{secret}: the shape is kept: {keys:?}"
+        );
+        let (u, p) = creds(&v);
+        assert_eq!(u, format!("{old_user}_b"));
+        passwords.push(p.clone());
+        pg.login(&u, &p, "appdb")
+            .await
+            .unwrap()
+            .simple_query("SELECT 1")
+            .await
+            .unwrap();
+        assert_refused_pg(&pg, old_user, old_pw, "after the grace").await;
+    }
+    let log = d.log();
+    for (i, p) in passwords.iter().enumerate() {
+        assert!(
+            !log.contains(p.as_str()),
+            "password #{i} is in the keywarden log"
+        );
+    }
+}
