@@ -4,7 +4,10 @@
 //! talks to a backing system (`postgres`, `redis`) only implements `create_value`, `set`, `test`
 //! and `finalize`; the protocol, the journal, retries, hooks and compromise handling stay in the
 //! core. One file per strategy; `value` holds what they share about values (random material,
-//! JSON objects, redaction). The value-only strategies never do I/O.
+//! JSON objects, redaction); `server` where and how `postgres` and `redis` connect (the admin's
+//! server from the configuration or the master secret, never the rotated secret; TLS);
+//! `pg_auth` the guard that refuses cleartext and MD5 password requests. The value-only
+//! strategies never do I/O.
 //!
 //! Must never import the rotation core, the journal or the store: a strategy sees a
 //! [`StepContext`] and values, nothing else.
