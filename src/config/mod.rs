@@ -241,6 +241,37 @@ pub struct RotationSpec {
     pub master_secret: Option<String>,
     /// How long a lambda rotation may take before it is reported failed.
     pub timeout: Duration,
+    /// Where and how the `postgres` and `redis` strategies reach their server.
+    pub server: ServerConnection,
+}
+
+/// `rotation = { host, port, dbname, tls, ca_file }` of a `postgres` or `redis` secret: the
+/// server keywarden logs in to as the admin (and as the new user, to test it). Each of host,
+/// port and dbname may instead come from the master secret; never from the rotated secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerConnection {
+    /// `host`: the server's DNS name or IP (the name TLS verifies).
+    pub host: Option<String>,
+    /// `port`: default 5432 (postgres), 6379 (redis).
+    pub port: Option<u16>,
+    /// `dbname` (postgres only): the database the admin logs in to.
+    pub dbname: Option<String>,
+    /// `tls`: `verify-full` (default) or `disable`.
+    pub tls: ServerTls,
+    /// `ca_file`: PEM CA certificates to verify the server with; default the system trust store.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `rotation.tls` of a `postgres` or `redis` secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTls {
+    /// TLS with the certificate chain and the host name verified (libpq `sslmode=verify-full`,
+    /// and for PostgreSQL `channel_binding=require`; `rediss://` for Redis).
+    #[default]
+    VerifyFull,
+    /// Plaintext, asked for explicitly: the admin password crosses the network unencrypted.
+    Disable,
 }
 
 impl Default for RotationSpec {
@@ -251,6 +282,7 @@ impl Default for RotationSpec {
             bytes: 32,
             master_secret: None,
             timeout: Duration::from_secs(15 * 60),
+            server: ServerConnection::default(),
         }
     }
 }

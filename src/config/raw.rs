@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use toml::Spanned;
 
-use super::{ConfigDuration, HookStage, Severity, Strategy};
+use super::{ConfigDuration, HookStage, ServerTls, Severity, Strategy};
 use crate::schedule::ScheduleExpr;
 
 /// An AWS schedule expression, `rate(...)` or `cron(...)`.
@@ -145,6 +145,11 @@ pub(super) struct RawRotation {
     pub(super) bytes: Option<Spanned<i64>>,
     pub(super) master_secret: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<ConfigDuration>>,
+    pub(super) host: Option<Spanned<String>>,
+    pub(super) port: Option<Spanned<i64>>,
+    pub(super) dbname: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<ServerTls>>,
+    pub(super) ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

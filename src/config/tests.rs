@@ -141,3 +141,72 @@ fn a_name_that_is_another_secrets_id_is_refused() {
     )
     .expect("name equal to its own id");
 }
+
+#[test]
+fn database_server_keys() {
+    let pg = |extra: &str| {
+        format!("{BASE}rotation = {{ strategy = \"postgres\", master_secret = \"m\"{extra} }}\n")
+    };
+    // TLS verify-full is the default; host, port and dbname are optional (the master secret may
+    // carry them).
+    let c = parse(&pg(""), Path::new("t.toml")).unwrap();
+    assert_eq!(c.secrets[0].rotation.server, ServerConnection::default());
+    assert_eq!(c.secrets[0].rotation.server.tls, ServerTls::VerifyFull);
+    let c = parse(
+        &pg(", host = \"db.internal\", port = 6432, dbname = \"app\", ca_file = \"/etc/rds-ca.pem\""),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let s = &c.secrets[0].rotation.server;
+    assert_eq!(
+        (s.host.as_deref(), s.port, s.dbname.as_deref(), s.tls),
+        (
+            Some("db.internal"),
+            Some(6432),
+            Some("app"),
+            ServerTls::VerifyFull
+        )
+    );
+    assert_eq!(s.ca_file.as_deref(), Some(Path::new("/etc/rds-ca.pem")));
+    let c = parse(&pg(", tls = \"disable\""), Path::new("t.toml")).unwrap();
+    assert_eq!(c.secrets[0].rotation.server.tls, ServerTls::Disable);
+
+    check_err(
+        &pg(", tls = \"prefer\""),
+        "secret[0].rotation.tls",
+        "verify-full",
+        4,
+    );
+    check_err(
+        &pg(", port = 70000"),
+        "secret[0].rotation.port",
+        "between 1 and 65535",
+        4,
+    );
+    check_err(
+        &pg(", host = \"\""),
+        "secret[0].rotation.host",
+        "non-empty host",
+        4,
+    );
+    check_err(
+        &pg(", tls = \"disable\", ca_file = \"/ca.pem\""),
+        "secret[0].rotation.ca_file",
+        "tls = \"disable\"",
+        4,
+    );
+    check_err(
+        &format!(
+            "{BASE}rotation = {{ strategy = \"redis\", master_secret = \"m\", dbname = \"x\" }}\n"
+        ),
+        "secret[0].rotation.dbname",
+        "applies to the postgres strategy",
+        4,
+    );
+    check_err(
+        &format!("{BASE}rotation = {{ strategy = \"random\", host = \"h\" }}\n"),
+        "secret[0].rotation.host",
+        "applies to the postgres and redis strategies",
+        4,
+    );
+}

@@ -516,6 +516,7 @@ fn validate_rotation(
         }
         _ => {}
     }
+    let server = validate_db_server(&r, strategy, loc, key)?;
     Ok(RotationSpec {
         strategy,
         grace: r.grace.map_or(Duration::ZERO, |d| d.0),
@@ -526,5 +527,89 @@ fn validate_rotation(
             .map(|d| at_least_one_second(loc, d, &format!("{key}.timeout")))
             .transpose()?
             .unwrap_or(Duration::from_secs(15 * 60)),
+        server,
+    })
+}
+
+/// `host`, `port`, `dbname`, `tls` and `ca_file` of a `postgres` or `redis` rotation.
+fn validate_db_server(
+    r: &RawRotation,
+    strategy: Strategy,
+    loc: &Locator<'_>,
+    key: &str,
+) -> Result<ServerConnection, ConfigError> {
+    let db = matches!(strategy, Strategy::Postgres | Strategy::Redis);
+    let not_here = |span: std::ops::Range<usize>, name: &str, applies: &str| {
+        loc.error(
+            span,
+            &format!("{key}.{name}"),
+            format!("{name} applies to {applies}, not {}", strategy.as_str()),
+        )
+    };
+    let both = "the postgres and redis strategies";
+    let spans = [
+        ("host", r.host.as_ref().map(Spanned::span)),
+        ("port", r.port.as_ref().map(Spanned::span)),
+        ("tls", r.tls.as_ref().map(Spanned::span)),
+        ("ca_file", r.ca_file.as_ref().map(Spanned::span)),
+    ];
+    for (name, span) in spans {
+        if let (Some(span), false) = (span, db) {
+            return Err(not_here(span, name, both));
+        }
+    }
+    if let Some(d) = &r.dbname
+        && strategy != Strategy::Postgres
+    {
+        return Err(not_here(d.span(), "dbname", "the postgres strategy"));
+    }
+    let text = |v: &Option<Spanned<String>>, name: &str| -> Result<Option<String>, ConfigError> {
+        match v {
+            Some(t) if t.get_ref().trim().is_empty() || t.get_ref().contains('\0') => Err(loc.at(
+                t,
+                &format!("{key}.{name}"),
+                format!("expected a non-empty {name}"),
+            )),
+            Some(t) => Ok(Some(t.get_ref().clone())),
+            None => Ok(None),
+        }
+    };
+    let port = match &r.port {
+        Some(p) => Some(
+            u16::try_from(*p.get_ref())
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| {
+                    loc.at(
+                        p,
+                        &format!("{key}.port"),
+                        format!(
+                            "expected a TCP port between 1 and 65535, found {}",
+                            p.get_ref()
+                        ),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let tls = r
+        .tls
+        .as_ref()
+        .map_or(ServerTls::VerifyFull, |t| *t.get_ref());
+    if let Some(ca) = &r.ca_file
+        && tls == ServerTls::Disable
+    {
+        return Err(loc.at(
+            ca,
+            &format!("{key}.ca_file"),
+            "ca_file verifies the server's certificate, which tls = \"disable\" does not use",
+        ));
+    }
+    Ok(ServerConnection {
+        host: text(&r.host, "host")?,
+        port,
+        dbname: text(&r.dbname, "dbname")?,
+        tls,
+        ca_file: text(&r.ca_file, "ca_file")?.map(PathBuf::from),
     })
 }

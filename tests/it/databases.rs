@@ -73,6 +73,12 @@ fn run_as_postgres(args: &[&str]) {
 impl Pg {
     /// initdb, SCRAM for every TCP login but the bootstrap superuser, `log_statement = all`.
     async fn start() -> Pg {
+        Pg::start_with(None).await
+    }
+
+    /// Like [`Pg::start`], with `ssl = on` and the server certificate and key of `tls`; every
+    /// login but the bootstrap superuser's then needs TLS (`hostssl` only).
+    async fn start_with(tls: Option<&Certs>) -> Pg {
         let initdb = pg_bin("initdb");
         let pg_ctl = pg_bin("pg_ctl");
         let dir = tempfile::tempdir().unwrap();
@@ -94,18 +100,36 @@ impl Pg {
             "trust",
             "--no-sync",
         ]);
+        let others = if tls.is_some() { "hostssl" } else { "host" };
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\n\
-             host all postgres 127.0.0.1/32 trust\n\
-             host all all 127.0.0.1/32 scram-sha-256\n",
+            format!(
+                "local all all trust\n\
+                 host all postgres 127.0.0.1/32 trust\n\
+                 {others} all all 127.0.0.1/32 scram-sha-256\n"
+            ),
         )
         .unwrap();
         let port = free_port();
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 -c fsync=off -c log_statement=all \
              -c log_connections=on -c password_encryption=scram-sha-256"
         );
+        if let Some(c) = tls {
+            for (name, from) in [("server.crt", &c.server_pem), ("server.key", &c.server_key)] {
+                let to = data.join(name);
+                std::fs::copy(from, &to).unwrap();
+                let st = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&to)
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = format!("{dir_s}/server.log");
         run_as_postgres(&[
             pg_ctl.to_str().unwrap(),
@@ -206,10 +230,16 @@ impl RedisServer {
     /// Starts it with an admin user holding exactly the README's ACL rights and an application
     /// user `events` (password: the canary); `default` is switched off.
     async fn start() -> RedisServer {
+        RedisServer::start_with(&[]).await
+    }
+
+    /// Like [`RedisServer::start`], with extra server arguments.
+    async fn start_with(extra: &[&str]) -> RedisServer {
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -359,7 +389,8 @@ async fn seed(client: &sm::Client, pg: &Pg, rs: &RedisServer) {
     create_secret(
         client,
         "db/master",
-        &json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres"}),
+        &json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres",
+                "host": "127.0.0.1", "port": pg.port}),
     )
     .await;
     create_secret(
@@ -372,7 +403,8 @@ async fn seed(client: &sm::Client, pg: &Pg, rs: &RedisServer) {
     create_secret(
         client,
         "cache/master",
-        &json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}),
+        &json!({"username": "kwadmin", "password": REDIS_ADMIN_PW, "host": "127.0.0.1",
+                "port": rs.port}),
     )
     .await;
 }
@@ -380,9 +412,9 @@ async fn seed(client: &sm::Client, pg: &Pg, rs: &RedisServer) {
 fn secrets_toml(grace: &str) -> String {
     format!(
         "[[secret]]\nname = \"DATABASE_PASSWORD\"\nid = \"db/app\"\n\
-         rotation = {{ strategy = \"postgres\", grace = \"{grace}\", master_secret = \"db/master\" }}\n\n\
+         rotation = {{ strategy = \"postgres\", grace = \"{grace}\", master_secret = \"db/master\", tls = \"disable\" }}\n\n\
          [[secret]]\nname = \"REDIS_PASSWORD\"\nid = \"cache/events\"\n\
-         rotation = {{ strategy = \"redis\", grace = \"{grace}\", master_secret = \"cache/master\" }}\n"
+         rotation = {{ strategy = \"redis\", grace = \"{grace}\", master_secret = \"cache/master\", tls = \"disable\" }}\n"
     )
 }
 
@@ -806,7 +838,7 @@ async fn kill9_between_set_and_finish_and_before_finalize_leaves_servers_and_sec
 #[tokio::test]
 async fn steps_repeated_after_an_interrupted_step_are_harmless() {
     use keywarden::aws::SecretValue;
-    use keywarden::config::{RotationSpec, Strategy};
+    use keywarden::config::Strategy;
     use keywarden::rotation::strategy::{StepContext, for_spec};
 
     let pg = Pg::start().await;
@@ -817,20 +849,19 @@ async fn steps_repeated_after_an_interrupted_step_are_harmless() {
             Strategy::Postgres,
             json!({"username": "app", "password": PG_CANARY, "host": "127.0.0.1",
                    "port": pg.port, "dbname": "appdb"}),
-            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres"}),
+            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres",
+                   "host": "127.0.0.1", "port": pg.port}),
         ),
         (
             Strategy::Redis,
             json!({"username": "events", "password": REDIS_CANARY, "host": "127.0.0.1",
                    "port": rs.port}),
-            json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}),
+            json!({"username": "kwadmin", "password": REDIS_ADMIN_PW, "host": "127.0.0.1",
+                   "port": rs.port}),
         ),
     ];
     for (strategy, old, master) in cases {
-        let spec = RotationSpec {
-            strategy,
-            ..RotationSpec::default()
-        };
+        let spec = plaintext_spec(strategy);
         let s = for_spec("X", &spec).unwrap();
         let old = SecretValue::new(old.to_string());
         let master = SecretValue::new(master.to_string());
@@ -876,7 +907,7 @@ async fn steps_repeated_after_an_interrupted_step_are_harmless() {
 #[tokio::test]
 async fn redis_set_leaves_a_disabled_user_disabled() {
     use keywarden::aws::SecretValue;
-    use keywarden::config::{RotationSpec, Strategy};
+    use keywarden::config::Strategy;
     use keywarden::rotation::strategy::{StepContext, for_spec};
 
     let rs = RedisServer::start().await;
@@ -888,18 +919,18 @@ async fn redis_set_leaves_a_disabled_user_disabled() {
         .query_async(&mut admin)
         .await
         .unwrap();
-    let spec = RotationSpec {
-        strategy: Strategy::Redis,
-        ..RotationSpec::default()
-    };
+    let spec = plaintext_spec(Strategy::Redis);
     let s = for_spec("X", &spec).unwrap();
     let old = SecretValue::new(
         json!({"username": "events", "password": REDIS_CANARY, "host": "127.0.0.1",
                "port": rs.port})
         .to_string(),
     );
-    let master =
-        SecretValue::new(json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}).to_string());
+    let master = SecretValue::new(
+        json!({"username": "kwadmin", "password": REDIS_ADMIN_PW, "host": "127.0.0.1",
+               "port": rs.port})
+        .to_string(),
+    );
     let new = s.create_value(&old).unwrap();
     let ctx = StepContext {
         secret: "X",
@@ -1025,7 +1056,8 @@ async fn a_compromise_cuts_sessions_left_by_an_ordinary_finalize() {
         attacker.simple_query("SELECT 1").await.is_err(),
         "a session of an older credential survived the compromise\nlog:\n{}",
         d.log()
-    ); // The leaked version is nobody's AWSPREVIOUS, so nothing can roll back to it.
+    );
+    // The leaked version is nobody's AWSPREVIOUS, so nothing can roll back to it.
     let (status, _, body) = http(
         "POST",
         &d.url("/rollback/DATABASE_PASSWORD?force=true"),
@@ -1035,4 +1067,520 @@ async fn a_compromise_cuts_sessions_left_by_an_ordinary_finalize() {
     .await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("no AWSPREVIOUS"), "{body}");
+}
+
+// ---------------------------------------------------------------- admin login (issue #15, 1)
+
+/// A spec of `strategy` on a plaintext connection (`tls = "disable"`, written explicitly as a
+/// configuration must), the server taken from the master secret.
+fn plaintext_spec(strategy: keywarden::config::Strategy) -> keywarden::config::RotationSpec {
+    keywarden::config::RotationSpec {
+        strategy,
+        server: keywarden::config::ServerConnection {
+            tls: keywarden::config::ServerTls::Disable,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A step context for the strategy-level tests, with `master` as the admin secret.
+fn step_ctx(
+    master: &keywarden::aws::SecretValue,
+) -> keywarden::rotation::strategy::StepContext<'_> {
+    keywarden::rotation::strategy::StepContext {
+        secret: "X",
+        secret_id: "x",
+        version_id: "v",
+        previous_version_id: None,
+        compromise: false,
+        master: Some(master),
+    }
+}
+
+/// Issue #15 (1): a server that asks for the password in cleartext (here a fake one, on the
+/// plaintext connection the configuration asked for explicitly) gets no PasswordMessage, and the
+/// step fails naming the refusal.
+#[tokio::test]
+async fn postgres_admin_login_refuses_a_server_asking_for_a_cleartext_password() {
+    use crate::fake_pg::{Ask, FakePg};
+    use keywarden::aws::SecretValue;
+    use keywarden::config::Strategy;
+    use keywarden::rotation::strategy::for_spec;
+
+    for ask in [Ask::Cleartext, Ask::Md5] {
+        let fake = FakePg::start(ask).await;
+        // Plaintext, asked for explicitly: even then the password is not sent.
+        let spec = plaintext_spec(Strategy::Postgres);
+        let s = for_spec("X", &spec).unwrap();
+        let old = SecretValue::new(json!({"username": "app", "password": PG_CANARY}).to_string());
+        let master = SecretValue::new(
+            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "host": "127.0.0.1",
+                   "port": fake.port, "dbname": "postgres"})
+            .to_string(),
+        );
+        let new = s.create_value(&old).unwrap();
+        let err = s
+            .set(step_ctx(&master), &new, &old)
+            .await
+            .expect_err("the fake server lets nobody in");
+        eprintln!("{ask:?}: {err}");
+        let seen = fake.wait_seen(1).await;
+        assert_eq!(seen.len(), 1, "{ask:?}: one connection: {seen:?}");
+        assert_eq!(seen[0].user.as_deref(), Some("kwadmin"));
+        assert!(
+            !seen[0].password_sent(),
+            "{ask:?}: a PasswordMessage reached the fake server: {:?}",
+            seen[0].messages
+        );
+        let raw = String::from_utf8_lossy(&seen[0].raw_after_ask);
+        assert!(
+            !raw.contains(PG_ADMIN_PW),
+            "{ask:?}: the admin password was sent"
+        );
+        let want = match ask {
+            Ask::Cleartext => "cleartext",
+            Ask::Md5 => "MD5",
+        };
+        assert!(
+            err.0.contains(want) && err.0.contains("refused"),
+            "{ask:?}: the error names the refusal: {err}"
+        );
+        assert!(!err.0.contains(PG_ADMIN_PW) && !err.0.contains(PG_CANARY));
+    }
+}
+
+/// Issue #15 (1): a master secret without a host never sends the admin's password to the host
+/// the rotated (application) secret names: the step fails before connecting anywhere, naming the
+/// missing host and where it may come from.
+#[tokio::test]
+async fn admin_host_never_comes_from_the_rotated_secret() {
+    use keywarden::aws::SecretValue;
+    use keywarden::config::Strategy;
+    use keywarden::rotation::strategy::for_spec;
+
+    // A listener standing for a host an attacker wrote into the application secret.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = trap.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = trap.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Answer a PostgreSQL client with a cleartext request and keep the socket open a
+            // moment, so a vulnerable client would go on and send its password.
+            use tokio::io::AsyncWriteExt;
+            let _ = sock.write_all(b"R\0\0\0\x08\0\0\0\x03").await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let cases = [
+        (
+            Strategy::Postgres,
+            json!({"username": "app", "password": PG_CANARY, "host": "127.0.0.1",
+                   "port": port, "dbname": "appdb"}),
+            json!({"username": "kwadmin", "password": PG_ADMIN_PW, "dbname": "postgres"}),
+        ),
+        (
+            Strategy::Redis,
+            json!({"username": "events", "password": REDIS_CANARY, "host": "127.0.0.1",
+                   "port": port}),
+            json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}),
+        ),
+    ];
+    for (strategy, old, master) in cases {
+        let spec = plaintext_spec(strategy);
+        let s = for_spec("X", &spec).unwrap();
+        let old = SecretValue::new(old.to_string());
+        let master = SecretValue::new(master.to_string());
+        let new = s.create_value(&old).unwrap();
+        let ctx = step_ctx(&master);
+        let set = tokio::time::timeout(Duration::from_secs(20), s.set(ctx, &new, &old))
+            .await
+            .unwrap();
+        let fin = tokio::time::timeout(Duration::from_secs(20), s.finalize(ctx, &new))
+            .await
+            .unwrap();
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "{strategy:?}: the admin login went to the host of the rotated secret"
+        );
+        for r in [set, fin] {
+            let e = r.expect_err("no admin host");
+            assert!(
+                e.0.contains("host")
+                    && e.0.contains("rotation.host")
+                    && e.0.contains("master secret"),
+                "{strategy:?}: the error names the missing host and where it may come from: {e}"
+            );
+        }
+    }
+    task.abort();
+}
+
+// ---------------------------------------------------------------- TLS (issue #15, 1)
+
+/// A throwaway CA and a server certificate for `localhost` only (made with `openssl` in a temp
+/// dir), and a second CA that signed nothing.
+struct Certs {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    wrong_ca: PathBuf,
+    server_pem: PathBuf,
+    server_key: PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl ({e}): apt-get install openssl"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn make_certs() -> Certs {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (key, pem, cn) in [
+        ("ca.key", "ca.pem", "kw-test-ca"),
+        ("wrong.key", "wrong.pem", "kw-wrong-ca"),
+    ] {
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                key,
+                "-out",
+                pem,
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+    }
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    Certs {
+        ca: d.join("ca.pem"),
+        wrong_ca: d.join("wrong.pem"),
+        server_pem: d.join("server.pem"),
+        server_key: d.join("server.key"),
+        _dir: dir,
+    }
+}
+
+/// A `verify-full` spec of `strategy` for `host`, verifying with `ca`.
+fn tls_spec(
+    strategy: keywarden::config::Strategy,
+    host: &str,
+    port: u16,
+    ca: &std::path::Path,
+) -> keywarden::config::RotationSpec {
+    keywarden::config::RotationSpec {
+        strategy,
+        server: keywarden::config::ServerConnection {
+            host: Some(host.to_string()),
+            port: Some(port),
+            dbname: (strategy == keywarden::config::Strategy::Postgres).then(|| "appdb".into()),
+            tls: keywarden::config::ServerTls::VerifyFull,
+            ca_file: Some(ca.to_path_buf()),
+        },
+        ..Default::default()
+    }
+}
+
+/// Issue #15 (1): against a real PostgreSQL with `ssl = on` (hostssl only), verify-full with
+/// channel binding rotates with the right CA and host name, and refuses a wrong CA, a name the
+/// certificate does not carry, and a server without TLS; no password is sent in those cases.
+#[tokio::test]
+async fn postgres_verify_full_works_with_the_right_ca_and_refuses_a_wrong_ca_or_name() {
+    use crate::fake_pg::{Ask, FakePg};
+    use keywarden::aws::SecretValue;
+    use keywarden::config::Strategy;
+    use keywarden::rotation::strategy::for_spec;
+
+    let certs = make_certs();
+    let pg = Pg::start_with(Some(&certs)).await;
+    pg.prepare().await;
+    let old = SecretValue::new(json!({"username": "app", "password": PG_CANARY}).to_string());
+    let master =
+        SecretValue::new(json!({"username": "kwadmin", "password": PG_ADMIN_PW}).to_string());
+    let ctx = step_ctx(&master);
+
+    // Refusals first: nothing changes on the server.
+    let wrong = [
+        (
+            "a wrong CA",
+            tls_spec(Strategy::Postgres, "localhost", pg.port, &certs.wrong_ca),
+            "UnknownIssuer",
+        ),
+        (
+            "a wrong host name",
+            tls_spec(Strategy::Postgres, "127.0.0.1", pg.port, &certs.ca),
+            "not valid for name",
+        ),
+    ];
+    for (why, spec, want) in wrong {
+        let s = for_spec("X", &spec).unwrap();
+        let new = s.create_value(&old).unwrap();
+        let e = s.set(ctx, &new, &old).await.expect_err(why);
+        eprintln!("{why}: {e}");
+        assert!(e.0.contains(want), "{why}: {e}");
+        assert!(!e.0.contains(PG_ADMIN_PW));
+    }
+    let fake = FakePg::start(Ask::Cleartext).await;
+    let s = for_spec(
+        "X",
+        &tls_spec(Strategy::Postgres, "localhost", fake.port, &certs.ca),
+    )
+    .unwrap();
+    let new = s.create_value(&old).unwrap();
+    let e = s.set(ctx, &new, &old).await.expect_err("no TLS");
+    eprintln!("a server without TLS: {e}");
+    assert!(e.0.contains("TLS"), "{e}");
+    let seen = fake.wait_seen(1).await;
+    assert!(
+        seen[0].ssl_requested && seen[0].user.is_none(),
+        "no startup message in clear: {seen:?}"
+    );
+    assert!(
+        pg.superuser()
+            .await
+            .query("SELECT 1 FROM pg_roles WHERE rolname = 'app_b'", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The right CA and name: set, test and finalize over TLS.
+    let s = for_spec(
+        "X",
+        &tls_spec(Strategy::Postgres, "localhost", pg.port, &certs.ca),
+    )
+    .unwrap();
+    let new = s.create_value(&old).unwrap();
+    s.set(ctx, &new, &old).await.unwrap();
+    s.test(ctx, &new).await.unwrap();
+    s.finalize(ctx, &new).await.unwrap();
+    assert!(!pg.can_login("app").await && pg.can_login("app_b").await);
+    // keywarden's sessions used TLS with SCRAM channel binding (hostssl only lets TLS in).
+    let log = pg.server_log();
+    assert!(
+        log.contains("connection authorized: user=kwadmin") && log.contains("SSL enabled"),
+        "server log:\n{log}"
+    );
+}
+
+/// Issue #15 (1): the same with a redis-server built with TLS (Debian's is): `--tls-port`,
+/// verify-full with the right CA and name works; a wrong CA, a wrong name, and the plaintext
+/// port are refused.
+#[tokio::test]
+async fn redis_tls_works_with_the_right_ca_and_refuses_a_wrong_ca_or_name() {
+    use keywarden::aws::SecretValue;
+    use keywarden::config::Strategy;
+    use keywarden::rotation::strategy::for_spec;
+
+    let certs = make_certs();
+    let tls_port = free_port();
+    let (p, c, k, ca) = (
+        tls_port.to_string(),
+        certs.server_pem.display().to_string(),
+        certs.server_key.display().to_string(),
+        certs.ca.display().to_string(),
+    );
+    let rs = RedisServer::start_with(&[
+        "--tls-port",
+        &p,
+        "--tls-cert-file",
+        &c,
+        "--tls-key-file",
+        &k,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ])
+    .await;
+    let old = SecretValue::new(json!({"username": "events", "password": REDIS_CANARY}).to_string());
+    let master =
+        SecretValue::new(json!({"username": "kwadmin", "password": REDIS_ADMIN_PW}).to_string());
+    let ctx = step_ctx(&master);
+    let wrong = [
+        (
+            "a wrong CA",
+            tls_spec(Strategy::Redis, "localhost", tls_port, &certs.wrong_ca),
+            "UnknownIssuer",
+        ),
+        (
+            "a wrong host name",
+            tls_spec(Strategy::Redis, "127.0.0.1", tls_port, &certs.ca),
+            "not valid for name",
+        ),
+        (
+            "the plaintext port",
+            tls_spec(Strategy::Redis, "localhost", rs.port, &certs.ca),
+            "cannot log in",
+        ),
+    ];
+    for (why, spec, want) in wrong {
+        let s = for_spec("X", &spec).unwrap();
+        let new = s.create_value(&old).unwrap();
+        let e = s.set(ctx, &new, &old).await.expect_err(why);
+        eprintln!("{why}: {e}");
+        assert!(e.0.contains(want), "{why}: {e}");
+        assert!(!e.0.contains(REDIS_ADMIN_PW));
+    }
+    assert_eq!(rs.password_count("events").await, 1, "nothing was changed");
+    let s = for_spec(
+        "X",
+        &tls_spec(Strategy::Redis, "localhost", tls_port, &certs.ca),
+    )
+    .unwrap();
+    let new = s.create_value(&old).unwrap();
+    s.set(ctx, &new, &old).await.unwrap();
+    assert_eq!(rs.password_count("events").await, 2);
+    s.test(ctx, &new).await.unwrap();
+    s.finalize(ctx, &new).await.unwrap();
+    assert_eq!(rs.password_count("events").await, 1);
+}
+
+// ---------------------------------------------------------------- the runbook's shape (#13, 2)
+
+/// Issue #13 (2): the runbook keeps DATABASE_PASSWORD as `{"username","password"}`. Two such
+/// secrets rotate end to end through the daemon: one takes host, port and dbname from
+/// `rotation = { host, port, dbname }`, the other from its master secret. Each new value keeps
+/// exactly that shape, the new user logs in, the old one is NOLOGIN after the grace, and no
+/// password reaches the log.
+#[tokio::test]
+async fn postgres_rotates_the_runbooks_username_password_shape() {
+    const SVC_CANARY: &str = "svc-canary-Rn4cW8yTz2";
+    let pg = Pg::start().await;
+    pg.prepare().await;
+    let su = pg.superuser().await;
+    su.batch_execute(&format!(
+        "SET log_statement = 'none'; CREATE ROLE svc LOGIN PASSWORD '{SVC_CANARY}';"
+    ))
+    .await
+    .unwrap();
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    let shape = |u: &str, p: &str| json!({"username": u, "password": p});
+    create_secret(&client, "db/runbook", &shape("app", PG_CANARY)).await;
+    create_secret(&client, "db/svc", &shape("svc", SVC_CANARY)).await;
+    create_secret(&client, "db/admin-min", &shape("kwadmin", PG_ADMIN_PW)).await;
+    create_secret(
+        &client,
+        "db/admin-full",
+        &json!({"username": "kwadmin", "password": PG_ADMIN_PW, "host": "127.0.0.1",
+                "port": pg.port, "dbname": "appdb"}),
+    )
+    .await;
+    let config = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+         [server]\nlisten = \"{{listen}}\"\nadmin_token_env = \"KW_TEST_TOKEN\"\n\
+         [state]\npath = \"{{state}}\"\n\n\
+         [[secret]]\nname = \"DATABASE_PASSWORD\"\nid = \"db/runbook\"\n\
+         rotation = {{ strategy = \"postgres\", grace = \"1s\", master_secret = \"db/admin-min\", \
+         host = \"127.0.0.1\", port = {}, dbname = \"appdb\", tls = \"disable\" }}\n\n\
+         [[secret]]\nname = \"SVC_DB\"\nid = \"db/svc\"\n\
+         rotation = {{ strategy = \"postgres\", grace = \"1s\", master_secret = \"db/admin-full\", \
+         tls = \"disable\" }}\n",
+        moto.endpoint(),
+        pg.port
+    );
+    let env = [("KW_TEST_TOKEN", TOKEN), ("KEYWARDEN_LOG", "trace")];
+    let d = Daemon::start_in_env(tempfile::tempdir().unwrap(), free_port(), &config, &env).await;
+    let mut passwords = vec![
+        PG_CANARY.to_string(),
+        SVC_CANARY.to_string(),
+        PG_ADMIN_PW.to_string(),
+    ];
+    for (secret, id, old_user, old_pw) in [
+        ("DATABASE_PASSWORD", "db/runbook", "app", PG_CANARY),
+        ("SVC_DB", "db/svc", "svc", SVC_CANARY),
+    ] {
+        let rid = rotate(&d, secret).await;
+        let r = wait_state(&d, &rid, &["done", "failed"], Duration::from_secs(40)).await;
+        assert_eq!(r["state"], "done", "{secret}: {r}\nlog:\n{}", d.log());
+        let v = current(&client, id).await;
+        let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["password", "username"],
+            "{secret}: the shape is kept: {keys:?}"
+        );
+        let (u, p) = creds(&v);
+        assert_eq!(u, format!("{old_user}_b"));
+        passwords.push(p.clone());
+        pg.login(&u, &p, "appdb")
+            .await
+            .unwrap()
+            .simple_query("SELECT 1")
+            .await
+            .unwrap();
+        assert_refused_pg(&pg, old_user, old_pw, "after the grace").await;
+    }
+    let log = d.log();
+    for (i, p) in passwords.iter().enumerate() {
+        assert!(
+            !log.contains(p.as_str()),
+            "password #{i} is in the keywarden log"
+        );
+    }
 }

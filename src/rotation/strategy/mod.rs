@@ -4,15 +4,20 @@
 //! talks to a backing system (`postgres`, `redis`) only implements `create_value`, `set`, `test`
 //! and `finalize`; the protocol, the journal, retries, hooks and compromise handling stay in the
 //! core. One file per strategy; `value` holds what they share about values (random material,
-//! JSON objects, redaction). The value-only strategies never do I/O.
+//! JSON objects, redaction); `server` where and how `postgres` and `redis` connect (the admin's
+//! server from the configuration or the master secret, never the rotated secret; TLS);
+//! `pg_auth` the guard that refuses cleartext and MD5 password requests. The value-only
+//! strategies never do I/O.
 //!
 //! Must never import the rotation core, the journal or the store: a strategy sees a
 //! [`StepContext`] and values, nothing else.
 
 pub mod lambda;
+pub mod pg_auth;
 pub mod postgres;
 pub mod random;
 pub mod redis;
+pub mod server;
 pub mod two_keys;
 pub mod value;
 
@@ -142,8 +147,14 @@ pub fn for_spec(secret: &str, spec: &RotationSpec) -> Result<Box<dyn RotationStr
         })),
         Strategy::Lambda => Ok(Box::new(lambda::AwsLambda)),
         Strategy::None => Err(Refused::NotRotatable(secret.to_string())),
-        Strategy::Postgres => Ok(Box::new(postgres::Postgres { bytes: spec.bytes })),
-        Strategy::Redis => Ok(Box::new(redis::RedisAcl { bytes: spec.bytes })),
+        Strategy::Postgres => Ok(Box::new(postgres::Postgres {
+            bytes: spec.bytes,
+            server: spec.server.clone(),
+        })),
+        Strategy::Redis => Ok(Box::new(redis::RedisAcl {
+            bytes: spec.bytes,
+            server: spec.server.clone(),
+        })),
     }
 }
 

@@ -16,18 +16,29 @@
 //! cleartext is never in a statement, so `log_statement = all` cannot log it. Errors are scrubbed
 //! of both the password and the verifier before they are reported.
 //!
-//! TLS is not built in: `sslmode` `disable`, `allow` and `prefer` (the default) connect without
-//! it; `require`, `verify-ca` and `verify-full` are refused with a clear error.
+//! **Where and how.** The admin logs in to the server of `rotation = { host, port, dbname }`,
+//! else of the master secret, never of the rotated secret ([`super::server`]); the test step
+//! logs in as the new user on that same server (in the value's `dbname` when it has one). The
+//! value may therefore be the runbook's `{"username","password"}` alone; create keeps its shape.
+//! With `rotation.tls = "verify-full"` (the default) the connection is TLS with the chain and the
+//! host name verified and `channel_binding=require` (SCRAM-SHA-256-PLUS); `"disable"` is
+//! plaintext. In both a server asking for a cleartext or MD5 password gets none
+//! ([`super::pg_auth`]).
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio_postgres::config::SslMode;
+use tokio::net::TcpStream;
+use tokio_postgres::config::{ChannelBinding, SslMode};
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, NoTls};
 
 use crate::aws::SecretValue;
+use crate::config::{ServerConnection, ServerTls};
 
-use super::value::{encode_object, json_object, json_port, random_password, scrub};
+use super::pg_auth::{Guarded, GuardedTls};
+use super::server::{self, Endpoint};
+use super::value::{encode_object, json_object, random_password, scrub};
 use super::{BoxFut, RotationStrategy, StepContext, StrategyError};
 
 /// The suffix of the second user of a pair.
@@ -36,23 +47,25 @@ pub const SECOND_SUFFIX: &str = "_b";
 const MAX_IDENT: usize = 63;
 /// Limit for connecting and for each step's statements.
 const DB_TIMEOUT: Duration = Duration::from_secs(15);
+/// PostgreSQL's port.
+const DEFAULT_PORT: u16 = 5432;
 
 /// `postgres`: alternating users.
 #[derive(Debug)]
 pub struct Postgres {
     /// Random bytes per password.
     pub bytes: usize,
+    /// `rotation = { host, port, dbname, tls, ca_file }`.
+    pub server: ServerConnection,
 }
 
-/// Connection fields of a secret value (the secret or the master secret).
+/// The login fields of a secret value (the rotated secret or the master secret).
 #[derive(Debug)]
-struct Creds {
+struct Login {
     username: String,
     password: SecretValue,
-    host: String,
-    port: u16,
-    dbname: String,
-    sslmode: Option<String>,
+    /// The value's own database, if it names one.
+    dbname: Option<String>,
 }
 
 fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -62,36 +75,28 @@ fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 fn parse_map(v: &SecretValue, what: &str) -> Result<Map<String, Value>, StrategyError> {
     json_object(v).ok_or_else(|| {
         StrategyError(format!(
-            "the {what} is not a JSON object with username, password, host, port and dbname"
+            "the {what} is not a JSON object with username and password"
         ))
     })
 }
 
-/// Parses `v`; fields missing from it are taken from `fallback` (the master secret may omit
-/// host, port and dbname: the secret's own are used).
-fn creds(v: &SecretValue, what: &str, fallback: Option<&Creds>) -> Result<Creds, StrategyError> {
-    let m = parse_map(v, what)?;
+fn login_of(m: &Map<String, Value>, what: &str) -> Result<Login, StrategyError> {
     let missing = |k: &str| StrategyError(format!("the {what} has no non-empty \"{k}\""));
-    let text = |k: &str, fb: Option<&String>| -> Result<String, StrategyError> {
-        field(&m, k)
-            .map(str::to_string)
-            .or_else(|| fb.cloned())
-            .ok_or_else(|| missing(k))
-    };
-    Ok(Creds {
-        username: text("username", None)?,
+    Ok(Login {
+        username: field(m, "username")
+            .ok_or_else(|| missing("username"))?
+            .to_string(),
         password: SecretValue::new(
-            field(&m, "password")
+            field(m, "password")
                 .ok_or_else(|| missing("password"))?
                 .to_string(),
         ),
-        host: text("host", fallback.map(|f| &f.host))?,
-        port: json_port(&m)
-            .or(fallback.map(|f| f.port))
-            .ok_or_else(|| StrategyError(format!("the {what} has no valid \"port\"")))?,
-        dbname: text("dbname", fallback.map(|f| &f.dbname))?,
-        sslmode: field(&m, "sslmode").map(str::to_string),
+        dbname: field(m, "dbname").map(str::to_string),
     })
+}
+
+fn login(v: &SecretValue, what: &str) -> Result<Login, StrategyError> {
+    login_of(&parse_map(v, what)?, what)
 }
 
 /// The owner role of a user's pair and the other user: `app` -> (`app`, `app_b`),
@@ -136,56 +141,87 @@ pub fn quote_literal(s: &str) -> String {
 fn pg_err(what: &str, e: &tokio_postgres::Error, hide: &[&str]) -> StrategyError {
     let detail = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => {
+            // tokio-postgres's own text is only the kind ("error communicating with the
+            // server"): the causes say what happened (a refusal, a certificate problem).
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            text
+        }
     };
     StrategyError(scrub(&format!("postgres: {what}: {detail}"), hide))
 }
 
-async fn connect(c: &Creds, who: &str) -> Result<Client, StrategyError> {
-    let ssl = match c.sslmode.as_deref() {
-        None | Some("prefer") | Some("allow") => SslMode::Prefer,
-        Some("disable") => SslMode::Disable,
-        Some(other) => {
-            return Err(StrategyError(format!(
-                "postgres: sslmode {other:?} of the {who} needs TLS, which this keywarden build does not support (use disable or prefer on a trusted network)"
-            )));
-        }
-    };
+/// Logs in as `login` to `dbname` on `at`: TLS verify-full with channel binding, or plaintext
+/// when the configuration says so; in both, cleartext and MD5 password requests are refused.
+async fn connect(
+    at: &Endpoint,
+    ca_file: Option<&std::path::Path>,
+    login: &Login,
+    dbname: &str,
+    who: &str,
+) -> Result<Client, StrategyError> {
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&c.host)
-        .port(c.port)
-        .user(&c.username)
-        .password(c.password.expose().as_bytes())
-        .dbname(&c.dbname)
-        .application_name("keywarden")
-        .connect_timeout(DB_TIMEOUT)
-        .ssl_mode(ssl);
-    let hide = [c.password.expose()];
-    let (client, conn) = match tokio::time::timeout(DB_TIMEOUT, cfg.connect(NoTls)).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => {
-            return Err(pg_err(
-                &format!(
-                    "cannot log in as {:?} ({who}) to {}:{}/{}",
-                    c.username, c.host, c.port, c.dbname
-                ),
-                &e,
-                &hide,
-            ));
-        }
-        Err(_) => {
-            return Err(StrategyError(format!(
-                "postgres: connecting to {}:{} as {:?} ({who}) timed out after {DB_TIMEOUT:?}",
-                c.host, c.port, c.username
-            )));
+    cfg.host(&at.host)
+        .port(at.port)
+        .user(&login.username)
+        .password(login.password.expose().as_bytes())
+        .dbname(dbname)
+        .application_name("keywarden");
+    let hide = [login.password.expose()];
+    let what = format!(
+        "cannot log in as {:?} ({who}) to {}:{}/{dbname}",
+        login.username, at.host, at.port
+    );
+    let attempt = async {
+        let tcp = TcpStream::connect((at.host.as_str(), at.port))
+            .await
+            .map_err(|e| StrategyError(format!("postgres: {what}: {e}")))?;
+        match at.tls {
+            ServerTls::VerifyFull => {
+                let tls = server::client_config(ca_file)?;
+                let mut make = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                let tls = <_ as MakeTlsConnect<TcpStream>>::make_tls_connect(&mut make, &at.host)
+                    .map_err(|e| StrategyError(format!("postgres: {what}: {e}")))?;
+                cfg.ssl_mode(SslMode::Require)
+                    .channel_binding(ChannelBinding::Require);
+                let (client, conn) = cfg
+                    .connect_raw(tcp, GuardedTls(tls))
+                    .await
+                    .map_err(|e| pg_err(&what, &e, &hide))?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "PostgreSQL connection closed with an error.");
+                    }
+                });
+                Ok(client)
+            }
+            ServerTls::Disable => {
+                cfg.ssl_mode(SslMode::Disable)
+                    .channel_binding(ChannelBinding::Disable);
+                let (client, conn) = cfg
+                    .connect_raw(Guarded::new(tcp), NoTls)
+                    .await
+                    .map_err(|e| pg_err(&what, &e, &hide))?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "PostgreSQL connection closed with an error.");
+                    }
+                });
+                Ok(client)
+            }
         }
     };
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "PostgreSQL connection closed with an error.");
-        }
-    });
-    Ok(client)
+    match tokio::time::timeout(DB_TIMEOUT, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(StrategyError(format!(
+            "postgres: {what}: timed out after {DB_TIMEOUT:?}"
+        ))),
+    }
 }
 
 /// Runs `f` under [`DB_TIMEOUT`].
@@ -203,11 +239,28 @@ async fn timed<T>(
 }
 
 impl Postgres {
-    fn admin(&self, ctx: &StepContext<'_>, secret: &Creds) -> Result<Creds, StrategyError> {
+    /// The admin's login and the server it logs in to (configuration, else master secret).
+    fn admin(&self, ctx: &StepContext<'_>) -> Result<(Login, Endpoint), StrategyError> {
         let m = ctx.master.ok_or_else(|| {
             StrategyError("the postgres strategy needs rotation.master_secret".into())
         })?;
-        creds(m, "master secret", Some(secret))
+        let m = parse_map(m, "master secret")?;
+        let at = server::resolve(&self.server, &m, "postgres", DEFAULT_PORT, true)?;
+        Ok((login_of(&m, "master secret")?, at))
+    }
+
+    /// Connects as the admin.
+    async fn admin_client(&self, ctx: &StepContext<'_>) -> Result<Client, StrategyError> {
+        let (admin, at) = self.admin(ctx)?;
+        let db = at.dbname.clone().unwrap_or_default();
+        connect(
+            &at,
+            self.server.ca_file.as_deref(),
+            &admin,
+            &db,
+            "master secret",
+        )
+        .await
     }
 }
 
@@ -255,7 +308,7 @@ impl RotationStrategy for Postgres {
 
     fn create_value(&self, old: &SecretValue) -> Result<SecretValue, StrategyError> {
         let mut m = parse_map(old, "current value")?;
-        let c = creds(old, "current value", None)?;
+        let c = login_of(&m, "current value")?;
         let (_, other) = pair_of(&c.username)?;
         let pw = random_password(self.bytes)?;
         m.insert("username".into(), Value::String(other));
@@ -264,7 +317,7 @@ impl RotationStrategy for Postgres {
     }
 
     fn check_value(&self, new: &SecretValue) -> Result<(), StrategyError> {
-        creds(new, "new value", None).map(|_| ())
+        login(new, "new value").map(|_| ())
     }
 
     fn set<'a>(
@@ -274,8 +327,8 @@ impl RotationStrategy for Postgres {
         old: &'a SecretValue,
     ) -> BoxFut<'a, Result<(), StrategyError>> {
         Box::pin(async move {
-            let newc = creds(new, "new value", None)?;
-            let oldc = creds(old, "current value", None)?;
+            let newc = login(new, "new value")?;
+            let oldc = login(old, "current value")?;
             let (owner, other) = pair_of(&oldc.username)?;
             if newc.username != other {
                 return Err(StrategyError(format!(
@@ -283,14 +336,14 @@ impl RotationStrategy for Postgres {
                     newc.username, oldc.username
                 )));
             }
-            let admin = self.admin(&ctx, &oldc)?;
+            let (admin, _) = self.admin(&ctx)?;
             if admin.username == other || admin.username == owner {
                 return Err(StrategyError(format!(
                     "the master secret's user {:?} is one of the rotated pair: use a separate admin role",
                     admin.username
                 )));
             }
-            let client = connect(&admin, "master secret").await?;
+            let client = self.admin_client(&ctx).await?;
             let verifier =
                 postgres_protocol::password::scram_sha_256(newc.password.expose().as_bytes());
             let hide = [newc.password.expose(), verifier.as_str()];
@@ -345,9 +398,12 @@ impl RotationStrategy for Postgres {
         new: &'a SecretValue,
     ) -> BoxFut<'a, Result<(), StrategyError>> {
         Box::pin(async move {
-            let c = creds(new, "new value", None)?;
+            let c = login(new, "new value")?;
             let (owner, _) = pair_of(&c.username)?;
-            let client = connect(&c, "new value").await?;
+            // The same server as the admin's: the value's own host is never used.
+            let (_, at) = self.admin(&ctx)?;
+            let db = c.dbname.clone().or(at.dbname.clone()).unwrap_or_default();
+            let client = connect(&at, self.server.ca_file.as_deref(), &c, &db, "new value").await?;
             let row = timed("test query", async {
                 client
                     .query_one("SELECT session_user::text, current_user::text", &[])
@@ -373,10 +429,9 @@ impl RotationStrategy for Postgres {
         current: &'a SecretValue,
     ) -> BoxFut<'a, Result<(), StrategyError>> {
         Box::pin(async move {
-            let c = creds(current, "current value", None)?;
+            let c = login(current, "current value")?;
             let (_, previous) = pair_of(&c.username)?;
-            let admin = self.admin(&ctx, &c)?;
-            let client = connect(&admin, "master secret").await?;
+            let client = self.admin_client(&ctx).await?;
             timed("finalize", async {
                 match role(&client, &previous).await? {
                     None => {
@@ -432,7 +487,10 @@ mod tests {
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
 
-        let s = Postgres { bytes: 24 };
+        let s = Postgres {
+            bytes: 24,
+            server: ServerConnection::default(),
+        };
         let old = SecretValue::new(
             r#"{"username":"app","password":"p0","host":"h","port":"5432","dbname":"d","engine":"postgres"}"#.into(),
         );
@@ -451,5 +509,14 @@ mod tests {
                 .is_err()
         );
         assert!(s.create_value(&SecretValue::new("plain".into())).is_err());
+        // The runbook's shape stays exactly that shape.
+        let runbook = SecretValue::new(r#"{"username":"event_service","password":"p0"}"#.into());
+        let new = s.create_value(&runbook).unwrap();
+        let j: Value = serde_json::from_str(new.expose()).unwrap();
+        let mut keys: Vec<&String> = j.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["password", "username"]);
+        assert_eq!(j["username"], "event_service_b");
+        s.check_value(&new).unwrap();
     }
 }

@@ -14,6 +14,13 @@
 //! without one answers that it is not configured for it, which is accepted (its users then live in
 //! memory or in redis.conf, which keywarden does not rewrite).
 //!
+//! **Where and how.** keywarden logs in (as the admin, and as the user to test) to the server of
+//! `rotation = { host, port }`, else of the master secret, never of the rotated secret
+//! ([`super::server`]); the value needs only `username` and `password`. `rotation.tls =
+//! "verify-full"` (the default) connects with TLS (`rediss://`), the certificate verified against
+//! `rotation.ca_file` or the system trust store and its name against the host; `"disable"` is
+//! plaintext, where `AUTH` crosses the network in the clear.
+//!
 //! The user must exist before the first rotation: keywarden manages its passwords, never its
 //! command and key permissions. Errors are scrubbed of passwords before they are reported.
 
@@ -24,71 +31,84 @@ use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value as RV
 use serde_json::{Map, Value};
 
 use crate::aws::SecretValue;
+use crate::config::{ServerConnection, ServerTls};
 
-use super::value::{encode_object, json_object, json_port, random_password, scrub};
+use super::server::{self, Endpoint};
+use super::value::{encode_object, json_object, random_password, scrub};
 use super::{BoxFut, RotationStrategy, StepContext, StrategyError};
 
 /// Limit for connecting and for each step's commands.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(15);
+/// Redis's port.
+const DEFAULT_PORT: u16 = 6379;
 
 /// `redis`: ACL user with two passwords.
 #[derive(Debug)]
 pub struct RedisAcl {
     /// Random bytes per password.
     pub bytes: usize,
+    /// `rotation = { host, port, tls, ca_file }`.
+    pub server: ServerConnection,
 }
 
 #[derive(Debug)]
 struct Creds {
     username: String,
     password: SecretValue,
-    host: String,
-    port: u16,
 }
 
 fn parse_map(v: &SecretValue, what: &str) -> Result<Map<String, Value>, StrategyError> {
     json_object(v).ok_or_else(|| {
         StrategyError(format!(
-            "the {what} is not a JSON object with username, password, host and port"
+            "the {what} is not a JSON object with username and password"
         ))
     })
 }
 
-/// Parses `v`; the master secret may omit host and port (the secret's are used) and username
-/// (`default`).
-fn creds(v: &SecretValue, what: &str, fallback: Option<&Creds>) -> Result<Creds, StrategyError> {
-    let m = parse_map(v, what)?;
+/// The login of `m`; `admin`: the master secret, whose username defaults to `default`.
+fn creds_of(m: &Map<String, Value>, what: &str, admin: bool) -> Result<Creds, StrategyError> {
     let get = |k: &str| m.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
     let missing = |k: &str| StrategyError(format!("the {what} has no non-empty \"{k}\""));
-    let port = json_port(&m);
     Ok(Creds {
-        username: match (get("username"), fallback) {
+        username: match (get("username"), admin) {
             (Some(u), _) => u.to_string(),
-            (None, Some(_)) => "default".to_string(),
-            (None, None) => return Err(missing("username")),
+            (None, true) => "default".to_string(),
+            (None, false) => return Err(missing("username")),
         },
         password: SecretValue::new(
             get("password")
                 .ok_or_else(|| missing("password"))?
                 .to_string(),
         ),
-        host: get("host")
-            .map(str::to_string)
-            .or_else(|| fallback.map(|f| f.host.clone()))
-            .ok_or_else(|| missing("host"))?,
-        port: port
-            .or(fallback.map(|f| f.port))
-            .ok_or_else(|| StrategyError(format!("the {what} has no valid \"port\"")))?,
     })
+}
+
+/// The login of a rotated value.
+fn creds(v: &SecretValue, what: &str) -> Result<Creds, StrategyError> {
+    creds_of(&parse_map(v, what)?, what, false)
 }
 
 fn redis_err(what: &str, e: &redis::RedisError, hide: &[&str]) -> StrategyError {
     StrategyError(scrub(&format!("redis: {what}: {e}"), hide))
 }
 
-async fn connect(c: &Creds, who: &str) -> Result<MultiplexedConnection, StrategyError> {
+async fn connect(
+    at: &Endpoint,
+    ca_file: Option<&std::path::Path>,
+    c: &Creds,
+    who: &str,
+) -> Result<MultiplexedConnection, StrategyError> {
     let hide = [c.password.expose()];
-    let info = ConnectionAddr::Tcp(c.host.clone(), c.port)
+    let addr = match at.tls {
+        ServerTls::VerifyFull => ConnectionAddr::TcpTls {
+            host: at.host.clone(),
+            port: at.port,
+            insecure: false,
+            tls_params: None,
+        },
+        ServerTls::Disable => ConnectionAddr::Tcp(at.host.clone(), at.port),
+    };
+    let info = addr
         .into_connection_info()
         .map_err(|e| redis_err("connection settings", &e, &hide))?
         .set_redis_settings(
@@ -97,10 +117,24 @@ async fn connect(c: &Creds, who: &str) -> Result<MultiplexedConnection, Strategy
                 .set_password(c.password.expose())
                 .set_skip_set_lib_name(),
         );
-    let client = redis::Client::open(info).map_err(|e| redis_err("client", &e, &hide))?;
+    let client = match at.tls {
+        ServerTls::VerifyFull => {
+            server::install_crypto_provider();
+            let root_cert = ca_file.map(server::read_ca_pem).transpose()?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert,
+                },
+            )
+        }
+        ServerTls::Disable => redis::Client::open(info),
+    }
+    .map_err(|e| redis_err("client", &e, &hide))?;
     let what = format!(
         "cannot log in as {:?} ({who}) to {}:{}",
-        c.username, c.host, c.port
+        c.username, at.host, at.port
     );
     match tokio::time::timeout(REDIS_TIMEOUT, client.get_multiplexed_async_connection()).await {
         Ok(Ok(conn)) => Ok(conn),
@@ -137,23 +171,30 @@ async fn acl_save(conn: &mut MultiplexedConnection) -> Result<(), StrategyError>
 }
 
 impl RedisAcl {
+    /// The admin's login and the server (configuration, else master secret).
+    fn admin_login(&self, ctx: &StepContext<'_>) -> Result<(Creds, Endpoint), StrategyError> {
+        let m = ctx.master.ok_or_else(|| {
+            StrategyError("the redis strategy needs rotation.master_secret".into())
+        })?;
+        let m = parse_map(m, "master secret")?;
+        let at = server::resolve(&self.server, &m, "redis", DEFAULT_PORT, false)?;
+        Ok((creds_of(&m, "master secret", true)?, at))
+    }
+
     /// The admin connection; refuses an admin that is the rotated user.
     async fn admin(
         &self,
         ctx: &StepContext<'_>,
         user: &Creds,
     ) -> Result<MultiplexedConnection, StrategyError> {
-        let m = ctx.master.ok_or_else(|| {
-            StrategyError("the redis strategy needs rotation.master_secret".into())
-        })?;
-        let admin = creds(m, "master secret", Some(user))?;
+        let (admin, at) = self.admin_login(ctx)?;
         if admin.username == user.username {
             return Err(StrategyError(format!(
                 "the master secret's user {:?} is the rotated user: use a separate admin user",
                 admin.username
             )));
         }
-        connect(&admin, "master secret").await
+        connect(&at, self.server.ca_file.as_deref(), &admin, "master secret").await
     }
 }
 
@@ -164,14 +205,14 @@ impl RotationStrategy for RedisAcl {
 
     fn create_value(&self, old: &SecretValue) -> Result<SecretValue, StrategyError> {
         let mut m = parse_map(old, "current value")?;
-        creds(old, "current value", None)?;
+        creds_of(&m, "current value", false)?;
         let pw = random_password(self.bytes)?;
         m.insert("password".into(), Value::String(pw.expose().to_string()));
         encode_object(m)
     }
 
     fn check_value(&self, new: &SecretValue) -> Result<(), StrategyError> {
-        creds(new, "new value", None).map(|_| ())
+        creds(new, "new value").map(|_| ())
     }
 
     fn set<'a>(
@@ -181,8 +222,8 @@ impl RotationStrategy for RedisAcl {
         old: &'a SecretValue,
     ) -> BoxFut<'a, Result<(), StrategyError>> {
         Box::pin(async move {
-            let newc = creds(new, "new value", None)?;
-            let oldc = creds(old, "current value", None)?;
+            let newc = creds(new, "new value")?;
+            let oldc = creds(old, "current value")?;
             if newc.username != oldc.username {
                 return Err(StrategyError(format!(
                     "the new value names user {:?}, the current one {:?}: the redis strategy keeps the user",
@@ -223,8 +264,10 @@ impl RotationStrategy for RedisAcl {
         new: &'a SecretValue,
     ) -> BoxFut<'a, Result<(), StrategyError>> {
         Box::pin(async move {
-            let c = creds(new, "new value", None)?;
-            let mut conn = connect(&c, "new value").await?;
+            let c = creds(new, "new value")?;
+            // The admin's server: the value's own host is never used.
+            let (_, at) = self.admin_login(&ctx)?;
+            let mut conn = connect(&at, self.server.ca_file.as_deref(), &c, "new value").await?;
             let pong = run(&mut conn, &redis::cmd("PING"), "PING", &[]).await?;
             if !matches!(&pong, RValue::SimpleString(s) if s == "PONG") {
                 return Err(StrategyError(format!(
@@ -243,7 +286,7 @@ impl RotationStrategy for RedisAcl {
         current: &'a SecretValue,
     ) -> BoxFut<'a, Result<(), StrategyError>> {
         Box::pin(async move {
-            let c = creds(current, "current value", None)?;
+            let c = creds(current, "current value")?;
             let mut conn = self.admin(&ctx, &c).await?;
             let keep = format!(">{}", c.password.expose());
             run(
@@ -287,7 +330,10 @@ mod tests {
 
     #[test]
     fn values_keep_the_user_and_fields() {
-        let s = RedisAcl { bytes: 24 };
+        let s = RedisAcl {
+            bytes: 24,
+            server: ServerConnection::default(),
+        };
         let old = SecretValue::new(
             r#"{"username":"events","password":"r0","host":"127.0.0.1","port":6379,"db":2}"#.into(),
         );
@@ -298,10 +344,14 @@ mod tests {
         assert_eq!(j["password"].as_str().unwrap().len(), 32);
         s.check_value(&new).unwrap();
         let master = SecretValue::new(r#"{"password":"admin-pw"}"#.into());
-        let user = creds(&new, "new", None).unwrap();
-        let a = creds(&master, "master", Some(&user)).unwrap();
-        assert_eq!((a.username.as_str(), a.port), ("default", 6379));
-        for bad in ["x", r#"{"username":"u","password":"p","host":"h"}"#, "{}"] {
+        let a = creds_of(&parse_map(&master, "m").unwrap(), "master", true).unwrap();
+        assert_eq!(a.username.as_str(), "default");
+        // The value needs no host or port: the server comes from the config or master secret.
+        s.check_value(&SecretValue::new(
+            r#"{"username":"u","password":"p"}"#.into(),
+        ))
+        .unwrap();
+        for bad in ["x", r#"{"username":"u"}"#, r#"{"password":"p"}"#, "{}"] {
             assert!(
                 s.check_value(&SecretValue::new(bad.into())).is_err(),
                 "{bad}"
