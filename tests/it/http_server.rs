@@ -249,3 +249,100 @@ async fn secrets_lists_names_and_fields() {
     assert_eq!(missing["present"], false, "{missing:#}");
     assert_eq!(missing["managed"], "inventory", "{missing:#}");
 }
+
+const FLOOD_TOKEN: &str = "http-flood-admin-token-0123456789abcdef";
+/// The protection under test (empty on the code before the fix, which knows no such keys).
+const FLOOD_LIMITS: &str = "";
+
+/// Opens a connection to `addr` and pipelines `GET /metrics` without ever reading, until the
+/// daemon stops reading too (the write blocks) or drops the connection. Returns the stream so
+/// the caller keeps it open.
+fn non_reading_client(addr: std::net::SocketAddr) -> Option<TcpStream> {
+    let mut c = TcpStream::connect(addr).ok()?;
+    c.set_write_timeout(Some(Duration::from_millis(500))).ok()?;
+    let burst = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if c.write_all(burst.as_bytes()).is_err() {
+            break;
+        }
+    }
+    Some(c)
+}
+
+/// Issue #15, point 8: clients that pipeline GETs and never read must not lock responders out.
+/// They fill every normal slot (and the per-IP cap), more keep arriving, and an authenticated
+/// `POST /rotate` is still answered within 2 s; once the write timeout cut the stuck ones, an
+/// anonymous GET is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_reading_clients_do_not_lock_out_an_admin_post() {
+    let cfg = config(&format!(
+        "admin_token_env = \"KW_TEST_TOKEN\"\nmax_connections = 4\nheader_timeout = \"30s\"\n{}",
+        FLOOD_LIMITS
+    ))
+    .replace(
+        "id = \"svc/a\"\n",
+        "id = \"svc/a\"\nrotation = { strategy = \"random\" }\n",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = Daemon::start_in_env(dir, free_port(), &cfg, &[("KW_TEST_TOKEN", FLOOD_TOKEN)]).await;
+    let addr = d.addr;
+    // The flood: 16 clients, all saturated before the admin comes.
+    let flood: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || non_reading_client(addr)))
+        .collect();
+    let held: Vec<TcpStream> = flood
+        .into_iter()
+        .filter_map(|t| t.join().expect("flood thread"))
+        .collect();
+    // More keep arriving while the admin asks.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let more = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut late = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && late.len() < 64 {
+                if let Some(c) = non_reading_client(addr) {
+                    late.push(c);
+                }
+            }
+            late
+        })
+    };
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        http(
+            "POST",
+            &d.url("/rotate/A"),
+            &[("authorization", &format!("Bearer {FLOOD_TOKEN}"))],
+            None,
+        ),
+    )
+    .await;
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (status, _, body) = answer.unwrap_or_else(|_| {
+        panic!(
+            "POST /rotate/A got no answer within 2 s while {} non-reading clients held the daemon",
+            held.len()
+        )
+    });
+    assert_eq!(status, 202, "{body}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    drop(more.join().expect("late flood thread"));
+    // The write timeout frees the normal slots held by clients that never read.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(1), d.get("/healthz")).await;
+        if matches!(got, Ok((200, _))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "anonymous GETs are still refused 10 s after the flood: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(held);
+}
