@@ -10,7 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{
+    AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
@@ -150,22 +152,30 @@ pub(crate) fn query_has_credentials(query: Option<&str>) -> bool {
     })
 }
 
-/// Checks the bearer token in constant time; `Some` is the refusal to send.
-fn authorize(expected: Option<&SecretValue>, req: &Request<Incoming>) -> Option<Response<Body>> {
+/// Whether `headers` carry `Authorization: Bearer <expected>` (compared in constant time);
+/// always false when no token is configured.
+pub(crate) fn bearer_ok(expected: Option<&SecretValue>, headers: &HeaderMap) -> bool {
     use subtle::ConstantTimeEq;
     let Some(expected) = expected else {
-        return Some(error_json(
-            StatusCode::FORBIDDEN,
-            "actions are off: no admin token is configured (server.admin_token_file or server.admin_token_env)",
-        ));
+        return false;
     };
-    let given = req
-        .headers()
+    let given = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) && !given.is_empty() {
+    !given.is_empty() && bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes()))
+}
+
+/// Checks the bearer token in constant time; `Some` is the refusal to send.
+fn authorize(expected: Option<&SecretValue>, req: &Request<Incoming>) -> Option<Response<Body>> {
+    if expected.is_none() {
+        return Some(error_json(
+            StatusCode::FORBIDDEN,
+            "actions are off: no admin token is configured (server.admin_token_file or server.admin_token_env)",
+        ));
+    }
+    if bearer_ok(expected, req.headers()) {
         None
     } else {
         let mut r = error_json(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");

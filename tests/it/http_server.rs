@@ -1,5 +1,6 @@
 //! The HTTP listener: routes, clean shutdown on SIGTERM and SIGINT, the header read timeout and
-//! the connection limit. No AWS is needed: the endpoint points at a closed loopback port.
+//! the connection limits (normal slots, per IP, the reserve for the admin token, the write
+//! timeout). No AWS is needed: the endpoint points at a closed loopback port.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -101,10 +102,17 @@ async fn slow_headers_are_cut_off() {
     assert_eq!(d.get("/healthz").await.0, 200);
 }
 
+/// Beyond `max_connections` nothing waits in the kernel backlog: the excess is accepted into the
+/// reserve, where a request without the admin token gets a quick `503` and the connection closes,
+/// and one with the token is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_limit_queues_the_excess() {
-    let d = Daemon::start(&config("max_connections = 2\nheader_timeout = \"30s\"\n")).await;
-    // Two keep-alive connections hold both permits.
+async fn connection_limit_serves_the_excess_only_with_the_token() {
+    let cfg = config(
+        "admin_token_env = \"KW_TEST_TOKEN\"\nmax_connections = 2\nheader_timeout = \"30s\"\n",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = Daemon::start_in_env(dir, free_port(), &cfg, &[("KW_TEST_TOKEN", FLOOD_TOKEN)]).await;
+    // Two keep-alive connections hold both normal slots.
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut c = TcpStream::connect(d.addr).unwrap();
@@ -114,47 +122,46 @@ async fn connection_limit_queues_the_excess() {
         assert!(c.read(&mut buf).unwrap() > 0);
         held.push(c);
     }
-    // A third one is accepted by the kernel but not served.
-    let mut third = TcpStream::connect(d.addr).unwrap();
-    third
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    // Positive signal that the daemon is running and has read what it could: a held connection
-    // still gets an answer after the third one was sent.
-    let held_one = held.last_mut().unwrap();
-    held_one
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    held_one
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut buf = [0u8; 256];
-    let n = held_one.read(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    // The third connection still sits in the listener's accept queue (the kernel's count of
-    // connections the daemon has not accepted), and no answer came on it.
-    assert_eq!(
-        accept_queue(d.addr.port()),
-        1,
-        "the daemon accepted a connection beyond max_connections"
-    );
-    third.set_nonblocking(true).unwrap();
-    let early = third.read(&mut buf);
+    let exchange = |request: &str| {
+        let mut c = TcpStream::connect(d.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let started = Instant::now();
+        // The reserve serves one request and closes: read to the end.
+        let _ = c.read_to_end(&mut out);
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            started.elapsed(),
+        )
+    };
+    let (anonymous, took) = exchange("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(anonymous.starts_with("HTTP/1.1 503"), "{anonymous}");
     assert!(
-        early
-            .as_ref()
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
-        "served beyond the limit: {:?}",
-        early.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        anonymous.to_ascii_lowercase().contains("retry-after: 1"),
+        "{anonymous}"
     );
-    third.set_nonblocking(false).unwrap();
-    // Releasing one permit lets it through.
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let (wrong, _) =
+        exchange("GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n\r\n");
+    assert!(wrong.starts_with("HTTP/1.1 503"), "{wrong}");
+    let (admin, _) = exchange(&format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {FLOOD_TOKEN}\r\n\r\n"
+    ));
+    assert!(admin.starts_with("HTTP/1.1 200"), "{admin}");
+    // Nothing waits in the kernel's accept queue.
+    assert_eq!(accept_queue(d.addr.port()), 0);
+    // Releasing one normal slot serves anonymous clients again.
     drop(held.pop());
-    third
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let n = third.read(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (again, _) = exchange("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        if again.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{again}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The number of connections waiting in the accept queue of the IPv4 loopback listener on
@@ -251,8 +258,9 @@ async fn secrets_lists_names_and_fields() {
 }
 
 const FLOOD_TOKEN: &str = "http-flood-admin-token-0123456789abcdef";
-/// The protection under test (empty on the code before the fix, which knows no such keys).
-const FLOOD_LIMITS: &str = "";
+/// The protection under test: two normal slots per peer, two reserve slots, a 1 s write timeout.
+const FLOOD_LIMITS: &str =
+    "max_connections_per_ip = 2\nreserved_connections = 2\nwrite_timeout = \"1s\"\n";
 
 /// Opens a connection to `addr` and pipelines `GET /metrics` without ever reading, until the
 /// daemon stops reading too (the write blocks) or drops the connection. Returns the stream so
