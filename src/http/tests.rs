@@ -22,7 +22,7 @@ use crate::aws::SecretValue;
 use crate::domain::view::SharedView;
 use crate::telemetry::Metrics;
 
-const TOKEN: &str = "test-admin-token";
+const TOKEN: &str = "test-admin-token-in-process-0123456789";
 
 /// A server on an ephemeral port, with its address, its stop token and its task.
 struct Server {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Daemon, Moto, free_port, http, now};
+use crate::support::{Daemon, Moto, free_port, http, keywarden_command, now, wait_timeout};
 
 fn config(extra_server: &str) -> String {
     format!(
@@ -353,4 +353,100 @@ async fn non_reading_clients_do_not_lock_out_an_admin_post() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(held);
+}
+
+/// Starts `keywarden run` with `admin_token_file` = `token` written with `mode` (and `owner`
+/// when given); returns the exit status within 10 s (`None`: still running, then stopped) and
+/// the log.
+fn run_with_token_file(
+    token: &str,
+    mode: u32,
+    owner: Option<u32>,
+) -> (Option<std::process::ExitStatus>, String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("admin-token");
+    std::fs::write(&path, format!("{token}\n")).expect("write token");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    if let Some(uid) = owner {
+        std::os::unix::fs::chown(&path, Some(uid), None).expect("chown");
+    }
+    let cfg = config(&format!("admin_token_file = \"{}\"\n", path.display()))
+        .replace("{listen}", &format!("127.0.0.1:{}", free_port()))
+        .replace(
+            "{state}",
+            &dir.path().join("state.db").display().to_string(),
+        );
+    let cfg_path = dir.path().join("keywarden.toml");
+    std::fs::write(&cfg_path, cfg).expect("write config");
+    let log_path = dir.path().join("keywarden.log");
+    let log = std::fs::File::create(&log_path).expect("create log");
+    let mut child = keywarden_command()
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg_path)
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn keywarden");
+    let exited = wait_timeout(&mut child, Duration::from_secs(5));
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    (exited, log, path.display().to_string())
+}
+
+/// The uid of a non-root account that is not ours (postgres, installed for the database tests).
+fn other_uid() -> u32 {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    passwd
+        .lines()
+        .find(|l| l.starts_with("postgres:"))
+        .and_then(|l| l.split(':').nth(2))
+        .and_then(|u| u.parse().ok())
+        .expect("a postgres account")
+}
+
+/// Issue #15 (low): the admin token file must be private (no group or other bits), owned by the
+/// daemon's user or root, and hold at least 32 bytes of token; each refusal names the file.
+#[tokio::test]
+async fn the_admin_token_file_must_be_private_and_long() {
+    let good = "keywarden-admin-token-0123456789abcdef";
+    let (exited, log, path) = run_with_token_file(good, 0o644, None);
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "started with a 0644 token file: {log}"
+    );
+    assert!(log.contains(&path) && log.contains("0644"), "{log}");
+    let (exited, log, path) = run_with_token_file(good, 0o640, None);
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "started with a 0640 token file: {log}"
+    );
+    assert!(log.contains(&path) && log.contains("0640"), "{log}");
+    let (exited, log, _) = run_with_token_file("short-token-0123", 0o600, None);
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "started with a 16-byte token: {log}"
+    );
+    assert!(log.contains("32 bytes"), "{log}");
+    assert!(
+        !log.contains("short-token-0123"),
+        "the token is in the log: {log}"
+    );
+    if rustix::process::geteuid().is_root() {
+        let (exited, log, path) = run_with_token_file(good, 0o600, Some(other_uid()));
+        assert!(
+            exited.is_some_and(|s| !s.success()),
+            "started with another user's token file: {log}"
+        );
+        assert!(log.contains(&path) && log.contains("owned by"), "{log}");
+    }
+    // A private file of ours with a long token starts the daemon.
+    let (exited, log, _) = run_with_token_file(good, 0o600, None);
+    assert!(exited.is_none(), "a good token file was refused: {log}");
+    let (exited, log, _) = run_with_token_file(good, 0o400, None);
+    assert!(exited.is_none(), "a 0400 token file was refused: {log}");
 }
