@@ -28,7 +28,10 @@
 //!
 //! Every POST needs `Authorization: Bearer <admin token>` (compared in constant time): `401`
 //! when missing or wrong, `403` when no token is configured (actions are off). `<secret>` is the
-//! inventory name or the Secrets Manager name (slashes allowed, percent-decoded once).
+//! inventory name or the Secrets Manager name (slashes allowed, percent-decoded once). After 10
+//! wrong `Authorization` headers within a minute, a peer IP gets `429` with `Retry-After` for
+//! anything that needs or carries a token (even the right one) until the oldest failure is a
+//! minute old.
 //!
 //! Protection (`conn.rs`): every connection is accepted at once. At most
 //! `server.max_connections` normal connections are served, at most
@@ -111,9 +114,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         let state = state.clone();
         // On a reserve connection only a request with the admin token is served.
         let authorized = ticket.as_ref().map(|t| t.authorized.clone());
-        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let state = state.clone();
             let authorized = authorized.clone();
+            req.extensions_mut().insert(guard::Peer(peer.ip()));
             async move {
                 if let Some(flag) = &authorized {
                     if !guard::bearer_ok(state.admin_token.as_ref(), req.headers()) {

@@ -450,3 +450,66 @@ async fn the_admin_token_file_must_be_private_and_long() {
     let (exited, log, _) = run_with_token_file(good, 0o400, None);
     assert!(exited.is_none(), "a 0400 token file was refused: {log}");
 }
+
+/// One raw request from local address `from` (any 127.0.0.0/8 address is loopback on Linux, so
+/// each is a distinct peer IP for the daemon); returns the head and body of the answer.
+async fn raw_from(from: &str, addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("local addr"))
+        .expect("bind the local address");
+    let mut c = socket.connect(addr).await.expect("connect");
+    c.write_all(request.as_bytes()).await.expect("send");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn post_rotate(token: &str) -> String {
+    format!(
+        "POST /rotate/A HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// Issue #15 (low): failed authentications are rate limited per peer IP: after 10 wrong tokens
+/// in a minute that peer gets `429` with `Retry-After` (even with the right token, so guessing
+/// learns nothing), while a valid token from another peer is served.
+#[tokio::test]
+async fn failed_authentications_are_rate_limited_per_peer() {
+    let cfg = config("admin_token_env = \"KW_TEST_TOKEN\"\n").replace(
+        "id = \"svc/a\"\n",
+        "id = \"svc/a\"\nrotation = { strategy = \"random\" }\n",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = Daemon::start_in_env(dir, free_port(), &cfg, &[("KW_TEST_TOKEN", FLOOD_TOKEN)]).await;
+    let wrong = "wrong-token-guess-0123456789abcdef0123";
+    for i in 0..10 {
+        let a = raw_from("127.0.0.2", d.addr, &post_rotate(wrong)).await;
+        assert!(a.starts_with("HTTP/1.1 401"), "guess {i}: {a}");
+    }
+    let a = raw_from("127.0.0.2", d.addr, &post_rotate(wrong)).await;
+    assert!(a.starts_with("HTTP/1.1 429"), "the 11th guess: {a}");
+    let retry = a
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no Retry-After: {a}"));
+    let retry: u64 = retry.parse().expect("seconds");
+    assert!((1..=61).contains(&retry), "{retry}");
+    let a = raw_from("127.0.0.2", d.addr, &post_rotate(FLOOD_TOKEN)).await;
+    assert!(
+        a.starts_with("HTTP/1.1 429"),
+        "the guessing peer with the right token: {a}"
+    );
+    // Another peer with the token is unaffected.
+    let a = raw_from("127.0.0.3", d.addr, &post_rotate(FLOOD_TOKEN)).await;
+    assert!(a.starts_with("HTTP/1.1 202"), "another peer: {a}");
+}
