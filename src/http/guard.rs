@@ -277,6 +277,23 @@ fn authorize(gate: &Gate<'_>, req: &Request<Incoming>) -> Option<Response<Body>>
     }
 }
 
+/// Whether a read route may show its details: `Ok(false)` without an `Authorization` header
+/// (the anonymous summary), `Ok(true)` with the valid token, else the refusal of
+/// [`authorize`] (`401`, `403` when no token is configured, `429` after repeated failures).
+#[allow(clippy::result_large_err)]
+pub(crate) fn read_access(
+    gate: &Gate<'_>,
+    req: &Request<Incoming>,
+) -> Result<bool, Response<Body>> {
+    if !req.headers().contains_key(AUTHORIZATION) {
+        return Ok(false);
+    }
+    match authorize(gate, req) {
+        None => Ok(true),
+        Some(r) => Err(r),
+    }
+}
+
 /// The checks every action POST passes, in order: no credential in the query (400), the bearer
 /// token (403/401), a declared body size within [`MAX_BODY`] (413), a valid `<secret>` (400), a
 /// known secret (404), the rate limit (429). Returns the inventory name.

@@ -18,6 +18,10 @@
 //!   `{"incident_id","secret","status","url"}`; `200` with the open incident while one is open.
 //! - `GET /incidents`, `GET /incidents/<id>`, `GET /incidents/<id>/report.md`.
 //!
+//! Reads without `Authorization` get a summary (`api::redact`): no principals, IPs, event ids,
+//! reasons, reporters, messages or errors (which can name database hosts); with the valid token
+//! the full answer; a wrong token `401`; `report.md` needs the token.
+//!
 //! The route is parsed once into `route::Route`; every JSON answer and body is a type of
 //! [`api`], which the CLI (`cli::remote`) reads too.
 //!
