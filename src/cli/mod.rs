@@ -234,7 +234,12 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             Ok(s) => s,
             Err(code) => return code,
         };
-        return match crate::cli::remote::incidents(&server).await {
+        // Optional here: without it the list lacks reasons (anonymous summary).
+        let token = std::env::var("KEYWARDEN_ADMIN_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        return match crate::cli::remote::incidents(&server, token.as_deref()).await {
             Ok((200, body)) => {
                 let list = match crate::cli::remote::incident_list(&server, body) {
                     Ok(list) => list,

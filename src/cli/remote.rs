@@ -6,7 +6,8 @@
 //! must never import the server side of `http` (handlers, state) or `daemon`.
 //!
 //! The token comes from `KEYWARDEN_ADMIN_TOKEN`; it is sent only in the `Authorization` header
-//! and never printed.
+//! and never printed. Reads (`incidents`, following a rotation or an incident) send it too when it
+//! is set, because anonymous reads get a summary without reasons, reporters and messages.
 
 use std::time::Duration;
 
@@ -137,7 +138,7 @@ pub async fn rotate(server: &str, token: &str, secret: &str) -> Result<bool, Rem
     }
     let accepted: RotateAccepted = decode(&url, &body)?;
     println!("rotation {} of {secret} accepted", accepted.rotation_id);
-    follow(&format!("{server}{}", accepted.url)).await
+    follow(&format!("{server}{}", accepted.url), Some(token)).await
 }
 
 /// GETs a status URL. Connection failures are retried every 500 ms, up to `max_failures` in a
@@ -145,11 +146,12 @@ pub async fn rotate(server: &str, token: &str, secret: &str) -> Result<bool, Rem
 /// answered with something other than 200 (reported on stderr).
 async fn get_status(
     url: &str,
+    token: Option<&str>,
     max_failures: u32,
 ) -> Result<Option<serde_json::Value>, RemoteError> {
     let mut failures = 0;
     loop {
-        match call("GET", url, None).await {
+        match call("GET", url, token).await {
             Ok((200, body)) => return Ok(Some(body)),
             Ok((status, body)) => {
                 eprintln!("keywarden: {url}: {status}: {}", error_text(&body));
@@ -165,11 +167,12 @@ async fn get_status(
     }
 }
 
-/// Prints each new event of a rotation until it leaves `running`; true when it finished.
-pub async fn follow(status_url: &str) -> Result<bool, RemoteError> {
+/// Prints each new event of a rotation until it leaves `running`; true when it finished. With
+/// the token the events carry their messages (anonymous reads get a summary).
+pub async fn follow(status_url: &str, token: Option<&str>) -> Result<bool, RemoteError> {
     let mut printed = 0usize;
     loop {
-        let Some(body) = get_status(status_url, 20).await? else {
+        let Some(body) = get_status(status_url, token, 20).await? else {
             return Ok(false);
         };
         let detail: RotationDetail<RotationProgress, RotationEventLine> =
@@ -277,14 +280,18 @@ pub async fn compromised(
     } else {
         println!("incident {id} on {secret} is already open: following it (nothing new started)");
     }
-    follow_incident(server, &format!("{server}{}", accepted.url)).await
+    follow_incident(server, &format!("{server}{}", accepted.url), Some(token)).await
 }
 
 /// Prints each step of an incident as it ends, then the report path; true when resolved.
-pub async fn follow_incident(server: &str, status_url: &str) -> Result<bool, RemoteError> {
+pub async fn follow_incident(
+    server: &str,
+    status_url: &str,
+    token: Option<&str>,
+) -> Result<bool, RemoteError> {
     let mut shown = std::collections::HashSet::new();
     loop {
-        let Some(body) = get_status(status_url, 60).await? else {
+        let Some(body) = get_status(status_url, token, 60).await? else {
             return Ok(false);
         };
         let detail: IncidentDetail<IncidentProgress> = decode(status_url, &body)?;
@@ -325,9 +332,13 @@ pub async fn follow_incident(server: &str, status_url: &str) -> Result<bool, Rem
     }
 }
 
-/// `keywarden incidents`: the daemon's incidents, newest first.
-pub async fn incidents(server: &str) -> Result<(u16, serde_json::Value), RemoteError> {
-    call("GET", &format!("{server}/incidents"), None).await
+/// `keywarden incidents`: the daemon's incidents, newest first; with the token they carry
+/// reason and reporter (anonymous reads get a summary).
+pub async fn incidents(
+    server: &str,
+    token: Option<&str>,
+) -> Result<(u16, serde_json::Value), RemoteError> {
+    call("GET", &format!("{server}/incidents"), token).await
 }
 
 /// The incidents of a `GET /incidents` answer; an answer of another shape is an error naming it.

@@ -120,8 +120,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Admin token source; `None` turns every action route off (403).
     pub admin_token: Option<TokenSource>,
-    /// Concurrent connections accepted at most; more wait in the kernel backlog.
+    /// Normal connections served at once; beyond, only requests with the admin token are
+    /// served, in the reserve.
     pub max_connections: usize,
+    /// Normal connections of one peer IP at once; beyond, the reserve.
+    pub max_connections_per_ip: usize,
+    /// Connections kept for requests that carry the admin token.
+    pub reserved_connections: usize,
+    /// Time a write to a client may make no progress before the connection is cut.
+    pub write_timeout: Duration,
     /// Time a client has to send its request headers.
     pub header_timeout: Duration,
     /// Time a client has to send its request body.

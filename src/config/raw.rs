@@ -67,6 +67,9 @@ pub(super) struct RawServer {
     /// Accepted only to say clearly that tokens are never written inline.
     pub(super) admin_token: Option<Spanned<toml::Value>>,
     pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) max_connections_per_ip: Option<Spanned<i64>>,
+    pub(super) reserved_connections: Option<Spanned<i64>>,
+    pub(super) write_timeout: Option<Spanned<ConfigDuration>>,
     pub(super) header_timeout: Option<Spanned<ConfigDuration>>,
     pub(super) body_timeout: Option<Spanned<ConfigDuration>>,
 }

@@ -210,3 +210,40 @@ fn database_server_keys() {
         4,
     );
 }
+
+/// Issue #15, point 8: the connection protection keys; zero is refused, defaults documented in
+/// the README.
+#[test]
+fn connection_protection_keys() {
+    for key in [
+        "max_connections",
+        "max_connections_per_ip",
+        "reserved_connections",
+    ] {
+        check_err(
+            &format!("[server]\n{key} = 0\n"),
+            &format!("server.{key}"),
+            "positive integer",
+            2,
+        );
+    }
+    check_err(
+        "[server]\nwrite_timeout = \"0s\"\n",
+        "server.write_timeout",
+        "at least \"1s\"",
+        2,
+    );
+    let c = crate::config::parse("", std::path::Path::new("t.toml")).unwrap();
+    assert_eq!(c.server.max_connections, 256);
+    assert_eq!(c.server.max_connections_per_ip, 32);
+    assert_eq!(c.server.reserved_connections, 16);
+    assert_eq!(c.server.write_timeout, std::time::Duration::from_secs(10));
+    let c = crate::config::parse(
+        "[server]\nmax_connections_per_ip = 3\nreserved_connections = 2\nwrite_timeout = \"2s\"\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.server.max_connections_per_ip, 3);
+    assert_eq!(c.server.reserved_connections, 2);
+    assert_eq!(c.server.write_timeout, std::time::Duration::from_secs(2));
+}

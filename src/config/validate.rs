@@ -447,10 +447,29 @@ fn validate_server(s: RawServer, loc: &Locator<'_>) -> Result<ServerConfig, Conf
         (None, None) => None,
     };
     let max_connections = positive(loc, &s.max_connections, "server.max_connections", 256)?;
+    let max_connections_per_ip = positive(
+        loc,
+        &s.max_connections_per_ip,
+        "server.max_connections_per_ip",
+        32,
+    )?;
+    let reserved_connections = positive(
+        loc,
+        &s.reserved_connections,
+        "server.reserved_connections",
+        16,
+    )?;
     Ok(ServerConfig {
         listen,
         admin_token,
         max_connections: max_connections as usize,
+        max_connections_per_ip: max_connections_per_ip as usize,
+        reserved_connections: reserved_connections as usize,
+        write_timeout: s
+            .write_timeout
+            .map(|d| at_least_one_second(loc, d, "server.write_timeout"))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(10)),
         header_timeout: s
             .header_timeout
             .map(|d| at_least_one_second(loc, d, "server.header_timeout"))

@@ -59,31 +59,80 @@ pub enum DaemonError {
     AdminToken(String),
 }
 
+/// The shortest admin token accepted, in bytes (256 bits of a random hex or base64 token).
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 32;
+
 /// Reads the admin token from its file or environment variable (`None` when not configured).
-/// A configured source that is missing or empty is an error: the daemon would otherwise serve
-/// with actions silently off.
+/// A configured source that is missing, empty or shorter than [`MIN_ADMIN_TOKEN_BYTES`] is an
+/// error: the daemon would otherwise serve with actions silently off, or guessable. The file
+/// must pass [`token_file_problem`] (checked on the opened file, so it cannot be swapped).
 pub fn load_admin_token(server: &ServerConfig) -> Result<Option<SecretValue>, DaemonError> {
-    let text = match &server.admin_token {
+    let (text, origin) = match &server.admin_token {
         None => return Ok(None),
-        Some(TokenSource::File(path)) => std::fs::read_to_string(path).map_err(|e| {
-            DaemonError::AdminToken(format!(
-                "cannot read server.admin_token_file {}: {e}",
-                path.display()
-            ))
-        })?,
-        Some(TokenSource::Env(name)) => std::env::var(name).map_err(|_| {
-            DaemonError::AdminToken(format!(
-                "server.admin_token_env names {name}, which is not set"
-            ))
-        })?,
+        Some(TokenSource::File(path)) => {
+            let fail = |e: std::io::Error| {
+                DaemonError::AdminToken(format!(
+                    "cannot read server.admin_token_file {}: {e}",
+                    path.display()
+                ))
+            };
+            let mut file = std::fs::File::open(path).map_err(fail)?;
+            let meta = file.metadata().map_err(fail)?;
+            {
+                use std::os::unix::fs::MetadataExt;
+                let me = rustix::process::geteuid().as_raw();
+                if let Some(problem) = token_file_problem(meta.mode(), meta.uid(), me) {
+                    return Err(DaemonError::AdminToken(format!(
+                        "server.admin_token_file {}: {problem}",
+                        path.display()
+                    )));
+                }
+            }
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut file, &mut text).map_err(fail)?;
+            (text, format!("server.admin_token_file {}", path.display()))
+        }
+        Some(TokenSource::Env(name)) => (
+            std::env::var(name).map_err(|_| {
+                DaemonError::AdminToken(format!(
+                    "server.admin_token_env names {name}, which is not set"
+                ))
+            })?,
+            format!("server.admin_token_env {name}"),
+        ),
     };
     let token = text.trim();
     if token.is_empty() {
-        return Err(DaemonError::AdminToken(
-            "the configured admin token is empty".into(),
-        ));
+        return Err(DaemonError::AdminToken(format!(
+            "the admin token of {origin} is empty"
+        )));
+    }
+    if token.len() < MIN_ADMIN_TOKEN_BYTES {
+        return Err(DaemonError::AdminToken(format!(
+            "the admin token of {origin} is {} bytes; at least {MIN_ADMIN_TOKEN_BYTES} bytes are required (for example `openssl rand -hex 32`)",
+            token.len()
+        )));
     }
     Ok(Some(SecretValue::new(token.to_string())))
+}
+
+/// Why a token file with permission bits `mode`, owned by `owner`, must not be used by a
+/// daemon running as `me` (pure): any group or other permission (the token would be readable,
+/// or replaceable, by other accounts), or an owner that is neither `me` nor root (that account
+/// could rewrite it). `None` when it is fine (0600 or 0400 of ours or root's).
+pub fn token_file_problem(mode: u32, owner: u32, me: u32) -> Option<String> {
+    let perm = mode & 0o7777;
+    if perm & 0o077 != 0 {
+        return Some(format!(
+            "mode {perm:04o} gives group or other users access to the token; chmod 600 it"
+        ));
+    }
+    if owner != me && owner != 0 {
+        return Some(format!(
+            "owned by uid {owner}, neither this daemon's user (uid {me}) nor root; chown it"
+        ));
+    }
+    None
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -294,4 +343,54 @@ fn spawn_signal_listener(
         info!(signal = name, "Shutting down.");
         stop.cancel();
     }))
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn token_file_modes_and_owners() {
+        // Private files of ours or root's.
+        for (mode, owner) in [(0o100600, 1000), (0o100400, 1000), (0o600, 0)] {
+            assert_eq!(
+                token_file_problem(mode, owner, 1000),
+                None,
+                "{mode:o} {owner}"
+            );
+        }
+        // Any group or other bit.
+        for mode in [0o644, 0o640, 0o604, 0o610, 0o601, 0o660, 0o100666] {
+            let why = token_file_problem(mode, 1000, 1000).expect("refused");
+            assert!(why.contains(&format!("{:04o}", mode & 0o7777)), "{why}");
+        }
+        // Another non-root account's file, even private.
+        let why = token_file_problem(0o600, 1001, 1000).expect("refused");
+        assert!(why.contains("uid 1001"), "{why}");
+        // Root running with root's file.
+        assert_eq!(token_file_problem(0o600, 0, 0), None);
+    }
+
+    #[test]
+    fn short_tokens_are_refused_and_not_echoed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = |token: &str| {
+            let path = dir.path().join(format!("t{}", token.len()));
+            std::fs::write(&path, format!("{token}\n")).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            ServerConfig {
+                admin_token: Some(TokenSource::File(path)),
+                ..crate::config::parse("", std::path::Path::new("t.toml"))
+                    .expect("empty config")
+                    .server
+            }
+        };
+        let short = "a".repeat(31);
+        let e = load_admin_token(&server(&short)).unwrap_err().to_string();
+        assert!(e.contains("31 bytes") && e.contains("at least 32"), "{e}");
+        assert!(!e.contains(&short), "{e}");
+        let t = load_admin_token(&server(&"b".repeat(32))).unwrap();
+        assert_eq!(t.map(|t| t.expose().len()), Some(32));
+    }
 }

@@ -163,9 +163,11 @@ pub struct IncidentSummary {
     pub secret: String,
     /// `open`, `resolved` or `failed`.
     pub status: Status,
-    /// Why it was reported.
+    /// Why it was reported (absent from the anonymous summary).
+    #[serde(default)]
     pub reason: String,
-    /// Who reported it.
+    /// Who reported it (absent from the anonymous summary).
+    #[serde(default)]
     pub reported_by: String,
     /// Opened, seconds since the epoch.
     pub opened_at: i64,
@@ -296,6 +298,93 @@ pub struct AnomalyItem<'a> {
     pub anomaly: &'a Anomaly,
 }
 
+/// What an anonymous read answer says in place of the details it leaves out.
+pub const REDACTED_NOTE: &str = "summary: principals, IP addresses, event ids, reasons, reporters, messages and errors need Authorization: Bearer <admin token>";
+
+/// Removes `keys` from a JSON object.
+fn drop_keys(v: &mut serde_json::Value, keys: &[&str]) {
+    if let Some(o) = v.as_object_mut() {
+        for k in keys {
+            o.remove(*k);
+        }
+    }
+}
+
+/// Applies `f` to each element of the array under `key`.
+fn each(v: &mut serde_json::Value, key: &str, f: impl Fn(&mut serde_json::Value)) {
+    if let Some(items) = v.get_mut(key).and_then(|a| a.as_array_mut()) {
+        items.iter_mut().for_each(f);
+    }
+}
+
+/// The anonymous form of a read answer (pure): what `route` shows without the admin token.
+/// Summaries keep names, counts, kinds, states and times; they lose principals, IPs, event ids,
+/// free-text details, reasons, reporters, step and event messages, and errors (which can name
+/// database hosts). The incident document is reduced to an allowlist.
+pub fn redact(route: Redact, v: &mut serde_json::Value) {
+    match route {
+        Redact::Secrets => each(v, "secrets", |s| {
+            if let Some(r) = s.get_mut("rotation") {
+                drop_keys(r, &["error", "waiting"]);
+            }
+        }),
+        Redact::Anomalies => each(v, "anomalies", |a| {
+            drop_keys(a, &["principal", "source_ip", "event_id", "detail"])
+        }),
+        Redact::Rotations => each(v, "rotations", |r| drop_keys(r, &["error"])),
+        Redact::Rotation => {
+            drop_keys(v, &["error"]);
+            each(v, "events", |e| drop_keys(e, &["message"]));
+        }
+        Redact::Incidents => each(v, "incidents", |i| drop_keys(i, &["reason", "reported_by"])),
+        Redact::Incident => {
+            const KEEP: &[&str] = &[
+                "incident_id",
+                "secret",
+                "strategy",
+                "status",
+                "opened_at_ms",
+                "closed_at_ms",
+                "steps",
+                "rotation_id",
+                "rotated_at",
+                "url",
+                "report_url",
+            ];
+            if let Some(o) = v.as_object_mut() {
+                o.retain(|k, _| KEEP.contains(&k.as_str()));
+            }
+            each(v, "steps", |step| {
+                if let Some(o) = step.as_object_mut() {
+                    o.retain(|k, _| {
+                        ["name", "state", "started_at_ms", "ended_at_ms"].contains(&k.as_str())
+                    });
+                }
+            });
+        }
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.insert("details".into(), REDACTED_NOTE.into());
+    }
+}
+
+/// The read answers [`redact`] knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redact {
+    /// `GET /secrets`.
+    Secrets,
+    /// `GET /anomalies`.
+    Anomalies,
+    /// `GET /rotations`.
+    Rotations,
+    /// `GET /rotations/<id>`.
+    Rotation,
+    /// `GET /incidents`.
+    Incidents,
+    /// `GET /incidents/<id>`.
+    Incident,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +408,51 @@ mod tests {
         assert_eq!(serde_json::from_str::<RotateRefused>(&text).unwrap(), busy);
         let plain: RotateRefused = serde_json::from_str(r#"{"error":"no"}"#).unwrap();
         assert_eq!(plain.active, None);
+    }
+
+    #[test]
+    fn anonymous_summaries_leave_out_the_details() {
+        let mut inc = serde_json::json!({
+            "incident_id": "i1", "secret": "A", "secret_id": "svc/a", "strategy": "postgres",
+            "impact": "x", "reason": "pasted in chat", "reported_by": "bob", "status": "open",
+            "opened_at_ms": 1, "closed_at_ms": null, "rotation_id": "r1",
+            "steps": [{"name": "rotate", "state": "failed", "ended_at_ms": 2,
+                       "message": "connect db.internal:5432 refused"}],
+            "audit": {"principals": [{"principal": "arn:mallory", "source_ips": ["203.0.113.9"]}]},
+            "todo": ["revoke arn:mallory"], "report_md": "/var/lib/x.md",
+            "url": "/incidents/i1", "report_url": "/incidents/i1/report.md"
+        });
+        redact(Redact::Incident, &mut inc);
+        let text = inc.to_string();
+        for word in [
+            "pasted",
+            "bob",
+            "db.internal",
+            "mallory",
+            "203.0.113.9",
+            "/var/lib",
+        ] {
+            assert!(!text.contains(word), "{word} in {text}");
+        }
+        assert_eq!(inc["steps"][0]["state"], "failed");
+        assert_eq!(inc["status"], "open");
+        assert_eq!(inc["details"], REDACTED_NOTE);
+        let mut list = serde_json::json!({"incidents": [{"incident_id": "i1", "reason": "r", "reported_by": "b", "status": "open"}]});
+        redact(Redact::Incidents, &mut list);
+        assert_eq!(
+            list["incidents"][0],
+            serde_json::json!({"incident_id": "i1", "status": "open"})
+        );
+        // The CLI still reads a summary without reason and reporter.
+        let read: IncidentList = serde_json::from_value(serde_json::json!({"incidents": [{
+            "incident_id": "i1", "secret": "A", "status": "open", "opened_at": 1,
+            "closed_at": null, "failed_steps": [], "url": "/incidents/i1"}]}))
+        .unwrap();
+        assert_eq!(read.incidents[0].reason, "");
+        let mut rot = serde_json::json!({"id": "r1", "state": "failed", "error": "db.internal down",
+            "events": [{"at": 1, "step": "set", "outcome": "failed", "message": "db.internal"}]});
+        redact(Redact::Rotation, &mut rot);
+        assert!(!rot.to_string().contains("db.internal"), "{rot}");
+        assert_eq!(rot["events"][0]["outcome"], "failed");
     }
 }

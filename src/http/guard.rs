@@ -1,16 +1,19 @@
 //! The checks in front of the action routes: no credential in the URL, the bearer token
-//! (constant-time), the body limits, the `<secret>` segment, and the per-secret
-//! [`ActionLimiter`]. It must never import the handlers or the state: callers pass the token and
+//! (constant-time) behind a per-peer limit of failed authentications, the body limits, the
+//! `<secret>` segment, and the per-secret rate limit (both in [`ActionLimiter`]). It must never import the handlers or the state: callers pass the token and
 //! the limiter.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{
+    AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
@@ -74,32 +77,95 @@ impl Action {
     }
 }
 
-/// Per-(action, secret) sliding-window rate limit of the action routes. Keys are inventory
-/// names (bounded by the inventory), checked only after the secret was found.
+/// Failed authentications (a wrong `Authorization` header) one peer IP may make within
+/// [`RATE_WINDOW`]; the next requests of that peer needing a token answer `429` (even with the right token, so that guessing learns
+/// nothing) until the oldest failure leaves the window.
+pub(crate) const AUTH_FAILURE_LIMIT: usize = 10;
+/// Peers whose failures are remembered at most (stale ones are forgotten first).
+const MAX_TRACKED_PEERS: usize = 4096;
+
+/// The peer address of a request, put in its extensions by the serving loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Peer(pub(crate) IpAddr);
+
+/// The rate limits of the HTTP API: per-(action, secret) sliding window of the action routes
+/// (keys are inventory names, bounded by the inventory, checked only after the secret was
+/// found), and failed authentications per peer IP (bounded by [`MAX_TRACKED_PEERS`]).
 #[derive(Default)]
 pub struct ActionLimiter {
     /// The accepted requests of the last window, oldest first, per key.
     hits: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// The failed authentications of the last window, oldest first, per peer.
+    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
 }
 
 impl ActionLimiter {
+    /// `Some(retry_after)` while `peer` has [`AUTH_FAILURE_LIMIT`] failed authentications in
+    /// the last [`RATE_WINDOW`].
+    pub(crate) fn auth_blocked(&self, peer: IpAddr, now: Instant) -> Option<Duration> {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let q = failures.get_mut(&peer)?;
+        prune(q, now);
+        if q.len() < AUTH_FAILURE_LIMIT {
+            if q.is_empty() {
+                failures.remove(&peer);
+            }
+            return None;
+        }
+        let oldest = q.front().copied().unwrap_or(now);
+        Some(RATE_WINDOW.saturating_sub(now.saturating_duration_since(oldest)))
+    }
+
+    /// Records a failed authentication of `peer` at `now`.
+    pub(crate) fn auth_failed(&self, peer: IpAddr, now: Instant) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if !failures.contains_key(&peer) && failures.len() >= MAX_TRACKED_PEERS {
+            failures.retain(|_, q| {
+                prune(q, now);
+                !q.is_empty()
+            });
+            if failures.len() >= MAX_TRACKED_PEERS {
+                // Still full of active peers: forget the one whose last failure is oldest.
+                let stalest = failures
+                    .iter()
+                    .min_by_key(|(_, q)| q.back().copied())
+                    .map(|(ip, _)| *ip);
+                if let Some(ip) = stalest {
+                    failures.remove(&ip);
+                }
+            }
+        }
+        let q = failures.entry(peer).or_default();
+        prune(q, now);
+        q.push_back(now);
+        // Only the last AUTH_FAILURE_LIMIT matter for the decision.
+        while q.len() > AUTH_FAILURE_LIMIT {
+            q.pop_front();
+        }
+    }
+
     /// Records a request at `now`; `Err(retry_after)` when `limit` requests were recorded in
     /// the last [`RATE_WINDOW`] (the refused request is not recorded).
     pub(crate) fn check(&self, key: &str, limit: usize, now: Instant) -> Result<(), Duration> {
         let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
         let q = hits.entry(key.to_string()).or_default();
-        while q
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= RATE_WINDOW)
-        {
-            q.pop_front();
-        }
+        prune(q, now);
         if q.len() >= limit {
             let oldest = q.front().copied().unwrap_or(now);
             return Err(RATE_WINDOW.saturating_sub(now.saturating_duration_since(oldest)));
         }
         q.push_back(now);
         Ok(())
+    }
+}
+
+/// Drops the instants older than [`RATE_WINDOW`] at `now`.
+fn prune(q: &mut VecDeque<Instant>, now: Instant) {
+    while q
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= RATE_WINDOW)
+    {
+        q.pop_front();
     }
 }
 
@@ -150,28 +216,81 @@ pub(crate) fn query_has_credentials(query: Option<&str>) -> bool {
     })
 }
 
-/// Checks the bearer token in constant time; `Some` is the refusal to send.
-fn authorize(expected: Option<&SecretValue>, req: &Request<Incoming>) -> Option<Response<Body>> {
+/// Whether `headers` carry `Authorization: Bearer <expected>` (compared in constant time);
+/// always false when no token is configured.
+pub(crate) fn bearer_ok(expected: Option<&SecretValue>, headers: &HeaderMap) -> bool {
     use subtle::ConstantTimeEq;
     let Some(expected) = expected else {
-        return Some(error_json(
-            StatusCode::FORBIDDEN,
-            "actions are off: no admin token is configured (server.admin_token_file or server.admin_token_env)",
-        ));
+        return false;
     };
-    let given = req
-        .headers()
+    let given = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) && !given.is_empty() {
+    !given.is_empty() && bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes()))
+}
+
+/// `429` with `Retry-After` (whole seconds, rounded up).
+fn too_many(wait: Duration, msg: String) -> Response<Body> {
+    let mut r = error_json(StatusCode::TOO_MANY_REQUESTS, msg);
+    if let Ok(v) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
+        r.headers_mut().insert(RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Checks the bearer token in constant time, after the peer's failure limit; `Some` is the
+/// refusal to send. A wrong `Authorization` header (any scheme) counts as a failure of the
+/// peer; a missing one does not.
+fn authorize(gate: &Gate<'_>, req: &Request<Incoming>) -> Option<Response<Body>> {
+    if gate.token.is_none() {
+        return Some(error_json(
+            StatusCode::FORBIDDEN,
+            "actions are off: no admin token is configured (server.admin_token_file or server.admin_token_env)",
+        ));
+    }
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    let now = Instant::now();
+    if let Some(wait) = peer.and_then(|ip| gate.limiter.auth_blocked(ip, now)) {
+        return Some(too_many(
+            wait,
+            format!(
+                "too many failed authentications from this address: at most {AUTH_FAILURE_LIMIT} per {} s",
+                RATE_WINDOW.as_secs()
+            ),
+        ));
+    }
+    if bearer_ok(gate.token, req.headers()) {
         None
     } else {
+        // A request without credentials guesses nothing; a wrong one (any scheme) does.
+        if let Some(ip) = peer
+            && req.headers().contains_key(AUTHORIZATION)
+        {
+            gate.limiter.auth_failed(ip, now);
+        }
         let mut r = error_json(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         r.headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         Some(r)
+    }
+}
+
+/// Whether a read route may show its details: `Ok(false)` without an `Authorization` header
+/// (the anonymous summary), `Ok(true)` with the valid token, else the refusal of
+/// [`authorize`] (`401`, `403` when no token is configured, `429` after repeated failures).
+#[allow(clippy::result_large_err)]
+pub(crate) fn read_access(
+    gate: &Gate<'_>,
+    req: &Request<Incoming>,
+) -> Result<bool, Response<Body>> {
+    if !req.headers().contains_key(AUTHORIZATION) {
+        return Ok(false);
+    }
+    match authorize(gate, req) {
+        None => Ok(true),
+        Some(r) => Err(r),
     }
 }
 
@@ -195,7 +314,7 @@ pub(crate) fn guard_action(
             "credentials are accepted only in the Authorization header (Bearer), never in the URL; replace a token that was sent in a URL",
         ));
     }
-    if let Some(r) = authorize(gate.token, req) {
+    if let Some(r) = authorize(gate, req) {
         return Err(r);
     }
     let declared = req
@@ -222,17 +341,13 @@ pub(crate) fn guard_action(
         .limiter
         .check(&format!("{word}:{label}"), limit, Instant::now())
     {
-        let mut r = error_json(
-            StatusCode::TOO_MANY_REQUESTS,
+        return Err(too_many(
+            wait,
             format!(
                 "rate limited: at most {limit} {word} requests per secret per {} s",
                 RATE_WINDOW.as_secs()
             ),
-        );
-        if let Ok(v) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
-            r.headers_mut().insert(RETRY_AFTER, v);
-        }
-        return Err(r);
+        ));
     }
     Ok(label)
 }
@@ -348,6 +463,32 @@ mod tests {
         assert_eq!(Action::Compromised.rate_limit(), RATE_LIMIT);
         assert_eq!(Action::Rotate.rate_limit(), ROTATE_RATE_LIMIT);
         assert_eq!(Action::Rollback.rate_limit(), ROTATE_RATE_LIMIT);
+    }
+
+    #[test]
+    fn failed_authentications_are_limited_per_peer() {
+        let l = ActionLimiter::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let t0 = Instant::now();
+        for i in 0..AUTH_FAILURE_LIMIT {
+            assert_eq!(l.auth_blocked(a, t0), None, "after {i} failures");
+            l.auth_failed(a, t0 + Duration::from_secs(i as u64));
+        }
+        let at = t0 + Duration::from_secs(20);
+        assert_eq!(l.auth_blocked(a, at), Some(Duration::from_secs(40)));
+        assert_eq!(l.auth_blocked(b, at), None, "another peer is unaffected");
+        // The window slides: the oldest failure leaves it at t0 + 60 s.
+        assert!(
+            l.auth_blocked(a, t0 + RATE_WINDOW - Duration::from_millis(1))
+                .is_some()
+        );
+        assert_eq!(l.auth_blocked(a, t0 + RATE_WINDOW), None);
+        // The table stays bounded however many peers fail.
+        for i in 0..(MAX_TRACKED_PEERS as u32 + 100) {
+            l.auth_failed(IpAddr::from(std::net::Ipv4Addr::from(i)), at);
+        }
+        assert!(l.failures.lock().unwrap().len() <= MAX_TRACKED_PEERS);
     }
 
     #[test]

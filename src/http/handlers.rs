@@ -16,7 +16,8 @@ use super::api::{
     AnomaliesBody, AnomalyItem, IncidentAccepted, IncidentDetail, IncidentList, IncidentSummary,
     RotateAccepted, RotateRefused, RotationDetail, RotationList, SecretEntry, SecretsBody,
 };
-use super::guard::{Action, guard_action, parse_compromise_body, read_body};
+use super::api::{Redact, redact};
+use super::guard::{Action, guard_action, parse_compromise_body, read_access, read_body};
 use super::respond::{Body, error_json, json, method_not_allowed, text};
 use super::route::{Miss, Route};
 use super::state::AppState;
@@ -47,20 +48,51 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
             };
         }
     };
+    // Read routes with details: anonymous callers get the summary.
+    let full = match &route {
+        Route::Secrets
+        | Route::Anomalies
+        | Route::Rotations
+        | Route::Rotation(_)
+        | Route::Incidents
+        | Route::Incident(_)
+        | Route::IncidentReport(_) => match read_access(&state.gate(), &req) {
+            Ok(full) => full,
+            Err(r) => return r,
+        },
+        _ => false,
+    };
     match route {
         Route::Metrics => metrics(&state, &req),
         Route::Healthz => text(StatusCode::OK, "ok\n"),
         Route::Readyz => readyz(&state),
-        Route::Secrets => secrets(&state),
-        Route::Anomalies => anomalies(&state),
+        Route::Secrets => secrets(&state, full),
+        Route::Anomalies => anomalies(&state, full),
         Route::Rotate(raw) => rotate(&state, &req, &raw),
         Route::Rollback { raw, force } => rollback(&state, &req, &raw, force).await,
-        Route::Rotations => rotations(&state),
-        Route::Rotation(id) => rotation(&state, &id),
+        Route::Rotations => rotations(&state, full),
+        Route::Rotation(id) => rotation(&state, &id, full),
         Route::Compromised(raw) => compromised(&state, req, &raw).await,
-        Route::Incidents => incidents(&state),
-        Route::Incident(id) => incident(&state, &id, false),
-        Route::IncidentReport(id) => incident(&state, &id, true),
+        Route::Incidents => incidents(&state, full),
+        Route::Incident(id) => incident(&state, &id, false, full),
+        Route::IncidentReport(id) => incident(&state, &id, true, full),
+    }
+}
+
+/// A read answer: the whole body with the token (`full`), else its [`redact`]ed summary.
+fn read_json<T: serde::Serialize>(value: &T, full: bool, kind: Redact) -> Response<Body> {
+    if full {
+        return json(StatusCode::OK, value);
+    }
+    match serde_json::to_value(value) {
+        Ok(mut v) => {
+            redact(kind, &mut v);
+            json(StatusCode::OK, &v)
+        }
+        Err(e) => error_json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the response: {e}"),
+        ),
     }
 }
 
@@ -114,10 +146,9 @@ fn readyz(state: &AppState) -> Response<Body> {
 }
 
 /// `GET /secrets`.
-fn secrets(state: &AppState) -> Response<Body> {
+fn secrets(state: &AppState, full: bool) -> Response<Body> {
     let view = state.view.read();
-    json(
-        StatusCode::OK,
+    read_json(
         &SecretsBody {
             generated_at: Utc::now().timestamp(),
             secrets: view
@@ -129,15 +160,16 @@ fn secrets(state: &AppState) -> Response<Body> {
                 })
                 .collect(),
         },
+        full,
+        Redact::Secrets,
     )
 }
 
 /// `GET /anomalies`.
-fn anomalies(state: &AppState) -> Response<Body> {
+fn anomalies(state: &AppState, full: bool) -> Response<Body> {
     let view = state.view.read();
     let log = &view.access_log;
-    json(
-        StatusCode::OK,
+    read_json(
         &AnomaliesBody {
             generated_at: Utc::now().timestamp(),
             skipped_records: log.skipped_records,
@@ -154,6 +186,8 @@ fn anomalies(state: &AppState) -> Response<Body> {
                 })
                 .collect(),
         },
+        full,
+        Redact::Anomalies,
     )
 }
 
@@ -249,23 +283,25 @@ async fn rollback(
 }
 
 /// `GET /rotations`.
-fn rotations(state: &AppState) -> Response<Body> {
+fn rotations(state: &AppState, full: bool) -> Response<Body> {
     let Some(engine) = &state.rotation else {
         return rotation_off();
     };
     match engine.recent(100) {
-        Ok(rotations) => json(StatusCode::OK, &RotationList { rotations }),
+        Ok(rotations) => read_json(&RotationList { rotations }, full, Redact::Rotations),
         Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
 /// `GET /rotations/<id>`.
-fn rotation(state: &AppState, id: &str) -> Response<Body> {
+fn rotation(state: &AppState, id: &str, full: bool) -> Response<Body> {
     let Some(engine) = &state.rotation else {
         return rotation_off();
     };
     match engine.status(id) {
-        Ok(Some((rotation, events))) => json(StatusCode::OK, &RotationDetail { rotation, events }),
+        Ok(Some((rotation, events))) => {
+            read_json(&RotationDetail { rotation, events }, full, Redact::Rotation)
+        }
         Ok(None) => error_json(StatusCode::NOT_FOUND, format!("no rotation {id:?}")),
         Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
@@ -305,26 +341,39 @@ async fn compromised(state: &AppState, req: Request<Incoming>, raw: &str) -> Res
 }
 
 /// `GET /incidents`.
-fn incidents(state: &AppState) -> Response<Body> {
+fn incidents(state: &AppState, full: bool) -> Response<Body> {
     let Some(svc) = &state.incidents else {
         return incidents_off();
     };
     match svc.list(200) {
-        Ok(list) => json(
-            StatusCode::OK,
+        Ok(list) => read_json(
             &IncidentList {
                 incidents: list.iter().map(IncidentSummary::from).collect(),
             },
+            full,
+            Redact::Incidents,
         ),
         Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
-/// `GET /incidents/<id>` and, with `markdown`, `GET /incidents/<id>/report.md`.
-fn incident(state: &AppState, id: &str, markdown: bool) -> Response<Body> {
+/// `GET /incidents/<id>` and, with `markdown`, `GET /incidents/<id>/report.md` (the report
+/// lists principals, IPs and the reason: the token only).
+fn incident(state: &AppState, id: &str, markdown: bool, full: bool) -> Response<Body> {
     let Some(svc) = &state.incidents else {
         return incidents_off();
     };
+    if markdown && !full {
+        let mut r = error_json(
+            StatusCode::UNAUTHORIZED,
+            "the report needs Authorization: Bearer <admin token>; GET /incidents/<id> without it is the summary",
+        );
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
     match svc.get(id) {
         Ok(Some(inc)) if markdown => {
             let mut r = text(StatusCode::OK, crate::incident::report::markdown(&inc));
@@ -334,7 +383,7 @@ fn incident(state: &AppState, id: &str, markdown: bool) -> Response<Body> {
             );
             r
         }
-        Ok(Some(inc)) => json(StatusCode::OK, &IncidentDetail::from(&inc)),
+        Ok(Some(inc)) => read_json(&IncidentDetail::from(&inc), full, Redact::Incident),
         Ok(None) => error_json(StatusCode::NOT_FOUND, "no such incident"),
         Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
     }

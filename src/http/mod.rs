@@ -18,6 +18,10 @@
 //!   `{"incident_id","secret","status","url"}`; `200` with the open incident while one is open.
 //! - `GET /incidents`, `GET /incidents/<id>`, `GET /incidents/<id>/report.md`.
 //!
+//! Reads without `Authorization` get a summary (`api::redact`): no principals, IPs, event ids,
+//! reasons, reporters, messages or errors (which can name database hosts); with the valid token
+//! the full answer; a wrong token `401`; `report.md` needs the token.
+//!
 //! The route is parsed once into `route::Route`; every JSON answer and body is a type of
 //! [`api`], which the CLI (`cli::remote`) reads too.
 //!
@@ -28,14 +32,25 @@
 //!
 //! Every POST needs `Authorization: Bearer <admin token>` (compared in constant time): `401`
 //! when missing or wrong, `403` when no token is configured (actions are off). `<secret>` is the
-//! inventory name or the Secrets Manager name (slashes allowed, percent-decoded once).
+//! inventory name or the Secrets Manager name (slashes allowed, percent-decoded once). After 10
+//! wrong `Authorization` headers within a minute, a peer IP gets `429` with `Retry-After` for
+//! anything that needs or carries a token (even the right one) until the oldest failure is a
+//! minute old.
 //!
-//! Protection: at most `server.max_connections` connections are served at once (the semaphore is
-//! acquired before `accept`, so the excess waits in the kernel backlog), request headers must
-//! arrive within `server.header_timeout`, and on shutdown open connections get a few seconds to
-//! finish before they are dropped.
+//! Protection (`conn.rs`): every connection is accepted at once. At most
+//! `server.max_connections` normal connections are served, at most
+//! `server.max_connections_per_ip` of them from one peer IP; beyond, a connection takes one of
+//! `server.reserved_connections` reserve slots, where only a request carrying the valid admin
+//! token is served (one request; any other answers `503` with `Retry-After: 1` and the connection
+//! closes); when the reserve is full, its oldest connection that has not shown the token is
+//! dropped for the newcomer, and with a reserve full of authenticated requests the newcomer is
+//! closed at once. So clients that hold every normal slot cannot keep a responder's
+//! `POST /compromised` out. Request headers must arrive within `server.header_timeout` (also
+//! between keep-alive requests), a write that makes no progress for `server.write_timeout` (a
+//! client that pipelines and never reads) cuts the connection, and on shutdown open connections
+//! get a few seconds to finish before they are dropped.
 //!
-//! Files: `route.rs` (pure parsing), `guard.rs` (token, limits, rate limit), `api.rs` (JSON
+//! Files: `conn.rs` (admission, write timeout), `route.rs` (pure parsing), `guard.rs` (token, limits, rate limit), `api.rs` (JSON
 //! types), `respond.rs` (answer builders), `state.rs` ([`AppState`]), `handlers.rs` (one function
 //! per route). This file only serves; none of those files imports it. The folder never imports
 //! `daemon` or `cli`.
@@ -49,11 +64,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub mod api;
+mod conn;
 mod guard;
 mod handlers;
 mod respond;
@@ -70,19 +85,19 @@ use handlers::handle;
 /// How long open connections may take to finish once shutdown starts.
 const DRAIN: Duration = Duration::from_secs(3);
 
-/// Serves `listener` until `shutdown` is cancelled, then drains open connections.
+/// Serves `listener` until `shutdown` is cancelled, then drains open connections. Every
+/// connection is accepted at once and admitted by [`conn::Slots`] (normal, reserve or closed).
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(state.config.server.max_connections));
-    let header_timeout = state.config.server.header_timeout;
+    let server = &state.config.server;
+    let slots = conn::Slots::new(conn::Limits {
+        general: server.max_connections,
+        per_ip: server.max_connections_per_ip,
+        reserve: server.reserved_connections,
+    });
+    let header_timeout = server.header_timeout;
+    let write_timeout = server.write_timeout;
     let graceful = GracefulShutdown::new();
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.cancelled() => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(conn) => conn,
@@ -95,22 +110,52 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
             },
             _ = shutdown.cancelled() => break,
         };
+        let Some((slot, ticket)) = slots.admit(peer.ip()) else {
+            debug!(%peer, "Connection closed at once: every slot and the reserve are taken.");
+            drop(stream);
+            continue;
+        };
         let state = state.clone();
-        let service = service_fn(move |req| {
+        // On a reserve connection only a request with the admin token is served.
+        let authorized = ticket.as_ref().map(|t| t.authorized.clone());
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(state, req).await) }
+            let authorized = authorized.clone();
+            req.extensions_mut().insert(guard::Peer(peer.ip()));
+            async move {
+                if let Some(flag) = &authorized {
+                    if !guard::bearer_ok(state.admin_token.as_ref(), req.headers()) {
+                        return Ok::<_, Infallible>(respond::busy());
+                    }
+                    flag.store(true, std::sync::atomic::Ordering::Release);
+                }
+                Ok::<_, Infallible>(handle(state, req).await)
+            }
         });
-        let conn = http1::Builder::new()
+        let mut builder = http1::Builder::new();
+        builder
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+            // A reserve connection serves one request.
+            .keep_alive(!slot.is_reserve());
+        let io = TokioIo::new(conn::WriteDeadline::new(stream, write_timeout));
+        let conn = graceful.watch(builder.serve_connection(io, service));
+        let evicted = ticket.map(|t| t.evict);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "Connection ended with an error.");
+            let ended = match evicted {
+                Some(evicted) => tokio::select! {
+                    r = conn => Some(r),
+                    _ = evicted.cancelled() => None,
+                },
+                None => Some(conn.await),
+            };
+            match ended {
+                Some(Err(e)) => debug!(%peer, error = %e, "Connection ended with an error."),
+                Some(Ok(())) => {}
+                None => debug!(%peer, "Reserve connection dropped for a newer one."),
             }
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);

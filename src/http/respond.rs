@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
@@ -64,5 +64,19 @@ pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     );
     r.headers_mut()
         .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// `503` of a reserve connection whose request does not carry the admin token: every normal
+/// slot (or the peer's share) is taken; the connection closes after it.
+pub(crate) fn busy() -> Response<Body> {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy: every connection slot is taken; only requests with the admin token are served now\n",
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     r
 }

@@ -22,7 +22,7 @@ use crate::aws::SecretValue;
 use crate::domain::view::SharedView;
 use crate::telemetry::Metrics;
 
-const TOKEN: &str = "test-admin-token";
+const TOKEN: &str = "test-admin-token-in-process-0123456789";
 
 /// A server on an ephemeral port, with its address, its stop token and its task.
 struct Server {
@@ -351,5 +351,96 @@ async fn a_manual_rotation_is_accepted_and_runs_to_done() {
     let (current, value) = s.secrets.staged("svc/a", "AWSCURRENT").unwrap();
     assert_eq!(current, format!("keywarden-{}", accepted.rotation_id));
     assert_ne!(value.expose(), "first-value");
+    s.stop.cancel();
+}
+
+/// Issue #15 (low): anonymous GETs show a summary; principals, IPs, event ids, details and
+/// rotation errors (which can name database hosts) need the admin token.
+#[tokio::test]
+async fn anonymous_reads_get_a_summary_and_the_token_gets_details() {
+    let s = start(|state| {
+        let mut v = state.view.write();
+        v.access_log
+            .recent
+            .push_front(crate::access::detect::Anomaly {
+                secret: "A".into(),
+                kind: crate::domain::vocabulary::AnomalyKind::UnexpectedSource,
+                principal: "arn:aws:iam::123456789012:user/mallory".into(),
+                source_ip: Some("203.0.113.9".into()),
+                event_id: "ev-1".into(),
+                event_name: "GetSecretValue".into(),
+                time_ms: 1_700_000_000_000,
+                detail: "read from 203.0.113.9 outside 10.0.0.0/8".into(),
+            });
+        v.secrets.insert(
+            "A".into(),
+            crate::domain::view::SecretStatus {
+                name: "A".into(),
+                id: "svc/a".into(),
+                arn: None,
+                managed: crate::domain::view::Managed::Inventory,
+                severity: crate::domain::vocabulary::Severity::Critical,
+                impact: String::new(),
+                strategy: crate::domain::vocabulary::Strategy::Random,
+                present: true,
+                deletion_scheduled: false,
+                last_rotated: None,
+                interval_seconds: None,
+                due: None,
+                overdue: false,
+                scheduled: None,
+                rotation_enabled: false,
+                pending: false,
+                last_accessed: None,
+                current_version: None,
+                observed_at: 0,
+            },
+        );
+        v.rotations.insert(
+            "A".into(),
+            crate::domain::view::RotationView {
+                error: Some("cannot connect to db.internal.example:5432".into()),
+                waiting: Some("undeclared reader arn:aws:iam::123456789012:user/mallory".into()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let sensitive = ["mallory", "203.0.113.9", "ev-1", "db.internal.example"];
+    let bearer = format!("Bearer {TOKEN}");
+    for route in ["/anomalies", "/secrets"] {
+        let url = format!("{}{route}", s.base);
+        let (status, _, body) = get(&url).await;
+        assert_eq!(status, 200, "{route}: {body}");
+        for word in sensitive {
+            assert!(
+                !body.contains(word),
+                "{route} shows {word:?} without the token: {body}"
+            );
+        }
+        let (status, _, full) =
+            call("GET", &url, &[("authorization", &bearer)], Bytes::new()).await;
+        assert_eq!(status, 200, "{route}: {full}");
+        let shown = sensitive.iter().filter(|w| full.contains(*w)).count();
+        assert!(
+            shown >= 2,
+            "{route} with the token lacks the details: {full}"
+        );
+        // A wrong token is refused, not silently summarized.
+        let (status, _, _) = call(
+            "GET",
+            &url,
+            &[("authorization", "Bearer wrong")],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, 401, "{route}");
+    }
+    // The summary keeps counts, kinds and times.
+    let (_, _, body) = get(&format!("{}/anomalies", s.base)).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["anomalies"][0]["kind"], "unexpected_source", "{v:#}");
+    assert_eq!(v["anomalies"][0]["secret"], "A", "{v:#}");
+    assert!(v["anomalies"][0]["time"].is_string(), "{v:#}");
     s.stop.cancel();
 }

@@ -620,7 +620,19 @@ async fn cloudtrail_stream_counts_exactly_and_raises_each_anomaly_once() {
     put(&w.logs, "123456789012_CloudTrail_us-east-1_1", &hist).await;
     put(&w.logs, "123456789012_CloudTrail_us-east-1_2", &a).await;
 
-    let d = Daemon::start(&w.config).await;
+    // With the admin token, so that `GET /anomalies` shows principals and IPs (issue #15).
+    let config = w.config.replacen(
+        "[server]\n",
+        "[server]\nadmin_token_env = \"KW_TEST_TOKEN\"\n",
+        1,
+    );
+    let d = Daemon::start_in_env(
+        tempfile::tempdir().expect("temp dir"),
+        crate::support::free_port(),
+        &config,
+        &[("KW_TEST_TOKEN", "access-admin-token-0123456789abcdef0123")],
+    )
+    .await;
     let want_a = expected(&a.iter().collect::<Vec<_>>());
     let s = wait_exact(&d, &want_a).await;
     // Counters exist at 0 from the start for every inventory secret.

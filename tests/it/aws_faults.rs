@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Daemon, Moto, create_aged_secret, now};
 
-const TOKEN: &str = "test-admin-token-0123456789";
+const TOKEN: &str = "test-admin-token-0123456789abcdef0123";
 
 /// Injects faults; returns the launcher's fault state.
 async fn faults(moto: &Moto, body: Value) -> Value {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Daemon, Moto, free_port, http};
 
-const TOKEN: &str = "test-admin-token-0123456789";
+const TOKEN: &str = "test-admin-token-0123456789abcdef0123";
 const INSTALL: &str = "apt-get install postgresql redis-server (scripts/test does)";
 /// Where Debian installs the PostgreSQL server binaries, one directory per major version.
 const PG_LIB: &str = "/usr/lib/postgresql";

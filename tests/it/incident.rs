@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::reminders::Wire;
 use crate::support::{Daemon, Gate, Moto, http, keywarden_command};
 
-const TOKEN: &str = "incident-admin-token-5b1e0c";
+const TOKEN: &str = "incident-admin-token-5b1e0c9a7d3f2e1b";
 const ACCOUNT: &str = "123456789012";
 const GROUP: &str = "/aws/cloudtrail/incident-test";
 /// Every secret value in these tests contains this; it must never leave Secrets Manager.

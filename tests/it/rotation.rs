@@ -13,7 +13,7 @@ use crate::support::{
     Daemon, Gate, Moto, http, keywarden_command, now, store_files_contain, token_values,
 };
 
-const TOKEN: &str = "test-admin-token-0123456789";
+const TOKEN: &str = "test-admin-token-0123456789abcdef0123";
 
 fn base_config(moto: &Moto, secrets: &str) -> String {
     format!(

@@ -408,6 +408,9 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The admin token it was given in `KW_TEST_TOKEN`, sent by [`Daemon::get`] so that the
+    /// read routes answer with their details (issue #15: anonymous reads get a summary).
+    pub token: Option<String>,
 }
 
 /// The keywarden binary built by cargo for these tests.
@@ -506,9 +509,14 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("keywarden.log")).unwrap_or_default()
     }
 
-    /// GET a path.
+    /// GET a path, with the admin token when the daemon has one (see [`Daemon::token`]).
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let (status, _, body) = http("GET", &self.url(path), &[], None).await;
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        let (status, _, body) = http("GET", &self.url(path), &headers, None).await;
         (status, body)
     }
 
@@ -753,6 +761,10 @@ impl Daemon {
             child: Some(child),
             dir,
             addr,
+            token: env
+                .iter()
+                .find(|(k, _)| *k == "KW_TEST_TOKEN")
+                .map(|(_, v)| v.to_string()),
         }
     }
 
