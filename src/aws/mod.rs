@@ -236,23 +236,55 @@ pub trait LogsApi: Send + Sync + 'static {
 /// A secret value held in memory. It zeroizes its buffer when dropped, prints as `[redacted]`
 /// in `Debug`, and has no `Display` or `Serialize`: it cannot reach a log line, a metric, a JSON
 /// answer or the store by accident. Code that truly needs the text calls [`SecretValue::expose`].
+///
+/// A SecretBinary value is held as the standard base64 of its bytes and marked binary, so the
+/// rotation writes its new version as SecretBinary again ([`SecretValue::kept_as`]).
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretValue(zeroize::Zeroizing<String>);
+pub struct SecretValue {
+    /// SecretString, or the standard base64 of SecretBinary.
+    text: zeroize::Zeroizing<String>,
+    /// The value is a SecretBinary.
+    binary: bool,
+}
 
 impl SecretValue {
-    /// Wraps a value.
+    /// Wraps a SecretString value.
     pub fn new(value: String) -> SecretValue {
-        SecretValue(zeroize::Zeroizing::new(value))
+        SecretValue {
+            text: zeroize::Zeroizing::new(value),
+            binary: false,
+        }
     }
 
-    /// The text, for the few places that must send it (AWS, a backing system).
+    /// Wraps a SecretBinary value, given as the standard base64 of its bytes.
+    pub fn binary_base64(value: String) -> SecretValue {
+        SecretValue {
+            binary: true,
+            ..SecretValue::new(value)
+        }
+    }
+
+    /// The text, for the few places that must send it (AWS, a backing system). For a
+    /// SecretBinary value, the standard base64 of its bytes.
     pub fn expose(&self) -> &str {
-        self.0.as_str()
+        self.text.as_str()
+    }
+
+    /// Whether the value is a SecretBinary.
+    pub fn is_binary(&self) -> bool {
+        self.binary
+    }
+
+    /// This value, of the same kind (SecretString or SecretBinary) as `like`: a new version is
+    /// written the way the secret keeps its current one.
+    pub fn kept_as(mut self, like: &SecretValue) -> SecretValue {
+        self.binary = like.binary;
+        self
     }
 
     /// Whether the value is empty.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.text.is_empty()
     }
 }
 

@@ -223,7 +223,9 @@ impl SecretsWriteApi for SecretsManager {
             (Some(s), _) => SecretValue::new(s.to_string()),
             (None, Some(b)) => {
                 use base64::Engine as _;
-                SecretValue::new(base64::engine::general_purpose::STANDARD.encode(b.as_ref()))
+                SecretValue::binary_base64(
+                    base64::engine::general_purpose::STANDARD.encode(b.as_ref()),
+                )
             }
             (None, None) => SecretValue::new(String::new()),
         };
@@ -239,15 +241,31 @@ impl SecretsWriteApi for SecretsManager {
         token: &str,
         value: &SecretValue,
     ) -> Result<String, AwsError> {
-        let out = self
+        let req = self
             .client
             .put_secret_value()
             .secret_id(secret_id)
             .client_request_token(token)
-            .secret_string(value.expose())
-            .version_stages(super::AWSPENDING)
-            .send()
-            .await;
+            .version_stages(super::AWSPENDING);
+        let req = if value.is_binary() {
+            use base64::Engine as _;
+            let bytes = zeroize::Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(value.expose())
+                    .map_err(|_| AwsError {
+                        service: "secretsmanager",
+                        operation: "PutSecretValue",
+                        kind: AwsErrorKind::Service,
+                        message: "the new value of a SecretBinary secret is not base64 bytes: nothing was sent".into(),
+                    })?,
+            );
+            req.secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(
+                bytes.to_vec(),
+            ))
+        } else {
+            req.secret_string(value.expose())
+        };
+        let out = req.send().await;
         let out = self.record("PutSecretValue", out)?;
         Ok(out.version_id().unwrap_or(token).to_string())
     }

@@ -24,6 +24,7 @@
 //! `cli`; it drives the rotation core through its public API only.
 
 pub mod audit;
+pub mod free_text;
 pub mod report;
 pub mod store;
 
@@ -256,8 +257,8 @@ pub fn new_incident(
         secret_id: spec.id.clone(),
         strategy: spec.rotation.strategy,
         impact: spec.impact.clone(),
-        reason: reason.to_string(),
-        reported_by: reported_by.to_string(),
+        reason: free_text::scrub(reason, free_text::MAX_REASON),
+        reported_by: free_text::scrub(reported_by, free_text::MAX_REPORTER),
         status: Status::Open,
         opened_at_ms: now_ms,
         closed_at_ms: None,

@@ -106,7 +106,7 @@ pub async fn create<A: SecretsWriteApi>(
             "AWSCURRENT of {secret_id} moved while the rotation read it; retrying"
         )));
     }
-    let new = strategy.create_value(&old.value)?;
+    let new = strategy.create_value(&old.value)?.kept_as(&old.value);
     clear_stale_pending(api, secret_id, &st, token).await?;
     api.put_pending(secret_id, token, &new).await?;
     failpoint::hit("create:put");

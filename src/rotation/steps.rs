@@ -205,6 +205,7 @@ impl<A: SecretsWriteApi> Steps<'_, A> {
                     .get_value(id, VersionSelector::IdAndStage(token, AWSCURRENT))
                     .await?;
                 if let Some(v) = strategy.finalize_value(&cur.value)? {
+                    let v = v.kept_as(&cur.value);
                     protocol::write_final(self.api, id, token, &final_token, &v).await?;
                     ours = &final_token;
                     msg = format!(

@@ -1117,3 +1117,62 @@ async fn grace_is_cut_short_and_a_failed_rotation_fails_the_incident() {
         assert!(!text.contains(CANARY), "{text}");
     }
 }
+
+/// Issue #15 (low): a secret pasted into `reason` or `reported_by` does not spread: not to the
+/// log, the store, the report files or the API; and a newline in it cannot forge a log line.
+#[tokio::test]
+async fn a_pasted_secret_in_the_reason_does_not_spread() {
+    const PASTED: &str = "Zr8KqP2vXw9mT4sLb7Nc3Hd6";
+    let moto = Moto::start();
+    let client = sm_client(&moto).await;
+    create(&client, "app/pasted", &format!("{CANARY}-p")).await;
+    write_reads(
+        &moto,
+        "app/pasted",
+        &[("arn:aws:iam::123456789012:user/deploy", "10.1.1.1", 5)],
+    )
+    .await;
+    let secrets = "[[secret]]\nname = \"PASTED\"\nid = \"app/pasted\"\nrotation = { strategy = \"random\" }\n";
+    let wire = Wire::new(&moto);
+    let topic = wire.create_topic("security-pasted").await;
+    let queue = wire.create_queue("security-pasted-q").await;
+    wire.subscribe(&topic, "security-pasted-q").await;
+    let d = start(&config(&moto, Some(&topic), secrets), &[]).await;
+    let body = json!({
+        "reason": format!("value {PASTED} found in a build log\n2026-12-02T00:00:00Z INFO forged: all clear"),
+        "reported_by": format!("alice password={PASTED}"),
+    })
+    .to_string();
+    let mut seen = Seen::default();
+    let (status, answer) = seen
+        .post(&d, "/compromised/PASTED", Some(TOKEN), Some(&body))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["incident_id"].as_str().unwrap().to_string();
+    let inc = wait_incident(&d, &id, Duration::from_secs(30)).await;
+    assert_eq!(inc["status"], "resolved", "{inc:#}");
+    let reason = inc["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("found in a build log"), "{inc:#}");
+    assert!(!inc.to_string().contains(PASTED), "{inc:#}");
+    assert!(!answer.to_string().contains(PASTED), "{answer}");
+    let log = d.log();
+    assert!(!log.contains(PASTED), "the pasted value reached the log");
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("2026-12-02T00:00:00Z INFO forged")),
+        "a newline in the reason forged a log line"
+    );
+    let leaked = crate::support::store_files_contain(d.dir.path(), PASTED);
+    assert!(leaked.is_empty(), "in the store: {leaked:?}");
+    let notices = wire.drain(&queue).await;
+    assert!(!notices.is_empty(), "no notice was published");
+    for n in &notices {
+        let all = format!("{} {} {:?}", n.subject, n.body, n.attributes);
+        assert!(!all.contains(PASTED), "in the SNS notice: {all}");
+    }
+    for entry in std::fs::read_dir(d.dir.path().join("reports")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(PASTED), "in {}", path.display());
+    }
+}

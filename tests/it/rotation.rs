@@ -1139,3 +1139,38 @@ async fn a_rollback_waits_for_a_running_finalize() {
         "{r:#}"
     );
 }
+
+/// Issue #15 (low): a secret kept as SecretBinary stays binary: the new version is written as
+/// SecretBinary (not as the base64 text of it), and its bytes are new.
+#[tokio::test]
+async fn a_secret_binary_value_stays_binary() {
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    let old: Vec<u8> = (0u8..48).map(|b| b.wrapping_mul(37) ^ 0xa5).collect();
+    client
+        .create_secret()
+        .name("app/bin")
+        .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(old.clone()))
+        .send()
+        .await
+        .unwrap();
+    let d = start(&base_config(
+        &moto,
+        "[[secret]]\nname = \"BIN\"\nid = \"app/bin\"\nrotation = { strategy = \"random\" }\n",
+    ))
+    .await;
+    let id = rotate(&d, "BIN").await;
+    wait_state(&d, &id, &["done"], Duration::from_secs(30)).await;
+    let cur = client
+        .get_secret_value()
+        .secret_id("app/bin")
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cur.version_id(), Some(format!("keywarden-{id}").as_str()));
+    assert!(cur.secret_string().is_none(), "written as SecretString");
+    let new = cur.secret_binary().expect("SecretBinary").as_ref().to_vec();
+    assert!(!new.is_empty());
+    assert_ne!(new, old);
+}
