@@ -50,8 +50,7 @@ const KEYS: [&str; 7] = [
 pub fn scrub(text: &str, max: usize) -> String {
     let masked = mask(text);
     let mut out = String::with_capacity(masked.len().min(max * 2));
-    let mut chars = 0;
-    for c in masked.chars() {
+    for (chars, c) in masked.chars().enumerate() {
         if chars >= max {
             out.push_str("…[cut]");
             break;
@@ -65,7 +64,6 @@ pub fn scrub(text: &str, max: usize) -> String {
             }
             c => out.push(c),
         }
-        chars += 1;
     }
     out
 }
