@@ -185,7 +185,13 @@ fn check_index(b: &[u8]) -> Result<(), TestCaseError> {
                 .iter()
                 .position(|&c| c == b'"')
                 .map(|p| p + from);
-            prop_assert_eq!(index.next_quote(from), expected, "{:?} from {}", kernel, from);
+            prop_assert_eq!(
+                index.next_quote(from),
+                expected,
+                "{:?} from {}",
+                kernel,
+                from
+            );
             match expected {
                 Some(q) => from = q + 1,
                 None => break,
@@ -267,8 +273,11 @@ struct Tally {
 
 /// Runs `check` on `config().cases` inputs of `strategy` (shrinking a failure) and prints how
 /// many inputs it checked, how many the oracle accepted and how long it took.
-fn fuzz<S: Strategy>(name: &str, strategy: S, check: impl Fn(&S::Value, &Tally) -> Result<(), TestCaseError>)
-where
+fn fuzz<S: Strategy>(
+    name: &str,
+    strategy: S,
+    check: impl Fn(&S::Value, &Tally) -> Result<(), TestCaseError>,
+) where
     S::Value: std::fmt::Debug,
 {
     let tally = Tally::default();
