@@ -23,6 +23,8 @@ use std::collections::HashMap;
 
 pub use crate::domain::{EventName, Outcome};
 
+#[cfg(test)]
+mod fuzz;
 mod line_index;
 #[cfg(test)]
 mod reference;

@@ -287,16 +287,32 @@ impl<A: SecretsWriteApi> Steps<'_, A> {
                     }
                     tokio::time::sleep(LAMBDA_POLL).await;
                 }
+                // The values are read only for hooks to redact (a Lambda rotation without
+                // hooks never calls GetSecretValue).
+                let values = if spec.hooks.iter().any(|h| h.on == HookStage::Finish) {
+                    self.current_and_previous(rot).await
+                } else {
+                    Vec::new()
+                };
+                let refs: Vec<&SecretValue> = values.iter().collect();
                 let n = self
-                    .hooks(rot, spec, HookStage::Finish, "finish", token, &[])
+                    .hooks(rot, spec, HookStage::Finish, "finish", token, &refs)
                     .await?;
                 Ok(StepOutcome::ok(format!(
                     "the rotation Lambda made version {token} AWSCURRENT; {n} finish hook(s) ran"
                 )))
             }
             Step::Finalize | Step::Done => {
+                // The values are read only for hooks to redact (a Lambda rotation without
+                // hooks never calls GetSecretValue).
+                let values = if spec.hooks.iter().any(|h| h.on == HookStage::Finalize) {
+                    self.current_and_previous(rot).await
+                } else {
+                    Vec::new()
+                };
+                let refs: Vec<&SecretValue> = values.iter().collect();
                 let n = self
-                    .hooks(rot, spec, HookStage::Finalize, "finalize", token, &[])
+                    .hooks(rot, spec, HookStage::Finalize, "finalize", token, &refs)
                     .await?;
                 Ok(StepOutcome::ok(format!("{n} finalize hook(s) ran")))
             }
@@ -509,6 +525,105 @@ mod tests {
                 .filter(|e| e.outcome == EventOutcome::Error)
                 .count(),
             MAX_ATTEMPTS as usize - 1
+        );
+    }
+
+    /// Issue #15, point 7: the hooks of a `lambda` rotation get the same redaction as the others
+    /// (the current and previous values, and their encoded forms).
+    #[tokio::test]
+    async fn lambda_hook_output_is_redacted() {
+        use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
+        use base64::Engine as _;
+        const NEW: &str = "lambda-canary-Qx7-new-value";
+        const OLD: &str = "lambda-canary-Qx7-old-value";
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                lock(&self.0).extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
+
+        let token: Arc<Mutex<Option<String>>> = Arc::default();
+        let seen = token.clone();
+        let rotate = mock!(Client::rotate_secret)
+            .match_requests(move |r| {
+                *lock(&seen) = r.client_request_token().map(str::to_string);
+                true
+            })
+            .then_output(|| RotateSecretOutput::builder().build());
+        let t = token.clone();
+        let describe =
+            mock!(Client::describe_secret).then_compute_output(move |_| match lock(&t).clone() {
+                Some(tok) => stages(&[("old", &["AWSPREVIOUS"]), (&tok, &["AWSCURRENT"])]),
+                None => stages(&[("old", &["AWSCURRENT"])]),
+            });
+        let value = mock!(Client::get_secret_value).then_compute_output(|r| {
+            let v = if r.version_stage() == Some("AWSPREVIOUS") {
+                OLD
+            } else {
+                NEW
+            };
+            GetSecretValueOutput::builder()
+                .arn("arn:aws:secretsmanager:us-east-1:1:secret:app/l-AbCdEf")
+                .name("app/l")
+                .version_id("v")
+                .secret_string(v)
+                .build()
+        });
+        let client = mock_client!(
+            aws_sdk_secretsmanager,
+            RuleMode::MatchAny,
+            [&rotate, &describe, &value]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(OLD);
+        std::fs::write(
+            &path,
+            format!(
+                "[state]\npath = \"{}\"\n[[secret]]\nname = \"L\"\nid = \"app/l\"\n\
+                 rotation = {{ strategy = \"lambda\", timeout = \"5m\" }}\n\
+                 hooks = [{{ on = \"finish\", command = [\"sh\", \"-c\", \"echo got {NEW}; echo {b64}; echo hook-ran\"] }}]\n",
+                dir.path().join("s.db").display()
+            ),
+        )
+        .unwrap();
+        let config = Arc::new(crate::config::load(&path).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let api = SecretsManager::from_client(client, metrics.clone());
+        let core = RotationCore::new(
+            api,
+            Store::open(&config.state.path).unwrap(),
+            config,
+            SharedView::default(),
+            metrics,
+            CancellationToken::new(),
+        );
+        let r = core
+            .request("L", Trigger::Manual, RequestOptions::default())
+            .unwrap();
+        let (done, events) = wait_for(&core, &r.id, &[State::Done, State::Failed]).await;
+        assert_eq!(done.state, State::Done, "{events:?}");
+        let log = String::from_utf8_lossy(&lock(&capture.0)).into_owned();
+        assert!(log.contains("hook-ran"), "the hook output is logged: {log}");
+        assert!(log.contains("got [redacted]"), "{log}");
+        assert!(
+            !log.contains(NEW) && !log.contains(&b64),
+            "a value in the log: {log}"
         );
     }
 }
