@@ -283,6 +283,9 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
                     ""
                 }
             );
+            for line in grace_lines(&config) {
+                println!("{line}");
+            }
             ExitCode::SUCCESS
         }
         Command::Run => match crate::daemon::run(config).await {
@@ -429,4 +432,36 @@ async fn status(config: Config, output: Output) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line per rotating secret: its effective grace, where it comes from, and what it means.
+fn grace_lines(config: &Config) -> Vec<String> {
+    use crate::domain::Strategy;
+    config
+        .secrets
+        .iter()
+        .filter(|s| s.rotation.strategy != Strategy::None)
+        .map(|s| {
+            let r = &s.rotation;
+            let source = if r.grace_is_default {
+                format!("default for {}", r.strategy.as_str())
+            } else {
+                "configured".to_string()
+            };
+            let meaning = if r.grace.is_zero() {
+                if r.strategy.keeps_two_keys() || r.strategy.old_credential_dies_at_finalize() {
+                    "0: finalize runs right after finish, so the previous value stops working at once"
+                } else {
+                    "0: finalize (only its hooks for this strategy) runs right after finish"
+                }
+            } else {
+                "the previous value keeps working this long after finish, then finalize"
+            };
+            format!(
+                "  {}: grace {} ({source}); {meaning}",
+                s.name,
+                crate::schedule::format_duration(r.grace)
+            )
+        })
+        .collect()
 }

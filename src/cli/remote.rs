@@ -237,6 +237,19 @@ pub async fn rollback(
         if let Some(r) = done.rotation_id {
             println!("the finalize of rotation {r} was cancelled");
         }
+        let n = done.hooks.len();
+        for (i, h) in done.hooks.iter().enumerate() {
+            match &h.error {
+                None => println!("rollback hook {}/{n} ok: {}", i + 1, h.command),
+                Some(e) => println!("rollback hook {}/{n} failed: {e}", i + 1),
+            }
+        }
+        if done.hooks.iter().any(|h| !h.ok) {
+            eprintln!(
+                "keywarden: {secret} was rolled back, but a rollback hook failed (see above); AWSCURRENT stays rolled back"
+            );
+            return Ok(false);
+        }
         Ok(true)
     } else {
         eprintln!(

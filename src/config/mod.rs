@@ -68,6 +68,9 @@ pub enum HookStage {
     Finish,
     /// After the previous value was dropped.
     Finalize,
+    /// After a rollback (manual or automatic) moved AWSCURRENT back; its failure is reported,
+    /// never undoes the rollback.
+    Rollback,
 }
 
 /// The validated configuration.
@@ -242,6 +245,8 @@ pub struct RotationSpec {
     pub strategy: Strategy,
     /// Time between finish and finalize for scheduled and manual rotations.
     pub grace: Duration,
+    /// `grace` was not written: it is the strategy's default (`Strategy::default_grace`).
+    pub grace_is_default: bool,
     /// Random bytes in a generated value.
     pub bytes: usize,
     /// Secret holding admin credentials (postgres, redis).
@@ -286,6 +291,7 @@ impl Default for RotationSpec {
         RotationSpec {
             strategy: Strategy::None,
             grace: Duration::ZERO,
+            grace_is_default: true,
             bytes: 32,
             master_secret: None,
             timeout: Duration::from_secs(15 * 60),

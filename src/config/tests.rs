@@ -247,3 +247,38 @@ fn connection_protection_keys() {
     assert_eq!(c.server.reserved_connections, 2);
     assert_eq!(c.server.write_timeout, std::time::Duration::from_secs(2));
 }
+
+/// Issue #13 point 4: a missing `grace` is the strategy's default (SPEC §11), and an explicit
+/// `"0s"` is honoured.
+#[test]
+fn grace_defaults_per_strategy_and_explicit_zero_is_honoured() {
+    let hours = |h: u64| Duration::from_secs(h * 3600);
+    for (rotation, grace, is_default) in [
+        ("strategy = \"dual-key\"", hours(48), true),
+        ("strategy = \"primary-secondary\"", hours(1), true),
+        ("strategy = \"random\"", Duration::ZERO, true),
+        ("strategy = \"lambda\"", Duration::ZERO, true),
+        (
+            "strategy = \"dual-key\", grace = \"0s\"",
+            Duration::ZERO,
+            false,
+        ),
+        ("strategy = \"dual-key\", grace = \"2h\"", hours(2), false),
+    ] {
+        let text = format!("{BASE}rotation = {{ {rotation} }}\n");
+        let c = parse(&text, Path::new("t.toml")).unwrap();
+        let r = &c.secrets[0].rotation;
+        assert_eq!(
+            (r.grace, r.grace_is_default),
+            (grace, is_default),
+            "{rotation}"
+        );
+    }
+    let text = "[[secret]]\nname = \"DB\"\nid = \"db/app\"\n\
+                rotation = { strategy = \"postgres\", master_secret = \"db/master\" }\n\
+                [[secret]]\nname = \"R\"\nid = \"cache/app\"\n\
+                rotation = { strategy = \"redis\", master_secret = \"cache/master\" }\n";
+    let c = parse(text, Path::new("t.toml")).unwrap();
+    assert_eq!(c.secrets[0].rotation.grace, hours(24));
+    assert_eq!(c.secrets[1].rotation.grace, hours(24));
+}

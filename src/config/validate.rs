@@ -538,7 +538,8 @@ fn validate_rotation(
     let server = validate_db_server(&r, strategy, loc, key)?;
     Ok(RotationSpec {
         strategy,
-        grace: r.grace.map_or(Duration::ZERO, |d| d.0),
+        grace: r.grace.map_or(strategy.default_grace(), |d| d.0),
+        grace_is_default: r.grace.is_none(),
         bytes,
         master_secret: r.master_secret.map(Spanned::into_inner),
         timeout: r

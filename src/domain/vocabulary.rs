@@ -321,6 +321,19 @@ impl Strategy {
         matches!(self, Strategy::DualKey | Strategy::PrimarySecondary)
     }
 
+    /// The grace (finish to finalize) when `rotation.grace` is not written (SPEC §11): long
+    /// enough for every consumer to pick up the new value before the old one dies; zero where
+    /// finalize removes nothing.
+    pub fn default_grace(self) -> std::time::Duration {
+        const HOUR: u64 = 3600;
+        std::time::Duration::from_secs(match self {
+            Strategy::DualKey => 48 * HOUR,
+            Strategy::Postgres | Strategy::Redis => 24 * HOUR,
+            Strategy::PrimarySecondary => HOUR,
+            Strategy::Random | Strategy::Lambda | Strategy::None => 0,
+        })
+    }
+
     /// Whether finalize makes the previous credential stop working on the backing system (a
     /// NOLOGIN user, a removed password): after it, the previous version is a dead value.
     pub fn old_credential_dies_at_finalize(self) -> bool {

@@ -109,6 +109,21 @@ pub struct RollbackDone {
     /// The rotation whose finalize was cancelled, if one was in grace.
     #[serde(default)]
     pub rotation_id: Option<String>,
+    /// The `on = "rollback"` hooks and their results.
+    #[serde(default)]
+    pub hooks: Vec<RollbackHookResult>,
+}
+
+/// One rollback hook's result in [`RollbackDone`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackHookResult {
+    /// The hook's argv, joined by spaces.
+    pub command: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// `202` (opened) or `200` (already open) of `POST /compromised/<secret>`.

@@ -62,6 +62,9 @@ pub const STEPS: [&str; 4] = ["rotate", "audit", "notify", "report"];
 const CHANGE_SAFETY_NET: Duration = Duration::from_secs(60);
 /// Attempts of the SNS publish before the notify step fails.
 const NOTIFY_ATTEMPTS: u32 = 5;
+/// Attempts of the first notice (`incident_opened`) before it is given up (logged as an error;
+/// the report notice still follows).
+const OPENED_NOTICE_ATTEMPTS: u32 = 10;
 
 /// Where an incident stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,6 +440,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                 self.metrics.set_incident_open(&inc.secret, true);
                 warn!(secret = %inc.secret, incident = %inc.incident_id, reported_by = %inc.reported_by, "Compromise incident opened and journaled.");
                 crate::rotation::failpoint::hit("incident:accepted");
+                self.spawn_opened_notice(inc.clone());
                 self.spawn(inc.incident_id.clone());
                 Ok(Opened::New(inc))
             }
@@ -465,6 +469,9 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
         }
         let open = self.store.open_incidents()?;
         for inc in &open {
+            if self.store.opened_notice(&inc.incident_id)?.is_none() {
+                self.spawn_opened_notice(inc.clone());
+            }
             self.metrics.set_incident_open(&inc.secret, true);
             info!(secret = %inc.secret, incident = %inc.incident_id, "Resuming an open compromise incident.");
             self.spawn(inc.incident_id.clone());
@@ -703,6 +710,59 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
         }
     }
 
+    /// Sends the first notice (`kind = incident_opened`) on its own task, so neither a slow SNS
+    /// nor its retries hold back the rotation. Retried with backoff up to
+    /// [`OPENED_NOTICE_ATTEMPTS`] times; recorded once SNS took it (a resume sends it again only
+    /// if it was never recorded; a FIFO topic deduplicates by incident id).
+    fn spawn_opened_notice(self: &Arc<Self>, inc: Incident) {
+        let Some(cfg) = self.config.incident.clone() else {
+            return;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let lookback = crate::schedule::format_duration(cfg.audit_lookback);
+            let base = format!("http://{}", me.config.server.listen);
+            let (subject, body) = report::opened_notice(&inc, &base, &lookback);
+            let n = Notification {
+                topic_arn: cfg.sns_topic_arn.clone(),
+                subject,
+                body,
+                attributes: vec![
+                    ("secret".into(), inc.secret.clone()),
+                    ("incident_id".into(), inc.incident_id.clone()),
+                    ("kind".into(), "incident_opened".into()),
+                ],
+                fifo: is_fifo_topic(&cfg.sns_topic_arn).then(|| FifoIds {
+                    group_id: format!("incident-{}", inc.incident_id),
+                    deduplication_id: format!("incident-{}-opened", inc.incident_id),
+                }),
+            };
+            for attempt in 0..OPENED_NOTICE_ATTEMPTS {
+                if attempt > 0 {
+                    let wait = crate::reminder::backoff(attempt, fastrand::f64());
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = me.shutdown.cancelled() => return,
+                    }
+                }
+                match me.notify.publish(&n).await {
+                    Ok(message_id) => {
+                        if let Err(e) = me.store.record_opened_notice(&inc.incident_id, &message_id)
+                        {
+                            warn!(incident = %inc.incident_id, error = %e, "Cannot record that the first incident notice was sent; a restart may send it again.");
+                        }
+                        info!(incident = %inc.incident_id, secret = %inc.secret, %message_id, "First incident notice accepted by SNS.");
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(incident = %inc.incident_id, attempt = attempt + 1, error = %e, "First incident notice not accepted by SNS; retrying.");
+                    }
+                }
+            }
+            error!(incident = %inc.incident_id, secret = %inc.secret, "SNS refused the first incident notice {OPENED_NOTICE_ATTEMPTS} times; the report notice will still follow.");
+        });
+    }
+
     /// Waits until some rotation's state changes (or a minute passes: a safety net, never the
     /// pace). False when shutting down.
     async fn wait_for_a_change(&self, changes: &mut tokio::sync::watch::Receiver<u64>) -> bool {
@@ -793,7 +853,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
             attributes: vec![
                 ("secret".into(), inc.secret.clone()),
                 ("incident_id".into(), inc.incident_id.clone()),
-                ("kind".into(), "compromise".into()),
+                ("kind".into(), "incident_report".into()),
             ],
             fifo: is_fifo_topic(&cfg.sns_topic_arn).then(|| FifoIds {
                 group_id: format!("incident-{}", inc.incident_id),

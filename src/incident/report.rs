@@ -329,6 +329,49 @@ pub fn notice(inc: &Incident, base_url: &str, report_dir: &Path) -> (String, Str
     (subject, b)
 }
 
+/// The subject and body of the first notice (`kind = incident_opened`), sent as soon as the
+/// incident is journaled: what was reported, by whom, where to follow it, and what keywarden
+/// does next. Never a value.
+pub fn opened_notice(inc: &Incident, base_url: &str, lookback: &str) -> (String, String) {
+    let mut subject = format!(
+        "[incident] {} reported compromised: rotating now",
+        inc.secret
+    );
+    if !subject.is_ascii() || subject.len() >= 100 {
+        subject = format!("[incident] compromise reported {}", inc.incident_id);
+    }
+    let mut b = String::new();
+    let _ = writeln!(
+        b,
+        "Compromise incident {} opened on secret {}.",
+        inc.incident_id, inc.secret
+    );
+    let _ = writeln!(b);
+    let _ = writeln!(b, "Secret:      {} ({})", inc.secret, inc.secret_id);
+    let _ = writeln!(b, "Impact:      {}", inc.impact);
+    let _ = writeln!(b, "Reason:      {}", inc.reason);
+    let _ = writeln!(b, "Reported by: {}", inc.reported_by);
+    let _ = writeln!(b, "Opened:      {}", time_ms(inc.opened_at_ms));
+    let _ = writeln!(b, "Follow:      {base_url}/incidents/{}", inc.incident_id);
+    let _ = writeln!(b);
+    let _ = writeln!(b, "What happens next, without waiting for anyone:");
+    let _ = writeln!(
+        b,
+        "1. keywarden rotates the secret now, in compromise mode (no grace: the old value stops working as soon as the new one is current)."
+    );
+    let _ = writeln!(
+        b,
+        "2. It audits who read the secret in the last {lookback}."
+    );
+    let _ = writeln!(
+        b,
+        "3. A second notice (kind incident_report) follows with the report: what was done and what a human must still do."
+    );
+    let _ = writeln!(b);
+    let _ = writeln!(b, "This message contains no secret value.");
+    (subject, b)
+}
+
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {

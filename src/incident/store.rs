@@ -53,6 +53,13 @@ pub trait IncidentStore {
 
     /// How many incidents each secret has had (all time).
     fn incident_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// The SNS MessageId of the incident's first notice (`incident_opened`), once SNS took it.
+    /// Kept apart from the document: the notice is sent by its own task while the steps run.
+    fn opened_notice(&self, id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Records that SNS accepted the first notice of incident `id`.
+    fn record_opened_notice(&self, id: &str, message_id: &str) -> Result<(), StoreError>;
 }
 
 impl IncidentStore for Store {
@@ -153,6 +160,13 @@ impl IncidentStore for Store {
             },
             "count incidents",
         )
+    }
+    fn opened_notice(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.get_meta(&format!("incident:{id}:opened_notice"))
+    }
+
+    fn record_opened_notice(&self, id: &str, message_id: &str) -> Result<(), StoreError> {
+        self.put_meta(&format!("incident:{id}:opened_notice"), message_id)
     }
 }
 

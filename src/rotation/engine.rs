@@ -291,6 +291,11 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         }
     }
 
+    /// The environment variable hooks must not inherit (the admin token's), if any.
+    pub(super) fn hide_env(&self) -> Option<&str> {
+        self.hide_env.as_deref()
+    }
+
     /// Whether a task of this process drives rotation `id` now.
     pub fn is_driven(&self, id: &str) -> bool {
         lock(&self.driving).contains_key(id)

@@ -13,6 +13,8 @@ pub use crate::domain::{EventOutcome, State, Step, Trigger};
 
 /// The step name of a rollback's journal event.
 pub const ROLLBACK: &str = "rollback";
+/// The step name of the journal event of one rollback hook.
+pub const ROLLBACK_HOOK: &str = "rollback_hook";
 
 use crate::store::{Store, StoreError};
 

@@ -13,14 +13,17 @@
 //! journal's record of open incidents).
 
 use serde::Serialize;
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::aws::{AWSCURRENT, AWSPREVIOUS, AwsError, SecretsWriteApi};
+use crate::aws::{AWSCURRENT, AWSPREVIOUS, AwsError, SecretsWriteApi, VersionSelector};
+use crate::config::{HookStage, SecretSpec};
 use crate::domain::{RotationResult, Strategy};
 use crate::store::StoreError;
 
 use super::engine::{RotationCore, lock, now_s};
-use super::journal::{self, EventOutcome, ROLLBACK, Rotation, State, Trigger};
+use super::hooks::{self, HookEnv};
+use super::journal::{self, EventOutcome, ROLLBACK, ROLLBACK_HOOK, Rotation, State, Trigger};
+use super::strategy;
 use crate::rotation::journal::JournalStore;
 
 /// Why a rollback was refused or failed.
@@ -156,6 +159,18 @@ pub fn refusal(
     None
 }
 
+/// The result of one `on = "rollback"` hook.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookOutcome {
+    /// The hook's argv, joined by spaces.
+    pub command: String,
+    /// Whether it exited 0 within its timeout.
+    pub ok: bool,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// What a rollback did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RollbackReport {
@@ -169,6 +184,9 @@ pub struct RollbackReport {
     pub rotation_id: Option<String>,
     /// Always `rolled_back`.
     pub result: RotationResult,
+    /// The `on = "rollback"` hooks, in order, each with its result (all run, whatever the
+    /// others gave).
+    pub hooks: Vec<HookOutcome>,
 }
 
 impl<A: SecretsWriteApi> RotationCore<A> {
@@ -260,12 +278,106 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         }
         self.count(&spec.name, trigger, RotationResult::RolledBack);
         warn!(secret = %spec.name, from = %current, to = %previous, forced = force, "Rolled back: AWSCURRENT is the previous version again.");
+        let hooks = self
+            .rollback_hooks(spec, last.as_ref(), &previous, &current)
+            .await;
         Ok(RollbackReport {
             secret: spec.name.clone(),
             from_version: current,
             to_version: previous,
             rotation_id: cancelled,
             result: RotationResult::RolledBack,
+            hooks,
         })
+    }
+
+    /// Runs every `on = "rollback"` hook after AWSCURRENT moved back to `now_current`; each
+    /// result is journaled on `last` (when there is one), logged and, when it failed, counted.
+    async fn rollback_hooks(
+        &self,
+        spec: &SecretSpec,
+        last: Option<&Rotation>,
+        now_current: &str,
+        rolled_back_from: &str,
+    ) -> Vec<HookOutcome> {
+        let hooks: Vec<_> = spec
+            .hooks
+            .iter()
+            .filter(|h| h.on == HookStage::Rollback)
+            .collect();
+        if hooks.is_empty() {
+            return Vec::new();
+        }
+        // Both values may appear in hook output: redact them.
+        let mut fragments = Vec::new();
+        for v in [now_current, rolled_back_from] {
+            match self
+                .api
+                .get_value(
+                    &spec.id,
+                    VersionSelector::IdAndStage(v, stage_of(v, now_current)),
+                )
+                .await
+            {
+                Ok(got) => fragments.extend(strategy::redaction_fragments(&got.value)),
+                Err(e) => {
+                    warn!(secret = %spec.name, version = v, error = %e, "Cannot read a value to redact from rollback hook output.")
+                }
+            }
+        }
+        let env = HookEnv {
+            secret: &spec.name,
+            secret_id: &spec.id,
+            version_id: now_current,
+            previous_version_id: Some(rolled_back_from),
+            step: ROLLBACK,
+            trigger: last.map_or("manual", |r| r.trigger.as_str()),
+            rotation_id: last.map_or("", |r| r.id.as_str()),
+        };
+        let n = hooks.len();
+        let mut out = Vec::with_capacity(n);
+        for (i, hook) in hooks.into_iter().enumerate() {
+            let result = hooks::run_one(hook, env, self.hide_env(), &fragments).await;
+            let command = hook.command.join(" ");
+            let (outcome, msg) = match &result {
+                Ok(()) => (
+                    EventOutcome::Ok,
+                    format!("rollback hook {}/{n} `{command}` passed", i + 1),
+                ),
+                Err(e) => (
+                    EventOutcome::Failed,
+                    format!("rollback hook {}/{n} failed: {e}", i + 1),
+                ),
+            };
+            if result.is_err() {
+                self.metrics.count_rollback_hook_failure(&spec.name);
+                warn!(secret = %spec.name, hook = i + 1, error = %msg, "A rollback hook failed; AWSCURRENT stays where the rollback put it.");
+            } else {
+                info!(secret = %spec.name, hook = i + 1, "Rollback hook passed.");
+            }
+            if let Some(r) = last
+                && let Err(e) =
+                    self.store
+                        .note_rotation(&r.id, ROLLBACK_HOOK, outcome, Some(&msg), now_s())
+            {
+                warn!(secret = %spec.name, error = %e, "Cannot journal a rollback hook's result.");
+            }
+            out.push(HookOutcome {
+                command,
+                ok: result.is_ok(),
+                error: result.err().map(|e| e.to_string()),
+            });
+        }
+        out
+    }
+}
+
+/// The stage a version carries right after a rollback: the target is AWSCURRENT, the version
+/// rolled back from is AWSPREVIOUS.
+fn stage_of<'a>(version: &str, now_current: &str) -> &'a str {
+    if version == now_current {
+        AWSCURRENT
+    } else {
+        AWSPREVIOUS
     }
 }

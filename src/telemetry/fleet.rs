@@ -89,6 +89,8 @@ pub struct SecretSeries {
     reminders: Box<[AtomicU64]>,
     reminder_failures: AtomicU64,
     incidents: AtomicU64,
+    /// `keywarden_rollback_hook_failures_total`.
+    rollback_hook_failures: AtomicU64,
 }
 
 /// The access counter of an event label and outcome.
@@ -113,6 +115,7 @@ impl SecretSeries {
             reminders: (0..leads).map(|_| AtomicU64::new(NO_COUNTER)).collect(),
             reminder_failures: AtomicU64::new(NO_COUNTER),
             incidents: AtomicU64::new(NO_COUNTER),
+            rollback_hook_failures: AtomicU64::new(NO_COUNTER),
         }
     }
 
@@ -216,6 +219,7 @@ impl Fleet {
             s.reminders.iter().for_each(ensure);
             ensure(&s.reminder_failures);
             ensure(&s.incidents);
+            ensure(&s.rollback_hook_failures);
             for g in [
                 Gauge::RotationInProgress,
                 Gauge::IncidentOpen,
@@ -271,6 +275,11 @@ impl Fleet {
     /// Adds to the incident counter.
     pub fn count_incidents(&self, secret: &str, n: u64) {
         self.with(secret, |s| add(&s.incidents, n));
+    }
+
+    /// Counts one failed `on = "rollback"` hook.
+    pub fn count_rollback_hook_failure(&self, secret: &str) {
+        self.with(secret, |s| add(&s.rollback_hook_failures, 1));
     }
 
     /// Makes the synced part (info and the gauges the metadata poller knows) match
@@ -411,6 +420,13 @@ impl Fleet {
             "Compromise incidents opened for the secret",
             &sorted,
             |s| std::slice::from_ref(&s.incidents),
+            |_, _| Ok(()),
+        )?;
+        w.counter_family(
+            "keywarden_rollback_hook_failures",
+            "Rollback hooks that failed (AWSCURRENT stayed where the rollback put it)",
+            &sorted,
+            |s| std::slice::from_ref(&s.rollback_hook_failures),
             |_, _| Ok(()),
         )?;
         w.gauge_family(

@@ -466,6 +466,12 @@ impl Metrics {
         self.mark_dirty();
     }
 
+    /// Counts one `keywarden_rollback_hook_failures_total`.
+    pub fn count_rollback_hook_failure(&self, secret: &str) {
+        self.secrets.count_rollback_hook_failure(secret);
+        self.mark_dirty();
+    }
+
     /// Sets `keywarden_incident_open`.
     pub fn set_incident_open(&self, secret: &str, open: bool) {
         self.secrets

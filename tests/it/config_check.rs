@@ -219,3 +219,43 @@ fn toml_syntax_error_is_located() {
         "(document): unclosed table, expected `]`",
     );
 }
+
+/// Issue #13 point 4: check-config prints each rotating secret's effective grace, where it
+/// comes from, and what zero means.
+#[test]
+fn check_config_prints_each_effective_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.toml");
+    std::fs::write(
+        &path,
+        "[[secret]]\nname = \"JWT\"\nid = \"app/jwt\"\nrotation = { strategy = \"dual-key\" }\n\
+         [[secret]]\nname = \"NOW\"\nid = \"app/now\"\nrotation = { strategy = \"dual-key\", grace = \"0s\" }\n\
+         [[secret]]\nname = \"S2S\"\nid = \"app/s2s\"\nrotation = { strategy = \"random\" }\n\
+         [[secret]]\nname = \"MON\"\nid = \"app/mon\"\n",
+    )
+    .unwrap();
+    let out = keywarden_command()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("JWT: grace 2d (default for dual-key)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("NOW: grace 0s (configured); 0: finalize runs right after finish"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("S2S: grace 0s (default for random)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("MON:"), "{stdout}");
+}

@@ -710,10 +710,35 @@ async fn compromise_rotates_audits_notifies_and_reports() {
     assert_eq!(jf["status"], "resolved");
     assert_eq!(jf["incident_id"], id.as_str());
 
-    // One notice.
+    // Two notices: the first as soon as the incident was journaled, the report at the end.
     let delivered = wire.drain(&queue).await;
-    assert_eq!(delivered.len(), 1, "{delivered:?}");
-    let n = &delivered[0];
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    let kind =
+        |m: &crate::reminders::Delivered| m.attributes.get("kind").cloned().unwrap_or_default();
+    let opened: Vec<_> = delivered
+        .iter()
+        .filter(|m| kind(m) == "incident_opened")
+        .collect();
+    let reports: Vec<_> = delivered
+        .iter()
+        .filter(|m| kind(m) == "incident_report")
+        .collect();
+    assert_eq!((opened.len(), reports.len()), (1, 1), "{delivered:?}");
+    assert!(opened[0].published_at <= reports[0].published_at);
+    for needle in [
+        "JWT_SECRET",
+        "key pasted in a public channel",
+        "alice@example.com",
+        &format!("/incidents/{id}"),
+        "What happens next",
+    ] {
+        assert!(
+            opened[0].body.contains(needle),
+            "{needle}:\n{}",
+            opened[0].body
+        );
+    }
+    let n = reports[0];
     for needle in [
         "JWT_SECRET",
         "key pasted in a public channel",
@@ -857,7 +882,7 @@ async fn an_incident_interrupted_by_a_crash_resumes() {
     let (_, rot) = d.get("/rotations").await;
     let rot: Value = serde_json::from_str(&rot).unwrap();
     assert_eq!(rot["rotations"].as_array().unwrap().len(), 1, "{rot:#}");
-    assert_eq!(wire.drain(&queue).await.len(), 1);
+    assert_eq!(reports_in(&wire.drain(&queue).await), 1);
     assert!(d.log().contains("Resuming an open compromise incident"));
     let s = d.scrape().await;
     assert_eq!(
@@ -903,7 +928,7 @@ async fn an_incident_interrupted_by_a_crash_resumes() {
         "the audit was done before the crash: {inc:#}"
     );
     assert_eq!(inc["steps"][2]["runs"], 1);
-    assert_eq!(wire.drain(&queue).await.len(), 1);
+    assert_eq!(reports_in(&wire.drain(&queue).await), 1);
     let (_, list) = d.get("/incidents").await;
     let list: Value = serde_json::from_str(&list).unwrap();
     assert_eq!(list["incidents"].as_array().unwrap().len(), 2);
@@ -1111,7 +1136,12 @@ async fn grace_is_cut_short_and_a_failed_rotation_fails_the_incident() {
     assert!(md.contains("**Failed steps:** rotate"), "{md}");
     assert!(md.contains("rotate MONITORED by hand"), "{md}");
     let notices = wire.drain(&queue).await;
-    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert_eq!(reports_in(&notices), 2, "{notices:?}");
+    assert_eq!(
+        notices.len(),
+        4,
+        "a first notice and a report for each: {notices:?}"
+    );
     assert!(notices.iter().any(|n| n.body.contains("rotate (failed)")));
     for text in seen.0.iter().chain(notices.iter().map(|n| &n.body)) {
         assert!(!text.contains(CANARY), "{text}");
@@ -1175,4 +1205,90 @@ async fn a_pasted_secret_in_the_reason_does_not_spread() {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(PASTED), "in {}", path.display());
     }
+}
+
+/// How many report notices (`kind = incident_report`) are in `delivered`; the first notice
+/// (`incident_opened`) is at least once and may be repeated after a crash.
+fn reports_in(delivered: &[crate::reminders::Delivered]) -> usize {
+    delivered
+        .iter()
+        .filter(|m| m.attributes.get("kind").map(String::as_str) == Some("incident_report"))
+        .count()
+}
+
+/// Issue #13 point 6: the first notice goes to the security topic as soon as the incident is
+/// journaled, while the rotation is still running (held here in its finish hook), well under a
+/// second after the POST on moto; the report notice follows at the end.
+#[tokio::test]
+async fn the_first_notice_goes_out_before_the_rotation_ends() {
+    let moto = Moto::start();
+    let client = sm_client(&moto).await;
+    create(
+        &client,
+        "app/first",
+        &format!("{{\"current\":\"{CANARY}-f\"}}"),
+    )
+    .await;
+    write_reads(
+        &moto,
+        "app/first",
+        &[("arn:aws:iam::123456789012:user/deploy", "10.1.1.1", 5)],
+    )
+    .await;
+    let wire = Wire::new(&moto);
+    let topic = wire.create_topic("security-first").await;
+    let queue = wire.create_queue("security-first-q").await;
+    wire.subscribe(&topic, "security-first-q").await;
+    let hooks = tempfile::tempdir().unwrap();
+    let gate = Gate::new(hooks.path(), "finish");
+    let secrets = format!(
+        "[[secret]]\nname = \"FIRST\"\nid = \"app/first\"\nrotation = {{ strategy = \"dual-key\" }}\n\
+         hooks = [{{ on = \"finish\", command = [\"sh\", \"-c\", \"{}\"] }}]\n",
+        gate.wait_command()
+    );
+    let d = start(&config(&moto, Some(&topic), &secrets), &[]).await;
+    let mut seen = Seen::default();
+    let posted = Instant::now();
+    let (status, body) = seen
+        .post(
+            &d,
+            "/compromised/FIRST",
+            Some(TOKEN),
+            Some("{\"reason\":\"r\"}"),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["incident_id"].as_str().unwrap().to_string();
+    let first = loop {
+        let got = wire.drain(&queue).await;
+        if let Some(m) = got.into_iter().next() {
+            break (m, posted.elapsed());
+        }
+        assert!(
+            posted.elapsed() < Duration::from_secs(10),
+            "no first notice\nlog:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (m, took) = first;
+    eprintln!("POST /compromised to the first notice in the queue: {took:?}");
+    assert_eq!(
+        m.attributes.get("kind").map(String::as_str),
+        Some("incident_opened")
+    );
+    assert_eq!(
+        m.attributes.get("incident_id").map(String::as_str),
+        Some(id.as_str())
+    );
+    assert!(took < Duration::from_secs(1), "first notice after {took:?}");
+    // The rotation is still held in its finish hook.
+    let inc = d.get(&format!("/incidents/{id}")).await.1;
+    assert!(inc.contains("\"open\""), "{inc}");
+    gate.release(Duration::from_secs(10)).await;
+    let inc = wait_incident(&d, &id, Duration::from_secs(30)).await;
+    assert_eq!(inc["status"], "resolved", "{inc:#}");
+    let rest = wire.drain(&queue).await;
+    assert_eq!(reports_in(&rest), 1, "{rest:?}");
+    assert_eq!(rest.len(), 1, "the first notice is sent once: {rest:?}");
 }

@@ -1174,3 +1174,84 @@ async fn a_secret_binary_value_stays_binary() {
     assert!(!new.is_empty());
     assert_ne!(new, old);
 }
+
+/// Issue #13 point 3: `on = "rollback"` hooks run after a rollback moved AWSCURRENT. Each one's
+/// result is in the answer, the journal, the metrics and the CLI; a failing one leaves
+/// AWSCURRENT where the rollback put it.
+#[tokio::test]
+async fn rollback_hooks_run_after_the_rollback_and_report_each_result() {
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    create(&client, "app/rbh", "rbh-old-value").await;
+    let hooks = tempfile::tempdir().unwrap();
+    let out = hooks.path().join("env");
+    let secrets = format!(
+        "[[secret]]\nname = \"RBH\"\nid = \"app/rbh\"\nrotation = {{ strategy = \"random\" }}\n\
+         hooks = [\n\
+           {{ on = \"rollback\", command = [\"sh\", \"-c\", \"echo $KEYWARDEN_STEP $KEYWARDEN_VERSION_ID $KEYWARDEN_PREVIOUS_VERSION_ID >> {}\"] }},\n\
+           {{ on = \"rollback\", command = [\"sh\", \"-c\", \"echo restart failed >&2; exit 3\"] }},\n\
+         ]\n",
+        out.display()
+    );
+    let d = start(&base_config(&moto, &secrets)).await;
+    let (old_vid, _) = value(&client, "app/rbh", "AWSCURRENT").await;
+    let id = rotate(&d, "RBH").await;
+    wait_state(&d, &id, &["done"], Duration::from_secs(30)).await;
+    let new_vid = format!("keywarden-{id}");
+
+    let (status, body) = post(&d, "/rollback/RBH", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["to_version"], old_vid.as_str());
+    let results = body["hooks"]
+        .as_array()
+        .expect("hook results in the answer");
+    assert_eq!(results.len(), 2, "{body:#}");
+    assert_eq!(results[0]["ok"], true, "{body:#}");
+    assert_eq!(results[1]["ok"], false, "{body:#}");
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("3"),
+        "{body:#}"
+    );
+    // The first hook saw the rollback: AWSCURRENT is the old version, the new one is previous.
+    let env = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(env.trim(), format!("rollback {old_vid} {new_vid}"));
+    // AWSCURRENT stays where the rollback put it.
+    assert_eq!(value(&client, "app/rbh", "AWSCURRENT").await.0, old_vid);
+    // The journal names each hook's result.
+    let r = get_json(&d, &format!("/rotations/{id}")).await;
+    let hook_events: Vec<&Value> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["step"] == "rollback_hook")
+        .collect();
+    assert_eq!(hook_events.len(), 2, "{r:#}");
+    assert_eq!(hook_events[0]["outcome"], "ok");
+    assert_eq!(hook_events[1]["outcome"], "failed");
+    let s = d.scrape().await;
+    assert_eq!(
+        s.get(
+            "keywarden_rollback_hook_failures_total",
+            &[("secret", "RBH")]
+        ),
+        Some(1.0)
+    );
+
+    // The CLI prints each result and exits 1 when a hook failed (the rollback itself happened).
+    let id2 = rotate(&d, "RBH").await;
+    wait_state(&d, &id2, &["done"], Duration::from_secs(30)).await;
+    let cli = keywarden_command()
+        .args(["rollback", "RBH", "--server", &d.url("")])
+        .env("KEYWARDEN_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&cli.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&cli.stderr).to_string();
+    assert_eq!(cli.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("rolled back RBH"), "{stdout}");
+    assert!(stdout.contains("rollback hook 1/2 ok"), "{stdout}");
+    assert!(stdout.contains("rollback hook 2/2 failed"), "{stdout}");
+}
