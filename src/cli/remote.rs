@@ -44,12 +44,28 @@ pub async fn call(
     call_with_body(method, url, token, None).await
 }
 
+/// How long an ordinary request may take.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+/// How long `POST /rollback` may take: it answers after the rollback hooks ran (restarts).
+const ROLLBACK_ANSWER_WITHIN: Duration = Duration::from_secs(60 * 60);
+
 /// One HTTP exchange with an optional JSON body; returns status and body.
 pub async fn call_with_body(
     method: &str,
     url: &str,
     token: Option<&str>,
     json: Option<&serde_json::Value>,
+) -> Result<(u16, serde_json::Value), RemoteError> {
+    call_within(method, url, token, json, ANSWER_WITHIN).await
+}
+
+/// One HTTP exchange that may take up to `limit`.
+async fn call_within(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    json: Option<&serde_json::Value>,
+    limit: Duration,
 ) -> Result<(u16, serde_json::Value), RemoteError> {
     let err = |reason: String| RemoteError {
         url: url.to_string(),
@@ -70,9 +86,14 @@ pub async fn call_with_body(
     let req = req
         .body(Full::new(body))
         .map_err(|e| err(format!("invalid request: {e}")))?;
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+    let resp = tokio::time::timeout(limit, client.request(req))
         .await
-        .map_err(|_| err("no answer within 30 s".into()))?
+        .map_err(|_| {
+            err(format!(
+                "no answer within {}",
+                crate::schedule::format_duration(limit)
+            ))
+        })?
         .map_err(|e| err(format!("cannot reach the daemon: {e}")))?;
     let status = resp.status().as_u16();
     let body = resp
@@ -227,7 +248,8 @@ pub async fn rollback(
     if force {
         url.push_str("?force=true");
     }
-    let (status, body) = call("POST", &url, Some(token)).await?;
+    let (status, body) =
+        call_within("POST", &url, Some(token), None, ROLLBACK_ANSWER_WITHIN).await?;
     if status == 200 {
         let done: RollbackDone = decode(&url, &body)?;
         println!(
