@@ -405,10 +405,6 @@ async fn status(config: Config, output: Output, server: Option<String>) -> ExitC
         || format!("http://{}", config.server.listen),
         |s| s.trim_end_matches('/').to_string(),
     );
-    let token = std::env::var("KEYWARDEN_ADMIN_TOKEN")
-        .ok()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty());
     let metrics = Arc::new(Metrics::new());
     let sdk = crate::aws::client::load(&config.aws).await;
     let api = crate::aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone());
@@ -417,7 +413,7 @@ async fn status(config: Config, output: Output, server: Option<String>) -> ExitC
     let now = Utc::now();
     let (polled, anomalies) = tokio::join!(
         poller.statuses_once(now),
-        crate::cli::status::fetch_anomalies(&server, token.as_deref())
+        crate::cli::status::fetch_anomalies(&server)
     );
     let anomalies = anomalies
         .inspect_err(|e| {

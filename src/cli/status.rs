@@ -72,14 +72,12 @@ pub fn rows(
         .collect()
 }
 
-/// Asks the daemon at `server` for its per-secret anomaly counts (the anonymous summary is
-/// enough; the token is sent when given). An error says why, for one line on stderr.
-pub async fn fetch_anomalies(
-    server: &str,
-    token: Option<&str>,
-) -> Result<Vec<SecretAnomalies>, String> {
+/// Asks the daemon at `server` for its per-secret anomaly counts. Never sends the admin token:
+/// the anonymous summary carries the counts, and a daemon without a token (or with another one)
+/// refuses any request that carries one. An error says why, for one line on stderr.
+pub async fn fetch_anomalies(server: &str) -> Result<Vec<SecretAnomalies>, String> {
     let url = format!("{server}/anomalies");
-    let call = crate::cli::remote::call("GET", &url, token);
+    let call = crate::cli::remote::call("GET", &url, None);
     match tokio::time::timeout(DAEMON_TIMEOUT, call).await {
         Err(_) => Err(format!(
             "{url}: no answer within {}s",
@@ -349,6 +347,54 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A daemon without an admin token (as `scripts/demo` ran before issue #21) refuses any
+    /// request that carries one; `status` with `KEYWARDEN_ADMIN_TOKEN` set still gets the counts.
+    #[tokio::test]
+    async fn counts_come_from_a_daemon_without_a_token() {
+        let config = crate::config::parse(
+            "[[secret]]\nname = \"A\"\nid = \"svc/a\"\n",
+            std::path::Path::new("t.toml"),
+        );
+        let Ok(config) = config else {
+            panic!("test config: {config:?}")
+        };
+        let view = crate::domain::view::SharedView::default();
+        view.write().access.insert(
+            "A".into(),
+            crate::domain::view::AccessFacts {
+                anomalies: 2,
+                ..Default::default()
+            },
+        );
+        let state = crate::http::AppState {
+            config: std::sync::Arc::new(config),
+            view,
+            metrics: std::sync::Arc::new(crate::telemetry::Metrics::new()),
+            rotation: None,
+            admin_token: None,
+            incidents: None,
+            limiter: crate::http::ActionLimiter::default(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
+        let Ok(listener) = listener else {
+            panic!("bind: {listener:?}")
+        };
+        let base = listener
+            .local_addr()
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(crate::http::serve(
+            listener,
+            std::sync::Arc::new(state),
+            stop.clone(),
+        ));
+        let got = fetch_anomalies(&base).await;
+        stop.cancel();
+        let _ = task.await;
+        assert_eq!(got, Ok(vec![counts("A", 2, None)]));
     }
 
     /// Issue #21 point 3: `--output json` holds the table's fields, anomalies included.
