@@ -18,7 +18,7 @@ What it creates (nothing here prints a secret value):
 * ``event-service/feature-flags-key``, a secret that is not in the inventory (discovery);
 * CloudWatch Logs group ``/aws/secretsmanager`` with one CloudTrail stream holding a few hundred
   Secrets Manager events over the last 10 days, among them an unknown principal reading the
-  database secret and a burst of AccessDenied on the redis secret;
+  database secret and the JWT secret and a burst of AccessDenied on the redis secret;
 * SNS topics ``secret-rotation-reminders`` and ``security-team``.
 
 Running it again against the same launcher keeps existing secrets and their values, re-applies
@@ -459,7 +459,7 @@ class TrailSummary:
 
     records: list[tuple[int, dict[str, Any]]]
     last_read: dict[str, int]
-    unknown_reads: list[int]
+    unknown_reads: list[tuple[int, str]]  # (time, secret name)
     denied_burst: list[int]
 
 
@@ -517,19 +517,21 @@ def build_trail(
         response={"arn": flags.arn, "versionStages": ["AWSCURRENT"]},
     )))
 
-    # An unknown principal, from outside the VPC, reads the database credentials.
+    # An unknown principal, from outside the VPC, reads the database credentials, then the JWT
+    # signing key (the compromise the demo walks through: its report names this reader).
     unknown_reads = []
     start = now - 6 * 3600 + rng.randint(0, 1800)
-    for i in range(4):
+    jwt = by_name["event-service/jwt-secret"]
+    for i, target in enumerate((database, database, database, database, jwt, jwt)):
         when = start + i * rng.randint(200, 900)
         identity = trail.assumed_role(UNKNOWN_ROLE, UNKNOWN_SESSION, when)
         records.append((when, trail.record(
             when, "GetSecretValue", identity, UNKNOWN_ADDRESS,
             "Boto3/1.34.131 md/Botocore#1.34.131 ua/2.0 os/linux lang/python#3.12.4",
-            secret_ref(database),
+            secret_ref(target),
         )))
-        unknown_reads.append(when)
-        last_read[database.name] = max(last_read[database.name], when)
+        unknown_reads.append((when, target.name))
+        last_read[target.name] = max(last_read[target.name], when)
 
     # A burst of denied reads on the redis secret: 6 within 90 seconds.
     redis = by_name["event-service/redis"]
@@ -619,10 +621,11 @@ def print_summary(
         print(f"CloudTrail: {LOG_GROUP} / {stream}: {len(trail.records)} events "
               f"({reads} successful GetSecretValue) from {_iso(trail.records[0][0])} "
               f"to {_iso(trail.records[-1][0])}")
+        read_secrets = sorted({name for _, name in trail.unknown_reads})
         print(f"  unknown principal arn:aws:sts::{account_of(demo[0].arn)}:assumed-role/"
               f"{UNKNOWN_ROLE}/{UNKNOWN_SESSION} from {UNKNOWN_ADDRESS}: "
-              f"{len(trail.unknown_reads)} reads of event-service/database, "
-              f"{_iso(trail.unknown_reads[0])} to {_iso(trail.unknown_reads[-1])}")
+              f"{len(trail.unknown_reads)} reads of {' and '.join(read_secrets)}, "
+              f"{_iso(trail.unknown_reads[0][0])} to {_iso(trail.unknown_reads[-1][0])}")
         print(f"  AccessDenied burst: {len(trail.denied_burst)} on event-service/redis "
               f"between {_iso(trail.denied_burst[0])} and {_iso(trail.denied_burst[-1])}")
     else:

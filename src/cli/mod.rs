@@ -64,11 +64,15 @@ pub enum Command {
     Run,
     /// Validate the configuration file and exit (0 valid, 64 invalid).
     CheckConfig,
-    /// Poll Secrets Manager once and show every watched secret.
+    /// Poll Secrets Manager once and show every watched secret, with the running daemon's
+    /// anomaly counts when one answers.
     Status {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// The daemon asked for anomaly counts; default http://<server.listen of the configuration>.
+        #[arg(long, env = "KEYWARDEN_SERVER")]
+        server: Option<String>,
     },
     /// Read the CloudTrail log group once and list who read a secret.
     Consumers {
@@ -295,7 +299,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Status { output } => status(config, output).await,
+        Command::Status { output, server } => status(config, output, server).await,
         Command::Consumers {
             secret,
             since,
@@ -399,25 +403,41 @@ async fn consumers(config: Config, secret: &str, since: &str, output: Output) ->
     ExitCode::SUCCESS
 }
 
-async fn status(config: Config, output: Output) -> ExitCode {
+async fn status(config: Config, output: Output, server: Option<String>) -> ExitCode {
+    let server = server.map_or_else(
+        || format!("http://{}", config.server.listen),
+        |s| s.trim_end_matches('/').to_string(),
+    );
     let metrics = Arc::new(Metrics::new());
     let sdk = crate::aws::client::load(&config.aws).await;
     let api = crate::aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone());
     let mut poller = MetadataPoller::new(api, Arc::new(config), SharedView::default(), metrics);
     eprintln!("keywarden: listing secrets in Secrets Manager...");
     let now = Utc::now();
-    match poller.statuses_once(now).await {
+    let (polled, anomalies) = tokio::join!(
+        poller.statuses_once(now),
+        crate::cli::status::fetch_anomalies(&server)
+    );
+    let anomalies = anomalies
+        .inspect_err(|e| {
+            eprintln!(
+                "keywarden: no anomaly counts from the daemon ({e}): the ANOMALIES column is empty"
+            )
+        })
+        .ok();
+    match polled {
         Ok((report, statuses)) => {
             eprintln!(
                 "keywarden: {} secrets watched ({} listed in {} page(s)).",
                 report.watched, report.listed, report.pages
             );
+            let rows = crate::cli::status::rows(statuses, anomalies.as_deref(), now.timestamp());
             match output {
                 Output::Table => print!(
                     "{}",
-                    crate::cli::status::render_table(&statuses, now.timestamp())
+                    crate::cli::status::render_table(&rows, now.timestamp())
                 ),
-                Output::Json => match serde_json::to_string_pretty(&statuses) {
+                Output::Json => match serde_json::to_string_pretty(&rows) {
                     Ok(s) => println!("{s}"),
                     Err(e) => {
                         eprintln!("keywarden: cannot encode the status: {e}");

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::access::detect::Anomaly;
+use crate::domain::AnomalyKind;
 use crate::domain::view::{RotationView, SecretStatus};
 use crate::incident::{Incident, Status, StepState};
 
@@ -301,6 +302,59 @@ pub struct AnomaliesBody<'a> {
     pub principal_evictions: u64,
     /// Recent anomalies, newest first.
     pub anomalies: Vec<AnomalyItem<'a>>,
+    /// Per secret with at least one anomaly since start: the count and the latest kind (what
+    /// `keywarden status` shows; kept in the anonymous summary).
+    pub per_secret: Vec<SecretAnomalies>,
+}
+
+/// Anomalies of one secret since the daemon started (`GET /anomalies`, `per_secret`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretAnomalies {
+    /// The `secret` label.
+    pub secret: String,
+    /// Anomalies detected on it since the daemon started.
+    pub count: u64,
+    /// The kind of the latest one, while it is among the recent anomalies the daemon keeps.
+    #[serde(default)]
+    pub latest_kind: Option<AnomalyKind>,
+    /// Its eventTime, seconds since the epoch.
+    #[serde(default)]
+    pub latest_at: Option<i64>,
+}
+
+/// The `per_secret` list (pure): counts from the access facts, the latest kind from the recent
+/// anomalies (newest first); secrets with no anomaly are left out; sorted by name.
+pub fn per_secret<'a>(
+    counts: impl IntoIterator<Item = (&'a str, u64)>,
+    recent: impl IntoIterator<Item = &'a Anomaly>,
+) -> Vec<SecretAnomalies> {
+    let mut latest: std::collections::HashMap<&str, &Anomaly> = std::collections::HashMap::new();
+    for a in recent {
+        latest.entry(a.secret.as_str()).or_insert(a);
+    }
+    let mut out: Vec<SecretAnomalies> = counts
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(secret, count)| {
+            let last = latest.get(secret);
+            SecretAnomalies {
+                secret: secret.to_string(),
+                count,
+                latest_kind: last.map(|a| a.kind),
+                latest_at: last.map(|a| a.time_ms.div_euclid(1000)),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.secret.cmp(&b.secret));
+    out
+}
+
+/// What the CLI reads of `GET /anomalies`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct AnomalyCounts {
+    /// Per secret: count since start and latest kind.
+    #[serde(default)]
+    pub per_secret: Vec<SecretAnomalies>,
 }
 
 /// One anomaly of `GET /anomalies`.

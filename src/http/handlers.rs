@@ -185,6 +185,10 @@ fn anomalies(state: &AppState, full: bool) -> Response<Body> {
                     anomaly: a,
                 })
                 .collect(),
+            per_secret: super::api::per_secret(
+                view.access.iter().map(|(s, f)| (s.as_str(), f.anomalies)),
+                &log.recent,
+            ),
         },
         full,
         Redact::Anomalies,

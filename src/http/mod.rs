@@ -8,7 +8,8 @@
 //! - `GET /secrets`: JSON status of every watched secret, with a `rotation` object (latest
 //!   rotation, and why a due scheduled rotation waits).
 //! - `GET /anomalies`: JSON list of recent access anomalies, newest first, with the access
-//!   poller's counts of skipped records, repeated deliveries and principal evictions.
+//!   poller's counts of skipped records, repeated deliveries and principal evictions, and per
+//!   secret the anomaly count since start with the latest kind (`per_secret`).
 //! - `POST /rotate/<secret>`: journals a manual rotation, then `202`
 //!   `{"rotation_id","secret","status","url"}`; `409` while one is active or for strategy `none`.
 //! - `POST /rollback/<secret>[?force=true]`: AWSCURRENT back to AWSPREVIOUS; `409` while a

@@ -372,6 +372,13 @@ async fn anonymous_reads_get_a_summary_and_the_token_gets_details() {
                 time_ms: 1_700_000_000_000,
                 detail: "read from 203.0.113.9 outside 10.0.0.0/8".into(),
             });
+        v.access.insert(
+            "A".into(),
+            crate::domain::view::AccessFacts {
+                anomalies: 3,
+                ..Default::default()
+            },
+        );
         v.secrets.insert(
             "A".into(),
             crate::domain::view::SecretStatus {
@@ -442,5 +449,11 @@ async fn anonymous_reads_get_a_summary_and_the_token_gets_details() {
     assert_eq!(v["anomalies"][0]["kind"], "unexpected_source", "{v:#}");
     assert_eq!(v["anomalies"][0]["secret"], "A", "{v:#}");
     assert!(v["anomalies"][0]["time"].is_string(), "{v:#}");
+    // ...and the per-secret count since start with the latest kind (`keywarden status`).
+    assert_eq!(
+        v["per_secret"],
+        serde_json::json!([{"secret": "A", "count": 3, "latest_kind": "unexpected_source", "latest_at": 1_700_000_000}]),
+        "{v:#}"
+    );
     s.stop.cancel();
 }

@@ -239,6 +239,8 @@ async fn runbook_secrets_are_exact_to_the_second() {
         .unwrap();
     assert_eq!(jwt["last_rotated"], created[0]);
     assert_eq!(jwt["pending"], true);
+    // The running daemon answered the anomaly counts (none: this config reads no CloudTrail).
+    assert_eq!(jwt["anomalies"]["count"], 0, "{jwt:#}");
     let out = keywarden_command()
         .args(["status", "--config"])
         .arg(&config)
@@ -255,6 +257,8 @@ async fn runbook_secrets_are_exact_to_the_second() {
         "DUE",
         "SCHEDULED",
         "PENDING",
+        "LAST ACCESSED",
+        "ANOMALIES",
     ] {
         assert!(header.contains(column), "{header}");
     }
