@@ -301,6 +301,8 @@ vocabulary! {
         Postgres = "postgres",
         /// Redis ACL user with two passwords during grace.
         Redis = "redis",
+        /// The AUTH token of an ElastiCache replication group: ROTATE, then SET at finalize.
+        Elasticache = "elasticache",
         /// Monitored only; never rotated by keywarden.
         None = "none",
     }
@@ -322,9 +324,13 @@ impl Strategy {
     }
 
     /// Whether finalize makes the previous credential stop working on the backing system (a
-    /// NOLOGIN user, a removed password): after it, the previous version is a dead value.
+    /// NOLOGIN user, a removed password, an ElastiCache token replaced by SET): after it, the
+    /// previous version is a dead value.
     pub fn old_credential_dies_at_finalize(self) -> bool {
-        matches!(self, Strategy::Postgres | Strategy::Redis)
+        matches!(
+            self,
+            Strategy::Postgres | Strategy::Redis | Strategy::Elasticache
+        )
     }
 }
 

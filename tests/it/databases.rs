@@ -873,6 +873,7 @@ async fn steps_repeated_after_an_interrupted_step_are_harmless() {
             previous_version_id: None,
             compromise: false,
             master: Some(&master),
+            elasticache: None,
         };
         for _ in 0..2 {
             s.set(ctx, &new, &old).await.unwrap();
@@ -939,6 +940,7 @@ async fn redis_set_leaves_a_disabled_user_disabled() {
         previous_version_id: None,
         compromise: false,
         master: Some(&master),
+        elasticache: None,
     };
     s.set(ctx, &new, &old).await.unwrap();
     assert_eq!(
@@ -1095,6 +1097,7 @@ fn step_ctx(
         previous_version_id: None,
         compromise: false,
         master: Some(master),
+        elasticache: None,
     }
 }
 
