@@ -43,7 +43,7 @@ fn example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ok (5 secrets"), "{stdout}");
+    assert!(stdout.contains("ok (6 secrets"), "{stdout}");
 }
 
 #[test]
