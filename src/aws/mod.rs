@@ -11,12 +11,14 @@
 
 pub mod client;
 pub mod cloudwatchlogs;
+pub mod elasticache;
 #[cfg(feature = "test-util")]
 pub mod fake;
 pub mod secretsmanager;
 pub mod sns;
 
 use std::future::Future;
+use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 
@@ -146,9 +148,10 @@ impl AwsErrorKind {
             | "TooManyRequestsException"
             | "RequestLimitExceeded"
             | "LimitExceededException" => AwsErrorKind::Throttled,
-            "ResourceNotFoundException" | "NotFound" | "NotFoundException" => {
-                AwsErrorKind::NotFound
-            }
+            "ResourceNotFoundException"
+            | "NotFound"
+            | "NotFoundException"
+            | "ReplicationGroupNotFoundFault" => AwsErrorKind::NotFound,
             "AccessDeniedException"
             | "AccessDenied"
             | "UnrecognizedClientException"
@@ -439,4 +442,69 @@ pub trait NotifyApi: Send + Sync + 'static {
         &self,
         notification: &Notification,
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
+}
+
+/// A boxed future, so [`ElastiCacheApi`] can be a trait object (the strategies are).
+pub type AwsFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How ModifyReplicationGroup changes the AUTH token (`AuthTokenUpdateStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthTokenUpdate {
+    /// `ROTATE`: the new token is added; the current one stays valid beside it.
+    Rotate,
+    /// `SET`: the new token becomes the only valid one.
+    Set,
+}
+
+impl AuthTokenUpdate {
+    /// The API value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthTokenUpdate::Rotate => "ROTATE",
+            AuthTokenUpdate::Set => "SET",
+        }
+    }
+}
+
+/// What DescribeReplicationGroups says about one replication group. Never holds a token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicationGroupState {
+    /// ReplicationGroupId.
+    pub id: String,
+    /// Status: `available`, `modifying`, `creating`, ...
+    pub status: String,
+    /// The primary endpoint (NodeGroups[0].PrimaryEndpoint), else the configuration endpoint
+    /// (cluster mode enabled), as (address, port).
+    pub primary_endpoint: Option<(String, u16)>,
+    /// TransitEncryptionEnabled: clients must use TLS.
+    pub transit_encryption: bool,
+    /// AuthTokenEnabled.
+    pub auth_token_enabled: bool,
+    /// PendingModifiedValues.AuthTokenStatus (`SETTING`, `ROTATING`), while a change is pending.
+    pub pending_auth_token: Option<String>,
+}
+
+/// The ElastiCache calls of the `elasticache` rotation strategy. Object-safe: a strategy holds
+/// it as `&dyn ElastiCacheApi`.
+pub trait ElastiCacheApi: Send + Sync {
+    /// DescribeReplicationGroups for one group.
+    fn describe_replication_group<'a>(
+        &'a self,
+        group_id: &'a str,
+    ) -> AwsFut<'a, Result<ReplicationGroupState, AwsError>>;
+
+    /// ModifyReplicationGroup with `AuthToken`, `AuthTokenUpdateStrategy` and
+    /// `ApplyImmediately=true`. The token never appears in the error.
+    fn modify_auth_token<'a>(
+        &'a self,
+        group_id: &'a str,
+        token: &'a SecretValue,
+        update: AuthTokenUpdate,
+    ) -> AwsFut<'a, Result<(), AwsError>>;
+}
+
+impl std::fmt::Debug for dyn ElastiCacheApi + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ElastiCacheApi")
+    }
 }

@@ -253,8 +253,12 @@ pub struct RotationSpec {
     pub master_secret: Option<String>,
     /// How long a lambda rotation may take before it is reported failed.
     pub timeout: Duration,
-    /// Where and how the `postgres` and `redis` strategies reach their server.
+    /// Where and how the `postgres` and `redis` strategies reach their server (`elasticache`:
+    /// `ca_file` only; the endpoint and TLS come from DescribeReplicationGroups).
     pub server: ServerConnection,
+    /// `replication_group` (`elasticache` only): the ElastiCache replication group whose AUTH
+    /// token the secret holds.
+    pub replication_group: Option<String>,
 }
 
 /// `rotation = { host, port, dbname, tls, ca_file }` of a `postgres` or `redis` secret: the
@@ -296,6 +300,7 @@ impl Default for RotationSpec {
             master_secret: None,
             timeout: Duration::from_secs(15 * 60),
             server: ServerConnection::default(),
+            replication_group: None,
         }
     }
 }

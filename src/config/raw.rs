@@ -153,6 +153,7 @@ pub(super) struct RawRotation {
     pub(super) dbname: Option<Spanned<String>>,
     pub(super) tls: Option<Spanned<ServerTls>>,
     pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) replication_group: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

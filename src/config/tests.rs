@@ -259,6 +259,11 @@ fn grace_defaults_per_strategy_and_explicit_zero_is_honoured() {
         ("strategy = \"random\"", Duration::ZERO, true),
         ("strategy = \"lambda\"", Duration::ZERO, true),
         (
+            "strategy = \"elasticache\", replication_group = \"event-service-redis\"",
+            hours(24),
+            true,
+        ),
+        (
             "strategy = \"dual-key\", grace = \"0s\"",
             Duration::ZERO,
             false,
@@ -281,4 +286,63 @@ fn grace_defaults_per_strategy_and_explicit_zero_is_honoured() {
     let c = parse(text, Path::new("t.toml")).unwrap();
     assert_eq!(c.secrets[0].rotation.grace, hours(24));
     assert_eq!(c.secrets[1].rotation.grace, hours(24));
+}
+
+/// Issue #13, point 1: `rotation.replication_group` is required by `elasticache` and refused
+/// elsewhere; `ca_file` applies, `tls = "disable"`, `host`, `port` and `master_secret` do not.
+#[test]
+fn elasticache_keys() {
+    let ec = |extra: &str| format!("{BASE}rotation = {{ strategy = \"elasticache\"{extra} }}\n");
+    let c = parse(
+        &ec(", replication_group = \"event-service-redis\", ca_file = \"/ca.pem\", timeout = \"20m\""),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let r = &c.secrets[0].rotation;
+    assert_eq!(r.strategy, Strategy::Elasticache);
+    assert_eq!(r.replication_group.as_deref(), Some("event-service-redis"));
+    assert_eq!(r.server.ca_file.as_deref(), Some(Path::new("/ca.pem")));
+    assert_eq!(r.timeout, std::time::Duration::from_secs(20 * 60));
+    assert!(crate::rotation::strategy::for_spec("A", r).is_ok());
+    check_err(
+        &ec(""),
+        "secret[0].rotation.replication_group",
+        "needs replication_group",
+        4,
+    );
+    for bad in ["", "1abc", "a--b", "a-", "a_b", &"a".repeat(41)] {
+        check_err(
+            &ec(&format!(", replication_group = \"{bad}\"")),
+            "secret[0].rotation.replication_group",
+            "expected a replication group id",
+            4,
+        );
+    }
+    let g = ", replication_group = \"g\"";
+    check_err(
+        &ec(&format!("{g}, tls = \"disable\"")),
+        "secret[0].rotation.tls",
+        "always uses TLS",
+        4,
+    );
+    check_err(
+        &ec(&format!("{g}, host = \"h\"")),
+        "secret[0].rotation.host",
+        "applies to the postgres and redis strategies",
+        4,
+    );
+    check_err(
+        &ec(&format!("{g}, master_secret = \"m\"")),
+        "secret[0].rotation.master_secret",
+        "not elasticache",
+        4,
+    );
+    check_err(
+        &format!("{BASE}rotation = {{ strategy = \"random\", replication_group = \"g\" }}\n"),
+        "secret[0].rotation.replication_group",
+        "applies to the elasticache strategy",
+        4,
+    );
+    // Rollback after finalize is refused: the old token is dead once SET ran.
+    assert!(Strategy::Elasticache.old_credential_dies_at_finalize());
 }

@@ -536,6 +536,27 @@ fn validate_rotation(
         _ => {}
     }
     let server = validate_db_server(&r, strategy, loc, key)?;
+    let replication_group = match (&r.replication_group, strategy) {
+        (None, Strategy::Elasticache) => {
+            return Err(loc.at(
+                &r.strategy,
+                &format!("{key}.replication_group"),
+                "the elasticache strategy needs replication_group: the ElastiCache replication group id whose AUTH token the secret holds",
+            ));
+        }
+        (Some(g), Strategy::Elasticache) => Some(valid_replication_group(g, loc, key)?),
+        (Some(g), _) => {
+            return Err(loc.at(
+                g,
+                &format!("{key}.replication_group"),
+                format!(
+                    "replication_group applies to the elasticache strategy, not {}",
+                    strategy.as_str()
+                ),
+            ));
+        }
+        (None, _) => None,
+    };
     Ok(RotationSpec {
         strategy,
         grace: r.grace.map_or(strategy.default_grace(), |d| d.0),
@@ -548,7 +569,34 @@ fn validate_rotation(
             .transpose()?
             .unwrap_or(Duration::from_secs(15 * 60)),
         server,
+        replication_group,
     })
+}
+
+/// An ElastiCache replication group id as AWS allows it: 1 to 40 letters, digits and hyphens,
+/// starting with a letter, no two hyphens in a row, no hyphen at the end.
+fn valid_replication_group(
+    g: &Spanned<String>,
+    loc: &Locator<'_>,
+    key: &str,
+) -> Result<String, ConfigError> {
+    let id = g.get_ref();
+    let ok = (1..=40).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !id.contains("--")
+        && !id.ends_with('-');
+    if ok {
+        Ok(id.clone())
+    } else {
+        Err(loc.at(
+            g,
+            &format!("{key}.replication_group"),
+            format!(
+                "expected a replication group id (1 to 40 letters, digits and single hyphens, starting with a letter), found {id:?}"
+            ),
+        ))
+    }
 }
 
 /// `host`, `port`, `dbname`, `tls` and `ca_file` of a `postgres` or `redis` rotation.
@@ -559,6 +607,9 @@ fn validate_db_server(
     key: &str,
 ) -> Result<ServerConnection, ConfigError> {
     let db = matches!(strategy, Strategy::Postgres | Strategy::Redis);
+    // elasticache: the endpoint comes from DescribeReplicationGroups; TLS is always verified
+    // (a group with an AUTH token has in-transit encryption), against ca_file when written.
+    let ec = strategy == Strategy::Elasticache;
     let not_here = |span: std::ops::Range<usize>, name: &str, applies: &str| {
         loc.error(
             span,
@@ -567,16 +618,32 @@ fn validate_db_server(
         )
     };
     let both = "the postgres and redis strategies";
+    let three = "the postgres, redis and elasticache strategies";
     let spans = [
-        ("host", r.host.as_ref().map(Spanned::span)),
-        ("port", r.port.as_ref().map(Spanned::span)),
-        ("tls", r.tls.as_ref().map(Spanned::span)),
-        ("ca_file", r.ca_file.as_ref().map(Spanned::span)),
+        ("host", r.host.as_ref().map(Spanned::span), db, both),
+        ("port", r.port.as_ref().map(Spanned::span), db, both),
+        ("tls", r.tls.as_ref().map(Spanned::span), db || ec, three),
+        (
+            "ca_file",
+            r.ca_file.as_ref().map(Spanned::span),
+            db || ec,
+            three,
+        ),
     ];
-    for (name, span) in spans {
-        if let (Some(span), false) = (span, db) {
-            return Err(not_here(span, name, both));
+    for (name, span, allowed, applies) in spans {
+        if let (Some(span), false) = (span, allowed) {
+            return Err(not_here(span, name, applies));
         }
+    }
+    if ec
+        && let Some(t) = &r.tls
+        && *t.get_ref() == ServerTls::Disable
+    {
+        return Err(loc.at(
+            t,
+            &format!("{key}.tls"),
+            "the elasticache strategy always uses TLS: an AUTH token needs in-transit encryption on the group (leave tls out, or write \"verify-full\")",
+        ));
     }
     if let Some(d) = &r.dbname
         && strategy != Strategy::Postgres

@@ -269,6 +269,10 @@ fn start_rotation(w: &Wiring) -> Result<Arc<crate::rotation::Engine>, DaemonErro
         w.metrics.clone(),
         w.stop.clone(),
     );
+    rotation.set_elasticache(Arc::new(aws::elasticache::ElastiCache::new(
+        &w.sdk,
+        w.metrics.clone(),
+    )));
     let resumed = rotation.resume()?;
     if resumed > 0 {
         info!(

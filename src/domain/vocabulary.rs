@@ -301,6 +301,8 @@ vocabulary! {
         Postgres = "postgres",
         /// Redis ACL user with two passwords during grace.
         Redis = "redis",
+        /// The AUTH token of an ElastiCache replication group: ROTATE, then SET at finalize.
+        Elasticache = "elasticache",
         /// Monitored only; never rotated by keywarden.
         None = "none",
     }
@@ -328,16 +330,20 @@ impl Strategy {
         const HOUR: u64 = 3600;
         std::time::Duration::from_secs(match self {
             Strategy::DualKey => 48 * HOUR,
-            Strategy::Postgres | Strategy::Redis => 24 * HOUR,
+            Strategy::Postgres | Strategy::Redis | Strategy::Elasticache => 24 * HOUR,
             Strategy::PrimarySecondary => HOUR,
             Strategy::Random | Strategy::Lambda | Strategy::None => 0,
         })
     }
 
     /// Whether finalize makes the previous credential stop working on the backing system (a
-    /// NOLOGIN user, a removed password): after it, the previous version is a dead value.
+    /// NOLOGIN user, a removed password, an ElastiCache token replaced by SET): after it, the
+    /// previous version is a dead value.
     pub fn old_credential_dies_at_finalize(self) -> bool {
-        matches!(self, Strategy::Postgres | Strategy::Redis)
+        matches!(
+            self,
+            Strategy::Postgres | Strategy::Redis | Strategy::Elasticache
+        )
     }
 }
 

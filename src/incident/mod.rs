@@ -924,6 +924,7 @@ pub fn finalize_words(strategy: Strategy) -> &'static str {
         }
         Strategy::Postgres => "the old user was set NOLOGIN and its sessions were terminated",
         Strategy::Redis => "the old password was removed and its clients were killed",
+        Strategy::Elasticache => "the replication group's AUTH token was SET to the new one alone",
         Strategy::Random => "the value was replaced",
         Strategy::Lambda => "the rotation Lambda replaced the value",
         Strategy::None => "finalized",

@@ -49,6 +49,9 @@ pub fn todo(inc: &Incident, spec: Option<&SecretSpec>) -> Vec<String> {
         Strategy::Redis => out.push(
             "Check proxies and replicas (Sentinel, Cluster nodes, twemproxy) for connections authenticated with the old password; keywarden killed the old password's clients on the configured server only.".into(),
         ),
+        Strategy::Elasticache => out.push(
+            "Connections that authenticated with the old AUTH token before the SET may stay open (keywarden cannot close them on ElastiCache): restart the clients (a rolling restart) and check any proxy in front of the group.".into(),
+        ),
         Strategy::Random => out.push(
             "Invalidate anything derived from the old value (service tokens, signed requests, cached sessions) in the services that accept it.".into(),
         ),

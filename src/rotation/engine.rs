@@ -10,7 +10,7 @@
 //! scheduler or rollback (they build on the engine, not the other way round).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -19,7 +19,7 @@ use tokio::sync::{Notify, OwnedMutexGuard, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::aws::SecretsWriteApi;
+use crate::aws::{ElastiCacheApi, SecretsWriteApi};
 use crate::config::{Config, SecretSpec};
 use crate::domain::RotationResult;
 use crate::domain::view::SharedView;
@@ -100,6 +100,9 @@ pub struct RotationCore<A> {
     observed: Mutex<HashSet<String>>,
     /// The daemon's shutdown signal.
     pub(super) shutdown: CancellationToken,
+    /// ElastiCache for the `elasticache` strategy, set once after construction
+    /// ([`RotationCore::set_elasticache`]).
+    elasticache: OnceLock<Arc<dyn ElastiCacheApi>>,
 }
 
 /// Removes a rotation from `driving` when its task ends, however it ends.
@@ -150,7 +153,14 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             started: Mutex::new(HashMap::new()),
             observed: Mutex::new(HashSet::new()),
             shutdown,
+            elasticache: OnceLock::new(),
         })
+    }
+
+    /// Gives the `elasticache` strategy its client (the daemon does, right after [`Self::new`]).
+    /// A second call changes nothing.
+    pub fn set_elasticache(&self, api: Arc<dyn ElastiCacheApi>) {
+        let _ = self.elasticache.set(api);
     }
 
     /// The inventory entry named `name` (inventory name, or its configured Secrets Manager id).
@@ -442,6 +452,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 api: &self.api,
                 hide_env: self.hide_env.as_deref(),
                 on_moved: &on_moved,
+                elasticache: self.elasticache.get().map(|a| a.as_ref()),
             };
             let result = steps.run_step(&rot, spec, strategy.as_ref()).await;
             let now = now_s();

@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use crate::aws::{AWSCURRENT, AWSPREVIOUS, SecretValue, SecretsWriteApi, VersionSelector};
+use crate::aws::{
+    AWSCURRENT, AWSPREVIOUS, ElastiCacheApi, SecretValue, SecretsWriteApi, VersionSelector,
+};
 use crate::config::{HookStage, SecretSpec};
 
 use super::failpoint;
@@ -32,6 +34,8 @@ pub(super) struct Steps<'a, A> {
     pub(super) hide_env: Option<&'a str>,
     /// Called once finish has moved AWSCURRENT to the new version (the duration histogram).
     pub(super) on_moved: &'a (dyn Fn() + Sync),
+    /// ElastiCache, for the `elasticache` strategy (`None` where the process has no client).
+    pub(super) elasticache: Option<&'a dyn ElastiCacheApi>,
 }
 
 impl<A: SecretsWriteApi> Steps<'_, A> {
@@ -109,6 +113,7 @@ impl<A: SecretsWriteApi> Steps<'_, A> {
             previous_version_id: rot.detail.previous_version_id.as_deref(),
             compromise: rot.trigger == Trigger::Compromise || rot.detail.compromise_finalize,
             master: master.as_ref(),
+            elasticache: self.elasticache,
         };
         match rot.step {
             Step::Create => {

@@ -43,7 +43,7 @@ fn example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ok (5 secrets"), "{stdout}");
+    assert!(stdout.contains("ok (6 secrets"), "{stdout}");
 }
 
 #[test]
@@ -258,4 +258,58 @@ fn check_config_prints_each_effective_grace() {
         "{stdout}"
     );
     assert!(!stdout.contains("MON:"), "{stdout}");
+}
+
+/// Issue #13 point 7: the runbook's five secrets as they are, with every consumer, restart,
+/// verification and rollback hook, pass check-config; each gets the grace the runbook keeps.
+#[test]
+fn event_service_config_is_valid() {
+    let out = keywarden_command()
+        .args(["check-config", "--config"])
+        .arg(root().join("config/event-service.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok (5 secrets"), "{stdout}");
+    for line in [
+        "JWT_SECRET: grace 2d (configured)",
+        "SERVICE_TOKEN_SECRET: grace 0s (default for random)",
+        "DATABASE_PASSWORD: grace 1d (configured)",
+        "REDIS_PASSWORD: grace 1d (configured)",
+        "API_KEY_ENCRYPTION_KEY: grace 1h (configured)",
+    ] {
+        assert!(stdout.contains(line), "{line}:\n{stdout}");
+    }
+    let config = keywarden::config::load(&root().join("config/event-service.toml")).unwrap();
+    let s2s = config
+        .secrets
+        .iter()
+        .find(|s| s.name == "SERVICE_TOKEN_SECRET")
+        .unwrap();
+    for service in ["venue", "ticket", "order", "payment", "event"] {
+        assert!(
+            s2s.consumers
+                .iter()
+                .any(|c| c.contains(&format!("{service}-service"))),
+            "{service}-service is not a consumer"
+        );
+    }
+    for s in &config.secrets {
+        let on = |stage: keywarden::config::HookStage| s.hooks.iter().any(|h| h.on == stage);
+        assert!(
+            on(keywarden::config::HookStage::Finish),
+            "{}: no restart",
+            s.name
+        );
+        assert!(
+            on(keywarden::config::HookStage::Rollback),
+            "{}: no rollback hook",
+            s.name
+        );
+    }
 }

@@ -873,6 +873,7 @@ async fn steps_repeated_after_an_interrupted_step_are_harmless() {
             previous_version_id: None,
             compromise: false,
             master: Some(&master),
+            elasticache: None,
         };
         for _ in 0..2 {
             s.set(ctx, &new, &old).await.unwrap();
@@ -939,6 +940,7 @@ async fn redis_set_leaves_a_disabled_user_disabled() {
         previous_version_id: None,
         compromise: false,
         master: Some(&master),
+        elasticache: None,
     };
     s.set(ctx, &new, &old).await.unwrap();
     assert_eq!(
@@ -1095,6 +1097,7 @@ fn step_ctx(
         previous_version_id: None,
         compromise: false,
         master: Some(master),
+        elasticache: None,
     }
 }
 
@@ -1223,12 +1226,12 @@ async fn admin_host_never_comes_from_the_rotated_secret() {
 
 /// A throwaway CA and a server certificate for `localhost` only (made with `openssl` in a temp
 /// dir), and a second CA that signed nothing.
-struct Certs {
+pub(super) struct Certs {
     _dir: tempfile::TempDir,
-    ca: PathBuf,
-    wrong_ca: PathBuf,
-    server_pem: PathBuf,
-    server_key: PathBuf,
+    pub(super) ca: PathBuf,
+    pub(super) wrong_ca: PathBuf,
+    pub(super) server_pem: PathBuf,
+    pub(super) server_key: PathBuf,
 }
 
 fn openssl(dir: &std::path::Path, args: &[&str]) {
@@ -1244,7 +1247,7 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
     );
 }
 
-fn make_certs() -> Certs {
+pub(super) fn make_certs() -> Certs {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for (key, pem, cn) in [

@@ -8,6 +8,7 @@ mod alerting;
 mod aws_faults;
 mod config_check;
 mod databases;
+mod elasticache;
 mod fake_pg;
 mod hooks;
 mod http_server;

@@ -28,6 +28,7 @@ The same port also serves a control API under ``/_keywarden/`` (JSON in and out)
 ``GET    /_keywarden/faults``        the injected faults and what they did so far.
 ``POST   /_keywarden/faults``        inject faults (below); only the keys present change.
 ``DELETE /_keywarden/faults``        remove every fault and forget what they did.
+``POST   /_keywarden/elasticache-backing``  back a replication group with a real redis-server.
 
 Every other path goes to moto unchanged.
 
@@ -64,6 +65,27 @@ like any other. ``GET`` answers ``{"throttle": {op: remaining}, "throttled": {op
 "list_secrets_lag_seconds": n}``. With a lag, a secret created within the lag is not listed
 yet and a listed secret shows its entry as of the lag ago (a deleted secret disappears at once);
 the past is recorded from the moment the lag is set.
+
+``elasticache-backing`` body (the group must exist: CreateReplicationGroup first)::
+
+    {"replication_group_id": "event-service-redis",
+     "redis": {"host": "127.0.0.1", "port": 6390},      # a redis-server the TEST started, its
+                                                        # plaintext port (the launcher's own
+                                                        # control connection)
+     "endpoint": {"address": "localhost", "port": 6391},  # what DescribeReplicationGroups
+                                                        # reports as NodeGroups[0].PrimaryEndpoint
+                                                        # (the TLS port when the group has
+                                                        # TransitEncryptionEnabled)
+     "modify_seconds": 1.0,                             # how long a change shows "modifying"
+     "status": "snapshotting",                          # optional: hold the group in a status
+                                                        # ("available" releases it)
+     "region": "us-east-1", "account_id": "123456789012"}
+
+On registration the launcher creates its own ACL user on that redis (AWS's control plane) and
+gives the ``default`` user exactly the group's current AUTH tokens (the ``AuthToken`` of
+CreateReplicationGroup). Only ``status`` may be sent again alone. It answers 200 with
+``{"replication_group_id", "status", "tokens": <how many are valid>}``, 404 for an unknown group.
+See ``apply_elasticache_patches`` for what ModifyReplicationGroup then does.
 """
 
 from __future__ import annotations
@@ -77,7 +99,9 @@ import ipaddress
 import json
 import logging
 import re
+import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -91,7 +115,7 @@ CONTROL_PREFIX = "/_keywarden/"
 
 # Services keywarden talks to: their Flask apps are built before READY so the first request of a
 # test does not pay for it.
-PREWARMED_SERVICES = ("secretsmanager", "logs", "sns", "sqs", "sts")
+PREWARMED_SERVICES = ("secretsmanager", "logs", "sns", "sqs", "sts", "elasticache")
 
 # Attributes this launcher stores on moto's objects. Prefixed so they never collide with moto's.
 SECRET_LAST_ACCESSED = "_kw_last_accessed"  # on FakeSecret: epoch seconds or None
@@ -732,6 +756,241 @@ def apply_moto_patches() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# ElastiCache AUTH tokens backed by a real redis-server
+# ---------------------------------------------------------------------------------------------
+
+EC_TOKENS = "_kw_auth_tokens"  # on ReplicationGroup: the valid AUTH tokens, oldest first
+EC_BACKING = "_kw_backing"  # on ReplicationGroup: dict(host, port, password, modify_seconds)
+EC_HELD_STATUS = "_kw_held_status"  # on ReplicationGroup: a status the test holds it in
+EC_ADMIN_USER = "kw-emulator"  # the launcher's own ACL user on a backing redis
+EC_LOCK = threading.Lock()
+_EC_TOKEN_RE = re.compile(r'^[\x21-\x7e]{16,128}$')
+
+
+def _resp_encode(args: list[str]) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = a.encode("utf-8")
+        out.append(f"${len(b)}\r\n".encode() + b + b"\r\n")
+    return b"".join(out)
+
+
+def _resp_read(f: Any) -> Any:
+    line = f.readline()
+    if not line:
+        raise ConnectionError("redis closed the connection")
+    kind, rest = line[:1], line[1:].rstrip(b"\r\n").decode("utf-8", "replace")
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        raise RuntimeError(f"redis: {rest.split(' ', 1)[0]}")  # never echo the arguments
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2].decode("utf-8", "replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise RuntimeError(f"redis: unexpected reply {line[:20]!r}")
+
+
+def _redis_commands(backing: dict[str, Any], commands: list[list[str]], auth: bool = True) -> None:
+    """Runs commands on a backing redis as the launcher's own user."""
+    with socket.create_connection((backing["host"], backing["port"]), timeout=5) as conn:
+        f = conn.makefile("rb")
+        if auth:
+            conn.sendall(_resp_encode(["AUTH", EC_ADMIN_USER, backing["password"]]))
+            _resp_read(f)
+        for cmd in commands:
+            conn.sendall(_resp_encode(cmd))
+            _resp_read(f)
+
+
+def _apply_tokens(backing: dict[str, Any], tokens: list[str]) -> None:
+    """The default user accepts exactly ``tokens`` (no password at all when there is none)."""
+    passwords = [f">{t}" for t in tokens] if tokens else ["nopass"]
+    _redis_commands(backing, [["ACL", "SETUSER", "default", "on", "resetpass", *passwords]])
+
+
+def _find_group(group_id: str, region: str | None, account_id: str | None) -> Any:
+    from moto.elasticache.models import elasticache_backends
+
+    found = []
+    for account, regions in elasticache_backends.items():
+        if account_id and account != account_id:
+            continue
+        for name, backend in regions.items():
+            if region and name != region:
+                continue
+            group = backend.replication_groups.get(group_id)
+            if group is not None:
+                found.append(group)
+    if not found:
+        raise ControlError(404, f"no replication group {group_id}")
+    if len(found) > 1:
+        raise ControlError(409, f"replication group {group_id} exists in several regions")
+    return found[0]
+
+
+def register_elasticache_backing(body: Any) -> dict[str, Any]:
+    """Serves ``POST /_keywarden/elasticache-backing``."""
+    if not isinstance(body, dict) or not isinstance(body.get("replication_group_id"), str):
+        raise ControlError(400, "expected {\"replication_group_id\": ..., ...}")
+    group = _find_group(
+        body["replication_group_id"], body.get("region"), body.get("account_id")
+    )
+    with EC_LOCK:
+        if "redis" in body:
+            redis = body["redis"]
+            endpoint = body.get("endpoint") or {}
+            try:
+                host, port = str(redis["host"]), int(redis["port"])
+                address, ep_port = str(endpoint["address"]), int(endpoint["port"])
+                modify_seconds = float(body.get("modify_seconds", 1.0))
+            except (KeyError, TypeError, ValueError) as error:
+                raise ControlError(400, f"bad redis or endpoint: {error}") from error
+            backing = {
+                "host": host,
+                "port": port,
+                "password": secrets.token_hex(24),
+                "modify_seconds": modify_seconds,
+            }
+            # A fresh redis-server: the default user has no password yet, so the launcher's own
+            # user is created first, then the default user gets the group's tokens.
+            _redis_commands(
+                backing,
+                [["ACL", "SETUSER", EC_ADMIN_USER, "on", f">{backing['password']}",
+                  "~*", "&*", "+@all"]],
+                auth=False,
+            )
+            _apply_tokens(backing, getattr(group, EC_TOKENS, []))
+            setattr(group, EC_BACKING, backing)
+            node_group = group.node_groups[0]
+            node_group["primary_endpoint"] = {"address": address, "port": ep_port}
+            node_group["primary_endpoint_address"] = address
+            node_group["port"] = ep_port
+        if "status" in body:
+            status = str(body["status"])
+            if status == "available":
+                setattr(group, EC_HELD_STATUS, None)
+            else:
+                setattr(group, EC_HELD_STATUS, status)
+            group.status = status
+        return {
+            "replication_group_id": group.replication_group_id,
+            "status": group.status,
+            "tokens": len(getattr(group, EC_TOKENS, [])),
+        }
+
+
+def apply_elasticache_patches() -> None:
+    """Makes ModifyReplicationGroup change AUTH tokens as ElastiCache does.
+
+    AWS behaviour restored (moto 5.2.5 accepts AuthToken and AuthTokenUpdateStrategy and ignores
+    both; nothing checks a token):
+    - CreateReplicationGroup's AuthToken is the group's one valid token (kept by the launcher).
+    - ModifyReplicationGroup with AuthToken: refused with InvalidReplicationGroupState unless the
+      group is ``available``; with InvalidParameterValue when the group has no in-transit
+      encryption, the strategy is missing a token, or the token breaks the rule (16 to 128
+      printable characters, none of ``@ " /``). Otherwise the group shows ``modifying`` with
+      PendingModifiedValues.AuthTokenStatus ``ROTATING``/``SETTING`` for ``modify_seconds``;
+      then the change is applied and the group is ``available`` again.
+    - ROTATE adds the token and keeps the current one valid (at most two: a ROTATE while two
+      are valid drops the older one); SET keeps only the given token.
+    - On a group registered with ``/_keywarden/elasticache-backing`` the valid tokens are
+      exactly the backing redis-server's ``default`` user passwords, and
+      NodeGroups[0].PrimaryEndpoint is that redis.
+    """
+    from moto.core.utils import utcnow
+    from moto.elasticache.exceptions import ElastiCacheException, ReplicationGroupNotFound
+    from moto.elasticache.models import ElastiCacheBackend
+    from moto.elasticache.responses import ElastiCacheResponse
+
+    class InvalidReplicationGroupState(ElastiCacheException):
+        code = "InvalidReplicationGroupState"
+
+    class InvalidParameterValue(ElastiCacheException):
+        code = "InvalidParameterValue"
+
+    original_create = ElastiCacheBackend.create_replication_group
+
+    def create_replication_group(self: Any, *args: Any, **kwargs: Any) -> Any:
+        group = original_create(self, *args, **kwargs)
+        token = kwargs.get("auth_token")
+        setattr(group, EC_TOKENS, [token] if token else [])
+        return group
+
+    ElastiCacheBackend.create_replication_group = create_replication_group
+
+    def finish(group: Any, tokens: list[str]) -> None:
+        with EC_LOCK:
+            backing = getattr(group, EC_BACKING, None)
+            if backing is not None:
+                try:
+                    _apply_tokens(backing, tokens)
+                except Exception:  # the test's redis may be gone; the group still settles
+                    LOG.exception("cannot apply AUTH tokens to %s", group.replication_group_id)
+            setattr(group, EC_TOKENS, tokens)
+            group.auth_token_enabled = bool(tokens)
+            group.auth_token_last_modified_date = utcnow()
+            if hasattr(group, "pending_modified_values"):
+                del group.pending_modified_values
+            group.status = getattr(group, EC_HELD_STATUS, None) or "available"
+
+    original_modify = ElastiCacheResponse.modify_replication_group
+
+    def modify_replication_group(self: Any) -> Any:
+        token = self._get_param("AuthToken")
+        strategy = self._get_param("AuthTokenUpdateStrategy")
+        if token is None and strategy is None:
+            return original_modify(self)
+        group_id = self._get_param("ReplicationGroupId")
+        group = self.elasticache_backend.replication_groups.get(group_id)
+        if group is None:
+            raise ReplicationGroupNotFound(group_id)
+        strategy = strategy or "ROTATE"
+        with EC_LOCK:
+            if group.status != "available":
+                raise InvalidReplicationGroupState(
+                    f"Replication group {group_id} must be in available state, "
+                    f"but is in {group.status} state."
+                )
+            if not group.transit_encryption_enabled:
+                raise InvalidParameterValue(
+                    "The AUTH token can only be set or rotated on a replication group with "
+                    "in-transit encryption enabled (TransitEncryptionEnabled)."
+                )
+            if strategy not in ("ROTATE", "SET"):
+                raise InvalidParameterValue(
+                    f"AuthTokenUpdateStrategy {strategy} is not supported here."
+                )
+            if not token:
+                raise InvalidParameterValue(f"AuthToken is required with {strategy}.")
+            if not _EC_TOKEN_RE.match(token) or any(c in token for c in '@"/'):
+                raise InvalidParameterValue(
+                    "Invalid AuthToken: it must be 16 to 128 printable characters "
+                    "without '@', '\"' or '/'."
+                )
+            tokens = list(getattr(group, EC_TOKENS, []))
+            if strategy == "ROTATE":
+                tokens = ([t for t in tokens if t != token] + [token])[-2:]
+            else:
+                tokens = [token]
+            group.status = "modifying"
+            group.pending_modified_values = {
+                "AuthTokenStatus": "ROTATING" if strategy == "ROTATE" else "SETTING"
+            }
+            seconds = (getattr(group, EC_BACKING, None) or {}).get("modify_seconds", 1.0)
+        timer = threading.Timer(seconds, finish, args=(group, tokens))
+        timer.daemon = True
+        timer.start()
+        return original_modify(self)
+
+    ElastiCacheResponse.modify_replication_group = modify_replication_group
+
+
+# ---------------------------------------------------------------------------------------------
 # Control API
 # ---------------------------------------------------------------------------------------------
 
@@ -1002,7 +1261,14 @@ class KeywardenApp:
             if route == "faults" and method == "DELETE":
                 FAULTS.clear()
                 return _json(start_response, 200, FAULTS.snapshot())
-            if route in ("health", "requests", "reset", "secret-dates", "faults"):
+            if route == "elasticache-backing" and method == "POST":
+                body = _read_json(environ)
+                with self.control_lock:
+                    answer = register_elasticache_backing(body)
+                return _json(start_response, 200, answer)
+            if route in (
+                "health", "requests", "reset", "secret-dates", "faults", "elasticache-backing"
+            ):
                 raise ControlError(405, f"method {method} not allowed on /_keywarden/{route}")
             raise ControlError(404, f"no control route /_keywarden/{route}")
         except ControlError as error:
@@ -1134,6 +1400,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
 
     apply_moto_patches()
+    apply_elasticache_patches()
     counter = RequestCounter()
     server = make_server(args.host, args.port, build_app(counter))
     port = server.server_port

@@ -1,7 +1,7 @@
 //! Rotation strategies (SPEC §6): how a new value is made, applied, tested and finalized.
 //!
 //! The core drives every strategy through the [`RotationStrategy`] trait, so a strategy that
-//! talks to a backing system (`postgres`, `redis`) only implements `create_value`, `set`, `test`
+//! talks to a backing system (`postgres`, `redis`, `elasticache`) only implements `create_value`, `set`, `test`
 //! and `finalize`; the protocol, the journal, retries, hooks and compromise handling stay in the
 //! core. One file per strategy; `value` holds what they share about values (random material,
 //! JSON objects, redaction); `server` where and how `postgres` and `redis` connect (the admin's
@@ -12,6 +12,7 @@
 //! Must never import the rotation core, the journal or the store: a strategy sees a
 //! [`StepContext`] and values, nothing else.
 
+pub mod elasticache;
 pub mod lambda;
 pub mod pg_auth;
 pub mod postgres;
@@ -24,7 +25,7 @@ pub mod value;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::aws::SecretValue;
+use crate::aws::{ElastiCacheApi, SecretValue};
 use crate::config::{RotationSpec, Strategy};
 
 pub use value::redaction_fragments;
@@ -71,6 +72,8 @@ pub struct StepContext<'a> {
     pub compromise: bool,
     /// Admin credentials from `rotation.master_secret` (postgres, redis), read by stage.
     pub master: Option<&'a SecretValue>,
+    /// The ElastiCache client (the `elasticache` strategy); `None` where the process has none.
+    pub elasticache: Option<&'a dyn ElastiCacheApi>,
 }
 
 /// One rotation strategy.
@@ -154,6 +157,11 @@ pub fn for_spec(secret: &str, spec: &RotationSpec) -> Result<Box<dyn RotationStr
         Strategy::Redis => Ok(Box::new(redis::RedisAcl {
             bytes: spec.bytes,
             server: spec.server.clone(),
+        })),
+        Strategy::Elasticache => Ok(Box::new(elasticache::ElastiCacheToken {
+            replication_group: spec.replication_group.clone().unwrap_or_default(),
+            timeout: spec.timeout,
+            ca_file: spec.server.ca_file.clone(),
         })),
     }
 }
