@@ -6,6 +6,7 @@
 //! Owns the command line: `status.rs` (the table), `remote.rs` (the client of the action
 //! routes, speaking `http::api` types). The binary's edge: nothing imports `cli` but `main.rs`.
 
+mod planned;
 pub mod remote;
 pub mod status;
 
@@ -400,7 +401,8 @@ async fn status(config: Config, output: Output) -> ExitCode {
     let metrics = Arc::new(Metrics::new());
     let sdk = crate::aws::client::load(&config.aws).await;
     let api = crate::aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone());
-    let mut poller = MetadataPoller::new(api, Arc::new(config), SharedView::default(), metrics);
+    let config = Arc::new(config);
+    let mut poller = MetadataPoller::new(api, config.clone(), SharedView::default(), metrics);
     eprintln!("keywarden: listing secrets in Secrets Manager...");
     let now = Utc::now();
     match poller.statuses_once(now).await {
@@ -411,8 +413,9 @@ async fn status(config: Config, output: Output) -> ExitCode {
             );
             match output {
                 Output::Table => print!(
-                    "{}",
-                    crate::cli::status::render_table(&statuses, now.timestamp())
+                    "{}{}",
+                    crate::cli::status::render_table(&statuses, now.timestamp()),
+                    planned::render_planned(&statuses, &config.secrets, now.timestamp())
                 ),
                 Output::Json => match serde_json::to_string_pretty(&statuses) {
                     Ok(s) => println!("{s}"),

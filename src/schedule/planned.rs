@@ -8,9 +8,10 @@
 //! - the **last** usable opening at or before the due date, when there is one: a secret that is
 //!   not yet due rotates in the last window before its due date, not in the first window after
 //!   it entered its reminder lead;
+//! - else, for a secret that is already overdue, the window open now (its latest opening);
 //! - else the **first** usable opening after the due date: when no opening is left before it
-//!   (a monthly window whose last opening before the due date has passed), and for a secret that
-//!   is already overdue (then it is the window that is open now, or the next one).
+//!   (a monthly window whose last opening before the due date has passed), or the next opening
+//!   of an overdue secret's window.
 //!
 //! So the planned time is stable while time passes: it moves only when its window closed without
 //! a rotation (then to the first opening after the due date) or when a rotation moved the due date.
@@ -83,7 +84,15 @@ pub fn planned(
         Some(last) if last > usable => last,
         _ => usable,
     };
-    last_between(cron, after, due).or_else(|| cron.next_after(after.max(due)))
+    last_between(cron, after, due)
+        // Overdue with its window open now: the latest opening (with overlapping windows, such
+        // as one every minute, the one that opened last).
+        .or_else(|| {
+            (due < now)
+                .then(|| last_between(cron, after, now))
+                .flatten()
+        })
+        .or_else(|| cron.next_after(after.max(due)))
 }
 
 #[cfg(test)]
@@ -230,6 +239,14 @@ mod tests {
                 "2026-12-01T06:30:30Z",
                 None,
                 "2026-11-17T00:00:00Z",
+                Some("2026-12-01T06:30:00Z"),
+            ),
+            (
+                "every minute, overdue: the minute that opened last",
+                "cron(* * * * ? *)",
+                "2026-11-10T00:00:00Z",
+                None,
+                "2026-12-01T06:30:30Z",
                 Some("2026-12-01T06:30:00Z"),
             ),
             (

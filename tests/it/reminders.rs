@@ -608,11 +608,14 @@ async fn overdue_notice_once_then_rotation_starts_a_new_cycle() {
         .to_string();
     assert_eq!(got[1].attributes["due"], new_due_date);
     assert_eq!(got[1].attributes["kind"], "reminder");
+    // Its weekly window opens again before the due date: the reminder names that planned time.
     assert!(
-        got[1].subject.contains("(in 10 days)"),
+        got[1].subject.contains(&format!("due {new_due_date}"))
+            && got[1].subject.contains("rotation planned"),
         "{}",
         got[1].subject
     );
+    assert!(got[1].body.contains("Planned:       "), "{}", got[1].body);
     let s = d.scrape().await;
     assert_eq!(sent(&s, "DB", "14d"), 1.0);
     assert_eq!(sent(&s, "DB", "overdue"), 1.0);
@@ -1000,9 +1003,6 @@ async fn scheduled_rotation_start_and_end_notices_exactly_once_across_kill_9() {
     let moto = Moto::start();
     let client = moto.secrets_client().await;
     let wire = Wire::new(&moto);
-    let topic = wire.create_topic("notice-topic").await;
-    let queue = wire.create_queue("notice-q").await;
-    wire.subscribe(&topic, "notice-q").await;
     // Overdue, with a window that is always open: the scheduler starts it at once.
     secret_created_at(&moto, &client, "svc/s2s", now() - 100 * DAY).await;
     let cfg = config_windows(
@@ -1015,7 +1015,9 @@ async fn scheduled_rotation_start_and_end_notices_exactly_once_across_kill_9() {
         "rotation = { strategy = \"random\", grace = \"0s\" }",
     );
 
-    // Run 1 dies right after the start notice's intent was committed to the ledger.
+    // Run 1 dies right after the start notice's intent was committed to the ledger. Its topic
+    // does not exist yet, so the reminder task (which runs on its own and may try the new row
+    // before the abort) cannot deliver it in run 1 either.
     let dir = tempfile::tempdir().expect("temp dir");
     let port = crate::support::free_port();
     let d = Daemon::launch_in_env(
@@ -1049,7 +1051,11 @@ async fn scheduled_rotation_start_and_end_notices_exactly_once_across_kill_9() {
         "the start notice was recorded, not yet sent"
     );
 
-    // Run 2: the pending notice goes out, the rotation resumes and ends, its end notice follows.
+    // Run 2: the topic exists; the pending notice goes out, the rotation resumes and ends, its
+    // end notice follows.
+    let topic = wire.create_topic("notice-topic").await;
+    let queue = wire.create_queue("notice-q").await;
+    wire.subscribe(&topic, "notice-q").await;
     let d = Daemon::start_in(dir, port, &cfg).await;
     let mut got = Vec::new();
     receive_until(&wire, &queue, &mut got, Duration::from_secs(60), &d, |m| {
