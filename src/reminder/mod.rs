@@ -50,6 +50,8 @@ mod testing;
 
 pub use ledger::{LedgerStore, PendingRow};
 pub use message::{AccessInfo, Message, MessageContext, render};
-pub use notice::{ENDED_LEAD, NoticeKind, RotationNotice, STARTED_LEAD, notice_key, render_notice};
-pub use plan::{OVERDUE_LABEL, OVERDUE_LEAD, ReminderKey, due_reminders};
+pub use notice::{RotationNotice, notice_key, render_notice};
+pub use plan::{
+    ENDED_LEAD, NoticeKind, OVERDUE_LABEL, OVERDUE_LEAD, ReminderKey, STARTED_LEAD, due_reminders,
+};
 pub use task::{Reminders, backoff};

@@ -5,46 +5,23 @@
 //! They go through the reminder ledger like reminders do: the rotation scheduler records the
 //! intent (the rendered message) durably, the reminder task publishes it and marks it sent, so
 //! each is sent once across restarts. Their ledger key is (secret, the rotation's `requested_at`,
-//! [`STARTED_LEAD`] or [`ENDED_LEAD`]): the scheduler starts at most one rotation of a secret
+//! `STARTED_LEAD` or `ENDED_LEAD`): the scheduler starts at most one rotation of a secret
 //! per second (one pass every 5 s), so `requested_at` tells a secret's scheduled rotations apart.
 //!
 //! Pure: no I/O, no clock; what it says comes from the journal's row (through [`RotationNotice`]),
-//! the view and the inventory, never from a secret value. It must never import the ledger, the
-//! task, the store, the rotation core or the AWS boundary.
+//! the view and the inventory, never from a secret value. Its ledger markers and [`NoticeKind`]
+//! live with the keys in `plan`. It must never import the ledger, the task, the store, the
+//! rotation core or the AWS boundary.
 
 use std::fmt::Write as _;
 
 use crate::config::SecretSpec;
 use crate::domain::view::SecretStatus;
 use crate::reminder::message::{Message, date, date_time, subject};
-use crate::reminder::plan::ReminderKey;
+use crate::reminder::plan::{NoticeKind, ReminderKey, kind_word};
 
-/// `lead_seconds` of a `rotation_started` notice in the ledger (below [`ENDED_LEAD`], so a
-/// rotation's start sorts, and is published, before its end when both are pending).
-pub const STARTED_LEAD: i64 = -3;
-/// `lead_seconds` of a `rotation_ended` notice in the ledger.
-pub const ENDED_LEAD: i64 = -2;
 /// Characters of a rotation's error a notice quotes at most.
 const ERROR_MAX: usize = 500;
-
-/// Which notice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoticeKind {
-    /// The scheduled rotation started.
-    Started,
-    /// It ended: success, failure or rollback.
-    Ended,
-}
-
-impl NoticeKind {
-    /// Its `lead_seconds` in the ledger.
-    pub fn lead(self) -> i64 {
-        match self {
-            NoticeKind::Started => STARTED_LEAD,
-            NoticeKind::Ended => ENDED_LEAD,
-        }
-    }
-}
 
 /// The facts of one scheduled rotation a notice reports, from its journal row.
 #[derive(Debug, Clone, Copy)]
@@ -185,14 +162,6 @@ pub fn render_notice(
         subject: subject(name, &tail),
         body: b,
         attributes,
-    }
-}
-
-/// The `kind` attribute and ledger column of a notice.
-pub(crate) fn kind_word(kind: NoticeKind) -> &'static str {
-    match kind {
-        NoticeKind::Started => "rotation_started",
-        NoticeKind::Ended => "rotation_ended",
     }
 }
 

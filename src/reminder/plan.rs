@@ -9,13 +9,45 @@
 use std::time::Duration;
 
 use crate::domain::view::SecretStatus;
-use crate::reminder::notice::{ENDED_LEAD, NoticeKind, STARTED_LEAD, kind_word};
 use crate::schedule::format_duration;
 
 /// `lead_seconds` of an overdue notice in the ledger (a lead is never negative).
 pub const OVERDUE_LEAD: i64 = -1;
 /// The `lead` label of `keywarden_reminders_sent_total` for overdue notices.
 pub const OVERDUE_LABEL: &str = "overdue";
+
+/// `lead_seconds` of a `rotation_started` notice in the ledger (below [`ENDED_LEAD`], so a
+/// rotation's start sorts, and is published, before its end when both are pending).
+pub const STARTED_LEAD: i64 = -3;
+/// `lead_seconds` of a `rotation_ended` notice in the ledger.
+pub const ENDED_LEAD: i64 = -2;
+
+/// Which notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// The scheduled rotation started.
+    Started,
+    /// It ended: success, failure or rollback.
+    Ended,
+}
+
+impl NoticeKind {
+    /// Its `lead_seconds` in the ledger.
+    pub fn lead(self) -> i64 {
+        match self {
+            NoticeKind::Started => STARTED_LEAD,
+            NoticeKind::Ended => ENDED_LEAD,
+        }
+    }
+}
+
+/// The `kind` attribute and ledger column of a notice.
+pub(crate) fn kind_word(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::Started => "rotation_started",
+        NoticeKind::Ended => "rotation_ended",
+    }
+}
 
 /// One reminder or notice: the ledger's primary key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -350,3 +350,85 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(trigger: Trigger, state: State, requested_at: i64, updated_at: i64) -> Seen<'static> {
+        Seen {
+            id: "r",
+            trigger,
+            state,
+            step: Step::Set,
+            requested_at,
+            updated_at,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_scheduled_rotation_is_owed_a_start_and_an_end_once_it_ended() {
+        use NoticeKind::{Ended, Started};
+        let now = 1_800_000_000;
+        let day = NOTICE_STALE.as_secs() as i64;
+        let cases = [
+            (Trigger::Scheduled, State::Running, now, now, vec![Started]),
+            // Grace has not ended: the old value is still kept.
+            (Trigger::Scheduled, State::Grace, now, now, vec![Started]),
+            (
+                Trigger::Scheduled,
+                State::Done,
+                now,
+                now,
+                vec![Started, Ended],
+            ),
+            (
+                Trigger::Scheduled,
+                State::Failed,
+                now,
+                now,
+                vec![Started, Ended],
+            ),
+            (
+                Trigger::Scheduled,
+                State::RolledBack,
+                now,
+                now,
+                vec![Started, Ended],
+            ),
+            // Started long ago, ended now: only the end is still news.
+            (
+                Trigger::Scheduled,
+                State::Done,
+                now - day - 1,
+                now,
+                vec![Ended],
+            ),
+            // Old history (an upgrade): nothing.
+            (
+                Trigger::Scheduled,
+                State::Done,
+                now - 3 * day,
+                now - 2 * day,
+                vec![],
+            ),
+            // Manual and compromise rotations have their own reporting.
+            (Trigger::Manual, State::Done, now, now, vec![]),
+            (Trigger::Compromise, State::Running, now, now, vec![]),
+        ];
+        for (trigger, state, requested, updated, want) in cases {
+            assert_eq!(
+                owed(&seen(trigger, state, requested, updated), now),
+                want,
+                "{trigger:?} {state:?} {requested} {updated}"
+            );
+        }
+        assert_eq!(
+            seen(Trigger::Scheduled, State::Failed, now, now)
+                .result()
+                .map(RotationResult::as_str),
+            Some("failure")
+        );
+    }
+}

@@ -117,10 +117,19 @@ mod tests {
     const WEEKLY: &str = "cron(0 10 ? * MON *)";
     const MONTHLY: &str = "cron(0 8 1 * ? *)";
 
+    /// A case name, the window, the due date, the last rotation, now and the planned time.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        &'a str,
+        Option<&'a str>,
+    );
+
     #[test]
     fn planned_table() {
-        // (case, window, due, last rotation, now, planned)
-        let cases: &[(&str, &str, &str, Option<&str>, &str, Option<&str>)] = &[
+        let cases: &[Case] = &[
             (
                 "weekly: the last Monday before a Thursday due date, not the first in the lead",
                 WEEKLY,
