@@ -984,6 +984,31 @@ async fn scheduled_rotations_start_in_their_window_and_say_why_they_wait() {
     );
     assert_eq!(planned("NOWINDOW"), None, "{}", s.text);
     crate::support::promtool_check_metrics(&s.text);
+    // `keywarden status` lists the planned rotations under its table.
+    let out = keywarden_command()
+        .args(["status", "--config"])
+        .arg(d.dir.path().join("keywarden.toml"))
+        .env("KW_TEST_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lead_text = chrono::DateTime::from_timestamp(lead_planned, 0)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M UTC")
+        .to_string();
+    assert!(
+        table.lines().any(|l| l.starts_with("LEAD ")
+            && l.contains(&lead_text)
+            && l.contains("cron(* * * * ? *)")),
+        "{table}"
+    );
+    assert!(
+        !table
+            .lines()
+            .any(|l| l.starts_with("NOWINDOW ") && l.contains("cron(")),
+        "{table}"
+    );
     let log = d.log();
     assert!(
         log.contains("Scheduled rotation is due but waits"),
