@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
         Duration::from_secs(86_400),
     ];
     c.bench_function("due_reminders 10k secrets, 2 leads", |b| {
-        b.iter(|| due_reminders(statuses.iter(), &leads, NOW).len())
+        b.iter(|| due_reminders(statuses.iter().map(|s| (s, None)), &leads, NOW).len())
     });
     let key = ReminderKey {
         secret: statuses[0].name.clone(),
@@ -68,6 +68,7 @@ fn bench(c: &mut Criterion) {
                     status: &statuses[0],
                     spec: None,
                     access: AccessInfo::Off,
+                    planned: None,
                     now: NOW,
                 },
             )
@@ -78,7 +79,7 @@ fn bench(c: &mut Criterion) {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let ledger = Store::open(&dir.path().join("state.db")).expect("store");
-    let keys = due_reminders(statuses.iter(), &leads, NOW);
+    let keys = due_reminders(statuses.iter().map(|s| (s, None)), &leads, NOW);
     let intents: Vec<_> = keys
         .iter()
         .map(|k| {
@@ -90,6 +91,7 @@ fn bench(c: &mut Criterion) {
                 status: s,
                 spec: None,
                 access: AccessInfo::Off,
+                planned: None,
                 now: NOW,
             };
             (k.clone(), render(k, &ctx))

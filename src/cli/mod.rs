@@ -6,6 +6,7 @@
 //! Owns the command line: `status.rs` (the table), `remote.rs` (the client of the action
 //! routes, speaking `http::api` types). The binary's edge: nothing imports `cli` but `main.rs`.
 
+mod planned;
 pub mod remote;
 pub mod status;
 
@@ -411,7 +412,8 @@ async fn status(config: Config, output: Output, server: Option<String>) -> ExitC
     let metrics = Arc::new(Metrics::new());
     let sdk = crate::aws::client::load(&config.aws).await;
     let api = crate::aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone());
-    let mut poller = MetadataPoller::new(api, Arc::new(config), SharedView::default(), metrics);
+    let config = Arc::new(config);
+    let mut poller = MetadataPoller::new(api, config.clone(), SharedView::default(), metrics);
     eprintln!("keywarden: listing secrets in Secrets Manager...");
     let now = Utc::now();
     let (polled, anomalies) = tokio::join!(
@@ -431,11 +433,14 @@ async fn status(config: Config, output: Output, server: Option<String>) -> ExitC
                 "keywarden: {} secrets watched ({} listed in {} page(s)).",
                 report.watched, report.listed, report.pages
             );
+            let planned_text =
+                planned::render_planned(&statuses, &config.secrets, now.timestamp());
             let rows = crate::cli::status::rows(statuses, anomalies.as_deref(), now.timestamp());
             match output {
                 Output::Table => print!(
-                    "{}",
-                    crate::cli::status::render_table(&rows, now.timestamp())
+                    "{}{}",
+                    crate::cli::status::render_table(&rows, now.timestamp()),
+                    planned_text
                 ),
                 Output::Json => match serde_json::to_string_pretty(&rows) {
                     Ok(s) => println!("{s}"),

@@ -81,6 +81,27 @@ impl SecretStatus {
     pub fn age_days(&self, now: i64) -> Option<i64> {
         self.last_rotated.map(|t| (now - t).div_euclid(86_400))
     }
+
+    /// Whether keywarden's scheduler rotates this secret: it exists, its strategy rotates, and
+    /// it is not a `lambda` secret whose rotation AWS runs itself.
+    pub fn rotated_by_scheduler(&self) -> bool {
+        self.present
+            && !matches!(self.strategy, Strategy::None)
+            && !(matches!(self.strategy, Strategy::Lambda) && self.rotation_enabled)
+    }
+
+    /// When the scheduler plans to rotate it (SPEC §11, [`crate::schedule::planned`]): the last
+    /// opening of `window` before the due date, else the first after it. `None` without a window
+    /// (such a secret is never rotated by the scheduler), with a `rate()` window, without a due
+    /// date, or when the scheduler does not rotate it.
+    pub fn planned(&self, window: Option<&crate::schedule::ScheduleExpr>, now: i64) -> Option<i64> {
+        if !self.rotated_by_scheduler() {
+            return None;
+        }
+        let at = |t: i64| chrono::DateTime::from_timestamp(t, 0);
+        let last = self.last_rotated.and_then(at);
+        crate::schedule::planned(window?, at(self.due?)?, last, at(now)?).map(|t| t.timestamp())
+    }
 }
 
 /// What the access poller learned about one secret. Principals are ARNs: they go to `/secrets`,
@@ -147,6 +168,10 @@ pub struct RotationView {
     pub waiting: Option<String>,
     /// The next opening of the secret's window after now, when it has one.
     pub next_window: Option<i64>,
+    /// The planned rotation time ([`SecretStatus::planned`]), as the scheduler last computed it;
+    /// `/secrets` shows it as the secret's `planned` field.
+    #[serde(skip)]
+    pub planned: Option<i64>,
 }
 
 /// Health of one poller.

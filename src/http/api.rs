@@ -287,6 +287,10 @@ pub struct SecretEntry<'a> {
     /// Latest rotation and scheduler state, when there is any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation: Option<&'a RotationView>,
+    /// When the scheduler plans to rotate it (seconds since the epoch, SPEC §11): the last
+    /// opening of its window before the due date, else the first after it. `null` without a
+    /// window (never rotated by the scheduler) or when it is not rotated by keywarden.
+    pub planned: Option<i64>,
 }
 
 /// `GET /anomalies`.

@@ -154,9 +154,13 @@ fn secrets(state: &AppState, full: bool) -> Response<Body> {
             secrets: view
                 .secrets
                 .values()
-                .map(|status| SecretEntry {
-                    status,
-                    rotation: view.rotations.get(&status.name),
+                .map(|status| {
+                    let rotation = view.rotations.get(&status.name);
+                    SecretEntry {
+                        status,
+                        rotation,
+                        planned: rotation.and_then(|r| r.planned),
+                    }
                 })
                 .collect(),
         },

@@ -44,6 +44,8 @@ pub struct MessageContext<'a> {
     pub spec: Option<&'a SecretSpec>,
     /// Readers seen in CloudTrail.
     pub access: AccessInfo<'a>,
+    /// The planned rotation time (SPEC §11), when the secret has one.
+    pub planned: Option<i64>,
     /// When the message is rendered.
     pub now: i64,
 }
@@ -55,7 +57,8 @@ pub struct Message {
     pub subject: String,
     /// Plain text.
     pub body: String,
-    /// MessageAttributes (String): `secret`, `severity`, `due`, `kind`.
+    /// MessageAttributes (String): `secret`, `severity`, `due`, `kind`, and `planned` when
+    /// there is a planned time; a notice has `rotation_id` (and `result` at the end) instead.
     pub attributes: Vec<(String, String)>,
 }
 
@@ -67,7 +70,7 @@ pub(crate) fn date(t: i64) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM UTC` of a timestamp.
-fn date_time(t: i64) -> String {
+pub(crate) fn date_time(t: i64) -> String {
     DateTime::<Utc>::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|| t.to_string())
@@ -89,7 +92,7 @@ pub(crate) fn span_words(seconds: i64) -> String {
 
 /// The Subject: `[keywarden] <secret>: ...`, with the secret's name made ASCII and shortened
 /// so the whole stays within [`SUBJECT_MAX`] characters.
-fn subject(name: &str, tail: &str) -> String {
+pub(crate) fn subject(name: &str, tail: &str) -> String {
     const PREFIX: &str = "[keywarden] ";
     let ascii: String = name
         .chars()
@@ -111,12 +114,12 @@ fn subject(name: &str, tail: &str) -> String {
 /// readers seen in CloudTrail, the pre-rotation checklist and a closing line.
 pub fn render(key: &ReminderKey, ctx: &MessageContext<'_>) -> Message {
     let s = ctx.status;
-    let (subject_tail, headline) = headline(key, &s.name, ctx.now);
+    let (subject_tail, headline) = headline(key, &s.name, ctx.planned, ctx.now);
     let consumers: &[String] = ctx.spec.map_or(&[], |spec| spec.consumers.as_slice());
 
     let mut b = String::with_capacity(2048);
     let _ = writeln!(b, "{headline}\n");
-    write_facts(&mut b, key, s, ctx.now);
+    write_facts(&mut b, key, s, ctx.planned, ctx.now);
     write_consumers(&mut b, consumers);
     let readers_line = write_readers(&mut b, ctx.access);
     write_checklist(
@@ -130,21 +133,33 @@ pub fn render(key: &ReminderKey, ctx: &MessageContext<'_>) -> Message {
     Message {
         subject: subject(&s.name, &subject_tail),
         body: b,
-        attributes: attributes(key, s),
+        attributes: attributes(key, s, ctx.planned),
     }
 }
 
 /// The tail of the Subject after the secret's name, and the body's first sentence.
-fn headline(key: &ReminderKey, name: &str, now: i64) -> (String, String) {
+fn headline(key: &ReminderKey, name: &str, planned: Option<i64>, now: i64) -> (String, String) {
     let due_date = date(key.due);
+    let plan = planned.map(|p| plan_sentence(p, key.due));
     if key.is_overdue() {
+        let then = plan.map_or_else(|| "Rotate it now.".to_string(), |p| format!("{p}."));
         (
             format!(": rotation OVERDUE since {due_date}"),
             format!(
-                "{} was due for rotation on {} and is overdue by {}. Rotate it now.",
+                "{} was due for rotation on {} and is overdue by {}. {then}",
                 name,
                 date_time(key.due),
                 span_words(now - key.due)
+            ),
+        )
+    } else if let (Some(p), Some(plan)) = (planned, plan) {
+        let left = span_words(p - now);
+        (
+            format!(": rotation planned {} (in {left}), due {due_date}", date(p)),
+            format!(
+                "{} is due for rotation on {}. {plan}, in {left}. Prepare for it now.",
+                name,
+                date_time(key.due),
             ),
         )
     } else {
@@ -161,8 +176,27 @@ fn headline(key: &ReminderKey, name: &str, now: i64) -> (String, String) {
     }
 }
 
+/// What keywarden plans: the planned time and which opening of the window it is.
+fn plan_sentence(planned: i64, due: i64) -> String {
+    let which = if planned <= due {
+        "the last opening of its window before the due date"
+    } else {
+        "the first opening of its window after the due date"
+    };
+    format!(
+        "keywarden plans to rotate it at {} ({which})",
+        date_time(planned)
+    )
+}
+
 /// The facts block: one aligned `Name:  value` line per fact of the secret.
-fn write_facts(b: &mut String, key: &ReminderKey, s: &SecretStatus, now: i64) {
+fn write_facts(
+    b: &mut String,
+    key: &ReminderKey,
+    s: &SecretStatus,
+    planned: Option<i64>,
+    now: i64,
+) {
     let _ = writeln!(b, "Secret:        {}", s.name);
     let _ = writeln!(b, "Id:            {}", s.id);
     if let Some(arn) = &s.arn {
@@ -174,6 +208,9 @@ fn write_facts(b: &mut String, key: &ReminderKey, s: &SecretStatus, now: i64) {
         date(key.due),
         date_time(key.due)
     );
+    if let Some(p) = planned {
+        let _ = writeln!(b, "Planned:       {}", date_time(p));
+    }
     let _ = writeln!(b, "Age:           {}", age(s, now));
     let _ = writeln!(b, "Interval:      {}", interval(s));
     let _ = writeln!(b, "Impact:        {}", impact(s));
@@ -338,18 +375,38 @@ fn write_closing(b: &mut String, key: &ReminderKey) {
     );
 }
 
-/// The MessageAttributes: `secret` (the full name), `severity`, `due`, `kind`.
-fn attributes(key: &ReminderKey, s: &SecretStatus) -> Vec<(String, String)> {
-    vec![
+/// The MessageAttributes: `secret` (the full name), `severity`, `due`, `kind`, and `planned`
+/// (`YYYY-MM-DD HH:MM UTC`) when there is a planned time.
+fn attributes(key: &ReminderKey, s: &SecretStatus, planned: Option<i64>) -> Vec<(String, String)> {
+    let mut a = vec![
         ("secret".to_string(), s.name.clone()),
         ("severity".to_string(), s.severity.as_str().to_string()),
         ("due".to_string(), date(key.due)),
         ("kind".to_string(), key.kind().to_string()),
-    ]
+    ];
+    if let Some(p) = planned {
+        a.push(("planned".to_string(), date_time(p)));
+    }
+    a
 }
 
 /// A minimal message for a ledger row whose stored message is unreadable.
 pub(crate) fn fallback_message(key: &ReminderKey) -> Message {
+    if key.is_notice() {
+        let what = key.kind().replace('_', " ");
+        return Message {
+            subject: subject(&key.secret, &format!(": scheduled {what}")),
+            body: format!(
+                "{}: scheduled {what} (the rotation requested at {}). See `keywarden rotations` for details.\n",
+                key.secret,
+                date_time(key.due)
+            ),
+            attributes: vec![
+                ("secret".to_string(), key.secret.clone()),
+                ("kind".to_string(), key.kind().to_string()),
+            ],
+        };
+    }
     let due_date = date(key.due);
     let tail = if key.is_overdue() {
         format!(": rotation OVERDUE since {due_date}")
@@ -422,6 +479,7 @@ mod tests {
                 status: &s,
                 spec: config.secrets.first(),
                 access: AccessInfo::Off,
+                planned: None,
                 now,
             },
         );
@@ -466,6 +524,52 @@ mod tests {
     }
 
     #[test]
+    fn a_planned_rotation_is_named_in_subject_body_and_attributes() {
+        let config = config_with("");
+        let due = 1_800_000_000; // Friday 2027-01-15 08:00 UTC
+        // The last Tuesday 03:00 before it.
+        let planned = due - 3 * DAY - 5 * 3600;
+        let s = status("JWT_SECRET", Some(due));
+        let ctx = |now| MessageContext {
+            status: &s,
+            spec: config.secrets.first(),
+            access: AccessInfo::Off,
+            planned: Some(planned),
+            now,
+        };
+        let m = render(&key("JWT_SECRET", due, 14 * DAY), &ctx(planned - 14 * DAY));
+        assert_eq!(
+            m.subject,
+            "[keywarden] JWT_SECRET: rotation planned 2027-01-12 (in 14 days), due 2027-01-15"
+        );
+        for needle in [
+            "keywarden plans to rotate it at 2027-01-12 03:00 UTC (the last opening of its window before the due date), in 14 days",
+            "Due date:      2027-01-15",
+            "Planned:       2027-01-12 03:00 UTC",
+        ] {
+            assert!(m.body.contains(needle), "lacks {needle:?}:\n{}", m.body);
+        }
+        assert_eq!(
+            m.attributes.last(),
+            Some(&("planned".to_string(), "2027-01-12 03:00 UTC".to_string()))
+        );
+        // Overdue, planned at the first opening after the due date.
+        let after = due + 4 * DAY - 5 * 3600;
+        let m = render(
+            &key("JWT_SECRET", due, OVERDUE_LEAD),
+            &MessageContext {
+                planned: Some(after),
+                ..ctx(due + DAY)
+            },
+        );
+        assert!(
+            m.body.contains("keywarden plans to rotate it at 2027-01-19 03:00 UTC (the first opening of its window after the due date)."),
+            "{}",
+            m.body
+        );
+    }
+
+    #[test]
     fn overdue_message_and_access_facts() {
         let config = config_with("[access]\nlog_group = \"/aws/ct\"\n");
         let due = 1_800_000_000;
@@ -481,6 +585,7 @@ mod tests {
                 status: &s,
                 spec: config.secrets.first(),
                 access: AccessInfo::Facts(&facts),
+                planned: None,
                 now: due + 3 * DAY,
             },
         );
@@ -505,6 +610,7 @@ mod tests {
                 status: &s,
                 spec: None,
                 access: AccessInfo::NotYet,
+                planned: None,
                 now: due + 1,
             },
         );
@@ -536,6 +642,7 @@ mod tests {
                         status: &s,
                         spec: None,
                         access: AccessInfo::Off,
+                        planned: None,
                         now,
                     },
                 );

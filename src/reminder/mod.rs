@@ -5,11 +5,13 @@
 //! - `plan`: which reminders are due ([`due_reminders`], [`ReminderKey`], leads, the overdue
 //!   notice).
 //! - `message`: what a reminder says ([`render`], [`Message`], the ids of a FIFO topic).
+//! - `notice`: what a scheduled rotation's start and end notices say ([`render_notice`]) and
+//!   their ledger keys ([`notice_key`]); the rotation scheduler records them, the task sends them.
 //! - `ledger`: the `reminders` table of the store ([`LedgerStore`], implemented by the store); the only place that names SQL
 //!   for reminders.
 //! - `task`: the [`Reminders`] task and its retry [`backoff`].
 //!
-//! `plan` and `message` are pure: they do no I/O and never read the clock (`now` is a
+//! `plan`, `message` and `notice` are pure: they do no I/O and never read the clock (`now` is a
 //! parameter). Only `task` talks to SNS, and only `ledger` and `task` touch the store.
 //!
 //! The [`Reminders`] task ties them together:
@@ -29,7 +31,10 @@
 //!
 //! Keys: a lead reminder has `lead_seconds` = the lead; the overdue notice has
 //! `lead_seconds` = [`OVERDUE_LEAD`]. A rotation moves the due date, so the next cycle gets new
-//! keys and its own reminders.
+//! keys and its own reminders. With a planned rotation time (SPEC §11) a lead counts back from
+//! it, the key stays the due date. A scheduled rotation's notices have `due` = the rotation's
+//! `requested_at` and `lead_seconds` = [`STARTED_LEAD`] or [`ENDED_LEAD`]; they are not counted
+//! in `keywarden_reminders_sent_total` (failed publishes are, in the failure counter).
 //!
 //! This folder never reads a secret value: everything it says comes from the view (metadata)
 //! and the configuration. It must never import the daemon, the HTTP server, the CLI or the
@@ -37,6 +42,7 @@
 
 mod ledger;
 mod message;
+mod notice;
 mod plan;
 mod task;
 #[cfg(test)]
@@ -44,5 +50,8 @@ mod testing;
 
 pub use ledger::{LedgerStore, PendingRow};
 pub use message::{AccessInfo, Message, MessageContext, render};
-pub use plan::{OVERDUE_LABEL, OVERDUE_LEAD, ReminderKey, due_reminders};
+pub use notice::{RotationNotice, notice_key, render_notice};
+pub use plan::{
+    ENDED_LEAD, NoticeKind, OVERDUE_LABEL, OVERDUE_LEAD, ReminderKey, STARTED_LEAD, due_reminders,
+};
 pub use task::{Reminders, backoff};

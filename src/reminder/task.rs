@@ -1,12 +1,14 @@
 //! The [`Reminders`] task: it turns the reminders due into durable intents in the ledger,
 //! publishes them through [`NotifyApi`], marks them sent once SNS accepted them, retries
 //! failures with capped, jittered exponential [`backoff`], and stops on the shared
-//! cancellation token with every unsent reminder still pending in the ledger.
+//! cancellation token with every unsent reminder still pending in the ledger. It also publishes
+//! the scheduled-rotation notices the rotation scheduler records in the same ledger: it reads the
+//! ledger's pending rows at every wake-up (one indexed query a second) and sends the new ones.
 //!
 //! This is the only part of the folder that does I/O or reads the clock. It must never import
 //! the daemon, the HTTP server or the rotation core (the failpoint marker aside).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -17,7 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::aws::{AwsError, Notification, NotifyApi, is_fifo_topic};
 use crate::config::Config;
-use crate::domain::view::SharedView;
+use crate::domain::view::{SecretStatus, SharedView};
 use crate::reminder::ledger::LedgerStore;
 use crate::reminder::message::{AccessInfo, Message, MessageContext, date, fifo_ids, render};
 use crate::reminder::plan::{ReminderKey, due_reminders};
@@ -101,21 +103,22 @@ impl<N: NotifyApi> Reminders<N> {
         }
     }
 
-    /// Loads the ledger's pending rows once; they are sent first thing after a restart.
+    /// Loads the ledger's pending rows that are not in the outbox yet: at the first call the
+    /// ones left before a restart (sent first thing), later the notices the rotation scheduler
+    /// recorded.
     fn load_pending(&mut self) {
-        if self.loaded {
-            return;
-        }
         match self.ledger.pending() {
             Ok(rows) => {
-                if !rows.is_empty() {
-                    info!(
-                        pending = rows.len(),
-                        "Reminders recorded before a restart are still pending; sending them."
-                    );
-                }
                 let now = Instant::now();
+                let mut new = 0;
                 for row in rows {
+                    if self.outbox.contains_key(&row.key) {
+                        continue;
+                    }
+                    new += 1;
+                    if self.loaded {
+                        info!(secret = %row.key.secret, kind = row.key.kind(), "Notice recorded; publishing.");
+                    }
                     self.known.insert(row.key.clone());
                     self.outbox.insert(
                         row.key,
@@ -125,6 +128,12 @@ impl<N: NotifyApi> Reminders<N> {
                             next_at: now,
                             accepted: None,
                         },
+                    );
+                }
+                if !self.loaded && new > 0 {
+                    info!(
+                        pending = new,
+                        "Reminders recorded before a restart are still pending; sending them."
                     );
                 }
                 self.loaded = true;
@@ -141,9 +150,17 @@ impl<N: NotifyApi> Reminders<N> {
         };
         let topic = rc.sns_topic_arn.clone();
         let leads = rc.lead.clone();
+        // Windows by secret: a planned rotation time moves the leads (SPEC §11).
+        let windows: HashMap<&str, &crate::schedule::ScheduleExpr> = self
+            .config
+            .secrets
+            .iter()
+            .filter_map(|s| s.window.as_ref().map(|w| (s.name.as_str(), w)))
+            .collect();
+        let planned = |s: &SecretStatus| s.planned(windows.get(s.name.as_str()).copied(), now);
         let candidates: Vec<ReminderKey> = {
             let view = self.view.read();
-            due_reminders(view.secrets.values(), &leads, now)
+            due_reminders(view.secrets.values().map(|s| (s, planned(s))), &leads, now)
                 .into_iter()
                 .filter(|k| !self.known.contains(k))
                 .collect()
@@ -173,6 +190,7 @@ impl<N: NotifyApi> Reminders<N> {
                     status,
                     spec: self.config.secrets.iter().find(|s| s.name == key.secret),
                     access,
+                    planned: planned(status),
                     now,
                 };
                 let message = render(&key, &ctx);
@@ -262,6 +280,15 @@ impl<N: NotifyApi> Reminders<N> {
             .ledger
             .mark_sent(key, &message_id, Utc::now().timestamp())
         {
+            Ok(_) if key.is_notice() => {
+                self.outbox.remove(key);
+                info!(
+                    secret = %key.secret,
+                    kind = key.kind(),
+                    message_id = %message_id,
+                    "Notice sent."
+                );
+            }
             Ok(_) => {
                 self.outbox.remove(key);
                 self.metrics.count_reminder(&key.secret, &key.lead_label());

@@ -13,7 +13,8 @@
 /// are not in this list, which the rotation crash test walks. The access poller marks
 /// `access:before-commit` (its slice transaction written, not committed) and `access:committed`
 /// (committed, nothing exported yet); the reminder task marks `reminder:published` (SNS returned
-/// a MessageId, the ledger still says `pending`).
+/// a MessageId, the ledger still says `pending`); the rotation scheduler marks `notice:recorded`
+/// (a scheduled rotation's notice intent committed to the ledger, not yet published).
 pub const POINTS: &[&str] = &[
     "accepted",
     "create:put",

@@ -1,12 +1,15 @@
 //! When a scheduled rotation starts (pure: no I/O, `now` is a parameter).
 //!
-//! A secret is eligible once it is overdue (now past its due date, from the view), or, when
-//! reminders are configured, once it is inside its shortest reminder lead (every reminder has
-//! been sent by then), so a secret with a weekly window rotates before it becomes overdue. It
-//! starts at
-//! the next opening of its `window`: a window is open for [`WINDOW_OPEN`] after each occurrence
-//! of its cron or rate expression. A secret without a window is never rotated by the scheduler
-//! (SPEC §6: scheduled rotations start only inside the window); it says so. It waits,
+//! A secret with a `cron()` window has a planned time ([`SecretStatus::planned`], SPEC §11): the
+//! last opening of its window before its due date, or the first opening after it when none is
+//! left (an overdue secret: the window open now, or the next one). It is eligible once now reaches
+//! the planned time, and it says why it waits when it is overdue before that. A window is open for
+//! [`WINDOW_OPEN`] after each opening. A secret without a window is never rotated by the
+//! scheduler (SPEC §6: scheduled rotations start only inside the window) and has no planned time;
+//! once overdue, or inside its shortest reminder lead when reminders are configured, it says so.
+//! A `rate()` window has no calendar, so no planned time: such a secret keeps that older rule
+//! (eligible once overdue or inside the lead) and starts when [`open_since`] finds the window open.
+//! It waits,
 //! saying why, while a version other than AWSCURRENT carries AWSPENDING, while undeclared
 //! principals read it within the access baseline, while the view has not yet seen keywarden's own
 //! last rotation of it (its version as AWSCURRENT, or a listing observed more than
@@ -24,7 +27,7 @@ use crate::schedule::ScheduleExpr;
 use super::journal::{Rotation, State, Trigger};
 
 /// How long a window stays open after each occurrence.
-pub const WINDOW_OPEN: Duration = Duration::from_secs(3600);
+pub use crate::schedule::WINDOW_OPEN;
 
 /// How far ListSecrets may lag behind a change on AWS (five minutes): until the view shows
 /// keywarden's last rotation, a status observed within this long after it finished may be the
@@ -42,6 +45,17 @@ pub enum Decision {
     Wait(String),
     /// Start a scheduled rotation.
     Start,
+}
+
+/// What [`decide`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// What to do.
+    pub decision: Decision,
+    /// The next window opening after now, when it has a window (for `/secrets`).
+    pub next_window: Option<DateTime<Utc>>,
+    /// The planned rotation time (seconds since the epoch), when it has one.
+    pub planned: Option<i64>,
 }
 
 /// The opening of the window that contains `now`, if the window is open.
@@ -67,29 +81,44 @@ pub struct Inputs<'a> {
     pub undeclared: Option<&'a [String]>,
     /// Its latest journaled rotation.
     pub last: Option<&'a Rotation>,
-    /// The shortest reminder lead, when reminders are configured: eligible from due minus it.
+    /// The shortest reminder lead, when reminders are configured: a secret without a planned
+    /// time (no window, or a `rate()` one) is eligible from due minus it.
     pub lead: Option<Duration>,
 }
 
-/// Decides, and gives the next window opening after now (for `/secrets`).
-pub fn decide(i: Inputs<'_>) -> (Decision, Option<DateTime<Utc>>) {
+/// Decides, and gives the next window opening after now and the planned time.
+pub fn decide(i: Inputs<'_>) -> Verdict {
     let next_window = i.window.and_then(|w| w.next_after(i.now));
+    let planned = i.status.planned(i.window, i.now.timestamp());
+    let verdict = |decision| Verdict {
+        decision,
+        next_window,
+        planned,
+    };
+    let wait = |why: String| verdict(Decision::Wait(why));
     let s = i.status;
     if !s.present
         || matches!(i.strategy, Strategy::None)
         || (matches!(i.strategy, Strategy::Lambda) && s.rotation_enabled)
     {
-        return (Decision::Idle, next_window);
+        return verdict(Decision::Idle);
     }
     let now = i.now.timestamp();
-    let lead = i.lead.map_or(0, |d| d.as_secs() as i64);
-    match s.due {
-        Some(due) if now > due.saturating_sub(lead) => {}
-        _ => return (Decision::Idle, next_window),
+    let Some(due) = s.due else {
+        return verdict(Decision::Idle);
+    };
+    let reached = match planned {
+        // Planned: from the planned time on, or once overdue (then it says what it waits for).
+        Some(p) => now >= p || now > due,
+        // No planned time: overdue, or inside the shortest reminder lead.
+        None => now > due.saturating_sub(i.lead.map_or(0, |d| d.as_secs() as i64)),
+    };
+    if !reached {
+        return verdict(Decision::Idle);
     }
     if let Some(last) = i.last {
         if last.state.is_active() {
-            return (Decision::Busy, next_window);
+            return verdict(Decision::Busy);
         }
         // Seen: the view shows the rotation's version (or its finalized one) as AWSCURRENT, or
         // was observed later than ListSecrets can lag. A status observed soon after the
@@ -104,41 +133,32 @@ pub fn decide(i: Inputs<'_>) -> (Decision, Option<DateTime<Utc>>) {
             .finished_at
             .is_some_and(|f| s.observed_at <= f.saturating_add(lag));
         if unseen && !ours && matches!(last.state, State::Done) {
-            return (
-                Decision::Wait(
-                    "waiting for the metadata poller to see keywarden's last rotation".into(),
-                ),
-                next_window,
-            );
+            return wait("waiting for the metadata poller to see keywarden's last rotation".into());
         }
     }
     if s.pending {
-        return (
-            Decision::Wait(
-                "a version other than AWSCURRENT carries AWSPENDING: an unfinished rotation started outside keywarden".into(),
-            ),
-            next_window,
+        return wait(
+            "a version other than AWSCURRENT carries AWSPENDING: an unfinished rotation started outside keywarden".into(),
         );
     }
     match i.undeclared {
-        None => {
-            return (
-                Decision::Wait(
-                    "access monitoring has not reported yet: every reader must be known before a rotation".into(),
-                ),
-                next_window,
-            )
-        }
+        None => return wait(
+            "access monitoring has not reported yet: every reader must be known before a rotation"
+                .into(),
+        ),
         Some(undeclared) if !undeclared.is_empty() => {
-            return (
-                Decision::Wait(format!(
-                    "undeclared principals read it within the access baseline: {}; declare them in consumers or revoke their access",
-                    undeclared.join(", ")
-                )),
-                next_window,
-            );
+            return wait(format!(
+                "undeclared principals read it within the access baseline: {}; declare them in consumers or revoke their access",
+                undeclared.join(", ")
+            ));
         }
         Some(_) => {}
+    }
+    if let Some(p) = planned.filter(|p| now < *p) {
+        return wait(format!(
+            "overdue; planned for {} (the next opening of its window)",
+            rfc3339(p)
+        ));
     }
     let opened = match i.window {
         Some(w) => match open_since(w, i.now) {
@@ -147,19 +167,17 @@ pub fn decide(i: Inputs<'_>) -> (Decision, Option<DateTime<Utc>>) {
                 let when = next_window
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_else(|| "never (the window has no further occurrence)".into());
-                return (
-                    Decision::Wait(format!("due; waiting for its window to open at {when}")),
-                    next_window,
-                );
+                return wait(format!("due; waiting for its window to open at {when}"));
             }
         },
         None => {
-            return (
-                Decision::Wait(
+            return Verdict {
+                decision: Decision::Wait(
                     "due, but it has no window: scheduled rotations need one; set window or rotate it manually".into(),
                 ),
-                None,
-            )
+                next_window: None,
+                planned: None,
+            }
         }
     };
     if let Some(last) = i.last {
@@ -170,10 +188,15 @@ pub fn decide(i: Inputs<'_>) -> (Decision, Option<DateTime<Utc>>) {
             } else {
                 "the last rotation was rolled back in this window; the next window tries again"
             };
-            return (Decision::Wait(why.into()), next_window);
+            return wait(why.into());
         }
     }
-    (Decision::Start, next_window)
+    verdict(Decision::Start)
+}
+
+/// RFC 3339 of a timestamp, or the number when it is out of range.
+fn rfc3339(t: i64) -> String {
+    DateTime::<Utc>::from_timestamp(t, 0).map_or_else(|| t.to_string(), |d| d.to_rfc3339())
 }
 
 #[cfg(test)]
@@ -253,7 +276,8 @@ mod tests {
         let ok = status(due_past, false);
         let mut ours = status(due_past, false);
         ours.current_version = Some("t".into());
-        let not_due = status(inside.timestamp() + 10, false);
+        // Due in a week and a bit: its planned window is next Tuesday's, not this one.
+        let not_due = status(inside.timestamp() + 7 * 86_400 + 10, false);
         let pending = status(due_past, true);
         type Case<'a> = (
             DateTime<Utc>,
@@ -271,7 +295,7 @@ mod tests {
                 Strategy::Random,
                 &[],
                 None,
-                "wait:window to open",
+                "wait:next opening of its window",
             ),
             (inside, &not_due, Strategy::Random, &[], None, "idle"),
             (inside, &ok, Strategy::None, &[], None, "idle"),
@@ -328,7 +352,11 @@ mod tests {
             ),
         ];
         for (now, st, strategy, undeclared, last, want) in cases {
-            let (d, next) = decide(Inputs {
+            let Verdict {
+                decision: d,
+                next_window: next,
+                ..
+            } = decide(Inputs {
                 now,
                 status: st,
                 strategy,
@@ -351,7 +379,11 @@ mod tests {
             assert!(matches, "{now} {want}: got {got}");
         }
         // No window: never scheduled, and it says so.
-        let (d, next) = decide(Inputs {
+        let Verdict {
+            decision: d,
+            next_window: next,
+            planned,
+        } = decide(Inputs {
             now: outside,
             status: &ok,
             strategy: Strategy::DualKey,
@@ -362,8 +394,9 @@ mod tests {
         });
         assert!(matches!(d, Decision::Wait(w) if w.contains("no window")));
         assert_eq!(next, None);
+        assert_eq!(planned, None);
         // Access monitoring on but not reported yet: wait, whatever the window says.
-        let (d, _) = decide(Inputs {
+        let d = decide(Inputs {
             now: inside,
             status: &ok,
             strategy: Strategy::Random,
@@ -371,24 +404,108 @@ mod tests {
             undeclared: None,
             last: None,
             lead: None,
-        });
+        })
+        .decision;
         assert!(matches!(d, Decision::Wait(w) if w.contains("access monitoring has not reported")));
-        // Inside the reminder lead: eligible before the due date.
-        let soon = status(inside.timestamp() + 86_400, false);
-        for (lead, want) in [
-            (None, Decision::Idle),
-            (Some(Duration::from_secs(2 * 86_400)), Decision::Start),
-        ] {
-            let (d, _) = decide(Inputs {
-                now: inside,
-                status: &soon,
+        // Planned timing (issue #13 point 5): with a weekly window, a secret inside its 14-day
+        // reminder lead does not rotate in the first window of the lead but in the last one
+        // before its due date. Due next Wednesday: planned next Tuesday 03:00, idle today.
+        let lead = Some(Duration::from_secs(14 * 86_400));
+        let next_tuesday = Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap();
+        let in_eight_days = status(inside.timestamp() + 8 * 86_400, false);
+        let v = decide(Inputs {
+            now: inside,
+            status: &in_eight_days,
+            strategy: Strategy::Random,
+            window: Some(&window),
+            undeclared: Some(&[]),
+            last: None,
+            lead,
+        });
+        assert_eq!(v.decision, Decision::Idle);
+        assert_eq!(v.planned, Some(next_tuesday.timestamp()));
+        // A week later, inside that window: start, with or without reminders.
+        let then = inside + chrono::Duration::days(7);
+        for lead in [None, lead] {
+            let v = decide(Inputs {
+                now: then,
+                status: &in_eight_days,
                 strategy: Strategy::Random,
                 window: Some(&window),
                 undeclared: Some(&[]),
                 last: None,
                 lead,
             });
-            assert_eq!(d, want, "{lead:?}");
+            assert_eq!(v.decision, Decision::Start, "{lead:?}");
+            assert_eq!(v.planned, Some(next_tuesday.timestamp()));
+        }
+        // Due tomorrow: this window is the last before the due date, so it starts now.
+        let tomorrow = status(inside.timestamp() + 86_400, false);
+        let v = decide(Inputs {
+            now: inside,
+            status: &tomorrow,
+            strategy: Strategy::Random,
+            window: Some(&window),
+            undeclared: Some(&[]),
+            last: None,
+            lead: None,
+        });
+        assert_eq!(v.decision, Decision::Start);
+        assert_eq!(
+            v.planned,
+            Some(
+                Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0)
+                    .unwrap()
+                    .timestamp()
+            )
+        );
+        // Without a window the older rule stays: due within the lead, it says it has no window.
+        for (lead, want_wait) in [(None, false), (lead, true)] {
+            let v = decide(Inputs {
+                now: inside,
+                status: &tomorrow,
+                strategy: Strategy::Random,
+                window: None,
+                undeclared: Some(&[]),
+                last: None,
+                lead,
+            });
+            assert_eq!(v.planned, None);
+            assert_eq!(
+                matches!(&v.decision, Decision::Wait(w) if w.contains("no window")),
+                want_wait,
+                "{lead:?}: {:?}",
+                v.decision
+            );
+        }
+        // A rate() window has no calendar: no planned time, the older rule.
+        let rate = ScheduleExpr::parse("rate(1 hour)").unwrap();
+        let v = decide(Inputs {
+            now: inside,
+            status: &ok,
+            strategy: Strategy::Random,
+            window: Some(&rate),
+            undeclared: Some(&[]),
+            last: None,
+            lead: None,
+        });
+        assert_eq!((v.decision, v.planned), (Decision::Start, None));
+        // Strategy none and a missing secret have no plan.
+        let mut gone = status(due_past, false);
+        gone.present = false;
+        for (st, strategy) in [(&ok, Strategy::None), (&gone, Strategy::Random)] {
+            let mut st = st.clone();
+            st.strategy = strategy;
+            let v = decide(Inputs {
+                now: inside,
+                status: &st,
+                strategy,
+                window: Some(&window),
+                undeclared: Some(&[]),
+                last: None,
+                lead: None,
+            });
+            assert_eq!((v.decision, v.planned), (Decision::Idle, None));
         }
     }
 

@@ -7,7 +7,7 @@
 //! are UTC, which is also the time zone of every AWS Secrets Manager rotation
 //! schedule.
 //!
-//! Four files, one concern each (`tests.rs` holds their table-driven tests):
+//! Five files, one concern each (`tests.rs` holds their table-driven tests):
 //!
 //! * `cron.rs`: [`ScheduleExpr`] parses the `RotationRules.ScheduleExpression` that AWS
 //!   reports, either `rate(N days)` / `rate(N hours)` or
@@ -20,6 +20,9 @@
 //!   metrics report.
 //!   [`is_pending`] and [`current_version`] read the staging labels of a
 //!   secret's versions.
+//! * `planned.rs`: [`planned`] gives when a due secret with a `window` rotates (SPEC §11): the
+//!   last opening of the window before its due date, else the first after it; [`WINDOW_OPEN`]
+//!   is how long a window stays open.
 //!
 //! # Cron dialect
 //!
@@ -54,6 +57,7 @@
 
 mod cron;
 mod duration;
+mod planned;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -64,6 +68,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 pub use cron::{CronExpr, ScheduleExpr};
 pub use duration::{format_duration, parse_duration};
+pub use planned::{WINDOW_OPEN, last_between, planned};
 pub use rules::{
     RotationFacts, current_version, due, interval, is_overdue, is_pending, last_rotation, scheduled,
 };

@@ -49,9 +49,11 @@ pub enum Gauge {
     IncidentOpen,
     /// `keywarden_rotation_stuck`.
     RotationStuck,
+    /// `keywarden_secret_rotation_planned_timestamp_seconds` (set by the rotation scheduler).
+    Planned,
 }
 
-const GAUGES: usize = 12;
+const GAUGES: usize = 13;
 
 /// Marks a gauge without a series.
 const NO_GAUGE: i64 = i64::MIN;
@@ -235,6 +237,21 @@ impl Fleet {
     /// Sets a gauge of a secret.
     pub fn set_gauge(&self, secret: &str, g: Gauge, value: i64) {
         self.with(secret, |s| s.set(g, Some(value)));
+    }
+
+    /// Sets a gauge of a secret the metadata poller listed, or removes its series with `None`;
+    /// a secret it has not listed (or no longer lists) gets no series. Returns whether the
+    /// value changed.
+    pub fn set_listed_gauge(&self, secret: &str, g: Gauge, value: Option<i64>) -> bool {
+        let inner = self.read();
+        let Some(s) = inner.secrets.get(secret).filter(|s| s.synced.is_some()) else {
+            return false;
+        };
+        if s.get(g) == value {
+            return false;
+        }
+        s.set(g, value);
+        true
     }
 
     /// Adds `n` CloudTrail events of one `event` label and outcome.
@@ -440,7 +457,7 @@ impl Fleet {
 }
 
 /// The gauges between `keywarden_secret_info` and the access counters, in exposition order.
-const GAUGE_FAMILIES_BEFORE_ACCESS: [(&str, &str, Gauge); 8] = [
+const GAUGE_FAMILIES_BEFORE_ACCESS: [(&str, &str, Gauge); 9] = [
     (
         "keywarden_secret_present",
         "1 if the secret exists in Secrets Manager and is not scheduled for deletion",
@@ -465,6 +482,11 @@ const GAUGE_FAMILIES_BEFORE_ACCESS: [(&str, &str, Gauge); 8] = [
         "keywarden_secret_rotation_scheduled_timestamp_seconds",
         "When AWS will rotate the secret next (only with AWS rotation enabled)",
         Gauge::Scheduled,
+    ),
+    (
+        "keywarden_secret_rotation_planned_timestamp_seconds",
+        "When keywarden plans to rotate the secret: the last opening of its window before the due date, else the first after it (only with a window)",
+        Gauge::Planned,
     ),
     (
         "keywarden_secret_rotation_enabled",
@@ -736,6 +758,32 @@ mod tests {
         assert!(!t.contains("keywarden_secret_principals"));
         // Nothing changed: nothing to do.
         assert!(!f.sync([synced("A\"B", "x \"q\" \\ y\nz", values)]));
+    }
+
+    #[test]
+    fn the_planned_gauge_follows_listed_secrets_only() {
+        let f = Fleet::default();
+        let v = [Some(1), None, None, Some(50), None, None, Some(0), Some(0)];
+        // Not listed yet: no series.
+        assert!(!f.set_listed_gauge("A", Gauge::Planned, Some(40)));
+        assert!(!text(&f).contains("planned"));
+        f.sync([synced("A", "", v)]);
+        assert!(f.set_listed_gauge("A", Gauge::Planned, Some(40)));
+        assert!(
+            !f.set_listed_gauge("A", Gauge::Planned, Some(40)),
+            "unchanged"
+        );
+        let t = text(&f);
+        assert!(t.contains("# TYPE keywarden_secret_rotation_planned_timestamp_seconds gauge\nkeywarden_secret_rotation_planned_timestamp_seconds{secret=\"A\"} 40\n"), "{t}");
+        // It survives a sync (the poller does not own it) and goes with None.
+        f.sync([synced("A", "", v)]);
+        assert!(text(&f).contains("planned_timestamp_seconds{secret=\"A\"} 40\n"));
+        assert!(f.set_listed_gauge("A", Gauge::Planned, None));
+        assert!(!text(&f).contains("planned"));
+        // A secret no longer listed loses it with every other series.
+        f.set_listed_gauge("A", Gauge::Planned, Some(41));
+        f.sync(std::iter::empty());
+        assert!(!text(&f).contains("planned"));
     }
 
     #[test]

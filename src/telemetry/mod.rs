@@ -435,6 +435,18 @@ impl Metrics {
         self.mark_dirty();
     }
 
+    /// Sets `keywarden_secret_rotation_planned_timestamp_seconds` of a listed secret, or removes
+    /// the series with `None`. Marks the exposition dirty only when the value changed, so the
+    /// scheduler can call it on every pass.
+    pub fn set_planned(&self, secret: &str, planned: Option<i64>) {
+        if self
+            .secrets
+            .set_listed_gauge(secret, FleetGauge::Planned, planned)
+        {
+            self.mark_dirty();
+        }
+    }
+
     /// Sets `keywarden_rotation_stuck` of a secret.
     pub fn set_rotation_stuck(&self, secret: &str, stuck: bool) {
         self.secrets

@@ -224,9 +224,21 @@ async fn secret_created_at(
     .await;
 }
 
+/// The window of the secrets of [`config`]: Tuesdays 03:00 UTC.
+const WEEKLY: &str = "cron(0 3 ? * TUE *)";
+
 /// A config: 1 s metadata polls, `[reminders]` on `topic`, and one `[[secret]]` per
-/// (name, id) with a 90-day policy.
+/// (name, id) with a 90-day policy and the [`WEEKLY`] window.
 fn config(moto: &Moto, topic: &str, secrets: &[(&str, &str)]) -> String {
+    let with_window: Vec<(&str, &str, &str)> = secrets
+        .iter()
+        .map(|(name, id)| (*name, *id, WEEKLY))
+        .collect();
+    config_windows(moto, topic, &with_window)
+}
+
+/// Like [`config`], with each secret's window given: (name, id, window).
+fn config_windows(moto: &Moto, topic: &str, secrets: &[(&str, &str, &str)]) -> String {
     let mut c = format!(
         "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
          [server]\nlisten = \"{{listen}}\"\n\
@@ -236,12 +248,12 @@ fn config(moto: &Moto, topic: &str, secrets: &[(&str, &str)]) -> String {
         moto.endpoint(),
         topic_arn(topic)
     );
-    for (name, id) in secrets {
+    for (name, id, window) in secrets {
         c.push_str(&format!(
             "\n[[secret]]\nname = \"{name}\"\nid = \"{id}\"\nrotate_every = \"90d\"\n\
              severity = \"critical\"\nimpact = \"User auth compromised\"\n\
              consumers = [\"arn:aws:sts::{ACCOUNT}:assumed-role/event-service-*/*\"]\n\
-             window = \"cron(0 3 ? * TUE *)\"\n\
+             window = \"{window}\"\n\
              rotation = {{ strategy = \"dual-key\", grace = \"48h\" }}\n"
         ));
     }
@@ -306,17 +318,27 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
     let queue = wire.create_queue("reminders-q").await;
     wire.subscribe(&topic, "reminders-q").await;
 
-    // JWT_SECRET: due - 14d passed 60 s ago. EARLY is created only once the daemon runs (below),
-    // so a slow start-up cannot use up the margin before its boundary.
+    // JWT_SECRET: due - 14d passed 60 s ago, and its planned window (the last Tuesday 03:00
+    // before that) is earlier still.
     let t = now();
     let past_created = t - 76 * DAY - 60;
     secret_created_at(&moto, &client, "event-service/jwt-secret", past_created).await;
-    let cfg = config(
+    // EARLY: its window opens once, at `planned`, 14 days and 40 to 100 s from now; it is due
+    // 3 days after that. Its reminder goes 14 days before the planned rotation (issue #13
+    // point 5), not 14 days before the due date: 40 to 100 s from now.
+    let planned = (t + 14 * DAY + 40 + 59) / 60 * 60;
+    let ahead_boundary = planned - 14 * DAY;
+    let planned_at = chrono::DateTime::from_timestamp(planned, 0).unwrap();
+    let one_shot = planned_at.format("cron(%-M %-H %-d %-m ? %Y)").to_string();
+    let early_due = planned + 3 * DAY;
+    let ahead_created = early_due - 90 * DAY;
+    secret_created_at(&moto, &client, "event-service/early", ahead_created).await;
+    let cfg = config_windows(
         &moto,
         "reminders",
         &[
-            ("JWT_SECRET", "event-service/jwt-secret"),
-            ("EARLY", "event-service/early"),
+            ("JWT_SECRET", "event-service/jwt-secret", WEEKLY),
+            ("EARLY", "event-service/early", &one_shot),
         ],
     );
     let dir = tempfile::tempdir().unwrap();
@@ -328,15 +350,11 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
         !m.is_empty()
     })
     .await;
-    // EARLY: due - 14d comes 20 s from now. Wait until the daemon has seen its due date.
-    let ahead_boundary = now() + 20;
-    let ahead_created = ahead_boundary + 14 * DAY - 90 * DAY;
-    secret_created_at(&moto, &client, "event-service/early", ahead_created).await;
-    d.wait_for("EARLY's due date", Duration::from_secs(15), |s| {
+    d.wait_for("EARLY's planned time", Duration::from_secs(15), |s| {
         s.get(
-            "keywarden_secret_rotation_due_timestamp_seconds",
+            "keywarden_secret_rotation_planned_timestamp_seconds",
             &[("secret", "EARLY")],
-        ) == Some((ahead_created + 90 * DAY) as f64)
+        ) == Some(planned as f64)
     })
     .await;
     // Two more polls, each followed by a reminder evaluation that knows EARLY's due date.
@@ -347,7 +365,7 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
     // boundary passed already, the machine was too slow for it and the test says so.
     assert!(
         now() < ahead_boundary,
-        "EARLY's boundary passed before the check could run (the daemon took over 20 s to see \
+        "EARLY's boundary passed before the check could run (the daemon took over 40 s to see \
          its due date and poll twice more)"
     );
     assert_eq!(
@@ -389,6 +407,7 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
         "pipeline is green".to_string(),
         "AWSPREVIOUS".to_string(),
         "window cron(0 3 ? * TUE *), next opening".to_string(),
+        "Planned:       ".to_string(),
         "Every consumer is known".to_string(),
     ] {
         assert!(
@@ -399,7 +418,7 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
     }
 
     // EARLY's reminder comes once its boundary passed, not before.
-    receive_until(&wire, &queue, &mut got, Duration::from_secs(40), &d, |m| {
+    receive_until(&wire, &queue, &mut got, Duration::from_secs(130), &d, |m| {
         m.iter().any(|x| x.attributes["secret"] == "EARLY")
     })
     .await;
@@ -412,6 +431,24 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
         "EARLY was published at {} before its boundary {ahead_boundary}",
         early.published_at
     );
+    // It names the planned rotation, and still the due date.
+    let planned_text = planned_at.format("%Y-%m-%d %H:%M UTC").to_string();
+    let early_due_date = chrono::DateTime::from_timestamp(early_due, 0)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    for needle in [
+        format!("Planned:       {planned_text}"),
+        format!("Due date:      {early_due_date}"),
+    ] {
+        assert!(
+            early.body.contains(&needle),
+            "lacks {needle:?}:\n{}",
+            early.body
+        );
+    }
+    assert!(early.subject.contains("planned"), "{}", early.subject);
+    assert_eq!(early.attributes["planned"], planned_text);
     // Nothing more: one message per (secret, due, lead).
     let_polls_pass(&d, 3.0).await;
     got.extend(wire.drain(&queue).await);
@@ -571,11 +608,14 @@ async fn overdue_notice_once_then_rotation_starts_a_new_cycle() {
         .to_string();
     assert_eq!(got[1].attributes["due"], new_due_date);
     assert_eq!(got[1].attributes["kind"], "reminder");
+    // Its weekly window opens again before the due date: the reminder names that planned time.
     assert!(
-        got[1].subject.contains("(in 10 days)"),
+        got[1].subject.contains(&format!("due {new_due_date}"))
+            && got[1].subject.contains("rotation planned"),
         "{}",
         got[1].subject
     );
+    assert!(got[1].body.contains("Planned:       "), "{}", got[1].body);
     let s = d.scrape().await;
     assert_eq!(sent(&s, "DB", "14d"), 1.0);
     assert_eq!(sent(&s, "DB", "overdue"), 1.0);
@@ -944,5 +984,156 @@ async fn crash_between_sns_accepting_and_the_ledger_resends_the_stored_text_once
     assert_eq!(state, "sent");
     assert_eq!(id.as_deref(), Some(second.sns_id.as_str()));
     let leaks = crate::support::store_files_contain(dir.path(), CANARY);
+    assert!(leaks.is_empty(), "a secret value is in {leaks:?}");
+}
+
+/// The notices of the reminders topic about scheduled rotations, by `kind`.
+fn notices<'a>(got: &'a [Delivered], kind: &str) -> Vec<&'a Delivered> {
+    got.iter()
+        .filter(|m| m.attributes.get("kind").map(String::as_str) == Some(kind))
+        .collect()
+}
+
+/// Issue #13 point 5: a scheduled rotation sends one `rotation_started` notice when it starts
+/// and one `rotation_ended` notice when it ends, through the reminder ledger (intent recorded
+/// before the publish), exactly once, also when the daemon is killed right after the start
+/// notice was recorded and started again twice.
+#[tokio::test]
+async fn scheduled_rotation_start_and_end_notices_exactly_once_across_kill_9() {
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    let wire = Wire::new(&moto);
+    // Overdue, with a window that is always open: the scheduler starts it at once.
+    secret_created_at(&moto, &client, "svc/s2s", now() - 100 * DAY).await;
+    let cfg = config_windows(
+        &moto,
+        "notice-topic",
+        &[("S2S", "svc/s2s", "cron(* * * * ? *)")],
+    )
+    .replace(
+        "rotation = { strategy = \"dual-key\", grace = \"48h\" }",
+        "rotation = { strategy = \"random\", grace = \"0s\" }",
+    );
+
+    // Run 1 dies right after the start notice's intent was committed to the ledger. Its topic
+    // does not exist yet, so the reminder task (which runs on its own and may try the new row
+    // before the abort) cannot deliver it in run 1 either.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = crate::support::free_port();
+    let d = Daemon::launch_in_env(
+        dir,
+        port,
+        &cfg,
+        &[("KEYWARDEN_FAILPOINT", "notice:recorded")],
+    );
+    let dir = d.wait_exit(Duration::from_secs(60));
+    let log = std::fs::read_to_string(dir.path().join("keywarden.log")).unwrap_or_default();
+    assert!(
+        log.contains("failpoint notice:recorded reached"),
+        "the daemon did not stop after recording the notice; log:\n{log}"
+    );
+    let rows: Vec<(String, String)> = Store::open(&dir.path().join("state.db"))
+        .unwrap()
+        .with(
+            |c| {
+                let mut st = c.prepare(
+                    "SELECT kind, state FROM reminders WHERE kind LIKE 'rotation%' ORDER BY kind",
+                )?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            },
+            "notices",
+        )
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![("rotation_started".to_string(), "pending".to_string())],
+        "the start notice was recorded, not yet sent"
+    );
+
+    // Run 2: the topic exists; the pending notice goes out, the rotation resumes and ends, its
+    // end notice follows.
+    let topic = wire.create_topic("notice-topic").await;
+    let queue = wire.create_queue("notice-q").await;
+    wire.subscribe(&topic, "notice-q").await;
+    let d = Daemon::start_in(dir, port, &cfg).await;
+    let mut got = Vec::new();
+    receive_until(&wire, &queue, &mut got, Duration::from_secs(60), &d, |m| {
+        !notices(m, "rotation_ended").is_empty()
+    })
+    .await;
+    let dir = d.kill9();
+    // Runs 3 and 4: nothing is sent again.
+    let d = Daemon::start_in(dir, port, &cfg).await;
+    d.let_polls_pass(1.0).await;
+    let dir = d.kill9();
+    let d = Daemon::start_in(dir, port, &cfg).await;
+    d.let_polls_pass(6.0).await;
+    got.extend(wire.drain(&queue).await);
+
+    let started = notices(&got, "rotation_started");
+    let ended = notices(&got, "rotation_ended");
+    assert_eq!((started.len(), ended.len()), (1, 1), "{got:#?}");
+    let (started, ended) = (started[0], ended[0]);
+    let (_, body) = d.get("/rotations").await;
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rotations = list["rotations"].as_array().unwrap();
+    assert_eq!(rotations.len(), 1, "{list:#}");
+    let id = rotations[0]["id"].as_str().unwrap();
+    assert_eq!(rotations[0]["trigger"], "scheduled");
+    for m in [started, ended] {
+        assert_eq!(m.attributes["secret"], "S2S");
+        assert_eq!(m.attributes["rotation_id"], id);
+        assert_eq!(m.attributes["severity"], "critical");
+        assert!(
+            m.subject.len() < 100 && m.subject.contains("S2S"),
+            "{}",
+            m.subject
+        );
+        assert!(m.body.contains(id), "{}", m.body);
+        assert!(
+            m.body.contains("Window:        cron(* * * * ? *)"),
+            "{}",
+            m.body
+        );
+        assert_no_canary("a notice", &format!("{m:?}"));
+    }
+    assert!(
+        started.subject.contains("scheduled rotation started"),
+        "{}",
+        started.subject
+    );
+    assert!(started.body.contains("on-call"), "{}", started.body);
+    assert_eq!(ended.attributes["result"], "success");
+    assert!(
+        ended.subject.contains("scheduled rotation succeeded"),
+        "{}",
+        ended.subject
+    );
+    assert!(started.published_at <= ended.published_at);
+    // The ledger holds both as sent; nothing is left pending.
+    let store = Store::open(&d.dir.path().join("state.db")).unwrap();
+    let states: Vec<(String, String)> = store
+        .with(
+            |c| {
+                let mut st = c.prepare(
+                    "SELECT kind, state FROM reminders WHERE kind LIKE 'rotation%' ORDER BY kind",
+                )?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            },
+            "notices",
+        )
+        .unwrap();
+    assert_eq!(
+        states,
+        vec![
+            ("rotation_ended".to_string(), "sent".to_string()),
+            ("rotation_started".to_string(), "sent".to_string()),
+        ]
+    );
+    // No value in the daemon's log or the store either.
+    assert_no_canary("the daemon log", &d.log());
+    let leaks = crate::support::store_files_contain(d.dir.path(), CANARY);
     assert!(leaks.is_empty(), "a secret value is in {leaks:?}");
 }

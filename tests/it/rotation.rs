@@ -859,8 +859,9 @@ async fn scheduled_rotations_start_in_their_window_and_say_why_they_wait() {
     ] {
         crate::support::create_aged_secret(&moto, &client, id, 100).await;
     }
-    // Due in 10 days: inside the 14-day reminder lead, so it rotates in its window already.
-    crate::support::create_aged_secret(&moto, &client, "sched/lead", 80).await;
+    // Due in 10 days: inside the 14-day reminder lead, but its window (every minute) opens
+    // again right before its due date, so it is planned then and does not rotate now.
+    let lead_created = crate::support::create_aged_secret(&moto, &client, "sched/lead", 80).await;
     // Due in 30 days: not yet.
     crate::support::create_aged_secret(&moto, &client, "sched/later", 60).await;
     // A version other than AWSCURRENT carries AWSPENDING: an unfinished outside rotation.
@@ -886,16 +887,14 @@ async fn scheduled_rotations_start_in_their_window_and_say_why_they_wait() {
     );
     let d = start(&base_config(&moto, &secrets)).await;
     d.wait_for("scheduled rotations", Duration::from_secs(30), |s| {
-        ["OPEN", "LEAD"].iter().all(|secret| {
-            s.get(
-                "keywarden_rotations_total",
-                &[
-                    ("secret", secret),
-                    ("trigger", "scheduled"),
-                    ("result", "success"),
-                ],
-            ) == Some(1.0)
-        })
+        s.get(
+            "keywarden_rotations_total",
+            &[
+                ("secret", "OPEN"),
+                ("trigger", "scheduled"),
+                ("result", "success"),
+            ],
+        ) == Some(1.0)
     })
     .await;
     assert!(rotations_of(&d, "LATER").await.is_empty());
@@ -945,6 +944,71 @@ async fn scheduled_rotations_start_in_their_window_and_say_why_they_wait() {
         "{nowindow:#}"
     );
     assert!(rotations_of(&d, "NOWINDOW").await.is_empty());
+    // Planned timing (issue #13 point 5): LEAD rotates at the last opening of its window before
+    // its due date (the whole minute of it), not at the first opening inside its reminder lead.
+    assert!(
+        rotations_of(&d, "LEAD").await.is_empty(),
+        "LEAD rotated early"
+    );
+    let lead_due = lead_created + 90 * 86_400;
+    let lead_planned = lead_due - lead_due.rem_euclid(60);
+    let lead = find("LEAD");
+    assert_eq!(lead["planned"].as_i64(), Some(lead_planned), "{lead:#}");
+    assert!(lead["rotation"]["waiting"].is_null(), "{lead:#}");
+    // CLOSED is overdue: planned at the next opening of its window, and it says so.
+    assert_eq!(
+        closed["planned"].as_i64(),
+        closed["rotation"]["next_window"].as_i64(),
+        "{closed:#}"
+    );
+    assert!(
+        closed["rotation"]["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("planned for"),
+        "{closed:#}"
+    );
+    // No window: no planned time.
+    assert!(nowindow["planned"].is_null(), "{nowindow:#}");
+    let s = d.scrape().await;
+    let planned = |secret: &str| {
+        s.get(
+            "keywarden_secret_rotation_planned_timestamp_seconds",
+            &[("secret", secret)],
+        )
+    };
+    assert_eq!(planned("LEAD"), Some(lead_planned as f64), "{}", s.text);
+    assert_eq!(
+        planned("CLOSED"),
+        closed["planned"].as_i64().map(|p| p as f64)
+    );
+    assert_eq!(planned("NOWINDOW"), None, "{}", s.text);
+    crate::support::promtool_check_metrics(&s.text);
+    // `keywarden status` lists the planned rotations under its table.
+    let out = keywarden_command()
+        .args(["status", "--config"])
+        .arg(d.dir.path().join("keywarden.toml"))
+        .env("KW_TEST_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lead_text = chrono::DateTime::from_timestamp(lead_planned, 0)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M UTC")
+        .to_string();
+    assert!(
+        table.lines().any(|l| l.starts_with("LEAD ")
+            && l.contains(&lead_text)
+            && l.contains("cron(* * * * ? *)")),
+        "{table}"
+    );
+    assert!(
+        !table
+            .lines()
+            .any(|l| l.starts_with("NOWINDOW ") && l.contains("cron(")),
+        "{table}"
+    );
     let log = d.log();
     assert!(
         log.contains("Scheduled rotation is due but waits"),
