@@ -14,7 +14,8 @@ What it creates (nothing here prints a secret value):
 * the event-service inventory: ``event-service/jwt-secret`` (85 days old, policy 90d),
   ``event-service/s2s-secret`` (35 days, policy 30d: overdue), ``event-service/database``
   (10 days, AWS rotation enabled with ``rate(30 days)``), ``event-service/redis`` (95 days,
-  policy 90d: overdue) and ``event-service/api-key-encryption`` (179 days, policy 180d);
+  policy 90d: overdue; the plain AUTH token of an ElastiCache group, backed by a local
+  redis-server with ``--elasticache-redis``) and ``event-service/api-key-encryption`` (179 days, policy 180d);
 * ``event-service/feature-flags-key``, a secret that is not in the inventory (discovery);
 * CloudWatch Logs group ``/aws/secretsmanager`` with one CloudTrail stream holding a few hundred
   Secrets Manager events over the last 10 days, among them an unknown principal reading the
@@ -149,13 +150,9 @@ def demo_secrets() -> list[DemoSecret]:
         ),
         DemoSecret(
             name="event-service/redis",
-            description="Redis ACL user of the event service",
-            make_value=_json_value(
-                username="event-service",
-                password=lambda: token(24),
-                host="event-service-redis.abc123.ng.0001.use1.cache.amazonaws.com",
-                port=6379,
-            ),
+            description="AUTH token of the event service's ElastiCache replication group",
+            # As the runbook keeps REDIS_PASSWORD: the plain AUTH token.
+            make_value=lambda: token(32),
             age_days=95, policy="90d", reads=45,
         ),
         DemoSecret(
@@ -207,6 +204,7 @@ class Launcher:
         self.sm = session.client("secretsmanager", endpoint_url=endpoint)
         self.logs = session.client("logs", endpoint_url=endpoint)
         self.sns = session.client("sns", endpoint_url=endpoint)
+        self.elasticache = session.client("elasticache", endpoint_url=endpoint)
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
         """Calls ``/_keywarden/<path>`` and returns the decoded JSON answer."""
@@ -592,6 +590,36 @@ def create_topics(launcher: Launcher) -> list[str]:
     return [launcher.sns.create_topic(Name=name)["TopicArn"] for name in TOPICS]
 
 
+ELASTICACHE_GROUP = "event-service-redis"
+
+
+def back_elasticache_group(launcher: Launcher, ports: str) -> None:
+    """Creates the ElastiCache replication group of REDIS_PASSWORD (in-transit encryption on, its
+    AUTH token the secret's current value) and backs it with the local redis-server the demo
+    started (``PORT:TLS_PORT``), so rotations really change which tokens Redis accepts."""
+    try:
+        port, tls_port = (int(p) for p in ports.split(":"))
+    except ValueError as error:
+        raise SystemExit(f"--elasticache-redis wants PORT:TLS_PORT, not {ports!r}") from error
+    token = launcher.sm.get_secret_value(
+        SecretId="event-service/redis", VersionStage="AWSCURRENT"
+    )["SecretString"]
+    groups = launcher.elasticache.describe_replication_groups()["ReplicationGroups"]
+    if not any(g["ReplicationGroupId"] == ELASTICACHE_GROUP for g in groups):
+        launcher.elasticache.create_replication_group(
+            ReplicationGroupId=ELASTICACHE_GROUP,
+            ReplicationGroupDescription="event-service Redis (demo: a local redis-server)",
+            TransitEncryptionEnabled=True,
+            AuthToken=token,
+        )
+    launcher.control("POST", "elasticache-backing", {
+        "replication_group_id": ELASTICACHE_GROUP,
+        "redis": {"host": "127.0.0.1", "port": port},
+        "endpoint": {"address": "localhost", "port": tls_port},
+        "modify_seconds": 1.0,
+    })
+
+
 def account_of(arn: str) -> str:
     """The account id field of an ARN."""
     return arn.split(":")[4]
@@ -645,6 +673,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--values-out", default=None,
                         help="write every seeded secret value to this file (mode 0600), one a "
                              "line, for the demo's leak scan")
+    parser.add_argument("--elasticache-redis", default=None, metavar="PORT:TLS_PORT",
+                        help="create the REDIS_PASSWORD replication group and back it with the "
+                             "redis-server on these loopback ports")
     return parser.parse_args(argv)
 
 
@@ -670,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
         last_read = trail.last_read.get(secret.name) if trail_written else None
         apply_dates(launcher, secret, now, last_read)
 
+    if args.elasticache_redis:
+        back_elasticache_group(launcher, args.elasticache_redis)
     topics = create_topics(launcher)
     print_summary(args.endpoint, demo, trail, trail_written, stream, topics)
     if args.values_out:

@@ -836,9 +836,11 @@ mod tests {
         assert!(text(&f).contains("keywarden_incidents_total{secret=\"ONLY_INCIDENT\"} 1\n"));
     }
 
+    /// One record per secret: 608 bytes with the stuck and planned gauges and the rollback-hook
+    /// counter of the second round (584 before); 100,000 secrets stay near 61 MB of records.
     #[test]
     fn a_record_is_small() {
         let size = std::mem::size_of::<SecretSeries>();
-        assert!(size <= 600, "{size} bytes");
+        assert!(size <= 640, "{size} bytes");
     }
 }

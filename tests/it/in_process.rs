@@ -419,6 +419,12 @@ async fn incident_steps_are_journaled_in_order_and_a_throttled_notice_is_retried
     assert_steps_in_order(&closed);
     assert_eq!(state_of(&closed, "report"), StepState::Done);
 
+    // The first notice retries on its own pace: wait for it too.
+    let deadline = Instant::now() + PATIENCE;
+    while rig.sns.delivered().len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", rig.sns.delivered());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Each throttled publish was retried: two throttled calls, then one accepted per notice.
     let calls = rig.sns.faults().calls_of(Op::Publish);
     let mut results: Vec<CallOutcome> = calls.iter().map(|c| c.outcome).collect();
