@@ -308,9 +308,21 @@ async fn compromise_refuses_the_old_token_at_once() {
     back(&moto, GROUP, &b, true).await;
     let old = json!({"password": CANARY, "host": "master.example", "port": 6379}).to_string();
     create_secret(&sm, SECRET_ID, &old).await;
+    // The security notices are read from a queue subscribed to the incident topic: no token may
+    // be in them (issue #13 point 9).
+    let wire = crate::reminders::Wire::new(&moto);
+    let topic = wire.create_topic("security-ec").await;
+    let queue = wire.create_queue("security-ec-q").await;
+    wire.subscribe(&topic, "security-ec-q").await;
     let conf = config(
         &moto,
         &redis_secret("REDIS", SECRET_ID, GROUP, "24h", &b.certs.ca),
+    )
+    .replace(
+        "[state]",
+        &format!(
+            "[incident]\nsns_topic_arn = \"{topic}\"\nreport_dir = \"{{dir}}/reports\"\n[state]"
+        ),
     );
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start_in_env(dir, free_port(), &conf, &[("KW_TEST_TOKEN", TOKEN)]).await;
@@ -342,6 +354,26 @@ async fn compromise_refuses_the_old_token_at_once() {
         !b.accepts(CANARY).await,
         "the compromised token is refused at once"
     );
+    let notices = wire.drain(&queue).await;
+    assert_eq!(
+        notices.len(),
+        2,
+        "the first notice and the report: {notices:?}"
+    );
+    for n in &notices {
+        let text = format!("{} {} {:?}", n.subject, n.body, n.attributes);
+        assert!(
+            !text.contains(CANARY) && !text.contains(tok),
+            "a token in a notice"
+        );
+    }
+    for entry in std::fs::read_dir(d.dir.path().join("reports")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(
+            !text.contains(CANARY) && !text.contains(tok),
+            "a token in the report"
+        );
+    }
 }
 
 /// Issue #13 (1): kill -9 at each step boundary (every failpoint an elasticache rotation
