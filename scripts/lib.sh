@@ -4,6 +4,8 @@
 KW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KW_VENV="$KW_ROOT/.venv"
 KW_MOTO_VERSION="5.2.5"
+KW_LINT_VENV="$KW_ROOT/.venv-lint"
+KW_CHECKOV_VERSION="3.3.30"
 
 kw_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 kw_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -46,6 +48,41 @@ PY
   kw_log "Installing moto $KW_MOTO_VERSION into .venv (about 40 s the first time)"
   "$KW_VENV/bin/pip" install -q --disable-pip-version-check -r "$KW_ROOT/tests/requirements.txt" \
     || kw_die "pip install -r tests/requirements.txt failed"
+}
+
+# kw_ensure_lint_venv : creates .venv-lint with the pinned checkov (kept apart from .venv: its
+# dependencies would move the ones moto is tested with). About a minute the first time.
+kw_ensure_lint_venv() {
+  if [ -x "$KW_LINT_VENV/bin/checkov" ] \
+    && [ "$("$KW_LINT_VENV/bin/checkov" --version 2>/dev/null)" = "$KW_CHECKOV_VERSION" ]; then
+    return 0
+  fi
+  kw_log "Installing checkov $KW_CHECKOV_VERSION into .venv-lint"
+  [ -x "$KW_LINT_VENV/bin/python" ] || python3 -m venv "$KW_LINT_VENV" || kw_die "python3 -m venv failed"
+  "$KW_LINT_VENV/bin/pip" install -q --disable-pip-version-check "checkov==$KW_CHECKOV_VERSION" \
+    || kw_die "pip install checkov failed"
+}
+
+# kw_check_deploy : offline checks of deploy/ (scripts/test): the systemd unit verifies, the
+# generated Kubernetes files are current, the manifests render and pass checkov, the Dockerfile
+# passes checkov. Needs a built keywarden binary (systemd-analyze verify checks ExecStart).
+kw_check_deploy() {
+  local bin="${CARGO_TARGET_DIR:-$KW_ROOT/target}/debug/keywarden" tmp rc=0
+  [ -x "$bin" ] || cargo build --locked --bin keywarden -q || return 1
+  tmp="$(mktemp -d)"
+  sed "s|/usr/local/bin/keywarden|$bin|g" "$KW_ROOT/deploy/systemd/keywarden.service" >"$tmp/keywarden.service"
+  systemd-analyze verify "$tmp/keywarden.service" || { echo "systemd-analyze verify failed" >&2; rc=1; }
+  "$KW_ROOT/scripts/gen-kubernetes" --check || rc=1
+  if kubectl kustomize "$KW_ROOT/deploy/kubernetes" >"$tmp/rendered.yaml"; then
+    "$KW_LINT_VENV/bin/checkov" -f "$tmp/rendered.yaml" --framework kubernetes --quiet --compact \
+      --skip-download --config-file "$KW_ROOT/deploy/kubernetes/.checkov.yaml" || rc=1
+  else
+    echo "kubectl kustomize deploy/kubernetes failed" >&2; rc=1
+  fi
+  "$KW_LINT_VENV/bin/checkov" -f "$KW_ROOT/deploy/container/Dockerfile" --framework dockerfile \
+    --quiet --compact --skip-download || rc=1
+  rm -rf "$tmp"
+  return $rc
 }
 
 # kw_start_moto PORT_VAR PID_VAR LOG : starts the launcher on a free loopback port.

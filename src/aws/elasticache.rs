@@ -117,6 +117,7 @@ impl ElastiCacheApi for ElastiCache {
                 Err(e) => Err(classify(OPERATION, &e, None)),
             };
             self.count(OPERATION, &result);
+            super::report_denied(self.observer.as_ref(), group_id, &result);
             result
         })
     }
@@ -145,6 +146,7 @@ impl ElastiCacheApi for ElastiCache {
                 .map(|_| ())
                 .map_err(|e| classify(OPERATION, &e, Some(token.expose())));
             self.count(OPERATION, &result);
+            super::report_denied(self.observer.as_ref(), group_id, &result);
             result
         })
     }

@@ -58,6 +58,32 @@ impl CallOutcome {
 pub trait CallObserver: Send + Sync {
     /// One call of `service`'s `operation` ended with `outcome`.
     fn aws_call(&self, service: &'static str, operation: &'static str, outcome: CallOutcome);
+
+    /// AWS refused `service`'s `operation` on `resource` (a secret id, topic ARN, log group or
+    /// replication group; `*` for a listing) for lack of permission or credentials. Called
+    /// after `aws_call`; `message` is AWS's own text (never a secret value).
+    fn denied(
+        &self,
+        service: &'static str,
+        operation: &'static str,
+        resource: &str,
+        message: &str,
+    ) {
+        let _ = (service, operation, resource, message);
+    }
+}
+
+/// Reports a refused call's permission to `observer` (see [`CallObserver::denied`]).
+pub(crate) fn report_denied<T>(
+    observer: &dyn CallObserver,
+    resource: &str,
+    result: &Result<T, AwsError>,
+) {
+    if let Err(e) = result
+        && e.kind == AwsErrorKind::Auth
+    {
+        observer.denied(e.service, e.operation, resource, &e.message);
+    }
 }
 
 /// An observer that ignores every call (tools and tests that count nothing).

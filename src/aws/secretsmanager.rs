@@ -42,6 +42,7 @@ impl SecretsManager {
     fn record<T, E, R>(
         &self,
         operation: &'static str,
+        resource: &str,
         result: Result<T, SdkError<E, R>>,
     ) -> Result<T, AwsError>
     where
@@ -51,6 +52,7 @@ impl SecretsManager {
         let result = result.map_err(|e| classify(operation, &e));
         self.observer
             .aws_call(SERVICE, operation, CallOutcome::of(&result));
+        super::report_denied(self.observer.as_ref(), resource, &result);
         result
     }
 }
@@ -140,7 +142,7 @@ impl SecretsMetadataApi for SecretsManager {
             .set_next_token(next_token)
             .send()
             .await;
-        let out = self.record("ListSecrets", out)?;
+        let out = self.record("ListSecrets", "*", out)?;
         Ok(SecretPage {
             secrets: out.secret_list().iter().map(to_meta).collect(),
             next_token: out.next_token().map(str::to_string),
@@ -159,7 +161,7 @@ impl SecretsMetadataApi for SecretsManager {
                 .set_next_token(token.take())
                 .send()
                 .await;
-            let out = self.record("ListSecretVersionIds", out)?;
+            let out = self.record("ListSecretVersionIds", secret_id, out)?;
             for v in out.versions() {
                 versions.push(VersionMeta {
                     id: v.version_id().unwrap_or_default().to_string(),
@@ -184,7 +186,7 @@ impl SecretsWriteApi for SecretsManager {
             .secret_id(secret_id)
             .send()
             .await;
-        let out = self.record("DescribeSecret", out)?;
+        let out = self.record("DescribeSecret", secret_id, out)?;
         let mut versions: Vec<(String, Vec<String>)> = out
             .version_ids_to_stages()
             .map(|m| {
@@ -218,7 +220,7 @@ impl SecretsWriteApi for SecretsManager {
             VersionSelector::Stage(stage) => req.version_stage(stage),
             VersionSelector::IdAndStage(id, stage) => req.version_id(id).version_stage(stage),
         };
-        let out = self.record("GetSecretValue", req.send().await)?;
+        let out = self.record("GetSecretValue", secret_id, req.send().await)?;
         let value = match (out.secret_string(), out.secret_binary()) {
             (Some(s), _) => SecretValue::new(s.to_string()),
             (None, Some(b)) => {
@@ -266,7 +268,7 @@ impl SecretsWriteApi for SecretsManager {
             req.secret_string(value.expose())
         };
         let out = req.send().await;
-        let out = self.record("PutSecretValue", out)?;
+        let out = self.record("PutSecretValue", secret_id, out)?;
         Ok(out.version_id().unwrap_or(token).to_string())
     }
 
@@ -286,7 +288,8 @@ impl SecretsWriteApi for SecretsManager {
             .set_remove_from_version_id(remove_from.map(str::to_string))
             .send()
             .await;
-        self.record("UpdateSecretVersionStage", out).map(|_| ())
+        self.record("UpdateSecretVersionStage", secret_id, out)
+            .map(|_| ())
     }
 
     async fn rotate_secret(&self, secret_id: &str, token: &str) -> Result<(), AwsError> {
@@ -297,6 +300,6 @@ impl SecretsWriteApi for SecretsManager {
             .client_request_token(token)
             .send()
             .await;
-        self.record("RotateSecret", out).map(|_| ())
+        self.record("RotateSecret", secret_id, out).map(|_| ())
     }
 }

@@ -75,6 +75,7 @@ impl NotifyApi for Sns {
             }
         };
         self.count(OPERATION, &result);
+        super::report_denied(self.observer.as_ref(), &n.topic_arn, &result);
         result
     }
 }

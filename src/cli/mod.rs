@@ -1,11 +1,12 @@
 //! The command line (clap): `keywarden run | check-config | status | consumers | rotate |
-//! rollback | compromised | incidents`.
+//! rollback | compromised | incidents | iam-policy`.
 //!
 //! Exit codes: 0 ok, 1 failure, 64 usage or configuration error.
 //!
 //! Owns the command line: `status.rs` (the table), `remote.rs` (the client of the action
 //! routes, speaking `http::api` types). The binary's edge: nothing imports `cli` but `main.rs`.
 
+pub mod iam;
 mod planned;
 pub mod remote;
 pub mod status;
@@ -132,6 +133,71 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print the least-privilege IAM policy the configuration needs (the union of the features
+    /// it uses, ARNs filled in). Offline: region and account come from flags.
+    IamPolicy {
+        /// Account id in the ARNs; default any.
+        #[arg(long, default_value = "*")]
+        account: String,
+        /// Region in the ARNs; default `[aws] region` of the configuration, else any.
+        #[arg(long)]
+        region: Option<String>,
+        /// Partition in the ARNs.
+        #[arg(long, default_value = "aws")]
+        partition: String,
+        /// Print the generic document of one feature instead (what deploy/iam/ ships).
+        #[arg(long, value_enum)]
+        feature: Option<IamFeature>,
+    },
+}
+
+/// `iam-policy`: the configuration's policy, or with `--feature` the generic shipped document.
+fn iam_policy(
+    cli_config: &std::path::Path,
+    feature: Option<IamFeature>,
+    scope: iam::Scope,
+) -> ExitCode {
+    let policy = match feature {
+        Some(f) => iam::feature_policy(f.into(), &scope),
+        None => match load_config(cli_config) {
+            Ok(config) => iam::config_policy(&config, &scope),
+            Err(code) => return code,
+        },
+    };
+    match serde_json::to_string_pretty(&policy) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keywarden: cannot encode the policy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `iam-policy --feature`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IamFeature {
+    /// ListSecrets, ListSecretVersionIds.
+    Monitor,
+    /// Rotation of every strategy, tag-conditioned.
+    Rotator,
+    /// sns:Publish.
+    Notify,
+    /// logs:FilterLogEvents.
+    Events,
+}
+
+impl From<IamFeature> for iam::Feature {
+    fn from(f: IamFeature) -> Self {
+        match f {
+            IamFeature::Monitor => iam::Feature::Monitor,
+            IamFeature::Rotator => iam::Feature::Rotator,
+            IamFeature::Notify => iam::Feature::Notify,
+            IamFeature::Events => iam::Feature::Events,
+        }
+    }
 }
 
 /// The daemon URL: `--server`, else the configured listen address.
@@ -234,6 +300,28 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             }
         };
     }
+    if let Command::IamPolicy {
+        account,
+        region,
+        partition,
+        feature,
+    } = &cli.command
+    {
+        let region = match (region, feature) {
+            (Some(r), _) => r.clone(),
+            (None, Some(_)) => "*".into(),
+            (None, None) => match load_config(&cli.config) {
+                Ok(c) => c.aws.region.clone().unwrap_or_else(|| "*".into()),
+                Err(code) => return code,
+            },
+        };
+        let scope = iam::Scope {
+            partition: partition.clone(),
+            region,
+            account: account.clone(),
+        };
+        return iam_policy(&cli.config, *feature, scope);
+    }
     if let Command::Incidents { output, server } = &cli.command {
         let server = match server_url(&cli.config, server.clone()) {
             Ok(s) => s,
@@ -307,7 +395,9 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             output,
         } => consumers(config, &secret, &since, output).await,
         Command::Rotate { .. } | Command::Rollback { .. } => remote_action(&cli).await,
-        Command::Compromised { .. } | Command::Incidents { .. } => ExitCode::from(EXIT_USAGE),
+        Command::Compromised { .. } | Command::Incidents { .. } | Command::IamPolicy { .. } => {
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 

@@ -131,10 +131,18 @@ fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
 
 /// `GET /readyz`.
 fn readyz(state: &AppState) -> Response<Body> {
-    let problems = state
+    let mut problems = state
         .view
         .read()
         .readiness(Instant::now(), &state.pollers());
+    // A refused permission makes some feature fail; name it (action and resource).
+    problems.extend(
+        state
+            .metrics
+            .denied_permissions()
+            .into_iter()
+            .map(|p| format!("AWS denied {p}")),
+    );
     if problems.is_empty() {
         text(StatusCode::OK, "ready\n")
     } else {

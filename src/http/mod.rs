@@ -3,7 +3,8 @@
 //! Routes:
 //! - `GET /metrics`: the Prometheus exposition (OpenMetrics text).
 //! - `GET /healthz`: 200 while the process serves requests.
-//! - `GET /readyz`: 200 when every poller succeeded within three of its intervals, else 503
+//! - `GET /readyz`: 200 when every poller succeeded within three of its intervals and AWS refuses
+//!   no permission keywarden used (each refused `service:Operation on resource` is named), else 503
 //!   with the reasons.
 //! - `GET /secrets`: JSON status of every watched secret, with a `rotation` object (latest
 //!   rotation, and why a due scheduled rotation waits).

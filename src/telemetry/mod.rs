@@ -149,6 +149,9 @@ pub struct Metrics {
     cache: RwLock<FleetCache>,
     /// Set when a fleet series changed since the last rendering.
     dirty: AtomicBool,
+    /// Permissions AWS refused (`service:Operation`, resource) that no later call of the same
+    /// operation was allowed since: `/readyz` names them. At most [`MAX_DENIALS`].
+    denials: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
     /// `keywarden_rotation_duration_seconds`.
     pub rotation_duration: HistogramFamily<TriggerLabel>,
     /// `keywarden_poll_duration_seconds`.
@@ -176,6 +179,7 @@ impl Metrics {
             process: Registry::default(),
             cache: RwLock::new(FleetCache::default()),
             dirty: AtomicBool::new(true),
+            denials: Default::default(),
             rotation_duration: Family::new_with_constructor(rotation_histogram),
             poll_duration: Family::new_with_constructor(poll_histogram),
             poll_errors: Family::default(),
@@ -576,15 +580,92 @@ fn push_help(out: &mut String, rest: &str, counter: bool) {
     out.push('\n');
 }
 
+/// Refused permissions remembered for `/readyz` at most (operations times resources is bounded
+/// by the inventory; this keeps the answer short).
+pub const MAX_DENIALS: usize = 32;
+
+impl Metrics {
+    /// The permissions AWS refuses now, as `service:Operation on resource`, sorted.
+    pub fn denied_permissions(&self) -> Vec<String> {
+        self.denials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(action, resource)| format!("{action} on {resource}"))
+            .collect()
+    }
+}
+
 impl CallObserver for Metrics {
     fn aws_call(&self, service: &'static str, operation: &'static str, outcome: CallOutcome) {
         self.aws_request(service, operation, outcome);
+        if outcome == CallOutcome::Ok {
+            let action = format!("{service}:{operation}");
+            self.denials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(a, _)| *a != action);
+        }
+    }
+
+    fn denied(
+        &self,
+        service: &'static str,
+        operation: &'static str,
+        resource: &str,
+        message: &str,
+    ) {
+        let key = (format!("{service}:{operation}"), resource.to_string());
+        let mut denials = self.denials.lock().unwrap_or_else(|p| p.into_inner());
+        if denials.contains(&key) || denials.len() >= MAX_DENIALS {
+            return;
+        }
+        tracing::warn!(
+            action = %key.0,
+            resource = %key.1,
+            "AWS denied {} on {}: grant it (keywarden iam-policy prints the policy): {message}",
+            key.0,
+            key.1
+        );
+        denials.insert(key);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn denied_permissions_are_named_until_the_operation_is_allowed_again() {
+        let m = Metrics::new();
+        m.aws_call("sns", "Publish", CallOutcome::Error);
+        m.denied(
+            "sns",
+            "Publish",
+            "arn:aws:sns:us-east-1:1:t",
+            "AuthorizationError: no",
+        );
+        m.denied("sns", "Publish", "arn:aws:sns:us-east-1:1:t", "again");
+        m.denied(
+            "secretsmanager",
+            "ListSecrets",
+            "*",
+            "AccessDeniedException",
+        );
+        assert_eq!(
+            m.denied_permissions(),
+            [
+                "secretsmanager:ListSecrets on *",
+                "sns:Publish on arn:aws:sns:us-east-1:1:t"
+            ]
+        );
+        m.aws_call("sns", "Publish", CallOutcome::Ok);
+        assert_eq!(m.denied_permissions(), ["secretsmanager:ListSecrets on *"]);
+        for i in 0..100 {
+            m.denied("logs", "FilterLogEvents", &format!("g{i}"), "denied");
+        }
+        assert_eq!(m.denied_permissions().len(), MAX_DENIALS);
+    }
 
     #[test]
     fn counters_get_total_names_in_text_format() {

@@ -12,6 +12,7 @@ mod elasticache;
 mod fake_pg;
 mod hooks;
 mod http_server;
+mod iam_enforced;
 mod in_process;
 mod incident;
 mod metadata;

@@ -61,7 +61,17 @@ impl Moto {
         Moto::start_on(0)
     }
 
+    /// Starts moto enforcing IAM after its first `n` AWS requests
+    /// (`--initial-no-auth-action-count`).
+    pub fn start_enforcing(n: u32) -> Moto {
+        Moto::start_with(0, &["--initial-no-auth-action-count", &n.to_string()])
+    }
+
     fn start_on(port: u16) -> Moto {
+        Moto::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Moto {
         let python = venv_python();
         let mut child = Command::new(python)
             .arg(root().join("tests/support/moto_server.py"))
@@ -71,6 +81,7 @@ impl Moto {
                 "--quiet",
                 "--exit-on-stdin-eof",
             ])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

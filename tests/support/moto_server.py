@@ -30,6 +30,10 @@ The same port also serves a control API under ``/_keywarden/`` (JSON in and out)
 ``DELETE /_keywarden/faults``        remove every fault and forget what they did.
 ``POST   /_keywarden/elasticache-backing``  back a replication group with a real redis-server.
 
+``--initial-no-auth-action-count N`` turns on moto's IAM enforcement after the first N AWS
+requests (use them to create a user with full rights and its keys); see ``apply_iam_patches`` for
+what is corrected so that Resource and ResourceTag conditions count as on AWS.
+
 Every other path goes to moto unchanged.
 
 ``secret-dates`` body (epochs are integer seconds; only the keys present change)::
@@ -1344,6 +1348,135 @@ def make_server(host: str, port: int, app: KeywardenApp) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
+# IAM enforcement (--initial-no-auth-action-count)
+# ---------------------------------------------------------------------------------------------
+
+# Services whose calls keywarden makes; their IAM evaluation is replaced below.
+_IAM_SERVICES = ("secretsmanager", "sns", "logs", "elasticache")
+
+
+def _glob(pattern: str, value: str, ignore_case: bool = False) -> bool:
+    """IAM wildcard match: ``*`` any run of characters, ``?`` exactly one."""
+    rx = "^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$"
+    return re.match(rx, value, re.IGNORECASE if ignore_case else 0) is not None
+
+
+def _as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else [v]
+
+
+def _iam_request_params(req: Any) -> dict[str, Any]:
+    """The request's parameters: the JSON body (Secrets Manager, Logs) or the form (SNS, ElastiCache)."""
+    body = req._body or b""
+    if isinstance(body, str):
+        body = body.encode()
+    try:
+        parsed = json.loads(body) if body.strip().startswith(b"{") else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+
+
+def _iam_resource(req: Any) -> tuple[str, dict[str, str]]:
+    """The ARN a call acts on, and that resource's tags (for ``ResourceTag`` conditions)."""
+    service, action = req._action.split(":", 1)
+    params = _iam_request_params(req)
+    region, account = req._region, req.account_id
+    if service == "secretsmanager":
+        secret_id = params.get("SecretId")
+        if not secret_id:
+            return "*", {}  # ListSecrets and the other account-wide calls
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        secret = secretsmanager_backends[account][region].secrets.get(secret_id)
+        if secret is None:
+            return f"arn:aws:secretsmanager:{region}:{account}:secret:{secret_id}", {}
+        tags = {t["Key"]: t["Value"] for t in (getattr(secret, "tags", None) or [])}
+        return secret.arn, tags
+    if service == "sns":
+        return params.get("TopicArn") or params.get("TargetArn") or "*", {}
+    if service == "logs":
+        group = params.get("logGroupName")
+        return (f"arn:aws:logs:{region}:{account}:log-group:{group}:*" if group else "*"), {}
+    if service == "elasticache":
+        group = params.get("ReplicationGroupId")
+        return (f"arn:aws:elasticache:{region}:{account}:replicationgroup:{group}" if group else "*"), {}
+    return "*", {}
+
+
+def _condition_holds(condition: dict[str, Any], tags: dict[str, str]) -> bool:
+    """StringEquals/StringLike on ``aws:ResourceTag/K`` or ``<service>:ResourceTag/K``. Any other
+    operator or key is not evaluated here: it fails (a test must not pass on a guess)."""
+    for operator, keys in condition.items():
+        if operator not in ("StringEquals", "StringLike"):
+            return False
+        for key, expected in keys.items():
+            if "ResourceTag/" not in key:
+                return False
+            actual = tags.get(key.split("ResourceTag/", 1)[1])
+            if actual is None:
+                return False
+            if operator == "StringEquals" and actual not in _as_list(expected):
+                return False
+            if operator == "StringLike" and not any(_glob(e, actual) for e in _as_list(expected)):
+                return False
+    return True
+
+
+def apply_iam_patches() -> None:
+    """moto 5.2.5's IAM enforcement (``INITIAL_NO_AUTH_ACTION_COUNT``) checks only a statement's
+    Action for these services: every Secrets Manager, SNS, Logs and ElastiCache call is evaluated
+    against ``Resource: "*"`` (so a statement naming ARNs never allows anything), its Condition is
+    evaluated with no request context (so ``ResourceTag`` conditions always pass), and a failed
+    condition turns an Allow into a Deny. AWS behaviour restored here, for these services only:
+    the Resource is matched against the ARN the call acts on (the secret's full ARN, the topic,
+    ``log-group:NAME:*``, ``replicationgroup:ID``; ``*`` for ListSecrets), ``ResourceTag``
+    conditions are evaluated against the secret's tags, an Allow whose condition fails does not
+    apply, an explicit Deny wins, and nothing allowed means AccessDenied (as JSON
+    ``AccessDeniedException`` for the JSON-protocol services, as AWS answers them)."""
+    from moto.iam.access_control import IAMPolicy, IAMRequest
+
+    original = IAMRequest.check_action_permitted
+
+    def check_action_permitted(self: Any, resource: str) -> None:
+        service = self._action.split(":", 1)[0]
+        if service not in _IAM_SERVICES:
+            return original(self, resource)
+        arn, tags = _iam_resource(self)
+        allowed = False
+        for policy in self._access_key.collect_policies():
+            document = IAMPolicy(policy)._policy_json
+            for st in _as_list(document.get("Statement", [])):
+                if not any(_glob(a, self._action, ignore_case=True) for a in _as_list(st.get("Action", []))):
+                    continue
+                if not any(_glob(r, arn) for r in _as_list(st.get("Resource", []))):
+                    continue
+                if "Condition" in st and not _condition_holds(st["Condition"], tags):
+                    continue
+                if st.get("Effect") == "Deny":
+                    self._raise_access_denied()
+                allowed = True
+        if not allowed:
+            LOG.info("IAM: %s on %s denied", self._action, arn)
+            if service in ("secretsmanager", "logs"):
+                # AWS answers JSON-protocol services in JSON (moto sends XML the SDK cannot
+                # parse), naming the action and the resource.
+                from moto.core.exceptions import JsonRESTError
+
+                raise JsonRESTError(
+                    "AccessDeniedException",
+                    f"User: {self._access_key.arn} is not authorized to perform: "
+                    f"{self._action} on resource: {arn} because no identity-based policy "
+                    "allows the action",
+                )
+            self._raise_access_denied()
+
+    IAMRequest.check_action_permitted = check_action_permitted
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------
 
@@ -1369,6 +1502,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="port to bind; 0 picks a free one (default 0)")
     parser.add_argument("--quiet", action="store_true",
                         help="do not log every request on stderr")
+    parser.add_argument("--initial-no-auth-action-count", type=int, default=None, metavar="N",
+                        help="enforce IAM after the first N AWS requests (moto's "
+                             "INITIAL_NO_AUTH_ACTION_COUNT; see apply_iam_patches)")
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="stop when stdin reaches EOF (the parent went away)")
     args = parser.parse_args(argv)
@@ -1401,6 +1537,11 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_moto_patches()
     apply_elasticache_patches()
+    if args.initial_no_auth_action_count is not None:
+        from moto import settings
+
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = float(args.initial_no_auth_action_count)
+        apply_iam_patches()
     counter = RequestCounter()
     server = make_server(args.host, args.port, build_app(counter))
     port = server.server_port
