@@ -50,6 +50,7 @@ mod rollback;
 mod scheduler;
 mod steps;
 mod transition;
+mod watch;
 
 pub use engine::{Engine, REDRIVE_EVERY, RequestError, RequestOptions, RotationCore};
 pub use rollback::{Refusal, RollbackError, RollbackReport, refusal};

@@ -50,6 +50,9 @@ pub struct VerifyState {
     /// Each `max_ratio` check's value measured just before the rotation started.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub baselines: BTreeMap<String, f64>,
+    /// The baselines were measured (by the pre-flight, or before create when it did not run).
+    #[serde(default)]
+    pub measured: bool,
     /// When the watch ends (epoch seconds); set at finish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch_until: Option<i64>,
