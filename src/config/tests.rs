@@ -356,7 +356,10 @@ fn verify_checks_parse_with_defaults() {
     assert_eq!(c.verify.every, Duration::from_secs(30));
     assert_eq!(c.verify.watch, Duration::from_secs(900));
     assert_eq!(c.verify.failures, 2);
-    assert_eq!(c.verify.prometheus_url.as_deref(), Some("http://127.0.0.1:9090"));
+    assert_eq!(
+        c.verify.prometheus_url.as_deref(),
+        Some("http://127.0.0.1:9090")
+    );
     let v = &c.secrets[0].verify;
     assert_eq!(v.len(), 4);
     assert_eq!(
@@ -369,8 +372,12 @@ fn verify_checks_parse_with_defaults() {
             headers: vec![],
         }
     );
-    assert!(matches!(&v[1].kind, CheckKind::Http { headers, expect_status: 204, .. } if headers == &[("Authorization".to_string(), "EVENT_SERVICE_TEST_TOKEN".to_string())]));
-    assert!(matches!(v[2].kind, CheckKind::Prometheus { limit: PromLimit::MaxRatio(r), .. } if r == 3.0));
+    assert!(
+        matches!(&v[1].kind, CheckKind::Http { headers, expect_status: 204, .. } if headers == &[("Authorization".to_string(), "EVENT_SERVICE_TEST_TOKEN".to_string())])
+    );
+    assert!(
+        matches!(v[2].kind, CheckKind::Prometheus { limit: PromLimit::MaxRatio(r), .. } if r == 3.0)
+    );
     assert_eq!(v[3].timeout, Duration::from_secs(10));
     assert_eq!(v[0].timeout, Duration::from_secs(5));
 }
@@ -379,7 +386,9 @@ fn verify_checks_parse_with_defaults() {
 fn verify_errors_are_located() {
     let rot = "rotation = { strategy = \"random\" }\n";
     check_err(
-        &format!("{BASE}{rot}verify = [{{ name = \"a\", http = \"http://x/\", headers = {{ Authorization = \"Bearer abc\" }} }}]\n"),
+        &format!(
+            "{BASE}{rot}verify = [{{ name = \"a\", http = \"http://x/\", headers = {{ Authorization = \"Bearer abc\" }} }}]\n"
+        ),
         "secret[0].verify[0].headers",
         "NAME of an environment variable",
         5,
@@ -391,25 +400,33 @@ fn verify_errors_are_located() {
         5,
     );
     check_err(
-        &format!("[verify]\nprometheus_url = \"http://p:9090\"\n{BASE}{rot}verify = [{{ name = \"a\", prometheus = \"up\" }}]\n"),
+        &format!(
+            "[verify]\nprometheus_url = \"http://p:9090\"\n{BASE}{rot}verify = [{{ name = \"a\", prometheus = \"up\" }}]\n"
+        ),
         "secret[0].verify[0].prometheus",
         "max (absolute) or max_ratio",
         7,
     );
     check_err(
-        &format!("{BASE}{rot}verify = [{{ name = \"a\", http = \"http://x/\", command = [\"true\"] }}]\n"),
+        &format!(
+            "{BASE}{rot}verify = [{{ name = \"a\", http = \"http://x/\", command = [\"true\"] }}]\n"
+        ),
         "secret[0].verify[0]",
         "exactly one of",
         5,
     );
     check_err(
-        &format!("{BASE}{rot}verify = [{{ name = \"a\", http = \"http://x/\", json_pointer = \"checks\", equals = \"ok\" }}]\n"),
+        &format!(
+            "{BASE}{rot}verify = [{{ name = \"a\", http = \"http://x/\", json_pointer = \"checks\", equals = \"ok\" }}]\n"
+        ),
         "secret[0].verify[0].json_pointer",
         "RFC 6901",
         5,
     );
     check_err(
-        &format!("{BASE}{rot}verify = [{{ name = \"a\", command = [\"true\"] }}, {{ name = \"a\", command = [\"true\"] }}]\n"),
+        &format!(
+            "{BASE}{rot}verify = [{{ name = \"a\", command = [\"true\"] }}, {{ name = \"a\", command = [\"true\"] }}]\n"
+        ),
         "secret[0].verify[1].name",
         "duplicate check name",
         5,
@@ -428,12 +445,16 @@ fn verify_errors_are_located() {
     );
     // The old credential dies at finalize: the grace must cover the watch.
     check_err(
-        &format!("[verify]\nwatch = \"2h\"\n{BASE}rotation = {{ strategy = \"postgres\", master_secret = \"m\", grace = \"1h\" }}\nverify = [{{ name = \"a\", command = [\"true\"] }}]\n"),
+        &format!(
+            "[verify]\nwatch = \"2h\"\n{BASE}rotation = {{ strategy = \"postgres\", master_secret = \"m\", grace = \"1h\" }}\nverify = [{{ name = \"a\", command = [\"true\"] }}]\n"
+        ),
         "secret[0].rotation.grace",
         "shorter than [verify] watch",
         6,
     );
     // Random finalize removes nothing: a short grace is fine (finalize waits for the watch).
-    let ok = format!("[verify]\nwatch = \"2h\"\n{BASE}rotation = {{ strategy = \"random\", grace = \"1m\" }}\nverify = [{{ name = \"a\", command = [\"true\"] }}]\n");
+    let ok = format!(
+        "[verify]\nwatch = \"2h\"\n{BASE}rotation = {{ strategy = \"random\", grace = \"1m\" }}\nverify = [{{ name = \"a\", command = [\"true\"] }}]\n"
+    );
     assert!(parse(&ok, Path::new("t.toml")).is_ok());
 }

@@ -750,7 +750,10 @@ fn validate_verify(v: RawVerify, loc: &Locator<'_>) -> Result<VerifyConfig, Conf
                 return Err(loc.at(
                     &url,
                     "verify.prometheus_url",
-                    format!("expected an http:// URL such as \"http://127.0.0.1:9090\", found {:?}", url.get_ref()),
+                    format!(
+                        "expected an http:// URL such as \"http://127.0.0.1:9090\", found {:?}",
+                        url.get_ref()
+                    ),
                 ));
             }
             Some(text.to_string())
@@ -813,7 +816,11 @@ fn validate_checks(
                 format!("duplicate check name {name:?}: names must be unique within a secret"),
             ));
         }
-        let kinds = [c.http.is_some(), c.prometheus.is_some(), c.command.is_some()];
+        let kinds = [
+            c.http.is_some(),
+            c.prometheus.is_some(),
+            c.command.is_some(),
+        ];
         if kinds.iter().filter(|b| **b).count() != 1 {
             return Err(loc.error(
                 spanned.span(),
@@ -821,13 +828,22 @@ fn validate_checks(
                 "expected exactly one of http = \"URL\", prometheus = \"PROMQL\" or command = [argv...]".into(),
             ));
         }
-        let only = |present: Option<std::ops::Range<usize>>, field: &str, kind: &str| match present {
-            Some(span) => Err(loc.error(span, &k(field), format!("{field} applies to {kind} checks only"))),
+        let only = |present: Option<std::ops::Range<usize>>, field: &str, kind: &str| match present
+        {
+            Some(span) => Err(loc.error(
+                span,
+                &k(field),
+                format!("{field} applies to {kind} checks only"),
+            )),
             None => Ok(()),
         };
         let kind = if let Some(url) = &c.http {
             only(c.max.as_ref().map(Spanned::span), "max", "prometheus")?;
-            only(c.max_ratio.as_ref().map(Spanned::span), "max_ratio", "prometheus")?;
+            only(
+                c.max_ratio.as_ref().map(Spanned::span),
+                "max_ratio",
+                "prometheus",
+            )?;
             let text = url.get_ref().trim();
             if !text.starts_with("http://") || text.len() <= "http://".len() {
                 return Err(loc.at(
@@ -841,7 +857,14 @@ fn validate_checks(
                     .ok()
                     .filter(|v| (100..=599).contains(v))
                     .ok_or_else(|| {
-                        loc.at(st, &k("expect_status"), format!("expected an HTTP status between 100 and 599, found {}", st.get_ref()))
+                        loc.at(
+                            st,
+                            &k("expect_status"),
+                            format!(
+                                "expected an HTTP status between 100 and 599, found {}",
+                                st.get_ref()
+                            ),
+                        )
                     })?,
                 None => 200,
             };
@@ -858,14 +881,26 @@ fn validate_checks(
             };
             let equals = match (&c.equals, &json_pointer) {
                 (Some(e), None) => {
-                    return Err(loc.at(e, &k("equals"), "equals needs json_pointer: the place in the JSON body to compare"));
+                    return Err(loc.at(
+                        e,
+                        &k("equals"),
+                        "equals needs json_pointer: the place in the JSON body to compare",
+                    ));
                 }
                 (Some(e), Some(_)) => Some(serde_json::to_value(e.get_ref()).map_err(|err| {
-                    loc.at(e, &k("equals"), format!("expected a string, number or boolean: {err}"))
+                    loc.at(
+                        e,
+                        &k("equals"),
+                        format!("expected a string, number or boolean: {err}"),
+                    )
                 })?),
                 (None, Some(_)) => {
                     let p = c.json_pointer.as_ref().map_or(0..0, Spanned::span);
-                    return Err(loc.error(p, &k("json_pointer"), "json_pointer needs equals: the value expected there".into()));
+                    return Err(loc.error(
+                        p,
+                        &k("json_pointer"),
+                        "json_pointer needs equals: the value expected there".into(),
+                    ));
                 }
                 (None, None) => None,
             };
@@ -873,7 +908,11 @@ fn validate_checks(
             if let Some(h) = &c.headers {
                 for (header, var) in h.get_ref() {
                     if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                        return Err(loc.at(h, &k("headers"), format!("{header:?} is not a valid HTTP header name")));
+                        return Err(loc.at(
+                            h,
+                            &k("headers"),
+                            format!("{header:?} is not a valid HTTP header name"),
+                        ));
                     }
                     if !is_env_var_name(var) {
                         return Err(loc.at(
@@ -906,7 +945,11 @@ fn validate_checks(
                     return Err(loc.at(query, &k("prometheus"), "expected a PromQL expression such as \"sum(rate(auth_failures_total[1m]))\""));
                 }
                 if cfg.prometheus_url.is_none() {
-                    return Err(loc.at(query, &k("prometheus"), "prometheus checks need [verify] prometheus_url"));
+                    return Err(loc.at(
+                        query,
+                        &k("prometheus"),
+                        "prometheus checks need [verify] prometheus_url",
+                    ));
                 }
                 let limit = match (&c.max, &c.max_ratio) {
                     (Some(m), None) if m.get_ref().is_finite() && *m.get_ref() >= 0.0 => PromLimit::Max(*m.get_ref()),
@@ -916,16 +959,33 @@ fn validate_checks(
                     (Some(_), Some(r)) => return Err(loc.at(r, &k("max_ratio"), "expected one of max and max_ratio, not both")),
                     (None, None) => return Err(loc.at(query, &k("prometheus"), "a prometheus check needs max (absolute) or max_ratio (to the value just before the rotation)")),
                 };
-                CheckKind::Prometheus { query: query.get_ref().clone(), limit }
+                CheckKind::Prometheus {
+                    query: query.get_ref().clone(),
+                    limit,
+                }
             } else {
                 only(c.max.as_ref().map(Spanned::span), "max", "prometheus")?;
-                only(c.max_ratio.as_ref().map(Spanned::span), "max_ratio", "prometheus")?;
-                let argv = c.command.as_ref().map_or(&[][..], |a| a.get_ref().as_slice());
+                only(
+                    c.max_ratio.as_ref().map(Spanned::span),
+                    "max_ratio",
+                    "prometheus",
+                )?;
+                let argv = c
+                    .command
+                    .as_ref()
+                    .map_or(&[][..], |a| a.get_ref().as_slice());
                 if argv.first().is_none_or(|a| a.trim().is_empty()) {
                     let span = c.command.as_ref().map_or(spanned.span(), Spanned::span);
-                    return Err(loc.error(span, &k("command"), "expected a non-empty argv array such as [\"/usr/local/bin/check-login\"]".into()));
+                    return Err(loc.error(
+                        span,
+                        &k("command"),
+                        "expected a non-empty argv array such as [\"/usr/local/bin/check-login\"]"
+                            .into(),
+                    ));
                 }
-                CheckKind::Command { argv: argv.to_vec() }
+                CheckKind::Command {
+                    argv: argv.to_vec(),
+                }
             }
         };
         let timeout = c
@@ -934,7 +994,11 @@ fn validate_checks(
             .map(|d| at_least_one_second(loc, d, &k("timeout")))
             .transpose()?
             .unwrap_or(Duration::from_secs(5));
-        out.push(CheckSpec { name, kind, timeout });
+        out.push(CheckSpec {
+            name,
+            kind,
+            timeout,
+        });
     }
     Ok(out)
 }

@@ -198,14 +198,38 @@ mod tests {
                 "/rotations/a%zz",
                 Err(MethodNotAllowed(GET_HEAD)),
             ),
-            (Method::POST, "/rotate/A", Ok(Rotate { raw: r("A"), force: false })),
+            (
+                Method::POST,
+                "/rotate/A",
+                Ok(Rotate {
+                    raw: r("A"),
+                    force: false,
+                }),
+            ),
             (
                 Method::POST,
                 "/rotate/A?force=true",
-                Ok(Rotate { raw: r("A"), force: true }),
+                Ok(Rotate {
+                    raw: r("A"),
+                    force: true,
+                }),
             ),
-            (Method::POST, "/rotate/a%2Fb", Ok(Rotate { raw: r("a%2Fb"), force: false })),
-            (Method::POST, "/rotate/", Ok(Rotate { raw: r(""), force: false })),
+            (
+                Method::POST,
+                "/rotate/a%2Fb",
+                Ok(Rotate {
+                    raw: r("a%2Fb"),
+                    force: false,
+                }),
+            ),
+            (
+                Method::POST,
+                "/rotate/",
+                Ok(Rotate {
+                    raw: r(""),
+                    force: false,
+                }),
+            ),
             (Method::GET, "/rotate/A", Err(MethodNotAllowed(POST))),
             (Method::POST, "/rotate", Err(NotFound)),
             (

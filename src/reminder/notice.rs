@@ -134,7 +134,10 @@ pub fn render_notice(
         let _ = writeln!(b, "Result:        {result}");
     }
     if let Some((check, value)) = n.verify {
-        let _ = writeln!(b, "Rolled back by: verify (check {check}, last value: {value})");
+        let _ = writeln!(
+            b,
+            "Rolled back by: verify (check {check}, last value: {value})"
+        );
     }
     if let Some(e) = n.error.filter(|_| n.result != Some("success")) {
         let e: String = e.chars().take(ERROR_MAX).collect();

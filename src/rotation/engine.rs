@@ -60,7 +60,9 @@ pub enum RequestError {
     #[error("cannot draw a rotation id from the OS random number generator: {0}")]
     Random(String),
     /// A pre-flight check failed (SPEC §12): nothing was started.
-    #[error("pre-flight check {check} failed: {value}; the rotation did not start (force it past the checks to rotate anyway)")]
+    #[error(
+        "pre-flight check {check} failed: {value}; the rotation did not start (force it past the checks to rotate anyway)"
+    )]
     Preflight {
         /// The check's name.
         check: String,
@@ -279,8 +281,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             if let Some(r) = self.store.recent_rotations(Some(&spec.name), 1)?.first() {
                 self.publish(r);
                 // A compromise rotation finalizes without waiting for its watch: resume it.
-                if r.state == State::Done
-                    && super::verify::watch_pending(r.detail.verify.as_ref())
+                if r.state == State::Done && super::verify::watch_pending(r.detail.verify.as_ref())
                 {
                     self.spawn_watch(r.id.clone());
                 }

@@ -421,8 +421,12 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         };
         let message = render_notice(&n, &status, Some(spec));
         match self.store.record_intents(&[(key, message)], now) {
-            Ok(_) => info!(secret = %spec.name, rotation = %rot.id, "Automatic rollback notice recorded."),
-            Err(e) => error!(secret = %spec.name, rotation = %rot.id, error = %e, "Cannot record the automatic rollback notice."),
+            Ok(_) => {
+                info!(secret = %spec.name, rotation = %rot.id, "Automatic rollback notice recorded.")
+            }
+            Err(e) => {
+                error!(secret = %spec.name, rotation = %rot.id, error = %e, "Cannot record the automatic rollback notice.")
+            }
         }
     }
 

@@ -26,7 +26,9 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::{CheckKind, CheckSpec, HookSpec, HookStage, PromLimit, SecretSpec, VerifyConfig};
+use crate::config::{
+    CheckKind, CheckSpec, HookSpec, HookStage, PromLimit, SecretSpec, VerifyConfig,
+};
 
 use super::hooks::{self, HookEnv};
 
@@ -236,7 +238,10 @@ pub fn prometheus_value(body: &[u8]) -> Result<f64, String> {
     match data.result_type.as_str() {
         "scalar" => sample(&data.result),
         "vector" => {
-            let series = data.result.as_array().ok_or("a vector that is not a list")?;
+            let series = data
+                .result
+                .as_array()
+                .ok_or("a vector that is not a list")?;
             let mut max: Option<f64> = None;
             for s in series {
                 let v = sample(s.get("value").unwrap_or(&serde_json::Value::Null))?;
@@ -361,7 +366,9 @@ pub async fn run_check(
                     Err(_) => {
                         return result(
                             false,
-                            format!("header {name}: environment variable {var} is not set (header values come from environment variables, never from the configuration)"),
+                            format!(
+                                "header {name}: environment variable {var} is not set (header values come from environment variables, never from the configuration)"
+                            ),
                             None,
                         );
                     }
@@ -388,10 +395,9 @@ pub async fn run_check(
             let mut headers = Vec::new();
             if let Some(file) = &cfg.prometheus_token_file {
                 match std::fs::read_to_string(file) {
-                    Ok(t) => headers.push((
-                        "authorization".to_string(),
-                        format!("Bearer {}", t.trim()),
-                    )),
+                    Ok(t) => {
+                        headers.push(("authorization".to_string(), format!("Bearer {}", t.trim())))
+                    }
                     Err(e) => {
                         return result(
                             false,
@@ -487,7 +493,16 @@ mod tests {
         assert!(!judge_http(200, body, 200, Some("/nope"), Some(&ok)).0);
         // RFC 6901 escapes: ~1 is '/', ~0 is '~'.
         let esc = br#"{"a/b":{"m~n":1}}"#;
-        assert!(judge_http(200, esc, 200, Some("/a~1b/m~0n"), Some(&serde_json::json!(1))).0);
+        assert!(
+            judge_http(
+                200,
+                esc,
+                200,
+                Some("/a~1b/m~0n"),
+                Some(&serde_json::json!(1))
+            )
+            .0
+        );
     }
 
     #[test]
@@ -507,7 +522,10 @@ mod tests {
         assert!(!judge_prometheus(7.0, PromLimit::MaxRatio(3.0), Some(2.0)).0);
         assert!(!judge_prometheus(0.1, PromLimit::MaxRatio(3.0), Some(0.0)).0);
         assert!(!judge_prometheus(f64::NAN, PromLimit::Max(1.0), None).0);
-        assert_eq!(encode_query("rate(a[1m]) > 1"), "rate%28a%5B1m%5D%29%20%3E%201");
+        assert_eq!(
+            encode_query("rate(a[1m]) > 1"),
+            "rate%28a%5B1m%5D%29%20%3E%201"
+        );
     }
 
     #[test]
@@ -516,10 +534,19 @@ mod tests {
             watch_until: Some(100),
             ..VerifyState::default()
         };
-        assert_eq!(after_round(&mut s, &[r("a", false), r("b", true)], 2, 10, false), Next::Continue);
+        assert_eq!(
+            after_round(&mut s, &[r("a", false), r("b", true)], 2, 10, false),
+            Next::Continue
+        );
         // A pass in between resets the count.
-        assert_eq!(after_round(&mut s, &[r("a", true), r("b", true)], 2, 20, false), Next::Continue);
-        assert_eq!(after_round(&mut s, &[r("a", false), r("b", true)], 2, 30, false), Next::Continue);
+        assert_eq!(
+            after_round(&mut s, &[r("a", true), r("b", true)], 2, 20, false),
+            Next::Continue
+        );
+        assert_eq!(
+            after_round(&mut s, &[r("a", false), r("b", true)], 2, 30, false),
+            Next::Continue
+        );
         assert_eq!(s.consecutive.get("a"), Some(&1));
         let next = after_round(&mut s, &[r("a", false), r("b", false)], 2, 40, false);
         assert_eq!(
@@ -538,11 +565,20 @@ mod tests {
             watch_until: Some(100),
             ..VerifyState::default()
         };
-        assert_eq!(after_round(&mut s, &[r("a", true)], 2, 50, false), Next::Continue);
+        assert_eq!(
+            after_round(&mut s, &[r("a", true)], 2, 50, false),
+            Next::Continue
+        );
         // Past the watch with a failing round: keep going.
-        assert_eq!(after_round(&mut s, &[r("a", false)], 2, 100, false), Next::Continue);
+        assert_eq!(
+            after_round(&mut s, &[r("a", false)], 2, 100, false),
+            Next::Continue
+        );
         assert!(watch_pending(Some(&s)));
-        assert_eq!(after_round(&mut s, &[r("a", true)], 2, 110, false), Next::Done);
+        assert_eq!(
+            after_round(&mut s, &[r("a", true)], 2, 110, false),
+            Next::Done
+        );
         assert!(!watch_pending(Some(&s)));
         assert!(!watch_pending(None));
     }
@@ -554,9 +590,15 @@ mod tests {
             ..VerifyState::default()
         };
         for t in [10, 20, 30] {
-            assert_eq!(after_round(&mut s, &[r("a", false)], 2, t, true), Next::Continue);
+            assert_eq!(
+                after_round(&mut s, &[r("a", false)], 2, t, true),
+                Next::Continue
+            );
         }
         assert_eq!(s.failing.as_ref().map(|f| f.check.as_str()), Some("a"));
-        assert_eq!(after_round(&mut s, &[r("a", false)], 2, 100, true), Next::Done);
+        assert_eq!(
+            after_round(&mut s, &[r("a", false)], 2, 100, true),
+            Next::Done
+        );
     }
 }

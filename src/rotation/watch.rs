@@ -33,7 +33,10 @@ pub const PREFLIGHT: &str = "preflight";
 pub const VERIFY: &str = "verify";
 
 /// Removes a rotation from `watching` when its watch task ends, however it ends.
-struct Watching<'a>(&'a std::sync::Mutex<std::collections::HashSet<String>>, String);
+struct Watching<'a>(
+    &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    String,
+);
 
 impl Drop for Watching<'_> {
     fn drop(&mut self) {
@@ -158,7 +161,12 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         let Some(spec) = self.config.secrets.iter().find(|s| s.name == rot.secret) else {
             return;
         };
-        let ratio: Vec<_> = spec.verify.iter().filter(|c| is_ratio(c)).cloned().collect();
+        let ratio: Vec<_> = spec
+            .verify
+            .iter()
+            .filter(|c| is_ratio(c))
+            .cloned()
+            .collect();
         let env = self.check_env(spec, Some(rot), PREFLIGHT);
         let results = verify::run_all(&ratio, &self.config.verify, &BTreeMap::new(), env).await;
         let mut detail = rot.detail.clone();
@@ -243,7 +251,8 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             let wait = since.saturating_add(every).saturating_sub(now_s()).max(0);
             tokio::time::sleep(Duration::from_secs(wait as u64)).await;
             let env = self.check_env(spec, Some(&rot), VERIFY);
-            let results = verify::run_all(&spec.verify, &self.config.verify, &v.baselines, env).await;
+            let results =
+                verify::run_all(&spec.verify, &self.config.verify, &v.baselines, env).await;
             self.count_failures(&spec.name, &results);
             let held = self.secret_lock(&rot.secret).lock_owned().await;
             let cur = match self.store.rotation(id) {
@@ -275,7 +284,11 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 })
                 .collect();
             let (outcome, msg) = if failed.is_empty() {
-                let mut m = format!("round {}: all {} checks passed", state.rounds, results.len());
+                let mut m = format!(
+                    "round {}: all {} checks passed",
+                    state.rounds,
+                    results.len()
+                );
                 if next == Next::Done {
                     m.push_str("; the watch is over");
                 }
