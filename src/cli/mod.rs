@@ -95,6 +95,9 @@ pub enum Command {
         /// The daemon's URL; default http://<server.listen of the configuration>.
         #[arg(long, env = "KEYWARDEN_SERVER")]
         server: Option<String>,
+        /// Start even when a pre-flight verify check fails.
+        #[arg(long)]
+        force: bool,
     },
     /// Declare a secret compromised through a running daemon: rotate it at once with no grace,
     /// audit who read it, notify the security team, write the report; shows each step as it
@@ -222,7 +225,11 @@ fn admin_token() -> Result<String, ExitCode> {
 
 async fn remote_action(cli: &Cli) -> ExitCode {
     let (secret, server, force, rotate) = match &cli.command {
-        Command::Rotate { secret, server } => (secret, server, false, true),
+        Command::Rotate {
+            secret,
+            server,
+            force,
+        } => (secret, server, *force, true),
         Command::Rollback {
             secret,
             server,
@@ -239,7 +246,7 @@ async fn remote_action(cli: &Cli) -> ExitCode {
         Err(code) => return code,
     };
     let result = if rotate {
-        crate::cli::remote::rotate(&server, &token, secret).await
+        crate::cli::remote::rotate(&server, &token, secret, force).await
     } else {
         crate::cli::remote::rollback(&server, &token, secret, force).await
     };

@@ -137,8 +137,16 @@ fn error_text(v: &serde_json::Value) -> String {
 
 /// `keywarden rotate`: starts a manual rotation and follows it. Returns true on success
 /// (finished: AWSCURRENT is the new version).
-pub async fn rotate(server: &str, token: &str, secret: &str) -> Result<bool, RemoteError> {
-    let url = format!("{server}/rotate/{}", encode_segment(secret));
+pub async fn rotate(
+    server: &str,
+    token: &str,
+    secret: &str,
+    force: bool,
+) -> Result<bool, RemoteError> {
+    let mut url = format!("{server}/rotate/{}", encode_segment(secret));
+    if force {
+        url.push_str("?force=true");
+    }
     let (status, body) = call("POST", &url, Some(token)).await?;
     if status != 202 {
         eprintln!(

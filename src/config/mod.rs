@@ -94,8 +94,90 @@ pub struct Config {
     pub state: StateConfig,
     /// Secrets watched without being listed; `None` disables discovery.
     pub discovery: Option<DiscoveryConfig>,
+    /// How rotation checks run (SPEC §12); defaults when `[verify]` is absent.
+    pub verify: VerifyConfig,
     /// The inventory, in file order.
     pub secrets: Vec<SecretSpec>,
+}
+
+/// `[verify]` (SPEC §12): how the `verify = [...]` checks of every secret run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyConfig {
+    /// Prometheus base URL for `prometheus` checks (`/api/v1/query` is appended).
+    pub prometheus_url: Option<String>,
+    /// A file holding a bearer token for Prometheus, read at each query.
+    pub prometheus_token_file: Option<PathBuf>,
+    /// Time between two rounds of checks during the watch (default 30 s).
+    pub every: Duration,
+    /// How long after finish the checks keep running (default 15 min).
+    pub watch: Duration,
+    /// Consecutive failures of one check that roll the rotation back (default 2).
+    pub failures: u32,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            prometheus_url: None,
+            prometheus_token_file: None,
+            every: Duration::from_secs(30),
+            watch: Duration::from_secs(15 * 60),
+            failures: 2,
+        }
+    }
+}
+
+/// One `verify = [...]` check of a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckSpec {
+    /// Its name (unique within the secret): the `check` label.
+    pub name: String,
+    /// What it checks.
+    pub kind: CheckKind,
+    /// How long one run may take before it counts as failed (default 5 s).
+    pub timeout: Duration,
+}
+
+/// The three kinds of check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// `http = "URL"`: a GET whose status must be `expect_status` and, with `json_pointer`, whose
+    /// JSON body holds `equals` at that RFC 6901 pointer.
+    Http {
+        /// `http://` URL.
+        url: String,
+        /// Expected status (default 200).
+        expect_status: u16,
+        /// RFC 6901 pointer into the JSON body.
+        json_pointer: Option<String>,
+        /// The value expected at the pointer.
+        equals: Option<serde_json::Value>,
+        /// (header name, environment variable NAME holding its value): never a literal.
+        headers: Vec<(String, String)>,
+    },
+    /// `prometheus = "PROMQL"`: an instant query whose value must stay within `limit`.
+    Prometheus {
+        /// The PromQL expression.
+        query: String,
+        /// `max` or `max_ratio`.
+        limit: PromLimit,
+    },
+    /// `command = [argv...]`: exit 0 passes (the hook runner: no shell, no value in its
+    /// environment).
+    Command {
+        /// argv.
+        argv: Vec<String>,
+    },
+}
+
+/// The bound of a `prometheus` check.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PromLimit {
+    /// `max`: the value must be at most this.
+    Max(f64),
+    /// `max_ratio`: the value must be at most this times the same query's value measured just
+    /// before the rotation started.
+    MaxRatio(f64),
 }
 
 /// `[aws]`.
@@ -229,6 +311,8 @@ pub struct SecretSpec {
     pub rotation: RotationSpec,
     /// Commands run at rotation steps.
     pub hooks: Vec<HookSpec>,
+    /// Checks run before a rotation starts and during its watch (SPEC §12).
+    pub verify: Vec<CheckSpec>,
 }
 
 impl SecretSpec {

@@ -47,6 +47,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) state: RawState,
     pub(super) discovery: Option<RawDiscovery>,
+    pub(super) verify: Option<RawVerify>,
     #[serde(default, rename = "secret")]
     pub(super) secrets: Vec<RawSecret>,
 }
@@ -138,13 +139,42 @@ pub(super) struct RawSecret {
     pub(super) rotation: Option<RawRotation>,
     #[serde(default)]
     pub(super) hooks: Vec<RawHook>,
+    #[serde(default)]
+    pub(super) verify: Vec<Spanned<RawCheck>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVerify {
+    pub(super) prometheus_url: Option<Spanned<String>>,
+    pub(super) prometheus_token_file: Option<String>,
+    pub(super) every: Option<Spanned<ConfigDuration>>,
+    pub(super) watch: Option<Spanned<ConfigDuration>>,
+    pub(super) failures: Option<Spanned<i64>>,
+}
+
+/// One `verify = [...]` check: exactly one of `http`, `prometheus`, `command`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCheck {
+    pub(super) name: Spanned<String>,
+    pub(super) http: Option<Spanned<String>>,
+    pub(super) expect_status: Option<Spanned<i64>>,
+    pub(super) json_pointer: Option<Spanned<String>>,
+    pub(super) equals: Option<Spanned<toml::Value>>,
+    pub(super) headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    pub(super) prometheus: Option<Spanned<String>>,
+    pub(super) max: Option<Spanned<f64>>,
+    pub(super) max_ratio: Option<Spanned<f64>>,
+    pub(super) command: Option<Spanned<Vec<String>>>,
+    pub(super) timeout: Option<Spanned<ConfigDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRotation {
     pub(super) strategy: Spanned<Strategy>,
-    pub(super) grace: Option<ConfigDuration>,
+    pub(super) grace: Option<Spanned<ConfigDuration>>,
     pub(super) bytes: Option<Spanned<i64>>,
     pub(super) master_secret: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<ConfigDuration>>,

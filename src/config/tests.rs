@@ -346,3 +346,115 @@ fn elasticache_keys() {
     // Rollback after finalize is refused: the old token is dead once SET ran.
     assert!(Strategy::Elasticache.old_credential_dies_at_finalize());
 }
+
+#[test]
+fn verify_checks_parse_with_defaults() {
+    let text = format!(
+        "[verify]\nprometheus_url = \"http://127.0.0.1:9090/\"\n\n{BASE}rotation = {{ strategy = \"random\" }}\nverify = [\n  {{ name = \"db-health\", http = \"http://127.0.0.1:8080/health\", json_pointer = \"/checks/database\", equals = \"ok\" }},\n  {{ name = \"jwt\", http = \"http://127.0.0.1:8080/validate\", headers = {{ Authorization = \"EVENT_SERVICE_TEST_TOKEN\" }}, expect_status = 204 }},\n  {{ name = \"auth-failures\", prometheus = \"sum(rate(auth_failures_total[1m]))\", max_ratio = 3.0 }},\n  {{ name = \"login\", command = [\"/bin/true\"], timeout = \"10s\" }},\n]\n"
+    );
+    let c = parse(&text, Path::new("t.toml")).unwrap();
+    assert_eq!(c.verify.every, Duration::from_secs(30));
+    assert_eq!(c.verify.watch, Duration::from_secs(900));
+    assert_eq!(c.verify.failures, 2);
+    assert_eq!(
+        c.verify.prometheus_url.as_deref(),
+        Some("http://127.0.0.1:9090")
+    );
+    let v = &c.secrets[0].verify;
+    assert_eq!(v.len(), 4);
+    assert_eq!(
+        v[0].kind,
+        CheckKind::Http {
+            url: "http://127.0.0.1:8080/health".into(),
+            expect_status: 200,
+            json_pointer: Some("/checks/database".into()),
+            equals: Some(serde_json::json!("ok")),
+            headers: vec![],
+        }
+    );
+    assert!(
+        matches!(&v[1].kind, CheckKind::Http { headers, expect_status: 204, .. } if headers == &[("Authorization".to_string(), "EVENT_SERVICE_TEST_TOKEN".to_string())])
+    );
+    assert!(
+        matches!(v[2].kind, CheckKind::Prometheus { limit: PromLimit::MaxRatio(r), .. } if r == 3.0)
+    );
+    assert_eq!(v[3].timeout, Duration::from_secs(10));
+    assert_eq!(v[0].timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn verify_errors_are_located() {
+    let rot = "rotation = { strategy = \"random\" }\n";
+    check_err(
+        &format!(
+            "{BASE}{rot}verify = [{{ name = \"a\", http = \"http://x/\", headers = {{ Authorization = \"Bearer abc\" }} }}]\n"
+        ),
+        "secret[0].verify[0].headers",
+        "NAME of an environment variable",
+        5,
+    );
+    check_err(
+        &format!("{BASE}{rot}verify = [{{ name = \"a\", prometheus = \"up\", max = 1.0 }}]\n"),
+        "secret[0].verify[0].prometheus",
+        "[verify] prometheus_url",
+        5,
+    );
+    check_err(
+        &format!(
+            "[verify]\nprometheus_url = \"http://p:9090\"\n{BASE}{rot}verify = [{{ name = \"a\", prometheus = \"up\" }}]\n"
+        ),
+        "secret[0].verify[0].prometheus",
+        "max (absolute) or max_ratio",
+        7,
+    );
+    check_err(
+        &format!(
+            "{BASE}{rot}verify = [{{ name = \"a\", http = \"http://x/\", command = [\"true\"] }}]\n"
+        ),
+        "secret[0].verify[0]",
+        "exactly one of",
+        5,
+    );
+    check_err(
+        &format!(
+            "{BASE}{rot}verify = [{{ name = \"a\", http = \"http://x/\", json_pointer = \"checks\", equals = \"ok\" }}]\n"
+        ),
+        "secret[0].verify[0].json_pointer",
+        "RFC 6901",
+        5,
+    );
+    check_err(
+        &format!(
+            "{BASE}{rot}verify = [{{ name = \"a\", command = [\"true\"] }}, {{ name = \"a\", command = [\"true\"] }}]\n"
+        ),
+        "secret[0].verify[1].name",
+        "duplicate check name",
+        5,
+    );
+    check_err(
+        "[verify]\nwatch = \"soon\"\n",
+        "verify.watch",
+        "expected a duration",
+        2,
+    );
+    check_err(
+        "[verify]\nfailures = 0\n",
+        "verify.failures",
+        "positive integer",
+        2,
+    );
+    // The old credential dies at finalize: the grace must cover the watch.
+    check_err(
+        &format!(
+            "[verify]\nwatch = \"2h\"\n{BASE}rotation = {{ strategy = \"postgres\", master_secret = \"m\", grace = \"1h\" }}\nverify = [{{ name = \"a\", command = [\"true\"] }}]\n"
+        ),
+        "secret[0].rotation.grace",
+        "shorter than [verify] watch",
+        6,
+    );
+    // Random finalize removes nothing: a short grace is fine (finalize waits for the watch).
+    let ok = format!(
+        "[verify]\nwatch = \"2h\"\n{BASE}rotation = {{ strategy = \"random\", grace = \"1m\" }}\nverify = [{{ name = \"a\", command = [\"true\"] }}]\n"
+    );
+    assert!(parse(&ok, Path::new("t.toml")).is_ok());
+}

@@ -96,6 +96,11 @@ pub(super) fn validate(
     loc: &Locator<'_>,
     path: &Path,
 ) -> Result<Config, ConfigError> {
+    let verify = raw
+        .verify
+        .map(|v| validate_verify(v, loc))
+        .transpose()?
+        .unwrap_or_default();
     Ok(Config {
         source: path.to_path_buf(),
         aws: validate_aws(raw.aws, loc)?,
@@ -115,7 +120,8 @@ pub(super) fn validate(
             .discovery
             .map(|d| validate_discovery(d, loc))
             .transpose()?,
-        secrets: validate_secrets(raw.secrets, loc)?,
+        secrets: validate_secrets(raw.secrets, loc, &verify)?,
+        verify,
     })
 }
 
@@ -244,6 +250,7 @@ fn validate_discovery(d: RawDiscovery, loc: &Locator<'_>) -> Result<DiscoveryCon
 fn validate_secrets(
     raw: Vec<RawSecret>,
     loc: &Locator<'_>,
+    verify_cfg: &VerifyConfig,
 ) -> Result<Vec<SecretSpec>, ConfigError> {
     let mut secrets = Vec::with_capacity(raw.len());
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -297,11 +304,32 @@ fn validate_secrets(
         }
         let (consumers, consumer_set) = validate_consumers(&s.consumers, loc, &key)?;
         let allowed_sources = validate_sources(&s.allowed_sources, loc, &key)?;
+        let grace_span = s
+            .rotation
+            .as_ref()
+            .map(|r| r.grace.as_ref().map_or(r.strategy.span(), Spanned::span));
         let rotation = match s.rotation {
             Some(r) => validate_rotation(r, loc, &key("rotation"))?,
             None => RotationSpec::default(),
         };
         let hooks = validate_hooks(s.hooks, loc, &key)?;
+        let verify = validate_checks(&s.verify, loc, &key, verify_cfg)?;
+        if let Some(span) = grace_span
+            && !verify.is_empty()
+            && grace_must_cover_watch(rotation.strategy)
+            && rotation.grace < verify_cfg.watch
+        {
+            return Err(loc.error(
+                span,
+                &key("rotation.grace"),
+                format!(
+                    "the grace ({}s) is shorter than [verify] watch ({}s): the {} strategy's previous credential stops working at finalize, so a rollback after it would restore a dead value; make the grace at least the watch",
+                    rotation.grace.as_secs(),
+                    verify_cfg.watch.as_secs(),
+                    rotation.strategy.as_str()
+                ),
+            ));
+        }
         secrets.push(SecretSpec {
             name,
             id,
@@ -314,6 +342,7 @@ fn validate_secrets(
             window: s.window.map(|w| w.0),
             rotation,
             hooks,
+            verify,
         });
     }
 
@@ -559,7 +588,10 @@ fn validate_rotation(
     };
     Ok(RotationSpec {
         strategy,
-        grace: r.grace.map_or(strategy.default_grace(), |d| d.0),
+        grace: r
+            .grace
+            .as_ref()
+            .map_or(strategy.default_grace(), |d| d.get_ref().0),
         grace_is_default: r.grace.is_none(),
         bytes,
         master_secret: r.master_secret.map(Spanned::into_inner),
@@ -699,4 +731,274 @@ fn validate_db_server(
         tls,
         ca_file: text(&r.ca_file, "ca_file")?.map(PathBuf::from),
     })
+}
+
+/// Whether a secret with checks needs `rotation.grace >= [verify] watch`: its previous
+/// credential (or previous key) stops working at finalize, so the grace must cover the watch for
+/// a rollback during the watch to restore a working value. The two-key strategies are included:
+/// their finalize drops the previous key from the value consumers validate against.
+pub(super) fn grace_must_cover_watch(strategy: Strategy) -> bool {
+    strategy.old_credential_dies_at_finalize() || strategy.keeps_two_keys()
+}
+
+fn validate_verify(v: RawVerify, loc: &Locator<'_>) -> Result<VerifyConfig, ConfigError> {
+    let d = VerifyConfig::default();
+    let prometheus_url = match v.prometheus_url {
+        Some(url) => {
+            let text = url.get_ref().trim().trim_end_matches('/');
+            if !text.starts_with("http://") || text.len() <= "http://".len() {
+                return Err(loc.at(
+                    &url,
+                    "verify.prometheus_url",
+                    format!(
+                        "expected an http:// URL such as \"http://127.0.0.1:9090\", found {:?}",
+                        url.get_ref()
+                    ),
+                ));
+            }
+            Some(text.to_string())
+        }
+        None => None,
+    };
+    let failures = positive(loc, &v.failures, "verify.failures", u64::from(d.failures))?;
+    let failures = u32::try_from(failures).map_err(|_| {
+        loc.error(
+            v.failures.as_ref().map_or(0..0, Spanned::span),
+            "verify.failures",
+            "expected a small positive integer such as 2".into(),
+        )
+    })?;
+    Ok(VerifyConfig {
+        prometheus_url,
+        prometheus_token_file: v.prometheus_token_file.map(PathBuf::from),
+        every: v
+            .every
+            .map(|d| at_least_one_second(loc, d, "verify.every"))
+            .transpose()?
+            .unwrap_or(d.every),
+        watch: v
+            .watch
+            .map(|d| at_least_one_second(loc, d, "verify.watch"))
+            .transpose()?
+            .unwrap_or(d.watch),
+        failures,
+    })
+}
+
+/// The `verify` checks of one secret; `key` names a field of that secret for errors.
+fn validate_checks(
+    raw: &[Spanned<RawCheck>],
+    loc: &Locator<'_>,
+    key: &dyn Fn(&str) -> String,
+    cfg: &VerifyConfig,
+) -> Result<Vec<CheckSpec>, ConfigError> {
+    let mut out: Vec<CheckSpec> = Vec::with_capacity(raw.len());
+    for (i, spanned) in raw.iter().enumerate() {
+        let c = spanned.get_ref();
+        let k = |field: &str| key(&format!("verify[{i}].{field}"));
+        let name = c.name.get_ref().trim().to_string();
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'));
+        if !name_ok {
+            return Err(loc.at(
+                &c.name,
+                &k("name"),
+                format!("expected a check name of 1 to 64 letters, digits, '_', '-' or '.' such as \"jwt-validate\", found {name:?}"),
+            ));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(loc.at(
+                &c.name,
+                &k("name"),
+                format!("duplicate check name {name:?}: names must be unique within a secret"),
+            ));
+        }
+        let kinds = [
+            c.http.is_some(),
+            c.prometheus.is_some(),
+            c.command.is_some(),
+        ];
+        if kinds.iter().filter(|b| **b).count() != 1 {
+            return Err(loc.error(
+                spanned.span(),
+                &key(&format!("verify[{i}]")),
+                "expected exactly one of http = \"URL\", prometheus = \"PROMQL\" or command = [argv...]".into(),
+            ));
+        }
+        let only = |present: Option<std::ops::Range<usize>>, field: &str, kind: &str| match present
+        {
+            Some(span) => Err(loc.error(
+                span,
+                &k(field),
+                format!("{field} applies to {kind} checks only"),
+            )),
+            None => Ok(()),
+        };
+        let kind = if let Some(url) = &c.http {
+            only(c.max.as_ref().map(Spanned::span), "max", "prometheus")?;
+            only(
+                c.max_ratio.as_ref().map(Spanned::span),
+                "max_ratio",
+                "prometheus",
+            )?;
+            let text = url.get_ref().trim();
+            if !text.starts_with("http://") || text.len() <= "http://".len() {
+                return Err(loc.at(
+                    url,
+                    &k("http"),
+                    format!("expected an http:// URL such as \"http://127.0.0.1:8080/health\", found {text:?} (https is not supported yet)"),
+                ));
+            }
+            let expect_status = match &c.expect_status {
+                Some(st) => u16::try_from(*st.get_ref())
+                    .ok()
+                    .filter(|v| (100..=599).contains(v))
+                    .ok_or_else(|| {
+                        loc.at(
+                            st,
+                            &k("expect_status"),
+                            format!(
+                                "expected an HTTP status between 100 and 599, found {}",
+                                st.get_ref()
+                            ),
+                        )
+                    })?,
+                None => 200,
+            };
+            let json_pointer = match &c.json_pointer {
+                Some(p) if !(p.get_ref().is_empty() || p.get_ref().starts_with('/')) => {
+                    return Err(loc.at(
+                        p,
+                        &k("json_pointer"),
+                        format!("expected an RFC 6901 JSON pointer such as \"/checks/database\" (empty, or starting with '/'), found {:?}", p.get_ref()),
+                    ));
+                }
+                Some(p) => Some(p.get_ref().clone()),
+                None => None,
+            };
+            let equals = match (&c.equals, &json_pointer) {
+                (Some(e), None) => {
+                    return Err(loc.at(
+                        e,
+                        &k("equals"),
+                        "equals needs json_pointer: the place in the JSON body to compare",
+                    ));
+                }
+                (Some(e), Some(_)) => Some(serde_json::to_value(e.get_ref()).map_err(|err| {
+                    loc.at(
+                        e,
+                        &k("equals"),
+                        format!("expected a string, number or boolean: {err}"),
+                    )
+                })?),
+                (None, Some(_)) => {
+                    let p = c.json_pointer.as_ref().map_or(0..0, Spanned::span);
+                    return Err(loc.error(
+                        p,
+                        &k("json_pointer"),
+                        "json_pointer needs equals: the value expected there".into(),
+                    ));
+                }
+                (None, None) => None,
+            };
+            let mut headers = Vec::new();
+            if let Some(h) = &c.headers {
+                for (header, var) in h.get_ref() {
+                    if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                        return Err(loc.at(
+                            h,
+                            &k("headers"),
+                            format!("{header:?} is not a valid HTTP header name"),
+                        ));
+                    }
+                    if !is_env_var_name(var) {
+                        return Err(loc.at(
+                            h,
+                            &k("headers"),
+                            format!("the value of header {header:?} must be the NAME of an environment variable holding it, such as \"EVENT_SERVICE_TEST_TOKEN\"; header values are never written in the configuration"),
+                        ));
+                    }
+                    headers.push((header.clone(), var.clone()));
+                }
+            }
+            CheckKind::Http {
+                url: text.to_string(),
+                expect_status,
+                json_pointer,
+                equals,
+                headers,
+            }
+        } else {
+            for (present, field) in [
+                (c.expect_status.as_ref().map(Spanned::span), "expect_status"),
+                (c.json_pointer.as_ref().map(Spanned::span), "json_pointer"),
+                (c.equals.as_ref().map(Spanned::span), "equals"),
+                (c.headers.as_ref().map(Spanned::span), "headers"),
+            ] {
+                only(present, field, "http")?;
+            }
+            if let Some(query) = &c.prometheus {
+                if query.get_ref().trim().is_empty() {
+                    return Err(loc.at(query, &k("prometheus"), "expected a PromQL expression such as \"sum(rate(auth_failures_total[1m]))\""));
+                }
+                if cfg.prometheus_url.is_none() {
+                    return Err(loc.at(
+                        query,
+                        &k("prometheus"),
+                        "prometheus checks need [verify] prometheus_url",
+                    ));
+                }
+                let limit = match (&c.max, &c.max_ratio) {
+                    (Some(m), None) if m.get_ref().is_finite() && *m.get_ref() >= 0.0 => PromLimit::Max(*m.get_ref()),
+                    (None, Some(r)) if r.get_ref().is_finite() && *r.get_ref() > 0.0 => PromLimit::MaxRatio(*r.get_ref()),
+                    (Some(m), None) => return Err(loc.at(m, &k("max"), format!("expected a finite number of at least 0, found {}", m.get_ref()))),
+                    (None, Some(r)) => return Err(loc.at(r, &k("max_ratio"), format!("expected a positive number such as 3.0, found {}", r.get_ref()))),
+                    (Some(_), Some(r)) => return Err(loc.at(r, &k("max_ratio"), "expected one of max and max_ratio, not both")),
+                    (None, None) => return Err(loc.at(query, &k("prometheus"), "a prometheus check needs max (absolute) or max_ratio (to the value just before the rotation)")),
+                };
+                CheckKind::Prometheus {
+                    query: query.get_ref().clone(),
+                    limit,
+                }
+            } else {
+                only(c.max.as_ref().map(Spanned::span), "max", "prometheus")?;
+                only(
+                    c.max_ratio.as_ref().map(Spanned::span),
+                    "max_ratio",
+                    "prometheus",
+                )?;
+                let argv = c
+                    .command
+                    .as_ref()
+                    .map_or(&[][..], |a| a.get_ref().as_slice());
+                if argv.first().is_none_or(|a| a.trim().is_empty()) {
+                    let span = c.command.as_ref().map_or(spanned.span(), Spanned::span);
+                    return Err(loc.error(
+                        span,
+                        &k("command"),
+                        "expected a non-empty argv array such as [\"/usr/local/bin/check-login\"]"
+                            .into(),
+                    ));
+                }
+                CheckKind::Command {
+                    argv: argv.to_vec(),
+                }
+            }
+        };
+        let timeout = c
+            .timeout
+            .clone()
+            .map(|d| at_least_one_second(loc, d, &k("timeout")))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(5));
+        out.push(CheckSpec {
+            name,
+            kind,
+            timeout,
+        });
+    }
+    Ok(out)
 }

@@ -23,7 +23,7 @@ use super::route::{Miss, Route};
 use super::state::AppState;
 use crate::incident::{OpenError, Opened};
 use crate::rotation::journal::{Rotation, Trigger};
-use crate::rotation::{RequestError, RequestOptions, RollbackError};
+use crate::rotation::{RequestError, RollbackError};
 use crate::telemetry;
 
 /// Routes one request.
@@ -68,7 +68,7 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
         Route::Readyz => readyz(&state),
         Route::Secrets => secrets(&state, full),
         Route::Anomalies => anomalies(&state, full),
-        Route::Rotate(raw) => rotate(&state, &req, &raw),
+        Route::Rotate { raw, force } => rotate(&state, &req, &raw, force).await,
         Route::Rollback { raw, force } => rollback(&state, &req, &raw, force).await,
         Route::Rotations => rotations(&state, full),
         Route::Rotation(id) => rotation(&state, &id, full),
@@ -233,8 +233,13 @@ fn rotate_accepted(r: &Rotation) -> RotateAccepted {
     }
 }
 
-/// `POST /rotate/<secret>`.
-fn rotate(state: &AppState, req: &Request<Incoming>, raw: &str) -> Response<Body> {
+/// `POST /rotate/<secret>[?force=true]`: 409 naming the failing pre-flight check unless forced.
+async fn rotate(
+    state: &AppState,
+    req: &Request<Incoming>,
+    raw: &str,
+    force: bool,
+) -> Response<Body> {
     let Some(engine) = &state.rotation else {
         return match guard_action(&state.gate(), req, Action::Rotate, raw, &|_| None) {
             Err(r) => r,
@@ -247,7 +252,7 @@ fn rotate(state: &AppState, req: &Request<Incoming>, raw: &str) -> Response<Body
         Ok(label) => label,
         Err(r) => return r,
     };
-    match engine.request(&name, Trigger::Manual, RequestOptions::default()) {
+    match engine.request_guarded(&name, Trigger::Manual, force).await {
         Ok(r) => json(StatusCode::ACCEPTED, &rotate_accepted(&r)),
         Err(RequestError::UnknownSecret(_)) => {
             error_json(StatusCode::NOT_FOUND, format!("unknown secret {name:?}"))
@@ -259,7 +264,9 @@ fn rotate(state: &AppState, req: &Request<Incoming>, raw: &str) -> Response<Body
                 active: Some(rotate_accepted(&r)),
             },
         ),
-        Err(e @ RequestError::Refused(_)) => error_json(StatusCode::CONFLICT, e),
+        Err(e @ (RequestError::Refused(_) | RequestError::Preflight { .. })) => {
+            error_json(StatusCode::CONFLICT, e)
+        }
         Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

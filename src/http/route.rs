@@ -29,8 +29,14 @@ pub(crate) enum Route {
     Rotations,
     /// `GET /rotations/<id>`, the id percent-decoded once.
     Rotation(String),
-    /// `POST /rotate/<secret>`, the segment raw.
-    Rotate(String),
+    /// `POST /rotate/<secret>[?force=true]`, the segment raw.
+    Rotate {
+        /// The raw `<secret>` segment.
+        raw: String,
+        /// `force=true`, `force=1` or `force` in the query: start past failing pre-flight
+        /// checks (SPEC §12).
+        force: bool,
+    },
     /// `POST /rollback/<secret>[?force=true]`, the segment raw.
     Rollback {
         /// The raw `<secret>` segment.
@@ -76,14 +82,15 @@ impl Route {
         if let Some(raw) = path.strip_prefix("/compromised/") {
             return want(post, POST, Route::Compromised(raw.to_string()));
         }
+        let force = query
+            .unwrap_or("")
+            .split('&')
+            .any(|kv| kv == "force=true" || kv == "force=1" || kv == "force");
         if let Some(raw) = path.strip_prefix("/rotate/") {
-            return want(post, POST, Route::Rotate(raw.to_string()));
+            let raw = raw.to_string();
+            return want(post, POST, Route::Rotate { raw, force });
         }
         if let Some(raw) = path.strip_prefix("/rollback/") {
-            let force = query
-                .unwrap_or("")
-                .split('&')
-                .any(|kv| kv == "force=true" || kv == "force=1" || kv == "force");
             let raw = raw.to_string();
             return want(post, POST, Route::Rollback { raw, force });
         }
@@ -191,9 +198,38 @@ mod tests {
                 "/rotations/a%zz",
                 Err(MethodNotAllowed(GET_HEAD)),
             ),
-            (Method::POST, "/rotate/A", Ok(Rotate(r("A")))),
-            (Method::POST, "/rotate/a%2Fb", Ok(Rotate(r("a%2Fb")))),
-            (Method::POST, "/rotate/", Ok(Rotate(r("")))),
+            (
+                Method::POST,
+                "/rotate/A",
+                Ok(Rotate {
+                    raw: r("A"),
+                    force: false,
+                }),
+            ),
+            (
+                Method::POST,
+                "/rotate/A?force=true",
+                Ok(Rotate {
+                    raw: r("A"),
+                    force: true,
+                }),
+            ),
+            (
+                Method::POST,
+                "/rotate/a%2Fb",
+                Ok(Rotate {
+                    raw: r("a%2Fb"),
+                    force: false,
+                }),
+            ),
+            (
+                Method::POST,
+                "/rotate/",
+                Ok(Rotate {
+                    raw: r(""),
+                    force: false,
+                }),
+            ),
             (Method::GET, "/rotate/A", Err(MethodNotAllowed(POST))),
             (Method::POST, "/rotate", Err(NotFound)),
             (

@@ -30,6 +30,14 @@ pub trait RotationService: Send + Sync {
         trigger: Trigger,
         opts: RequestOptions,
     ) -> Result<Rotation, RequestError>;
+    /// Accepts a rotation after its pre-flight checks (SPEC §12); `force` starts it past a
+    /// failing one.
+    fn request_guarded<'a>(
+        &'a self,
+        secret: &'a str,
+        trigger: Trigger,
+        force: bool,
+    ) -> BoxFuture<'a, Result<Rotation, RequestError>>;
     /// Moves AWSCURRENT back to the previous version.
     fn rollback<'a>(
         &'a self,
@@ -54,6 +62,15 @@ impl<A: SecretsWriteApi + 'static> RotationService for Arc<RotationCore<A>> {
         opts: RequestOptions,
     ) -> Result<Rotation, RequestError> {
         RotationCore::request(self, secret, trigger, opts)
+    }
+
+    fn request_guarded<'a>(
+        &'a self,
+        secret: &'a str,
+        trigger: Trigger,
+        force: bool,
+    ) -> BoxFuture<'a, Result<Rotation, RequestError>> {
+        Box::pin(RotationCore::request_guarded(self, secret, trigger, force))
     }
 
     fn rollback<'a>(

@@ -694,7 +694,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                         }
                     }
                 }
-                Err(e @ RequestError::Refused(_)) => {
+                Err(e @ (RequestError::Refused(_) | RequestError::Preflight { .. })) => {
                     return Ok(Some(StepResult::failed(format!(
                         "{e}; rotate the secret by hand"
                     ))));

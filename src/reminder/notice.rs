@@ -42,6 +42,10 @@ pub struct RotationNotice<'a> {
     pub error: Option<&'a str>,
     /// Its planned time, when the secret has one.
     pub planned: Option<i64>,
+    /// Its trigger word (`scheduled`, or `manual` for an automatic rollback's notice).
+    pub trigger: &'a str,
+    /// An automatic rollback (SPEC §12): the check that failed and its last value.
+    pub verify: Option<(&'a str, &'a str)>,
 }
 
 /// The ledger key of a notice about `secret`'s rotation requested at `requested_at`.
@@ -77,6 +81,17 @@ pub fn render_notice(
                 date_time(n.at)
             ),
         ),
+        (NoticeKind::Ended, Some("rolled_back")) if n.verify.is_some() => (
+            format!(": {} rotation rolled back automatically", n.trigger),
+            format!(
+                "The {} rotation of {name} was rolled back automatically at {}: a consumer check \
+                 kept failing after the new value became AWSCURRENT, so AWSCURRENT is the previous \
+                 value again and the rollback hooks ran. Scheduled rotations of it stop until an \
+                 operator rotates it by hand or its configuration changes.",
+                n.trigger,
+                date_time(n.at)
+            ),
+        ),
         (NoticeKind::Ended, Some("rolled_back")) => (
             ": scheduled rotation rolled back".to_string(),
             format!(
@@ -100,7 +115,7 @@ pub fn render_notice(
     let _ = writeln!(b, "Secret:        {name}");
     let _ = writeln!(b, "Id:            {}", status.id);
     let _ = writeln!(b, "Rotation:      {}", n.rotation_id);
-    let _ = writeln!(b, "Trigger:       scheduled");
+    let _ = writeln!(b, "Trigger:       {}", n.trigger);
     let _ = writeln!(b, "Strategy:      {}", status.strategy.as_str());
     if let Some(w) = spec.and_then(|s| s.window.as_ref()) {
         let _ = writeln!(b, "Window:        {w}");
@@ -117,6 +132,12 @@ pub fn render_notice(
     }
     if let Some(result) = n.result {
         let _ = writeln!(b, "Result:        {result}");
+    }
+    if let Some((check, value)) = n.verify {
+        let _ = writeln!(
+            b,
+            "Rolled back by: verify (check {check}, last value: {value})"
+        );
     }
     if let Some(e) = n.error.filter(|_| n.result != Some("success")) {
         let e: String = e.chars().take(ERROR_MAX).collect();
@@ -183,6 +204,8 @@ mod tests {
             result: None,
             step: "create",
             error: None,
+            trigger: "scheduled",
+            verify: None,
             planned: Some(due - 5 * 3600),
         };
         let m = render_notice(&start, &s, config.secrets.first());

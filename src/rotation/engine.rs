@@ -59,6 +59,16 @@ pub enum RequestError {
     /// No rotation id could be drawn.
     #[error("cannot draw a rotation id from the OS random number generator: {0}")]
     Random(String),
+    /// A pre-flight check failed (SPEC §12): nothing was started.
+    #[error(
+        "pre-flight check {check} failed: {value}; the rotation did not start (force it past the checks to rotate anyway)"
+    )]
+    Preflight {
+        /// The check's name.
+        check: String,
+        /// What it observed.
+        value: String,
+    },
 }
 
 /// Options of a request.
@@ -103,6 +113,8 @@ pub struct RotationCore<A> {
     /// ElastiCache for the `elasticache` strategy, set once after construction
     /// ([`RotationCore::set_elasticache`]).
     elasticache: OnceLock<Arc<dyn ElastiCacheApi>>,
+    /// Rotation ids whose watch (SPEC §12) a task of this process runs.
+    pub(super) watching: Mutex<HashSet<String>>,
 }
 
 /// Removes a rotation from `driving` when its task ends, however it ends.
@@ -134,6 +146,17 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        for spec in &config.secrets {
+            for check in &spec.verify {
+                // Every configured check's failure counter exists from the first scrape.
+                let _ = metrics
+                    .verify_failures
+                    .get_or_create(&crate::telemetry::CheckLabels {
+                        secret: spec.name.clone(),
+                        check: check.name.clone(),
+                    });
+            }
+        }
         let hide_env = match &config.server.admin_token {
             Some(crate::config::TokenSource::Env(name)) => Some(name.clone()),
             _ => None,
@@ -154,6 +177,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             observed: Mutex::new(HashSet::new()),
             shutdown,
             elasticache: OnceLock::new(),
+            watching: Mutex::new(HashSet::new()),
         })
     }
 
@@ -183,12 +207,26 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             })
     }
 
-    /// Accepts a rotation: journaled durably before this returns, then driven by a task.
+    /// Accepts a rotation: journaled durably before this returns, then driven by a task. No
+    /// pre-flight (a compromise must not wait for its consumers): `max_ratio` baselines are
+    /// measured before create. Manual and scheduled rotations go through
+    /// [`RotationCore::request_guarded`].
     pub fn request(
         self: &Arc<Self>,
         secret: &str,
         trigger: Trigger,
         opts: RequestOptions,
+    ) -> Result<Rotation, RequestError> {
+        self.request_with(secret, trigger, opts, None)
+    }
+
+    /// [`RotationCore::request`] with the pre-flight's baselines, when it ran.
+    pub(super) fn request_with(
+        self: &Arc<Self>,
+        secret: &str,
+        trigger: Trigger,
+        opts: RequestOptions,
+        baselines: Option<std::collections::BTreeMap<String, f64>>,
     ) -> Result<Rotation, RequestError> {
         let spec = self
             .find_secret(secret)
@@ -201,6 +239,12 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             strategy: spec.rotation.strategy.as_str().to_string(),
             grace_seconds: grace.as_secs(),
             requested_at_ms: Utc::now().timestamp_millis(),
+            verify: (!spec.verify.is_empty()).then(|| super::verify::VerifyState {
+                measured: baselines.is_some(),
+                baselines: baselines.unwrap_or_default(),
+                ..Default::default()
+            }),
+            config_digest: Some(super::verify::config_digest(spec)),
             ..Detail::default()
         };
         let rot = match self
@@ -236,6 +280,11 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         for spec in &self.config.secrets {
             if let Some(r) = self.store.recent_rotations(Some(&spec.name), 1)?.first() {
                 self.publish(r);
+                // A compromise rotation finalizes without waiting for its watch: resume it.
+                if r.state == State::Done && super::verify::watch_pending(r.detail.verify.as_ref())
+                {
+                    self.spawn_watch(r.id.clone());
+                }
             }
         }
         let unfinished = self
@@ -422,6 +471,23 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                 }
             };
             self.publish(&rot);
+            if rot.state == State::Grace && super::verify::watch_pending(rot.detail.verify.as_ref())
+            {
+                // The watch runs in its own task; finalize waits for it unless this is a
+                // compromise (the leaked credential must die now).
+                self.spawn_watch(rot.id.clone());
+                if rot.trigger != Trigger::Compromise && !rot.detail.compromise_finalize {
+                    return;
+                }
+            }
+            if rot.state == State::Running
+                && rot.step == Step::Create
+                && rot.detail.verify.as_ref().is_some_and(|v| !v.measured)
+            {
+                drop(held);
+                self.measure_baselines(&rot).await;
+                continue;
+            }
             match transition::begin(rot.state, rot.detail.finalize_after, now_s()) {
                 Begin::Run => {
                     if rot.state == State::Running {
@@ -523,6 +589,10 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         if t.finalize_after.is_some() {
             detail.finished_at = Some(now);
             detail.finalize_after = t.finalize_after;
+            if let Some(v) = detail.verify.as_mut() {
+                let watch = i64::try_from(self.config.verify.watch.as_secs()).unwrap_or(i64::MAX);
+                v.watch_until = Some(now.saturating_add(watch));
+            }
         }
         let applied = self.store.update_rotation(
             &rot.id,

@@ -19,7 +19,7 @@ pub const ROLLBACK_HOOK: &str = "rollback_hook";
 use crate::store::{Store, StoreError};
 
 /// Facts about a rotation kept in the `detail` JSON column.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Detail {
     /// The Secrets Manager id (name or ARN) the rotation writes to.
     pub secret_id: String,
@@ -42,10 +42,23 @@ pub struct Detail {
     /// when an incident ended the grace early, so a resume after a crash still does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compromise_finalize: bool,
+    /// The checks' state (SPEC §12): pre-flight baselines and the watch; `None` when the
+    /// secret has no checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<super::verify::VerifyState>,
+    /// Who rolled it back: `operator` or `verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_by: Option<String>,
+    /// The check that rolled it back and its last value (`rolled_back_by = "verify"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_check: Option<super::verify::CheckFailure>,
+    /// `verify::config_digest` of the secret at request time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
 }
 
 /// One journaled rotation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rotation {
     /// Rotation id (32 hex characters).
     pub id: String,

@@ -23,6 +23,7 @@
 //! - `finalizer`: finalize after the grace; `scheduler` with [`scheduled`], its pure decision.
 //! - `rollback`: AWSCURRENT back to AWSPREVIOUS.
 //! - [`hooks`]: the configured commands; [`strategy`]: one file per strategy.
+//! - [`verify`]: the checks of a guarded rotation (pre-flight, watch, automatic rollback).
 //!
 //! Invariants: a step's result is journaled before the next step runs, and every
 //! `failpoint::hit` stays where it was relative to the journal writes (the crash tests kill
@@ -41,6 +42,7 @@ pub mod protocol;
 
 pub mod scheduled;
 pub mod strategy;
+pub mod verify;
 
 mod engine;
 mod finalizer;
@@ -48,6 +50,7 @@ mod rollback;
 mod scheduler;
 mod steps;
 mod transition;
+mod watch;
 
 pub use engine::{Engine, REDRIVE_EVERY, RequestError, RequestOptions, RotationCore};
 pub use rollback::{Refusal, RollbackError, RollbackReport, refusal};

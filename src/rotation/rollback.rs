@@ -13,7 +13,7 @@
 //! journal's record of open incidents).
 
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::aws::{AWSCURRENT, AWSPREVIOUS, AwsError, SecretsWriteApi, VersionSelector};
 use crate::config::{HookStage, SecretSpec};
@@ -24,6 +24,13 @@ use super::engine::{RotationCore, lock, now_s};
 use super::hooks::{self, HookEnv};
 use super::journal::{self, EventOutcome, ROLLBACK, ROLLBACK_HOOK, Rotation, State, Trigger};
 use super::strategy;
+use super::verify::CheckFailure;
+use crate::reminder::{LedgerStore, NoticeKind, RotationNotice, notice_key, render_notice};
+
+/// `rolled_back_by` of a rollback an operator asked for.
+pub const ROLLED_BACK_BY_OPERATOR: &str = "operator";
+/// `rolled_back_by` of an automatic rollback after a failing check.
+pub const ROLLED_BACK_BY_VERIFY: &str = "verify";
 use crate::rotation::journal::JournalStore;
 
 /// Why a rollback was refused or failed.
@@ -234,15 +241,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             }
             warn!(secret = %spec.name, reason = %reason, "Rolling back although it was refused (forced).");
         }
-        self.api
-            .update_stage(&spec.id, AWSCURRENT, Some(&previous), Some(&current))
-            .await?;
-        let st = self.api.describe(&spec.id).await?;
-        if !st.has(&current, AWSPREVIOUS) {
-            self.api
-                .update_stage(&spec.id, AWSPREVIOUS, Some(&current), Some(&previous))
-                .await?;
-        }
+        self.move_back(&spec.id, &current, &previous).await?;
         let now = now_s();
         let mut cancelled = None;
         let trigger = last.as_ref().map_or(Trigger::Manual, |r| r.trigger);
@@ -251,6 +250,8 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             if let Some(reason) = &overridden {
                 msg.push_str(&format!("; forced past the refusal: {reason}"));
             }
+            let mut detail = r.detail.clone();
+            detail.rolled_back_by = Some(ROLLED_BACK_BY_OPERATOR.to_string());
             if r.state == State::Grace
                 && self.store.update_rotation(
                     &r.id,
@@ -260,7 +261,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                         state: State::RolledBack,
                         attempts: 0,
                         error: None,
-                        detail: &r.detail,
+                        detail: &detail,
                         event: (ROLLBACK, EventOutcome::Ok, Some(&msg)),
                     },
                     now,
@@ -289,6 +290,144 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             result: RotationResult::RolledBack,
             hooks,
         })
+    }
+
+    /// AWSCURRENT from `current` back to `previous`, and AWSPREVIOUS onto `current`.
+    async fn move_back(&self, id: &str, current: &str, previous: &str) -> Result<(), AwsError> {
+        self.api
+            .update_stage(id, AWSCURRENT, Some(previous), Some(current))
+            .await?;
+        let st = self.api.describe(id).await?;
+        if !st.has(current, AWSPREVIOUS) {
+            self.api
+                .update_stage(id, AWSPREVIOUS, Some(current), Some(previous))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The automatic rollback of a guarded rotation (SPEC §12) whose check `failure` failed
+    /// `[verify] failures` times in a row during its watch: the same path as
+    /// [`RotationCore::rollback`] (the secret's lock, the [`refusal`] rules, the stage moves,
+    /// the rollback hooks, the count), for this rotation only and only while it is in grace;
+    /// recorded with `rolled_back_by = "verify"`, the check and its last value, plus one notice
+    /// on the reminders topic. Returns false (nothing moved) when the rotation left its grace or
+    /// a refusal holds (an incident opened meanwhile, AWSCURRENT moved elsewhere).
+    pub(super) async fn auto_rollback(
+        &self,
+        id: &str,
+        failure: &CheckFailure,
+    ) -> Result<bool, RollbackError> {
+        let Some(first) = self.store.rotation(id)? else {
+            return Ok(false);
+        };
+        let Some(spec) = self.config.secrets.iter().find(|s| s.name == first.secret) else {
+            return Ok(false);
+        };
+        let held = self.secret_lock(&spec.name);
+        let _held = held.lock().await;
+        let rotations = self.store.recent_rotations(Some(&spec.name), 100)?;
+        let Some(rot) = rotations.iter().find(|r| r.id == id).cloned() else {
+            return Ok(false);
+        };
+        if rot.state != State::Grace || rot.trigger == Trigger::Compromise {
+            return Ok(false);
+        }
+        let st = self.api.describe(&spec.id).await?;
+        let current = st
+            .version_with(AWSCURRENT)
+            .ok_or_else(|| RollbackError::NothingToRollBack(spec.name.clone()))?
+            .to_string();
+        let previous = rot
+            .detail
+            .previous_version_id
+            .clone()
+            .or_else(|| st.version_with(AWSPREVIOUS).map(str::to_string))
+            .filter(|p| *p != current)
+            .ok_or_else(|| RollbackError::NothingToRollBack(spec.name.clone()))?;
+        let incident = self.store.open_incident_of(&spec.name)?;
+        if let Some(reason) = refusal(&current, &previous, &rotations, incident.as_deref()) {
+            warn!(secret = %spec.name, rotation = id, check = %failure.check, reason = %reason, "A verify check keeps failing but the automatic rollback is refused.");
+            return Ok(false);
+        }
+        self.move_back(&spec.id, &current, &previous).await?;
+        let now = now_s();
+        let mut detail = rot.detail.clone();
+        detail.rolled_back_by = Some(ROLLED_BACK_BY_VERIFY.to_string());
+        detail.rolled_back_check = Some(failure.clone());
+        let n = detail
+            .verify
+            .as_ref()
+            .and_then(|v| v.consecutive.get(&failure.check).copied())
+            .unwrap_or(0);
+        let msg = format!(
+            "rolled back automatically: check {} failed {n} times in a row (last value: {}); AWSCURRENT moved back from version {current} to {previous}",
+            failure.check, failure.value
+        );
+        self.store.update_rotation(
+            &rot.id,
+            &journal::Update {
+                from: (rot.state, rot.step),
+                step: rot.step,
+                state: State::RolledBack,
+                attempts: 0,
+                error: None,
+                detail: &detail,
+                event: (ROLLBACK, EventOutcome::Ok, Some(&msg)),
+            },
+            now,
+        )?;
+        lock(&self.finalize_due).retain(|(_, q)| q != &rot.id);
+        if let Ok(Some(r)) = self.store.rotation(&rot.id) {
+            self.publish(&r);
+        }
+        self.count(&spec.name, rot.trigger, RotationResult::RolledBack);
+        error!(secret = %spec.name, rotation = %rot.id, check = %failure.check, value = %failure.value, from = %current, to = %previous, "Rolled back automatically: a verify check failed; AWSCURRENT is the previous version again.");
+        self.notice_auto_rollback(spec, &rot, failure, now);
+        self.rollback_hooks(spec, Some(&rot), &previous, &current)
+            .await;
+        Ok(true)
+    }
+
+    /// Records the one notice of an automatic rollback in the reminder ledger (the reminder
+    /// task publishes it on the reminders topic). Its key is the rotation's end notice's, so a
+    /// scheduled rotation gets this notice instead of a second one.
+    fn notice_auto_rollback(
+        &self,
+        spec: &SecretSpec,
+        rot: &Rotation,
+        failure: &CheckFailure,
+        now: i64,
+    ) {
+        if self.config.reminders.is_none() {
+            return;
+        }
+        let Some(status) = self.view.read().secrets.get(&spec.name).cloned() else {
+            warn!(secret = %spec.name, "The secret is not in the view yet: no rollback notice.");
+            return;
+        };
+        let key = notice_key(&spec.name, rot.requested_at, NoticeKind::Ended);
+        let n = RotationNotice {
+            kind: NoticeKind::Ended,
+            rotation_id: &rot.id,
+            requested_at: rot.requested_at,
+            at: now,
+            result: Some(RotationResult::RolledBack.as_str()),
+            step: rot.step.as_str(),
+            error: None,
+            planned: None,
+            trigger: rot.trigger.as_str(),
+            verify: Some((&failure.check, &failure.value)),
+        };
+        let message = render_notice(&n, &status, Some(spec));
+        match self.store.record_intents(&[(key, message)], now) {
+            Ok(_) => {
+                info!(secret = %spec.name, rotation = %rot.id, "Automatic rollback notice recorded.")
+            }
+            Err(e) => {
+                error!(secret = %spec.name, rotation = %rot.id, error = %e, "Cannot record the automatic rollback notice.")
+            }
+        }
     }
 
     /// Runs every `on = "rollback"` hook after AWSCURRENT moved back to `now_current`; each

@@ -14,7 +14,9 @@
 //! principals read it within the access baseline, while the view has not yet seen keywarden's own
 //! last rotation of it (its version as AWSCURRENT, or a listing observed more than
 //! [`LIST_SECRETS_LAG`] after it finished: ListSecrets may lag changes), and after a scheduled rotation failed in the current window (the next
-//! window tries again). `lambda` secrets with AWS-side rotation enabled are left to AWS.
+//! window tries again). `lambda` secrets with AWS-side rotation enabled are left to AWS. After an
+//! automatic rollback by a verify check (SPEC §12) it waits until an operator rotates by hand
+//! (the latest rotation is then another one) or the secret's configuration changes.
 
 use std::time::Duration;
 
@@ -84,6 +86,9 @@ pub struct Inputs<'a> {
     /// The shortest reminder lead, when reminders are configured: a secret without a planned
     /// time (no window, or a `rate()` one) is eligible from due minus it.
     pub lead: Option<Duration>,
+    /// `verify::config_digest` of the secret as configured now: after an automatic rollback,
+    /// scheduled rotations resume once it differs from the rolled-back rotation's.
+    pub config_digest: Option<&'a str>,
 }
 
 /// Decides, and gives the next window opening after now and the planned time.
@@ -135,6 +140,20 @@ pub fn decide(i: Inputs<'_>) -> Verdict {
         if unseen && !ours && matches!(last.state, State::Done) {
             return wait("waiting for the metadata poller to see keywarden's last rotation".into());
         }
+    }
+    if let Some(last) = i.last
+        && last.state == State::RolledBack
+        && last.detail.rolled_back_by.as_deref() == Some(super::rollback::ROLLED_BACK_BY_VERIFY)
+        && last.detail.config_digest.as_deref() == i.config_digest
+    {
+        let by = last.detail.rolled_back_check.as_ref().map_or_else(
+            || "a verify check".to_string(),
+            |f| format!("check {} (last value: {})", f.check, f.value),
+        );
+        return wait(format!(
+            "rotation {} was rolled back automatically by {by}: scheduled rotations stop until an operator rotates it by hand or its configuration changes",
+            last.id
+        ));
     }
     if s.pending {
         return wait(
@@ -364,6 +383,7 @@ mod tests {
                 undeclared: Some(undeclared),
                 last,
                 lead: None,
+                config_digest: None,
             });
             assert!(next.is_some());
             let got = match &d {
@@ -391,6 +411,7 @@ mod tests {
             undeclared: Some(&[]),
             last: None,
             lead: None,
+            config_digest: None,
         });
         assert!(matches!(d, Decision::Wait(w) if w.contains("no window")));
         assert_eq!(next, None);
@@ -404,6 +425,7 @@ mod tests {
             undeclared: None,
             last: None,
             lead: None,
+            config_digest: None,
         })
         .decision;
         assert!(matches!(d, Decision::Wait(w) if w.contains("access monitoring has not reported")));
@@ -421,6 +443,7 @@ mod tests {
             undeclared: Some(&[]),
             last: None,
             lead,
+            config_digest: None,
         });
         assert_eq!(v.decision, Decision::Idle);
         assert_eq!(v.planned, Some(next_tuesday.timestamp()));
@@ -435,6 +458,7 @@ mod tests {
                 undeclared: Some(&[]),
                 last: None,
                 lead,
+                config_digest: None,
             });
             assert_eq!(v.decision, Decision::Start, "{lead:?}");
             assert_eq!(v.planned, Some(next_tuesday.timestamp()));
@@ -449,6 +473,7 @@ mod tests {
             undeclared: Some(&[]),
             last: None,
             lead: None,
+            config_digest: None,
         });
         assert_eq!(v.decision, Decision::Start);
         assert_eq!(
@@ -469,6 +494,7 @@ mod tests {
                 undeclared: Some(&[]),
                 last: None,
                 lead,
+                config_digest: None,
             });
             assert_eq!(v.planned, None);
             assert_eq!(
@@ -488,6 +514,7 @@ mod tests {
             undeclared: Some(&[]),
             last: None,
             lead: None,
+            config_digest: None,
         });
         assert_eq!((v.decision, v.planned), (Decision::Start, None));
         // Strategy none and a missing secret have no plan.
@@ -504,6 +531,7 @@ mod tests {
                 undeclared: Some(&[]),
                 last: None,
                 lead: None,
+                config_digest: None,
             });
             assert_eq!((v.decision, v.planned), (Decision::Idle, None));
         }

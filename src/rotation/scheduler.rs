@@ -17,6 +17,10 @@
 //! idempotent). Rotations whose start (or end) is older than [`NOTICE_STALE`] get no notice: an
 //! upgrade does not announce old rotations.
 //!
+//! A due secret with `verify` checks starts only once they pass (the pre-flight, SPEC §12); until
+//! then `/secrets` shows the failing check as its waiting reason. After an automatic rollback
+//! the pure decision keeps it waiting (see [`super::scheduled`]).
+//!
 //! It must never import the HTTP server, the CLI, the incident workflow or the finalizer.
 
 use std::collections::{HashMap, HashSet};
@@ -34,7 +38,7 @@ use crate::reminder::{
     LedgerStore, NoticeKind, ReminderKey, RotationNotice, notice_key, render_notice,
 };
 
-use super::engine::{RequestError, RequestOptions, RotationCore};
+use super::engine::{RequestError, RotationCore};
 use super::failpoint;
 use super::journal::{JournalStore, Rotation, Trigger};
 use super::scheduled;
@@ -121,7 +125,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         let mut next_pass = tokio::time::Instant::now();
         loop {
             if tokio::time::Instant::now() >= next_pass {
-                self.schedule_once(&mut said, &mut noted);
+                self.schedule_once(&mut said, &mut noted).await;
                 next_pass = tokio::time::Instant::now() + SCHEDULER_EVERY;
             } else {
                 self.note_from_view(&mut noted);
@@ -206,6 +210,8 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                     step: r.step.as_str(),
                     error: r.error,
                     planned: if ended { None } else { planned },
+                    trigger: r.trigger.as_str(),
+                    verify: None,
                 };
                 let message = render_notice(&n, status, spec);
                 (key, message)
@@ -230,7 +236,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
 
     /// One scheduler pass; `said` remembers the last waiting reason logged per secret, `noted`
     /// the notice keys known to be in the ledger.
-    fn schedule_once(
+    async fn schedule_once(
         self: &Arc<Self>,
         said: &mut HashMap<String, String>,
         noted: &mut HashSet<ReminderKey>,
@@ -263,11 +269,13 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                     return;
                 }
             };
+            let digest = super::verify::config_digest(spec);
             let scheduled::Verdict {
                 decision,
                 next_window,
                 planned,
             } = scheduled::decide(scheduled::Inputs {
+                config_digest: Some(&digest),
                 now,
                 status: &status,
                 strategy: spec.rotation.strategy,
@@ -324,9 +332,12 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                         }
                         continue;
                     }
-                    said.remove(&spec.name);
-                    match self.request(&spec.name, Trigger::Scheduled, RequestOptions::default()) {
+                    match self
+                        .request_guarded(&spec.name, Trigger::Scheduled, false)
+                        .await
+                    {
                         Ok(r) => {
+                            said.remove(&spec.name);
                             info!(secret = %spec.name, rotation = %r.id, "Scheduled rotation started inside the window.");
                             self.note(
                                 &Seen::of_row(&r),
@@ -338,6 +349,22 @@ impl<A: SecretsWriteApi> RotationCore<A> {
                             );
                         }
                         Err(RequestError::Busy(_)) => {}
+                        Err(RequestError::Preflight { check, value }) => {
+                            let why = format!(
+                                "pre-flight check {check} failed: {value}; the rotation starts once it passes"
+                            );
+                            self.view
+                                .write()
+                                .rotations
+                                .entry(spec.name.clone())
+                                .or_default()
+                                .waiting = Some(why.clone());
+                            if said.get(&spec.name) != Some(&why) {
+                                warn!(secret = %spec.name, reason = %why, "Scheduled rotation is due but waits.");
+                                said.insert(spec.name.clone(), why);
+                            }
+                            continue;
+                        }
                         Err(e) => {
                             warn!(secret = %spec.name, error = %e, "Scheduled rotation could not start.")
                         }

@@ -81,6 +81,16 @@ pub struct TriggerLabel {
     pub trigger: &'static str,
 }
 
+/// Labels of `keywarden_rotation_verify_failures_total`: an inventory name and a configured
+/// check name (both bounded by the configuration).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    /// The `secret` label.
+    pub secret: String,
+    /// The check's configured name.
+    pub check: String,
+}
+
 /// Labels of `keywarden_build_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
@@ -162,6 +172,8 @@ pub struct Metrics {
     pub last_successful_poll: Family<SourceLabel, Gauge>,
     /// `keywarden_aws_requests_total`.
     pub aws_requests: Family<AwsRequestLabels, Counter>,
+    /// `keywarden_rotation_verify_failures_total`.
+    pub verify_failures: Family<CheckLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -185,7 +197,13 @@ impl Metrics {
             poll_errors: Family::default(),
             last_successful_poll: Family::default(),
             aws_requests: Family::default(),
+            verify_failures: Family::default(),
         };
+        process.register(
+            "keywarden_rotation_verify_failures",
+            "Failed runs of a rotation's verify checks (pre-flight and watch)",
+            m.verify_failures.clone(),
+        );
         process.register(
             "keywarden_rotation_duration_seconds",
             "Time from the start of a rotation to its new AWSCURRENT",

@@ -26,10 +26,12 @@ use serde_norway::Value as Yaml;
 use crate::support::{Daemon, Moto, create_aged_secret, free_port, http, now, root};
 
 const INSTALL: &str = "apt-get install prometheus prometheus-alertmanager (scripts/test does)";
-const ROUTING_KEY: &str = "keywarden-test-routing-key-0123456789";
+pub(crate) const ROUTING_KEY: &str = "keywarden-test-routing-key-0123456789";
 /// The alerts SPEC §10 names, and those added since; each must have a rule and a runbook section.
-const ALERTS: [&str; 13] = [
+const ALERTS: [&str; 15] = [
     "SecretRotationOverdue",
+    "SecretRotationRolledBack",
+    "SecretRotationVerifyFailing",
     "SecretRotationDueSoon",
     "SecretRotationPendingStuck",
     "SecretRotationFailed",
@@ -45,7 +47,7 @@ const ALERTS: [&str; 13] = [
 ];
 
 /// Fails with the install hint when a Debian binary is missing.
-fn require(binary: &str) -> PathBuf {
+pub(crate) fn require(binary: &str) -> PathBuf {
     let path = PathBuf::from(binary);
     assert!(path.exists(), "{binary} is missing: {INSTALL}");
     path
@@ -106,6 +108,16 @@ fn shipped_rules_pass_promtool_check_and_unit_tests() {
     let out = run_tool(
         "/usr/bin/promtool",
         &["test", "rules", "alerts/keywarden.rules.test.yml"],
+    );
+    assert!(out.contains("SUCCESS"), "{out}");
+    // The consumer rule of SPEC §12, checked and unit-tested the same way.
+    run_tool(
+        "/usr/bin/promtool",
+        &["check", "rules", "alerts/consumers.rules.yml"],
+    );
+    let out = run_tool(
+        "/usr/bin/promtool",
+        &["test", "rules", "alerts/consumers.rules.test.yml"],
     );
     assert!(out.contains("SUCCESS"), "{out}");
     // Every alert of SPEC §10 has a rule and at least one firing case in the unit tests.
@@ -373,10 +385,10 @@ fn dashboard_has_every_section_and_a_secret_variable() {
 
 /// One Events API v2 request received by the sink.
 #[derive(Debug, Clone)]
-struct PdEvent {
+pub(crate) struct PdEvent {
     /// Wall-clock arrival, seconds since the epoch.
-    at: f64,
-    body: Value,
+    pub(crate) at: f64,
+    pub(crate) body: Value,
 }
 
 impl PdEvent {
@@ -396,10 +408,10 @@ impl PdEvent {
     }
 }
 
-type Events = Arc<Mutex<Vec<PdEvent>>>;
+pub(crate) type Events = Arc<Mutex<Vec<PdEvent>>>;
 
 /// A local PagerDuty Events API v2 endpoint: records every POSTed JSON body.
-async fn start_sink() -> (SocketAddr, Events) {
+pub(crate) async fn start_sink() -> (SocketAddr, Events) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind sink");
@@ -459,14 +471,14 @@ async fn start_sink() -> (SocketAddr, Events) {
 
 /// A child process (Prometheus, Alertmanager) that is killed on drop; its log is printed when
 /// the test fails.
-struct Proc {
+pub(crate) struct Proc {
     name: &'static str,
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl Proc {
-    fn start(name: &'static str, binary: &str, args: &[String], log: PathBuf) -> Proc {
+    pub(crate) fn start(name: &'static str, binary: &str, args: &[String], log: PathBuf) -> Proc {
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(require(binary))
             .args(args)
@@ -482,11 +494,11 @@ impl Proc {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    async fn wait_ready(&mut self, url: &str) {
+    pub(crate) async fn wait_ready(&mut self, url: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -552,7 +564,7 @@ fn shorten_for(value: &str) -> String {
 }
 
 /// The test copy of the shipped rules: every `for` divided by 60, nothing else.
-fn test_rules() -> String {
+pub(crate) fn test_rules() -> String {
     let mut doc = rules();
     let mut changed = 0;
     each_rule(&mut doc, |rule| {
@@ -577,7 +589,7 @@ fn test_rules() -> String {
 
 /// The test copy of the shipped Alertmanager config: fast group timing on the root route, the
 /// PagerDuty URL and routing key file replaced, nothing else.
-fn test_alertmanager(sink: SocketAddr, key_file: &Path) -> String {
+pub(crate) fn test_alertmanager(sink: SocketAddr, key_file: &Path) -> String {
     let mut doc: Yaml = serde_norway::from_str(&read("alerts/alertmanager.yml")).expect("YAML");
     let route = doc
         .get_mut("route")
@@ -710,7 +722,7 @@ consumers = ["arn:aws:sts::123456789012:assumed-role/event-service-*/*"]
 }
 
 /// Waits until `events` holds one matching `pred`; returns it.
-async fn wait_event(
+pub(crate) async fn wait_event(
     events: &Events,
     what: &str,
     limit: Duration,
@@ -739,7 +751,7 @@ async fn wait_event(
     }
 }
 
-fn is_trigger_for(e: &PdEvent, alertname: &str, secret: &str) -> bool {
+pub(crate) fn is_trigger_for(e: &PdEvent, alertname: &str, secret: &str) -> bool {
     e.action() == "trigger" && e.class() == alertname && e.details("secret") == secret
 }
 

@@ -10,6 +10,7 @@ mod config_check;
 mod databases;
 mod elasticache;
 mod fake_pg;
+mod guarded;
 mod hooks;
 mod http_server;
 mod iam_enforced;
