@@ -103,6 +103,7 @@ pub fn flagged(view: &SharedView, secret: &str, start_ms: i64) -> Vec<AuditFlag>
 pub async fn run<L: LogsApi>(
     logs: &L,
     access: &AccessConfig,
+    log_group: &str,
     spec: &SecretSpec,
     view: &SharedView,
     start_ms: i64,
@@ -122,7 +123,7 @@ pub async fn run<L: LogsApi>(
     scan(
         logs,
         &mut limiter,
-        &access.log_group,
+        log_group,
         start_ms,
         end_ms,
         |page| {
@@ -166,7 +167,7 @@ pub async fn run<L: LogsApi>(
         })
         .collect();
     Ok(Audit {
-        log_group: access.log_group.clone(),
+        log_group: log_group.to_string(),
         from: rfc3339(start_ms),
         until: rfc3339(end_ms),
         events_read: events,
