@@ -18,8 +18,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
@@ -68,13 +68,8 @@ struct Envelope<'a> {
 /// borrowed from `body`), or the reason the body is not such an event: `not_json` (not
 /// JSON) or `not_event` (JSON without `detail-type`, `source` and a `detail` object).
 pub fn detail(body: &str) -> Result<&str, &'static str> {
-    let envelope: Envelope<'_> = serde_json::from_str(body).map_err(|e| {
-        if e.is_data() {
-            "not_event"
-        } else {
-            "not_json"
-        }
-    })?;
+    let envelope: Envelope<'_> = serde_json::from_str(body)
+        .map_err(|e| if e.is_data() { "not_event" } else { "not_json" })?;
     match envelope {
         Envelope {
             detail_type: Some(_),
@@ -210,7 +205,11 @@ fn deleted((entries, result): (usize, Result<usize, AwsError>)) {
     match result {
         Ok(0) => {}
         Ok(failed) => {
-            warn!(failed, entries, "DeleteMessageBatch left messages; they will be received again and not counted twice.")
+            warn!(
+                failed,
+                entries,
+                "DeleteMessageBatch left messages; they will be received again and not counted twice."
+            )
         }
         Err(e) => {
             warn!(error = %e, kind = e.kind.as_str(), entries, "DeleteMessageBatch failed; the messages will be received again and not counted twice.")
@@ -243,10 +242,19 @@ mod tests {
             ("\"text\"", "not_event"),
             ("{}", "not_event"),
             (r#"{"detail-type":"x","source":"y"}"#, "not_event"),
-            (r#"{"detail-type":"x","source":"y","detail":"text"}"#, "not_event"),
-            (r#"{"detail-type":"x","source":"y","detail":[1]}"#, "not_event"),
+            (
+                r#"{"detail-type":"x","source":"y","detail":"text"}"#,
+                "not_event",
+            ),
+            (
+                r#"{"detail-type":"x","source":"y","detail":[1]}"#,
+                "not_event",
+            ),
             (r#"{"source":"y","detail":{"eventID":"a"}}"#, "not_event"),
-            (r#"{"detail-type":"x","detail":{"eventID":"a"}}"#, "not_event"),
+            (
+                r#"{"detail-type":"x","detail":{"eventID":"a"}}"#,
+                "not_event",
+            ),
         ] {
             assert_eq!(detail(body), Err(why), "{body:?}");
         }

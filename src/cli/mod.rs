@@ -437,8 +437,7 @@ async fn status(config: Config, output: Output, server: Option<String>) -> ExitC
                 "keywarden: {} secrets watched ({} listed in {} page(s)).",
                 report.watched, report.listed, report.pages
             );
-            let planned_text =
-                planned::render_planned(&statuses, &config.secrets, now.timestamp());
+            let planned_text = planned::render_planned(&statuses, &config.secrets, now.timestamp());
             let rows = crate::cli::status::rows(statuses, anomalies.as_deref(), now.timestamp());
             match output {
                 Output::Table => print!(

@@ -371,7 +371,11 @@ fn access_source_keys() {
     .unwrap();
     assert_eq!(c.access.unwrap().log_group.as_deref(), Some("/ct"));
     // The default source is CloudWatch Logs, as before.
-    let c = parse(&format!("[access]\nlog_group = \"/ct\"\n{BASE}"), Path::new("t.toml")).unwrap();
+    let c = parse(
+        &format!("[access]\nlog_group = \"/ct\"\n{BASE}"),
+        Path::new("t.toml"),
+    )
+    .unwrap();
     assert_eq!(c.access.unwrap().source, AccessSource::CloudWatchLogs);
     check_err(
         "[access]\nsource = \"sqs\"\n",

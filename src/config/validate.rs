@@ -166,11 +166,7 @@ fn validate_access(
     let source = match a.source.as_ref().map(|s| s.get_ref().as_str()) {
         None | Some("cloudwatch_logs") => {
             if let Some(url) = &a.queue_url {
-                return Err(loc.at(
-                    url,
-                    "access.queue_url",
-                    "only read with source = \"sqs\"",
-                ));
+                return Err(loc.at(url, "access.queue_url", "only read with source = \"sqs\""));
             }
             if a.log_group.is_none() {
                 return Err(loc.error(

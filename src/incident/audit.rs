@@ -120,28 +120,21 @@ pub async fn run<L: LogsApi>(
     let mut limiter = RateLimiter::new(access.max_requests_per_second);
     let mut found = Consumers::new();
     let (mut events, mut skipped) = (0u64, 0u64);
-    scan(
-        logs,
-        &mut limiter,
-        log_group,
-        start_ms,
-        end_ms,
-        |page| {
-            events += page.len() as u64;
-            for ev in &page {
-                match cloudtrail::parse(&ev.message) {
-                    Ok(r) => {
-                        if r.event_source == cloudtrail::SECRETS_MANAGER
-                            && r.secret_ids().any(|i| index.resolve_index(i).is_some())
-                        {
-                            found.add(&r, ev.timestamp_ms, &spec.consumer_set);
-                        }
+    scan(logs, &mut limiter, log_group, start_ms, end_ms, |page| {
+        events += page.len() as u64;
+        for ev in &page {
+            match cloudtrail::parse(&ev.message) {
+                Ok(r) => {
+                    if r.event_source == cloudtrail::SECRETS_MANAGER
+                        && r.secret_ids().any(|i| index.resolve_index(i).is_some())
+                    {
+                        found.add(&r, ev.timestamp_ms, &spec.consumer_set);
                     }
-                    Err(_) => skipped += 1,
                 }
+                Err(_) => skipped += 1,
             }
-        },
-    )
+        }
+    })
     .await?;
     let readers = found
         .list()

@@ -789,7 +789,8 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
             .access
             .as_ref()
             .and_then(|a| a.log_group.as_deref());
-        let (Some(access), Some(log_group), Some(logs)) = (&self.config.access, log_group, &self.logs)
+        let (Some(access), Some(log_group), Some(logs)) =
+            (&self.config.access, log_group, &self.logs)
         else {
             return Some(StepResult::skipped(
                 "no [access] log_group is configured: audit CloudTrail for reads of the secret by hand",

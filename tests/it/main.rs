@@ -17,4 +17,5 @@ mod incident;
 mod metadata;
 mod reminders;
 mod rotation;
+mod sqs;
 mod store_crash;
