@@ -103,13 +103,14 @@ pub fn flagged(view: &SharedView, secret: &str, start_ms: i64) -> Vec<AuditFlag>
 pub async fn run<L: LogsApi>(
     logs: &L,
     access: &AccessConfig,
-    log_group: &str,
     spec: &SecretSpec,
     view: &SharedView,
     start_ms: i64,
     end_ms: i64,
     flagged: Vec<AuditFlag>,
 ) -> Result<Audit, AwsError> {
+    // The caller runs the audit only when a log group is configured.
+    let log_group = access.log_group.as_deref().unwrap_or_default();
     let mut index = SecretIndex::new();
     let arn = view
         .read()

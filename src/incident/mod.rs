@@ -803,9 +803,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
         let start_ms = end_ms - i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX / 4);
         let flagged = audit::flagged(&self.view, &inc.secret, start_ms);
         let shutdown = self.shutdown.clone();
-        let run = audit::run(
-            logs, access, log_group, spec, &self.view, start_ms, end_ms, flagged,
-        );
+        let run = audit::run(logs, access, spec, &self.view, start_ms, end_ms, flagged);
         let result = tokio::select! {
             r = run => r,
             _ = shutdown.cancelled() => return None,
