@@ -6,6 +6,8 @@ KW_VENV="$KW_ROOT/.venv"
 KW_MOTO_VERSION="5.2.5"
 KW_LINT_VENV="$KW_ROOT/.venv-lint"
 KW_CHECKOV_VERSION="3.3.30"
+# cfn-lint checks deploy/cloudformation/*.yaml in scripts/test (pinned in tests/requirements.txt).
+KW_CFN_LINT_VERSION="1.58.0"
 
 kw_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 kw_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -27,12 +29,12 @@ kw_ensure_apt() {
     || kw_die "apt-get install ${missing[*]} failed"
 }
 
-# kw_ensure_venv : creates .venv with the pinned moto unless it is already there.
+# kw_ensure_venv : creates .venv with the pinned moto and cfn-lint unless they are already there.
 kw_ensure_venv() {
-  if [ -x "$KW_VENV/bin/python" ] && "$KW_VENV/bin/python" - "$KW_MOTO_VERSION" <<'PY' 2>/dev/null
+  if [ -x "$KW_VENV/bin/python" ] && "$KW_VENV/bin/python" - "$KW_MOTO_VERSION" "$KW_CFN_LINT_VERSION" <<'PY' 2>/dev/null
 import sys
 from importlib.metadata import version
-sys.exit(0 if version("moto") == sys.argv[1] else 1)
+sys.exit(0 if (version("moto"), version("cfn-lint")) == (sys.argv[1], sys.argv[2]) else 1)
 PY
   then
     return 0
@@ -45,7 +47,7 @@ PY
       python3 -m venv "$KW_VENV" || kw_die "python3 -m venv failed"
     }
   fi
-  kw_log "Installing moto $KW_MOTO_VERSION into .venv (about 40 s the first time)"
+  kw_log "Installing moto $KW_MOTO_VERSION and cfn-lint $KW_CFN_LINT_VERSION into .venv (about 40 s the first time)"
   "$KW_VENV/bin/pip" install -q --disable-pip-version-check -r "$KW_ROOT/tests/requirements.txt" \
     || kw_die "pip install -r tests/requirements.txt failed"
 }

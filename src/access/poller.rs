@@ -28,9 +28,9 @@ use tracing::{debug, info, warn};
 
 use crate::access::detect::{self, Anomaly, Detector, Event, Policy, PrincipalStats, Thresholds};
 use crate::access::store::{AccessState, SliceCommit, StoredReader};
-use crate::aws::{AwsError, LogEvent, LogsApi};
+use crate::aws::{AwsError, LogEvent, LogsApi, QueueApi, QueueMessage};
 use crate::cloudtrail::{self, AccessCounts, ParseError, Record, SecretIndex};
-use crate::config::{AccessConfig, Config};
+use crate::config::{AccessConfig, AccessSource, Config};
 use crate::domain::view::{AccessFacts, Managed, SharedView};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
@@ -44,6 +44,10 @@ const SLICE_MS: i64 = 60 * 60 * 1000;
 /// Prefix of the CloudWatch Logs event ids of skipped records in `access_seen`, so that a
 /// malformed line re-read in the overlap is counted once too.
 const SKIPPED_PREFIX: &str = "cwl:";
+
+/// Prefix of the SQS MessageIds of rejected messages in `access_seen`: a message left for the
+/// dead-letter queue is received again until its maxReceiveCount, and counted once.
+pub(super) const SQS_SKIPPED_PREFIX: &str = "sqs:";
 
 /// A failed cycle.
 #[derive(Debug, thiserror::Error)]
@@ -257,28 +261,54 @@ struct Attributed<'a> {
     secrets: Vec<usize>,
 }
 
-/// Result of sorting out one slice's log events.
+/// Result of sorting out one slice's log events (or one batch of queue messages).
 #[derive(Default)]
 struct Sorted<'a> {
     /// New events, sorted by time.
     new: Vec<Attributed<'a>>,
-    /// New skipped records: (CloudWatch Logs event id, timestamp, why).
-    skipped: Vec<(String, i64, ParseError)>,
+    /// New skipped records: (prefixed log event id or MessageId, timestamp, reason).
+    skipped: Vec<(String, i64, &'static str)>,
     /// Already counted.
     repeated: usize,
 }
 
-/// Parses, filters and deduplicates a slice. Pure apart from reading `seen`.
-fn sort_out<'a>(events: &'a [LogEvent], watch: &Watch, seen: &HashMap<String, i64>) -> Sorted<'a> {
+/// One log event or queue message, parsed.
+struct Input<'a> {
+    /// CloudWatch Logs event id, or SQS MessageId: the key of a skipped record.
+    key: &'a str,
+    /// Log event timestamp, or when the message was received (ms).
+    ts_ms: i64,
+    /// The record, or the bounded reason it is not one.
+    parsed: Result<Record<'a>, &'static str>,
+}
+
+impl<'a> Input<'a> {
+    fn of_log_event(ev: &'a LogEvent) -> Input<'a> {
+        Input {
+            key: &ev.event_id,
+            ts_ms: ev.timestamp_ms,
+            parsed: cloudtrail::parse(&ev.message).map_err(ParseError::as_str),
+        }
+    }
+}
+
+/// Parses, filters and deduplicates a slice. Pure apart from reading `seen`. `prefix` marks
+/// the keys of skipped inputs (their source).
+fn sort_out<'a>(
+    inputs: impl IntoIterator<Item = Input<'a>>,
+    prefix: &str,
+    watch: &Watch,
+    seen: &HashMap<String, i64>,
+) -> Sorted<'a> {
     let mut out = Sorted::default();
     let mut fresh: HashSet<&str> = HashSet::new();
-    for ev in events {
-        let record = match cloudtrail::parse(&ev.message) {
+    for ev in inputs {
+        let record = match ev.parsed {
             Ok(r) => r,
             Err(why) => {
-                let key = format!("{SKIPPED_PREFIX}{}", ev.event_id);
-                if !seen.contains_key(&key) && fresh.insert(&ev.event_id) {
-                    out.skipped.push((key, ev.timestamp_ms, why));
+                let key = format!("{prefix}{}", ev.key);
+                if !seen.contains_key(&key) && fresh.insert(ev.key) {
+                    out.skipped.push((key, ev.ts_ms, why));
                 }
                 continue;
             }
@@ -309,8 +339,8 @@ fn sort_out<'a>(events: &'a [LogEvent], watch: &Watch, seen: &HashMap<String, i6
                     continue;
                 }
                 out.new.push(Attributed {
-                    log_ms: ev.timestamp_ms,
-                    time_ms: record.time_ms().unwrap_or(ev.timestamp_ms),
+                    log_ms: ev.ts_ms,
+                    time_ms: record.time_ms().unwrap_or(ev.ts_ms),
                     record,
                     secrets,
                 });
@@ -322,8 +352,8 @@ fn sort_out<'a>(events: &'a [LogEvent], watch: &Watch, seen: &HashMap<String, i6
             continue;
         }
         out.new.push(Attributed {
-            log_ms: ev.timestamp_ms,
-            time_ms: record.time_ms().unwrap_or(ev.timestamp_ms),
+            log_ms: ev.ts_ms,
+            time_ms: record.time_ms().unwrap_or(ev.ts_ms),
             record,
             secrets,
         });
@@ -373,6 +403,8 @@ pub struct AccessPoller<L> {
     seen: HashMap<String, i64>,
     /// Everything before this log timestamp has been read (minus late arrivals).
     checkpoint_ms: Option<i64>,
+    /// The watch list of the queue source, rebuilt by [`AccessPoller::refresh`].
+    queue_watch: Option<Watch>,
 }
 
 impl<L: LogsApi> AccessPoller<L> {
@@ -403,6 +435,7 @@ impl<L: LogsApi> AccessPoller<L> {
             detector,
             seen: HashMap::new(),
             checkpoint_ms: None,
+            queue_watch: None,
         }
     }
 
@@ -414,13 +447,20 @@ impl<L: LogsApi> AccessPoller<L> {
         i64::try_from(self.access.baseline.as_millis()).unwrap_or(i64::MAX / 4)
     }
 
+    /// The key of the checkpoint row: the log group, or the queue URL with `source = "sqs"`.
+    fn checkpoint_key(&self) -> &str {
+        match &self.access.source {
+            AccessSource::Sqs { queue_url } => queue_url,
+            AccessSource::CloudWatchLogs => self.access.log_group.as_deref().unwrap_or_default(),
+        }
+    }
+
     /// Restores the store's state and learns the log group's history. Returns the number of
     /// history records learned.
     pub async fn start(&mut self, now: DateTime<Utc>) -> Result<usize, AccessError> {
         let now_ms = now.timestamp_millis();
         let baseline_start = now_ms - self.baseline_ms();
-        let log_group = self.access.log_group.clone();
-        let restored = self.store.restore(&log_group, baseline_start)?;
+        let restored = self.store.restore(self.checkpoint_key(), baseline_start)?;
         let checkpoint = restored.checkpoint_ms;
         let live_start = match checkpoint {
             Some(c) => (c - self.overlap_ms()).max(baseline_start),
@@ -444,7 +484,7 @@ impl<L: LogsApi> AccessPoller<L> {
         // Without a checkpoint the first cycle starts one overlap back from now.
         self.checkpoint_ms = Some(checkpoint.unwrap_or(now_ms));
         info!(
-            log_group = %self.access.log_group,
+            source = %self.checkpoint_key(),
             checkpoint_ms = ?checkpoint,
             seen_ids = self.seen.len(),
             principals = readers,
@@ -452,17 +492,19 @@ impl<L: LogsApi> AccessPoller<L> {
         );
 
         // History: learn only (no counting, no anomalies); order does not matter for learning.
+        // Without a log group (queue source only) there is no history to learn from.
         let watch = build_watch(&self.config, &self.view);
         let mut learned = 0usize;
         let mut start = baseline_start;
-        while start < live_start {
+        let log_group = self.access.log_group.clone().unwrap_or_default();
+        while start < live_start && self.access.log_group.is_some() {
             let end = (start + SLICE_MS * 24).min(live_start) - 1;
             let detector = &mut self.detector;
             // Page by page: memory stays at one page whatever the history holds.
             scan(
                 &self.api,
                 &mut self.limiter,
-                &self.access.log_group,
+                &log_group,
                 start,
                 end.max(start),
                 |events| {
@@ -519,17 +561,78 @@ impl<L: LogsApi> AccessPoller<L> {
         report: &mut CycleReport,
     ) -> Result<(), AccessError> {
         let mut events: Vec<LogEvent> = Vec::new();
+        let log_group = self.access.log_group.as_deref().unwrap_or_default();
         report.pages += scan(
             &self.api,
             &mut self.limiter,
-            &self.access.log_group,
+            log_group,
             start,
             end,
             |page| events.extend(page),
         )
         .await?;
         report.log_events += events.len();
-        let sorted = sort_out(&events, watch, &self.seen);
+        let sorted = sort_out(
+            events.iter().map(Input::of_log_event),
+            SKIPPED_PREFIX,
+            watch,
+            &self.seen,
+        );
+        self.commit_and_export(watch, sorted, end, report)
+    }
+
+    /// Counts one batch of queue messages received at `now` (`[access] source = "sqs"`): each
+    /// body is an EventBridge event whose `detail` goes through the same parser, eventID dedup
+    /// and detector as a log event, committed in one transaction. Returns, for each message,
+    /// whether it may be deleted now that the commit landed: every valid event (counted,
+    /// repeated or not about a watched secret) may; a message that is not a valid event may not
+    /// (it is counted once and left for the queue's dead-letter queue).
+    pub fn ingest(
+        &mut self,
+        messages: &[QueueMessage],
+        now: DateTime<Utc>,
+        report: &mut CycleReport,
+    ) -> Result<Vec<bool>, AccessError> {
+        let now_ms = now.timestamp_millis();
+        let watch = match self.queue_watch.take() {
+            Some(w) => w,
+            None => build_watch(&self.config, &self.view),
+        };
+        let inputs: Vec<Input<'_>> = messages
+            .iter()
+            .map(|m| Input {
+                key: &m.message_id,
+                ts_ms: now_ms,
+                parsed: super::queue::detail(&m.body)
+                    .and_then(|d| cloudtrail::parse(d).map_err(ParseError::as_str)),
+            })
+            .collect();
+        let deletable: Vec<bool> = inputs.iter().map(|i| i.parsed.is_ok()).collect();
+        report.log_events += messages.len();
+        let sorted = sort_out(inputs, SQS_SKIPPED_PREFIX, &watch, &self.seen);
+        let result = self.commit_and_export(&watch, sorted, now_ms, report);
+        self.queue_watch = Some(watch);
+        result.map(|()| deletable)
+    }
+
+    /// The queue source's periodic work: a fresh watch list (new inventory facts, discovered
+    /// secrets), expired detector windows and the published facts.
+    pub fn refresh(&mut self, now: DateTime<Utc>) {
+        let now_ms = now.timestamp_millis();
+        let watch = build_watch(&self.config, &self.view);
+        self.detector.expire(now_ms);
+        self.publish_facts(&watch, now_ms);
+        self.queue_watch = Some(watch);
+    }
+
+    /// Classifies `sorted`, commits it (checkpoint `end`), and only then exports it.
+    fn commit_and_export(
+        &mut self,
+        watch: &Watch,
+        sorted: Sorted<'_>,
+        end: i64,
+        report: &mut CycleReport,
+    ) -> Result<(), AccessError> {
         let classified = self.classify(watch, &sorted);
 
         // Durable first: new ids, checkpoint, readers; prune what the overlap no longer needs.
@@ -542,7 +645,7 @@ impl<L: LogsApi> AccessPoller<L> {
             .collect();
         self.store.commit_slice(
             &SliceCommit {
-                log_group: &self.access.log_group,
+                log_group: self.checkpoint_key(),
                 new_ids: &new_ids,
                 readers: &classified.readers,
                 end_ms: end,
@@ -631,7 +734,15 @@ impl<L: LogsApi> AccessPoller<L> {
                 .count_access(&watch.secrets[i].name, event, outcome, n);
         }
         for (key, ms, why) in &sorted.skipped {
-            warn!(log_event_id = %key.trim_start_matches(SKIPPED_PREFIX), timestamp_ms = ms, reason = why.as_str(), "Skipped a log event that is not a usable CloudTrail record.");
+            self.metrics.count_skipped_record(why);
+            match key.strip_prefix(SQS_SKIPPED_PREFIX) {
+                Some(message_id) => {
+                    warn!(message_id = %message_id, reason = *why, "Rejected a queue message that is not an EventBridge event carrying a CloudTrail record; it is left for the dead-letter queue.")
+                }
+                None => {
+                    warn!(log_event_id = %key.trim_start_matches(SKIPPED_PREFIX), timestamp_ms = ms, reason = *why, "Skipped a log event that is not a usable CloudTrail record.")
+                }
+            }
         }
         for a in &found {
             self.metrics.count_anomaly(&a.secret, a.kind);
@@ -697,8 +808,9 @@ impl<L: LogsApi> AccessPoller<L> {
         self.view.write().access = facts;
     }
 
-    /// Learns the baseline, then polls until `shutdown` turns true.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Learns the baseline, then polls (or, with `source = "sqs"`, receives from `queue`) until
+    /// `shutdown` turns true.
+    pub async fn run<Q: QueueApi>(mut self, queue: Option<Q>, shutdown: CancellationToken) {
         // Wait (bounded) for the metadata poller's first success: discovered secrets, ARNs,
         // last rotations and current versions come from it, and learning needs them.
         let wait_until = Instant::now()
@@ -748,10 +860,23 @@ impl<L: LogsApi> AccessPoller<L> {
             }
         }
         let (metrics, view) = (self.metrics.clone(), self.view.clone());
-        crate::daemon::periodic::run_periodically(
-            SOURCE, every, &metrics, &view, &shutdown, &mut self,
-        )
-        .await;
+        match (self.access.source.clone(), queue) {
+            (AccessSource::Sqs { queue_url }, Some(queue)) => {
+                super::queue::run(
+                    &mut self, &queue, &queue_url, every, &metrics, &view, &shutdown,
+                )
+                .await
+            }
+            (AccessSource::Sqs { .. }, None) => {
+                warn!("Access source is sqs but no queue client was given; not counting.")
+            }
+            (AccessSource::CloudWatchLogs, _) => {
+                crate::daemon::periodic::run_periodically(
+                    SOURCE, every, &metrics, &view, &shutdown, &mut self,
+                )
+                .await
+            }
+        }
         info!("Access poller stopped.");
     }
 }

@@ -16,6 +16,7 @@ pub mod elasticache;
 pub mod fake;
 pub mod secretsmanager;
 pub mod sns;
+pub mod sqs;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -260,6 +261,37 @@ pub trait LogsApi: Send + Sync + 'static {
         end_ms: i64,
         next_token: Option<String>,
     ) -> impl Future<Output = Result<LogPage, AwsError>> + Send;
+}
+
+/// One SQS message as ReceiveMessage returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// MessageId (stable across redeliveries).
+    pub message_id: String,
+    /// ReceiptHandle of this receive: what DeleteMessageBatch takes.
+    pub receipt_handle: String,
+    /// The body: an EventBridge event whose `detail` is a CloudTrail record.
+    pub body: String,
+}
+
+/// The SQS calls of the access poller's queue source (`[access] source = "sqs"`).
+pub trait QueueApi: Clone + Send + Sync + 'static {
+    /// ReceiveMessage: up to `max_messages` (at most 10), long polling up to `wait_seconds`
+    /// (at most 20). An empty answer means the wait ended with nothing to deliver.
+    fn receive(
+        &self,
+        queue_url: &str,
+        max_messages: i32,
+        wait_seconds: i32,
+    ) -> impl Future<Output = Result<Vec<QueueMessage>, AwsError>> + Send;
+
+    /// DeleteMessageBatch of up to 10 receipt handles. Returns how many entries SQS reported
+    /// as failed (they are redelivered after the visibility timeout).
+    fn delete_batch(
+        &self,
+        queue_url: &str,
+        receipt_handles: &[&str],
+    ) -> impl Future<Output = Result<usize, AwsError>> + Send;
 }
 
 /// A secret value held in memory. It zeroizes its buffer when dropped, prints as `[redacted]`

@@ -158,6 +158,28 @@ fn log_group_arn(scope: &Scope, group: &str) -> String {
     )
 }
 
+/// The ARN of the queue behind `https://sqs.<region>.amazonaws.com/<account>/<name>` (its own
+/// region and account when the URL names them, else the scope's).
+fn queue_arn(scope: &Scope, queue_url: &str) -> String {
+    let parts: Vec<&str> = queue_url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .take(2)
+        .collect();
+    let (name, account) = match parts.as_slice() {
+        [name, account] if account.chars().all(|c| c.is_ascii_digit()) => (*name, *account),
+        [name, ..] => (*name, scope.account.as_str()),
+        [] => ("*", scope.account.as_str()),
+    };
+    let region = queue_url
+        .split("://sqs.")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .filter(|r| !r.is_empty())
+        .unwrap_or(scope.region.as_str());
+    format!("arn:{}:sqs:{region}:{account}:{name}", scope.partition)
+}
+
 fn replication_group_arn(scope: &Scope, group: &str) -> String {
     format!(
         "arn:{}:elasticache:{}:{}:replicationgroup:{group}",
@@ -338,11 +360,20 @@ pub fn config_policy(config: &Config, scope: &Scope) -> Value {
 
     // events.
     if let Some(a) = &config.access {
-        statements.push(statement(
-            "Events",
-            &["logs:FilterLogEvents"],
-            vec![log_group_arn(scope, &a.log_group)],
-        ));
+        if let Some(group) = &a.log_group {
+            statements.push(statement(
+                "Events",
+                &["logs:FilterLogEvents"],
+                vec![log_group_arn(scope, group)],
+            ));
+        }
+        if let crate::config::AccessSource::Sqs { queue_url } = &a.source {
+            statements.push(statement(
+                "EventsQueue",
+                &["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                vec![queue_arn(scope, queue_url)],
+            ));
+        }
     }
     document(statements)
 }
@@ -362,6 +393,27 @@ pub fn actions_of(policy: &Value) -> std::collections::BTreeSet<String> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// An SQS access source needs ReceiveMessage and DeleteMessage on its queue (and
+    /// FilterLogEvents only when a log group is also configured).
+    #[test]
+    fn an_sqs_source_gets_its_queue_statement() {
+        let c = config(
+            "[access]\nsource = \"sqs\"\nqueue_url = \"https://sqs.eu-west-1.amazonaws.com/210987654321/kw-ct\"\n\
+             [[secret]]\nname = \"A\"\nid = \"svc/a\"\n",
+        );
+        let p = config_policy(&c, &scope());
+        let text = p.to_string();
+        assert!(
+            text.contains("arn:aws:sqs:eu-west-1:210987654321:kw-ct"),
+            "{text}"
+        );
+        assert!(text.contains("sqs:DeleteMessage") && !text.contains("logs:FilterLogEvents"));
+        assert_eq!(
+            queue_arn(&scope(), "https://queue.example/kw"),
+            format!("arn:aws:sqs:{}:{}:kw", scope().region, scope().account)
+        );
+    }
 
     fn config(text: &str) -> Config {
         crate::config::parse(text, Path::new("t.toml")).expect("valid test config")

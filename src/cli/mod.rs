@@ -419,7 +419,11 @@ async fn consumers(config: Config, secret: &str, since: &str, output: Output) ->
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let Some(access) = config.access.clone() else {
+    let Some((access, log_group)) = config
+        .access
+        .clone()
+        .and_then(|a| a.log_group.clone().map(|g| (a, g)))
+    else {
         eprintln!(
             "keywarden: {}: [access] log_group is not configured; consumers reads CloudTrail from it",
             config.source.display()
@@ -454,12 +458,12 @@ async fn consumers(config: Config, secret: &str, since: &str, output: Output) ->
     let start = end - i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 4);
     eprintln!(
         "keywarden: reading {} from {} for reads of {label}...",
-        access.log_group,
+        log_group,
         crate::schedule::format_duration(since)
     );
     let mut found = crate::access::consumers::Consumers::new();
     let (mut events, mut pages, mut skipped) = (0usize, 0usize, 0usize);
-    let result = scan(&api, &mut limiter, &access.log_group, start, end, |page| {
+    let result = scan(&api, &mut limiter, &log_group, start, end, |page| {
         pages += 1;
         events += page.len();
         for ev in &page {

@@ -232,8 +232,12 @@ pub struct PollConfig {
 /// `[access]`.
 #[derive(Debug, Clone)]
 pub struct AccessConfig {
-    /// CloudWatch Logs group receiving the CloudTrail trail.
-    pub log_group: String,
+    /// CloudWatch Logs group receiving the CloudTrail trail: what `cloudwatch_logs` counts
+    /// from, and where the baseline, `keywarden consumers` and the incident audit read history
+    /// (with `sqs`, optional).
+    pub log_group: Option<String>,
+    /// Where live events come from.
+    pub source: AccessSource,
     /// Re-read window for late CloudTrail delivery.
     pub overlap: Duration,
     /// Principals seen within this window are known.
@@ -248,6 +252,18 @@ pub struct AccessConfig {
     pub denied_burst: u64,
     /// Distinct principals remembered per secret before the oldest is evicted.
     pub max_principals_per_secret: usize,
+}
+
+/// `[access] source`: where the access poller counts live events from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessSource {
+    /// FilterLogEvents over `log_group` every `poll.access_every` (the default).
+    CloudWatchLogs,
+    /// EventBridge events (their `detail` a CloudTrail record) pushed to an SQS queue.
+    Sqs {
+        /// The queue URL.
+        queue_url: String,
+    },
 }
 
 /// `[reminders]`.

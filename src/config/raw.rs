@@ -41,7 +41,7 @@ pub(super) struct RawConfig {
     pub(super) server: RawServer,
     #[serde(default)]
     pub(super) poll: RawPoll,
-    pub(super) access: Option<RawAccess>,
+    pub(super) access: Option<Spanned<RawAccess>>,
     pub(super) reminders: Option<RawReminders>,
     pub(super) incident: Option<RawIncident>,
     #[serde(default)]
@@ -85,7 +85,9 @@ pub(super) struct RawPoll {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAccess {
-    pub(super) log_group: String,
+    pub(super) log_group: Option<String>,
+    pub(super) source: Option<Spanned<String>>,
+    pub(super) queue_url: Option<Spanned<String>>,
     pub(super) overlap: Option<ConfigDuration>,
     pub(super) baseline: Option<ConfigDuration>,
     pub(super) max_requests_per_second: Option<Spanned<f64>>,

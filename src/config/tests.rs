@@ -458,3 +458,65 @@ fn verify_errors_are_located() {
     );
     assert!(parse(&ok, Path::new("t.toml")).is_ok());
 }
+
+#[test]
+fn access_source_keys() {
+    let url = "https://sqs.us-east-1.amazonaws.com/123456789012/keywarden-cloudtrail";
+    let c = parse(
+        &format!("[access]\nsource = \"sqs\"\nqueue_url = \"{url}\"\n{BASE}"),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let a = c.access.unwrap();
+    assert_eq!(
+        a.source,
+        AccessSource::Sqs {
+            queue_url: url.into()
+        }
+    );
+    assert_eq!(a.log_group, None);
+    // Both: the queue counts, the log group teaches the baseline.
+    let c = parse(
+        &format!("[access]\nsource = \"sqs\"\nqueue_url = \"{url}\"\nlog_group = \"/ct\"\n{BASE}"),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.access.unwrap().log_group.as_deref(), Some("/ct"));
+    // The default source is CloudWatch Logs, as before.
+    let c = parse(
+        &format!("[access]\nlog_group = \"/ct\"\n{BASE}"),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.access.unwrap().source, AccessSource::CloudWatchLogs);
+    check_err(
+        "[access]\nsource = \"sqs\"\n",
+        "access.queue_url",
+        "required with source = \"sqs\"",
+        2,
+    );
+    check_err(
+        "[access]\nsource = \"kinesis\"\nlog_group = \"/ct\"\n",
+        "access.source",
+        "expected \"cloudwatch_logs\" or \"sqs\"",
+        2,
+    );
+    check_err(
+        "[access]\nsource = \"sqs\"\nqueue_url = \"keywarden-cloudtrail\"\n",
+        "access.queue_url",
+        "expected a queue URL",
+        3,
+    );
+    check_err(
+        "[access]\nlog_group = \"/ct\"\nqueue_url = \"https://q\"\n",
+        "access.queue_url",
+        "only read with source = \"sqs\"",
+        3,
+    );
+    check_err(
+        "[access]\noverlap = \"15m\"\n",
+        "access.log_group",
+        "required with source = \"cloudwatch_logs\"",
+        1,
+    );
+}

@@ -163,9 +163,61 @@ fn validate_poll(p: RawPoll, loc: &Locator<'_>) -> Result<PollConfig, ConfigErro
     })
 }
 
-fn validate_access(a: RawAccess, loc: &Locator<'_>) -> Result<AccessConfig, ConfigError> {
+fn validate_access(
+    spanned: Spanned<RawAccess>,
+    loc: &Locator<'_>,
+) -> Result<AccessConfig, ConfigError> {
+    let table = spanned.span();
+    let a = spanned.into_inner();
+    let source = match a.source.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("cloudwatch_logs") => {
+            if let Some(url) = &a.queue_url {
+                return Err(loc.at(url, "access.queue_url", "only read with source = \"sqs\""));
+            }
+            if a.log_group.is_none() {
+                return Err(loc.error(
+                    table.clone(),
+                    "access.log_group",
+                    "required with source = \"cloudwatch_logs\" (the default)".into(),
+                ));
+            }
+            AccessSource::CloudWatchLogs
+        }
+        Some("sqs") => match a.queue_url {
+            Some(url) => {
+                let text = url.get_ref();
+                if !(text.starts_with("https://") || text.starts_with("http://")) {
+                    return Err(loc.at(
+                        &url,
+                        "access.queue_url",
+                        format!("expected a queue URL such as \"https://sqs.us-east-1.amazonaws.com/123456789012/keywarden-cloudtrail\", found {text:?}"),
+                    ));
+                }
+                AccessSource::Sqs {
+                    queue_url: url.into_inner(),
+                }
+            }
+            None => {
+                let at = a.source.as_ref().map_or(table.clone(), |s| s.span());
+                return Err(loc.error(
+                    at,
+                    "access.queue_url",
+                    "required with source = \"sqs\"".into(),
+                ));
+            }
+        },
+        Some(other) => {
+            let at = a.source.as_ref().map_or(table.clone(), |s| s.span());
+            return Err(loc.error(
+                at,
+                "access.source",
+                format!("expected \"cloudwatch_logs\" or \"sqs\", found {other:?}"),
+            ));
+        }
+    };
     Ok(AccessConfig {
         log_group: a.log_group,
+        source,
         overlap: a.overlap.map_or(Duration::from_secs(15 * 60), |d| d.0),
         baseline: a.baseline.map_or(Duration::from_secs(14 * 86400), |d| d.0),
         max_requests_per_second: positive_f64(

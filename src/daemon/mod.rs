@@ -232,12 +232,21 @@ fn spawn_watchers(w: &Wiring) {
             w.metrics.clone(),
             w.store.clone(),
         );
-        info!(
-            log_group = %access.log_group,
-            access_every = %format_duration(w.config.poll.access_every),
-            "Access poller enabled."
-        );
-        w.tasks.spawn(poller.run(w.stop.clone()));
+        let queue = match &access.source {
+            crate::config::AccessSource::Sqs { queue_url } => {
+                info!(queue_url = %queue_url, log_group = access.log_group.as_deref().unwrap_or("-"), "Access poller enabled (SQS source).");
+                Some(aws::sqs::Sqs::new(&w.sdk, w.metrics.clone()))
+            }
+            crate::config::AccessSource::CloudWatchLogs => {
+                info!(
+                    log_group = access.log_group.as_deref().unwrap_or("-"),
+                    access_every = %format_duration(w.config.poll.access_every),
+                    "Access poller enabled."
+                );
+                None
+            }
+        };
+        w.tasks.spawn(poller.run(queue, w.stop.clone()));
     }
     w.tasks.spawn(crate::telemetry::run_refresher(
         w.metrics.clone(),

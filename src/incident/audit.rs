@@ -109,6 +109,8 @@ pub async fn run<L: LogsApi>(
     end_ms: i64,
     flagged: Vec<AuditFlag>,
 ) -> Result<Audit, AwsError> {
+    // The caller runs the audit only when a log group is configured.
+    let log_group = access.log_group.as_deref().unwrap_or_default();
     let mut index = SecretIndex::new();
     let arn = view
         .read()
@@ -119,28 +121,21 @@ pub async fn run<L: LogsApi>(
     let mut limiter = RateLimiter::new(access.max_requests_per_second);
     let mut found = Consumers::new();
     let (mut events, mut skipped) = (0u64, 0u64);
-    scan(
-        logs,
-        &mut limiter,
-        &access.log_group,
-        start_ms,
-        end_ms,
-        |page| {
-            events += page.len() as u64;
-            for ev in &page {
-                match cloudtrail::parse(&ev.message) {
-                    Ok(r) => {
-                        if r.event_source == cloudtrail::SECRETS_MANAGER
-                            && r.secret_ids().any(|i| index.resolve_index(i).is_some())
-                        {
-                            found.add(&r, ev.timestamp_ms, &spec.consumer_set);
-                        }
+    scan(logs, &mut limiter, log_group, start_ms, end_ms, |page| {
+        events += page.len() as u64;
+        for ev in &page {
+            match cloudtrail::parse(&ev.message) {
+                Ok(r) => {
+                    if r.event_source == cloudtrail::SECRETS_MANAGER
+                        && r.secret_ids().any(|i| index.resolve_index(i).is_some())
+                    {
+                        found.add(&r, ev.timestamp_ms, &spec.consumer_set);
                     }
-                    Err(_) => skipped += 1,
                 }
+                Err(_) => skipped += 1,
             }
-        },
-    )
+        }
+    })
     .await?;
     let readers = found
         .list()
@@ -166,7 +161,7 @@ pub async fn run<L: LogsApi>(
         })
         .collect();
     Ok(Audit {
-        log_group: access.log_group.clone(),
+        log_group: log_group.to_string(),
         from: rfc3339(start_ms),
         until: rfc3339(end_ms),
         events_read: events,

@@ -784,7 +784,14 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
             .as_ref()
             .map(|i| i.audit_lookback)
             .unwrap_or(Duration::from_secs(30 * 86_400));
-        let (Some(access), Some(logs)) = (&self.config.access, &self.logs) else {
+        let log_group = self
+            .config
+            .access
+            .as_ref()
+            .and_then(|a| a.log_group.as_deref());
+        let (Some(access), Some(log_group), Some(logs)) =
+            (&self.config.access, log_group, &self.logs)
+        else {
             return Some(StepResult::skipped(
                 "no [access] log_group is configured: audit CloudTrail for reads of the secret by hand",
             ));
@@ -824,7 +831,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                 let short: String = e.message.chars().take(200).collect();
                 StepResult::failed(format!(
                     "cannot read the log group {}: {} {} failed ({}): {short}",
-                    access.log_group,
+                    log_group,
                     e.service,
                     e.operation,
                     e.kind.as_str()

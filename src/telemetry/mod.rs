@@ -65,6 +65,18 @@ pub struct SourceLabel {
     pub source: &'static str,
 }
 
+/// Label of `keywarden_access_skipped_records_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// One of [`SKIP_REASONS`].
+    pub reason: &'static str,
+}
+
+/// Why a log event or queue message is not a usable CloudTrail record: the three reasons of
+/// `cloudtrail::ParseError`, and `not_event` for a queue message that is not an EventBridge
+/// event with a `detail` object.
+pub const SKIP_REASONS: [&str; 4] = ["oversized", "not_json", "malformed", "not_event"];
+
 /// Labels of `keywarden_poll_errors_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PollErrorLabels {
@@ -174,6 +186,8 @@ pub struct Metrics {
     pub aws_requests: Family<AwsRequestLabels, Counter>,
     /// `keywarden_rotation_verify_failures_total`.
     pub verify_failures: Family<CheckLabels, Counter>,
+    /// `keywarden_access_skipped_records_total`.
+    pub skipped_records: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -198,6 +212,7 @@ impl Metrics {
             last_successful_poll: Family::default(),
             aws_requests: Family::default(),
             verify_failures: Family::default(),
+            skipped_records: Family::default(),
         };
         process.register(
             "keywarden_rotation_verify_failures",
@@ -229,6 +244,14 @@ impl Metrics {
             "AWS API calls made by keywarden, by outcome",
             m.aws_requests.clone(),
         );
+        process.register(
+            "keywarden_access_skipped_records",
+            "Log events and queue messages that are not a usable CloudTrail record, each counted once, by reason",
+            m.skipped_records.clone(),
+        );
+        for reason in SKIP_REASONS {
+            let _ = m.skipped_records.get_or_create(&ReasonLabel { reason });
+        }
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
@@ -435,6 +458,13 @@ impl Metrics {
     pub fn count_access(&self, secret: &str, event: EventName, outcome: Outcome, n: u64) {
         self.secrets.count_access(secret, event, outcome, n);
         self.mark_dirty();
+    }
+
+    /// Counts one `keywarden_access_skipped_records_total` (`reason`: one of [`SKIP_REASONS`]).
+    pub fn count_skipped_record(&self, reason: &'static str) {
+        self.skipped_records
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts one `keywarden_secret_access_anomalies_total`.

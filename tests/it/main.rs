@@ -19,4 +19,5 @@ mod incident;
 mod metadata;
 mod reminders;
 mod rotation;
+mod sqs;
 mod store_crash;
