@@ -549,11 +549,17 @@ mod tests {
             "state": "grace",
             "detail": {"finalize_after": 1_700_000_200, "verify": {"watch_until": 1_700_000_100, "done": true}}
         }));
-        assert!(matches!(followed(&watched), Followed::Finished(l) if l.contains("finalize after")));
+        assert!(
+            matches!(followed(&watched), Followed::Finished(l) if l.contains("finalize after"))
+        );
         let plain = progress(serde_json::json!({"state": "grace", "detail": {}}));
         assert!(matches!(followed(&plain), Followed::Finished(_)));
-        let failed = progress(serde_json::json!({"state": "failed", "error": "boom", "detail": {}}));
-        assert_eq!(followed(&failed), Followed::Ended("rotation failed: boom".into()));
+        let failed =
+            progress(serde_json::json!({"state": "failed", "error": "boom", "detail": {}}));
+        assert_eq!(
+            followed(&failed),
+            Followed::Ended("rotation failed: boom".into())
+        );
         let running = progress(serde_json::json!({"state": "running"}));
         assert_eq!(followed(&running), Followed::Running);
     }

@@ -574,11 +574,19 @@ mod tests {
                 .unwrap_or_default()
                 .contains("event-service-jwt")
         );
-        assert!(std::fs::read_to_string(m).unwrap().contains("event-service-jwt"));
+        assert!(
+            std::fs::read_to_string(m)
+                .unwrap()
+                .contains("event-service-jwt")
+        );
         // A check that failed and then passed again is still listed, as no longer failing.
         v.consecutive.clear();
         i.verify_failing = crate::incident::verify_finding(&v);
-        assert!(todo(&i, None)[0].contains("it failed after"), "{:?}", todo(&i, None));
+        assert!(
+            todo(&i, None)[0].contains("it failed after"),
+            "{:?}",
+            todo(&i, None)
+        );
     }
 
     #[test]
