@@ -3,7 +3,9 @@
 //!
 //! 1. `rotate`: a compromise rotation through the rotation core (no window, no grace: finalize
 //!    follows finish, so dual-key and primary-secondary keep only the new key, postgres and redis
-//!    cut the old credentials' sessions); a rotation still in grace is finalized first.
+//!    cut the old credentials' sessions); a rotation still in grace is finalized first. With
+//!    `verify` checks it also waits for the watch's first round and keeps the failing check
+//!    (`verify_failing`, refreshed by the report step) for the report and the to-do list.
 //! 2. `audit`: every principal that read the secret within `incident.audit_lookback`, from the
 //!    CloudTrail log group of `[access]`, plus what the access poller flagged.
 //! 3. `notify`: one SNS message to `[incident] sns_topic_arn` (never a value).
