@@ -196,10 +196,12 @@ async fn get_status(
     }
 }
 
-/// Prints each new event of a rotation until it leaves `running`; true when it finished. With
+/// Prints each new event of a rotation until it leaves `running` (a guarded rotation: until its
+/// watch is over or it is rolled back); true when it finished. With
 /// the token the events carry their messages (anonymous reads get a summary).
 pub async fn follow(status_url: &str, token: Option<&str>) -> Result<bool, RemoteError> {
     let mut printed = 0usize;
+    let mut said_watching = false;
     loop {
         let Some(body) = get_status(status_url, token, 20).await? else {
             return Ok(false);
@@ -218,30 +220,76 @@ pub async fn follow(status_url: &str, token: Option<&str>) -> Result<bool, Remot
             );
         }
         printed = detail.events.len().max(printed);
-        let rotation = detail.rotation;
-        match rotation.state.as_str() {
-            "running" => {}
-            "grace" => {
-                let after = rotation
-                    .detail
-                    .finalize_after
-                    .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default();
-                println!("finished: AWSCURRENT is the new version; finalize after {after}");
+        match followed(&detail.rotation) {
+            Followed::Running => {}
+            Followed::Watching(line) => {
+                if !said_watching {
+                    println!("{line}");
+                    said_watching = true;
+                }
+            }
+            Followed::Finished(line) => {
+                println!("{line}");
                 return Ok(true);
             }
-            "done" => {
-                println!("finished and finalized");
-                return Ok(true);
-            }
-            other => {
-                let err = rotation.error.as_deref().unwrap_or("");
-                eprintln!("keywarden: rotation {other}: {err}");
+            Followed::Ended(line) => {
+                eprintln!("keywarden: {line}");
                 return Ok(false);
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Where a followed rotation stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followed {
+    /// Between create and finish.
+    Running,
+    /// Finished, and its `verify` checks are being watched: it may still be rolled back.
+    Watching(String),
+    /// Finished (in grace with its watch over, or finalized).
+    Finished(String),
+    /// Failed or rolled back: the sentence says how (and by whom, with the check and its last
+    /// value for an automatic rollback).
+    Ended(String),
+}
+
+fn time_text(t: Option<i64>) -> String {
+    t.and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// What a rotation's status means for `keywarden rotate` and any CLI view of it. Pure.
+pub fn followed(rotation: &RotationProgress) -> Followed {
+    let d = &rotation.detail;
+    match rotation.state.as_str() {
+        "running" => Followed::Running,
+        "grace" if d.verify.as_ref().is_some_and(|v| !v.done) => Followed::Watching(format!(
+            "finished: AWSCURRENT is the new version; watching its verify checks until {} (a failing check rolls it back)",
+            time_text(d.verify.as_ref().and_then(|v| v.watch_until))
+        )),
+        "grace" => Followed::Finished(format!(
+            "finished: AWSCURRENT is the new version; finalize after {}",
+            time_text(d.finalize_after)
+        )),
+        "done" => Followed::Finished("finished and finalized".to_string()),
+        "rolled_back" => {
+            let by = d.rolled_back_by.as_deref().unwrap_or("operator");
+            let check = d
+                .rolled_back_check
+                .as_ref()
+                .map(|c| format!(": check {} failed (last value: {})", c.check, c.value))
+                .unwrap_or_default();
+            Followed::Ended(format!(
+                "rotation rolled_back (rolled_back_by = {by}){check}; AWSCURRENT is the previous version again"
+            ))
+        }
+        other => Followed::Ended(format!(
+            "rotation {other}: {}",
+            rotation.error.as_deref().unwrap_or("")
+        )),
     }
 }
 
@@ -447,4 +495,72 @@ pub fn render_incidents(list: &[IncidentSummary]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(json: serde_json::Value) -> RotationProgress {
+        RotationProgress::deserialize(&json).unwrap()
+    }
+
+    #[test]
+    fn a_rolled_back_rotation_shows_who_and_the_check() {
+        // The journal's `detail` as GET /rotations/<id> sends it.
+        let auto = progress(serde_json::json!({
+            "state": "rolled_back",
+            "error": null,
+            "detail": {
+                "strategy": "random",
+                "rolled_back_by": "verify",
+                "rolled_back_check": {"check": "auth-failures", "value": "0.66 (max 0)"},
+                "verify": {"watch_until": 1_700_000_100, "done": false, "rounds": 2}
+            }
+        }));
+        let Followed::Ended(line) = followed(&auto) else {
+            panic!("{:?}", followed(&auto));
+        };
+        assert!(
+            line.contains("rolled_back_by = verify")
+                && line.contains("check auth-failures")
+                && line.contains("last value: 0.66 (max 0)"),
+            "{line}"
+        );
+        let by_hand = progress(serde_json::json!({
+            "state": "rolled_back",
+            "detail": {"rolled_back_by": "operator"}
+        }));
+        assert!(
+            matches!(followed(&by_hand), Followed::Ended(l) if l.contains("rolled_back_by = operator") && !l.contains("check"))
+        );
+    }
+
+    #[test]
+    fn a_guarded_rotation_is_followed_through_its_watch() {
+        let watching = progress(serde_json::json!({
+            "state": "grace",
+            "detail": {"finalize_after": 1_700_000_200, "verify": {"watch_until": 1_700_000_100, "done": false}}
+        }));
+        assert!(
+            matches!(followed(&watching), Followed::Watching(l) if l.contains("2023-11-14T22:15:00"))
+        );
+        let watched = progress(serde_json::json!({
+            "state": "grace",
+            "detail": {"finalize_after": 1_700_000_200, "verify": {"watch_until": 1_700_000_100, "done": true}}
+        }));
+        assert!(
+            matches!(followed(&watched), Followed::Finished(l) if l.contains("finalize after"))
+        );
+        let plain = progress(serde_json::json!({"state": "grace", "detail": {}}));
+        assert!(matches!(followed(&plain), Followed::Finished(_)));
+        let failed =
+            progress(serde_json::json!({"state": "failed", "error": "boom", "detail": {}}));
+        assert_eq!(
+            followed(&failed),
+            Followed::Ended("rotation failed: boom".into())
+        );
+        let running = progress(serde_json::json!({"state": "running"}));
+        assert_eq!(followed(&running), Followed::Running);
+    }
 }

@@ -81,6 +81,35 @@ pub struct ProgressDetail {
     /// When the previous version will be retired (seconds since the epoch), once in grace.
     #[serde(default)]
     pub finalize_after: Option<i64>,
+    /// `operator` or `verify`, once rolled back.
+    #[serde(default)]
+    pub rolled_back_by: Option<String>,
+    /// The check that rolled it back and its last value (`rolled_back_by = "verify"`).
+    #[serde(default)]
+    pub rolled_back_check: Option<ProgressCheck>,
+    /// The watch of a guarded rotation (its `verify` checks after finish).
+    #[serde(default)]
+    pub verify: Option<ProgressVerify>,
+}
+
+/// A check and the value it last observed (never a secret value).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProgressCheck {
+    /// The check's name.
+    pub check: String,
+    /// What it observed.
+    pub value: String,
+}
+
+/// The part of a guarded rotation's watch state the CLI reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ProgressVerify {
+    /// When the watch ends (seconds since the epoch), once finished.
+    #[serde(default)]
+    pub watch_until: Option<i64>,
+    /// The watch is over.
+    #[serde(default)]
+    pub done: bool,
 }
 
 /// One event of a rotation's timeline as the CLI prints it.

@@ -3,7 +3,9 @@
 //!
 //! 1. `rotate`: a compromise rotation through the rotation core (no window, no grace: finalize
 //!    follows finish, so dual-key and primary-secondary keep only the new key, postgres and redis
-//!    cut the old credentials' sessions); a rotation still in grace is finalized first.
+//!    cut the old credentials' sessions); a rotation still in grace is finalized first. With
+//!    `verify` checks it also waits for the watch's first round and keeps the failing check
+//!    (`verify_failing`, refreshed by the report step) for the report and the to-do list.
 //! 2. `audit`: every principal that read the secret within `incident.audit_lookback`, from the
 //!    CloudTrail log group of `[access]`, plus what the access poller flagged.
 //! 3. `notify`: one SNS message to `[incident] sns_topic_arn` (never a value).
@@ -206,6 +208,34 @@ pub struct Incident {
     pub report_md: Option<PathBuf>,
     /// What a human must still do.
     pub todo: Vec<String>,
+    /// A consumer check (`verify`) that failed during the compromise rotation's watch: the
+    /// rotation is never rolled back, so that consumer must be fixed by hand (issue #14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_failing: Option<VerifyFinding>,
+}
+
+/// A verify check that failed after a compromise rotation, as the incident last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyFinding {
+    /// The check's name (it names the consumer it probes).
+    pub check: String,
+    /// What it last observed when it failed (never a secret value).
+    pub value: String,
+    /// Whether it still failed in the last round the incident saw.
+    pub failing_now: bool,
+    /// Watch rounds run when the incident looked.
+    pub rounds: u32,
+}
+
+/// The failing check of a rotation's watch state, if one failed. Pure.
+pub fn verify_finding(v: &crate::rotation::verify::VerifyState) -> Option<VerifyFinding> {
+    let f = v.failing.as_ref()?;
+    Some(VerifyFinding {
+        check: f.check.clone(),
+        value: f.value.clone(),
+        failing_now: v.consecutive.contains_key(&f.check),
+        rounds: v.rounds,
+    })
 }
 
 impl Incident {
@@ -288,6 +318,7 @@ pub fn new_incident(
         report_json: None,
         report_md: None,
         todo: Vec::new(),
+        verify_failing: None,
     }
 }
 
@@ -612,7 +643,16 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
                         // A compromise rotation has no grace; make sure of it.
                         self.engine.finalize_now(&rid)?;
                     }
+                    if !r.state.is_active() && self.first_round_pending(&r) {
+                        // The consumers' verdict on the new value is part of the incident:
+                        // wait for the watch's first round (one `[verify] every` after finish).
+                        if !self.wait_for_a_change(&mut changes).await {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
                     if !r.state.is_active() {
+                        inc.verify_failing = r.detail.verify.as_ref().and_then(verify_finding);
                         inc.rotation_events = events
                             .into_iter()
                             .map(|e| RotationEvent {
@@ -897,9 +937,43 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
         )))
     }
 
+    /// Whether a finished compromise rotation with verify checks has not run its first watch
+    /// round yet (and is not late for it by more than [`CHANGE_SAFETY_NET`]).
+    fn first_round_pending(&self, r: &crate::rotation::journal::Rotation) -> bool {
+        let Some(v) = r.detail.verify.as_ref() else {
+            return false;
+        };
+        if r.state != State::Done || v.done || v.rounds > 0 {
+            return false;
+        }
+        let every = i64::try_from(self.config.verify.every.as_secs()).unwrap_or(i64::MAX);
+        let late = i64::try_from(CHANGE_SAFETY_NET.as_secs()).unwrap_or(60);
+        let due = r
+            .detail
+            .finished_at
+            .unwrap_or(r.updated_at)
+            .saturating_add(every)
+            .saturating_add(late);
+        Utc::now().timestamp() < due
+    }
+
     /// Step 4: the report files.
     fn report(&self, inc: &mut Incident) -> Option<StepResult> {
         let spec = self.config.secrets.iter().find(|s| s.name == inc.secret);
+        // The watch went on during the audit and the notice: take its latest verdict.
+        if let Some(rid) = inc.rotation_id.clone() {
+            match self.engine.status(&rid) {
+                Ok(Some((r, _))) => {
+                    if let Some(f) = r.detail.verify.as_ref().and_then(verify_finding) {
+                        inc.verify_failing = Some(f);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(incident = %inc.incident_id, error = %e, "Cannot read the rotation's watch for the report; it lists what the rotate step saw.");
+                }
+            }
+        }
         inc.todo = report::todo(inc, spec);
         let dir = report_dir(&self.config);
         // Written with the status the incident will close with.

@@ -36,6 +36,20 @@ pub fn todo(inc: &Incident, spec: Option<&SecretSpec>) -> Vec<String> {
             inc.secret, inc.secret
         ));
     }
+    if let Some(f) = &inc.verify_failing {
+        out.push(format!(
+            "Fix the consumer behind verify check {}: it {} after the compromise rotation (last value: {}). The rotation is never rolled back (that would restore the leaked value), so that consumer stays broken until it loads the new value (restart it or make it re-read AWSCURRENT){}.",
+            f.check,
+            if f.failing_now { "still fails" } else { "failed" },
+            f.value,
+            spec.map(|s| if s.consumers.is_empty() {
+                String::new()
+            } else {
+                format!("; declared consumers: {}", s.consumers.join(", "))
+            })
+            .unwrap_or_default()
+        ));
+    }
     match inc.strategy {
         Strategy::DualKey => out.push(
             "Invalidate sessions and tokens issued with the old key in systems keywarden does not manage: JWTs already issued stay valid wherever a verifier still holds the old key (until it reloads), and refresh tokens or server-side sessions created from them survive; revoke them.".into(),
@@ -222,6 +236,17 @@ pub fn markdown(inc: &Incident) -> String {
     }
     if let Some(t) = inc.rotated_at {
         let _ = writeln!(m, "- AWSCURRENT moved to the new version at {}.", time_s(t));
+    }
+
+    if let Some(f) = &inc.verify_failing {
+        let _ = writeln!(
+            m,
+            "\n## Consumer checks after the rotation\n\n| check | last failing value | still failing | watch rounds |\n|---|---|---|---|\n| {} | {} | {} | {} |\n\nNever rolled back: a compromise rotation keeps the new value; fix the consumer.",
+            cell(&f.check),
+            cell(&f.value),
+            if f.failing_now { "yes" } else { "no" },
+            f.rounds
+        );
     }
 
     let _ = writeln!(m, "\n## Access audit\n");
@@ -497,6 +522,71 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("pasted \\| in chat"), "{md}");
+    }
+
+    #[test]
+    fn a_failing_consumer_check_is_listed_and_named_in_the_todo() {
+        use crate::rotation::verify::{CheckFailure, VerifyState};
+        let mut v = VerifyState {
+            rounds: 2,
+            ..VerifyState::default()
+        };
+        let mut i = inc("random");
+        i.steps[0].state = StepState::Done;
+        // No failing check: nothing listed.
+        i.verify_failing = crate::incident::verify_finding(&v);
+        assert!(i.verify_failing.is_none());
+        assert!(!todo(&i, None).join("\n").contains("verify check"));
+        assert!(!markdown(&i).contains("Consumer checks"));
+        v.failing = Some(CheckFailure {
+            check: "event-service-jwt".into(),
+            value: "status 401 (expected 200)".into(),
+        });
+        v.consecutive.insert("event-service-jwt".into(), 2);
+        i.verify_failing = crate::incident::verify_finding(&v);
+        let spec = crate::config::parse(
+            "[[secret]]\nname = \"A\"\nid = \"svc/a\"\nconsumers = [\"arn:aws:iam::1:role/event-service\"]\nrotation = { strategy = \"random\" }\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let t = todo(&i, Some(&spec.secrets[0]));
+        assert!(
+            t[0].contains("verify check event-service-jwt")
+                && t[0].contains("still fails")
+                && t[0].contains("status 401")
+                && t[0].contains("role/event-service"),
+            "{t:?}"
+        );
+        let md = markdown(&i);
+        assert!(
+            md.contains("| event-service-jwt | status 401 (expected 200) | yes | 2 |"),
+            "{md}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        i.todo = t;
+        let (j, m) = write_files(dir.path(), &i).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(j).unwrap()).unwrap();
+        assert_eq!(doc["verify_failing"]["check"], "event-service-jwt");
+        assert_eq!(doc["verify_failing"]["failing_now"], true);
+        assert!(
+            doc["todo"][0]
+                .as_str()
+                .unwrap_or_default()
+                .contains("event-service-jwt")
+        );
+        assert!(
+            std::fs::read_to_string(m)
+                .unwrap()
+                .contains("event-service-jwt")
+        );
+        // A check that failed and then passed again is still listed, as no longer failing.
+        v.consecutive.clear();
+        i.verify_failing = crate::incident::verify_finding(&v);
+        assert!(
+            todo(&i, None)[0].contains("it failed after"),
+            "{:?}",
+            todo(&i, None)
+        );
     }
 
     #[test]

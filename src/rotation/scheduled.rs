@@ -538,6 +538,64 @@ mod tests {
     }
 
     #[test]
+    fn an_automatic_rollback_stops_scheduled_rotations_until_a_human_acts() {
+        use crate::rotation::verify::CheckFailure;
+        let window = ScheduleExpr::parse("cron(0 3 ? * TUE *)").unwrap();
+        let inside = Utc.with_ymd_and_hms(2026, 11, 24, 3, 30, 0).unwrap();
+        let mut ok = status(inside.timestamp() - 10, false);
+        ok.observed_at = inside.timestamp();
+        // Rolled back by verify two weeks ago, in an earlier window.
+        let mut auto = rot(
+            State::RolledBack,
+            Trigger::Scheduled,
+            inside.timestamp() - 14 * 86_400,
+            Some(inside.timestamp() - 14 * 86_400 + 5),
+        );
+        auto.detail.rolled_back_by = Some("verify".into());
+        auto.detail.rolled_back_check = Some(CheckFailure {
+            check: "auth-failures".into(),
+            value: "12 (max 10)".into(),
+        });
+        auto.detail.config_digest = Some("d1".into());
+        let mut by_hand = auto.clone();
+        by_hand.detail.rolled_back_by = Some("operator".into());
+        by_hand.detail.rolled_back_check = None;
+        // An operator's manual rotation after it: the latest rotation is no longer the rollback.
+        let manual = rot(
+            State::Done,
+            Trigger::Manual,
+            inside.timestamp() - 13 * 86_400,
+            Some(inside.timestamp() - 13 * 86_400 + 5),
+        );
+        let decide_with = |last: &Rotation, digest: &str| {
+            decide(Inputs {
+                now: inside,
+                status: &ok,
+                strategy: Strategy::Random,
+                window: Some(&window),
+                undeclared: Some(&[]),
+                last: Some(last),
+                lead: None,
+                config_digest: Some(digest),
+            })
+            .decision
+        };
+        // Same configuration: it waits, and says why, naming the check and its value.
+        let d = decide_with(&auto, "d1");
+        assert!(
+            matches!(&d, Decision::Wait(w) if w.contains("rolled back automatically by check auth-failures (last value: 12 (max 10))")
+                && w.contains("until an operator rotates it by hand or its configuration changes")),
+            "{d:?}"
+        );
+        // The configuration changed: scheduled rotations resume.
+        assert_eq!(decide_with(&auto, "d2"), Decision::Start);
+        // An operator rotated by hand since: they resume.
+        assert_eq!(decide_with(&manual, "d1"), Decision::Start);
+        // An operator's rollback in an earlier window does not stop them.
+        assert_eq!(decide_with(&by_hand, "d1"), Decision::Start);
+    }
+
+    #[test]
     fn window_opening() {
         let w = ScheduleExpr::parse("cron(0 3 ? * TUE *)").unwrap();
         let t = |h, m| Utc.with_ymd_and_hms(2026, 11, 24, h, m, 0).unwrap();

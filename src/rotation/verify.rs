@@ -38,7 +38,7 @@ const MAX_BODY: usize = 1 << 20;
 const VALUE_MAX: usize = 200;
 
 /// A check that failed, with the value it last observed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckFailure {
     /// The check's name.
     pub check: String,

@@ -8,7 +8,15 @@
 //!   killed with SIGKILL during the watch and resumes it after restart; finalize runs after it.
 //! - (b) FORGOTTEN: no finish hook, so its clients' requests fail; the `prometheus` check on
 //!   `auth_failures_total` fails twice in a row and the rotation is rolled back automatically.
-//!   Measured: first failing scrape -> AWSCURRENT back on the old version.
+//!   Measured: first failing scrape -> AWSCURRENT back on the old version. It is started with
+//!   `keywarden rotate`, which follows it through the watch and prints `rolled_back_by`, the
+//!   check and its last value.
+//! - SCHED (scheduled, window always open): waits with the failing pre-flight in `/secrets`,
+//!   starts once the check passes; rolled back by verify, its scheduled rotations stop (the
+//!   `/secrets` reason) until a manual rotation clears it.
+//! - (c) COMP: a compromise whose consumer is not reloaded: never rolled back,
+//!   `SecretRotationVerifyFailing` reaches the sink, and the incident (JSON, Markdown report,
+//!   to-do) lists the failing check.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -79,7 +87,13 @@ fn hook_get(url: &str) -> String {
     )
 }
 
-fn config(moto: &Moto, prom: &str, good: &App, marker: &Path) -> String {
+struct Extra<'a> {
+    comp: &'a App,
+    gate: &'a Path,
+    topic: &'a str,
+}
+
+fn config(moto: &Moto, prom: &str, good: &App, marker: &Path, x: &Extra<'_>) -> String {
     format!(
         r#"[aws]
 region = "us-east-1"
@@ -96,6 +110,25 @@ prometheus_url = "{prom}"
 every = "1s"
 watch = "4s"
 failures = 2
+[incident]
+sns_topic_arn = "{topic}"
+report_dir = "{{dir}}/reports"
+
+[[secret]]
+name = "SCHED"
+id = "guard/sched"
+severity = "high"
+rotate_every = "90d"
+window = "cron(* * * * ? *)"
+rotation = {{ strategy = "random" }}
+verify = [{{ name = "gate", command = ["{py}", "-c", "import os, sys; sys.exit(0 if os.path.exists(sys.argv[1]) else 1)", "{gate}"] }}]
+
+[[secret]]
+name = "COMP"
+id = "guard/comp"
+severity = "critical"
+rotation = {{ strategy = "random" }}
+verify = [{{ name = "comp-api", http = "{comp_health}", json_pointer = "/checks/auth", equals = "ok" }}]
 
 [[secret]]
 name = "GOOD"
@@ -118,7 +151,65 @@ verify = [{{ name = "auth-failures", prometheus = 'sum(rate(auth_failures_total{
         health = good.url("/health"),
         py = venv_python().display(),
         marker = marker.display(),
+        topic = x.topic,
+        gate = x.gate.display(),
+        comp_health = x.comp.url("/health"),
     )
+}
+
+/// The rotation state of `secret` in an authenticated `GET /secrets`.
+async fn rotation_entry(d: &Daemon, secret: &str) -> Value {
+    let (status, text) = d.get("/secrets").await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("secrets JSON");
+    v["secrets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == secret)
+        .map(|s| s["rotation"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until the `/secrets` waiting reason of `secret` satisfies `ok`.
+async fn wait_reason(d: &Daemon, secret: &str, what: &str, ok: impl Fn(&str) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = rotation_entry(d, secret).await;
+        if ok(r["waiting"].as_str().unwrap_or("")) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{secret}: {what}: {r:#}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The newest rotation of `secret` with `trigger`, waiting for one.
+async fn wait_rotation_of(d: &Daemon, secret: &str, trigger: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, text) = d.get("/rotations").await;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if let Some(id) = v["rotations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["secret"] == secret && r["trigger"] == trigger)
+            .and_then(|r| r["id"].as_str())
+        {
+            return id.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {trigger} rotation of {secret}: {v:#}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 async fn post(d: &Daemon, path: &str) -> (u16, Value) {
@@ -166,6 +257,7 @@ async fn guarded_rotation_end_to_end() {
     for (id, value) in [
         ("guard/good", "good-initial-value-0001"),
         ("guard/forgotten", "forgotten-initial-value-0001"),
+        ("guard/comp", "comp-initial-value-0001"),
     ] {
         client
             .create_secret()
@@ -177,6 +269,13 @@ async fn guarded_rotation_end_to_end() {
     }
     let good = App::start(&moto, "guard/good", &dir.join("good.log")).await;
     let forgotten = App::start(&moto, "guard/forgotten", &dir.join("forgotten.log")).await;
+    let comp = App::start(&moto, "guard/comp", &dir.join("comp.log")).await;
+    // SCHED is 100 days old with a 90-day policy and a window that is always open: due now.
+    crate::support::create_aged_secret(&moto, &client, "guard/sched", 100).await;
+    let gate: PathBuf = dir.join("sched-gate");
+    let topic = crate::reminders::Wire::new(&moto)
+        .create_topic("security-guarded")
+        .await;
 
     let (sink, events) = start_sink().await;
     let key_file = dir.join("routing-key");
@@ -201,7 +300,12 @@ async fn guarded_rotation_end_to_end() {
     let prom_port = free_port();
     let prom_url = format!("http://127.0.0.1:{prom_port}");
     let marker: PathBuf = dir.join("rollback-hook-ran");
-    let config_text = config(&moto, &prom_url, &good, &marker);
+    let extra = Extra {
+        comp: &comp,
+        gate: &gate,
+        topic: &topic,
+    };
+    let config_text = config(&moto, &prom_url, &good, &marker, &extra);
     let kw_dir = tempfile::tempdir().expect("temp dir");
     let kw_port = free_port();
     let env = [("KW_TEST_TOKEN", TOKEN)];
@@ -239,6 +343,13 @@ async fn guarded_rotation_end_to_end() {
     prom.wait_ready(&format!("{prom_url}/-/ready")).await;
     // Let Prometheus scrape the apps a few times.
     tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Point 2: the scheduled rotation of SCHED is due in its window but its pre-flight fails
+    // (no gate file): it waits and /secrets says why.
+    wait_reason(&kw, "SCHED", "no pre-flight reason", |w| {
+        w.contains("pre-flight check gate failed") && w.contains("starts once it passes")
+    })
+    .await;
 
     // (e) Pre-flight failure: a manual rotation gets 409 naming the failing check.
     assert_eq!(http("GET", &good.url("/break"), &[], None).await.0, 200);
@@ -301,13 +412,19 @@ async fn guarded_rotation_end_to_end() {
     let kw = kw2;
 
     // (b) A forgotten consumer: rolled back automatically.
+    // Started with the CLI, which follows it through the watch (issue #14 point 4).
     let old = current_version(&client, "guard/forgotten").await;
-    let (status, body) = post(&kw, "/rotate/FORGOTTEN").await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["rotation_id"]
-        .as_str()
-        .expect("rotation id")
-        .to_string();
+    let cli_out = dir.join("cli-rotate.out");
+    let cli_err = dir.join("cli-rotate.err");
+    let mut cli = crate::support::keywarden_command()
+        .args(["rotate", "FORGOTTEN", "--server", &kw.url("")])
+        .env("KEYWARDEN_ADMIN_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&cli_out).expect("cli out"))
+        .stderr(std::fs::File::create(&cli_err).expect("cli err"))
+        .spawn()
+        .expect("start keywarden rotate");
+    let id = wait_rotation_of(&kw, "FORGOTTEN", "manual").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut moved = false;
     let back_at = loop {
@@ -327,6 +444,30 @@ async fn guarded_rotation_end_to_end() {
     assert_eq!(
         v["detail"]["rolled_back_check"]["check"], "auth-failures",
         "{v:#}"
+    );
+    // `keywarden rotate` followed it to the rollback: exit 1, rolled_back_by, the check and its
+    // last value.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(status) = cli.try_wait().expect("cli wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "keywarden rotate did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = std::fs::read_to_string(&cli_out).unwrap_or_default();
+    let err = std::fs::read_to_string(&cli_err).unwrap_or_default();
+    assert_eq!(exit.code(), Some(1), "{out}\n{err}");
+    let value = v["detail"]["rolled_back_check"]["value"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        out.contains(&format!("rotation {id} of FORGOTTEN accepted"))
+            && out.contains("watching its verify checks")
+            && err.contains("rolled_back_by = verify")
+            && err.contains("check auth-failures failed")
+            && err.contains(&format!("last value: {value}")),
+        "{out}\n{err}"
     );
     // The first scrape of the app that saw an auth failure, from Prometheus' raw samples.
     let q = "auth_failures_total{job=\"forgotten\"}[2m]";
@@ -383,6 +524,136 @@ async fn guarded_rotation_end_to_end() {
             &[("secret", "FORGOTTEN"), ("result", "rolled_back")]
         ) >= 1.0
     );
+
+    // Point 2: once the pre-flight passes, the scheduled rotation of SCHED starts.
+    std::fs::write(&gate, "open").expect("gate");
+    let sched = wait_rotation_of(&kw, "SCHED", "scheduled").await;
+    let v = kw
+        .wait_rotation(&sched, &["grace"], Duration::from_secs(30))
+        .await;
+    assert!(
+        events_of(&v, "preflight")
+            .iter()
+            .any(|e| e["outcome"] == "ok"),
+        "{v:#}"
+    );
+    // Point 3: its consumer breaks during the watch: rolled back by verify; scheduled rotations
+    // of SCHED stop, and /secrets says so...
+    std::fs::remove_file(&gate).expect("close the gate");
+    let v = kw
+        .wait_rotation(&sched, &["rolled_back"], Duration::from_secs(30))
+        .await;
+    assert_eq!(v["detail"]["rolled_back_by"], "verify", "{v:#}");
+    let r = wait_reason(&kw, "SCHED", "no rollback reason", |w| {
+        w.contains(&format!(
+            "rotation {sched} was rolled back automatically by check gate"
+        )) && w.contains("until an operator rotates it by hand")
+    })
+    .await;
+    println!("SCHED after the automatic rollback: {r}");
+    // ... even once the check passes again (no new scheduled rotation) ...
+    std::fs::write(&gate, "open").expect("gate");
+    kw.let_polls_pass(7.0).await;
+    let r = rotation_entry(&kw, "SCHED").await;
+    assert!(
+        r["waiting"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rolled back automatically"),
+        "{r:#}"
+    );
+    assert_eq!(
+        wait_rotation_of(&kw, "SCHED", "scheduled").await,
+        sched,
+        "a second scheduled rotation started"
+    );
+    // ... until an operator rotates it by hand.
+    let (status, body) = post(&kw, "/rotate/SCHED").await;
+    assert_eq!(status, 202, "{body}");
+    let manual = body["rotation_id"]
+        .as_str()
+        .expect("rotation id")
+        .to_string();
+    kw.wait_rotation(&manual, &["grace", "done"], Duration::from_secs(30))
+        .await;
+    wait_reason(&kw, "SCHED", "the rollback reason stayed", |w| {
+        !w.contains("rolled back automatically")
+    })
+    .await;
+
+    // (c) A compromise whose consumer (the COMP app, never reloaded) breaks: never rolled back,
+    // a page, and the incident lists the failing check.
+    let before = current_version(&client, "guard/comp").await;
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _, text) = http(
+        "POST",
+        &kw.url("/compromised/COMP"),
+        &[("authorization", &auth)],
+        Some("{\"reason\":\"pasted in a ticket\"}".into()),
+    )
+    .await;
+    assert_eq!(status, 202, "{text}");
+    let opened: Value = serde_json::from_str(&text).expect("incident JSON");
+    let incident = opened["incident_id"]
+        .as_str()
+        .expect("incident id")
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let inc = loop {
+        let (_, text) = kw.get(&format!("/incidents/{incident}")).await;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if v["status"] != "open" && v["status"].is_string() {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "incident open: {v:#}\n{}",
+            kw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(inc["verify_failing"]["check"], "comp-api", "{inc:#}");
+    assert!(
+        inc["todo"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t.as_str().unwrap_or("").contains("verify check comp-api")),
+        "{inc:#}"
+    );
+    let md_path = inc["report_md"].as_str().expect("report_md");
+    let md = std::fs::read_to_string(md_path).expect("report.md");
+    assert!(
+        md.contains("## Consumer checks after the rotation") && md.contains("| comp-api |"),
+        "{md}"
+    );
+    let json_path = inc["report_json"].as_str().expect("report_json");
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(json_path).expect("report json"))
+            .expect("report JSON");
+    assert_eq!(doc["verify_failing"]["check"], "comp-api", "{doc:#}");
+    let (_, md_api) = kw.get(&format!("/incidents/{incident}/report.md")).await;
+    assert!(md_api.contains("comp-api"), "{md_api}");
+    wait_event(
+        &events,
+        "SecretRotationVerifyFailing for COMP",
+        Duration::from_secs(60),
+        |e| is_trigger_for(e, "SecretRotationVerifyFailing", "COMP"),
+        &logs,
+    )
+    .await;
+    // Never rolled back: AWSCURRENT stays on the compromise rotation's version.
+    let rid = inc["rotation_id"]
+        .as_str()
+        .expect("rotation id")
+        .to_string();
+    let v = kw
+        .wait_rotation(&rid, &["done"], Duration::from_secs(30))
+        .await;
+    assert!(v["detail"]["rolled_back_by"].is_null(), "{v:#}");
+    let now = current_version(&client, "guard/comp").await;
+    assert_ne!(now, before);
+    assert_eq!(now, v["token"].as_str().unwrap_or_default(), "{v:#}");
 }
 
 fn url_encode(s: &str) -> String {
