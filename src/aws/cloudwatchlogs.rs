@@ -61,7 +61,7 @@ impl LogsApi for CloudWatchLogs {
         });
         self.observer
             .aws_call(SERVICE, OPERATION, CallOutcome::of(&out));
-        super::report_denied(self.observer.as_ref(), log_group, &out);
+        super::report_access(self.observer.as_ref(), SERVICE, OPERATION, log_group, &out);
         let out = out?;
         let events = out
             .events()

@@ -117,7 +117,13 @@ impl ElastiCacheApi for ElastiCache {
                 Err(e) => Err(classify(OPERATION, &e, None)),
             };
             self.count(OPERATION, &result);
-            super::report_denied(self.observer.as_ref(), group_id, &result);
+            super::report_access(
+                self.observer.as_ref(),
+                SERVICE,
+                OPERATION,
+                group_id,
+                &result,
+            );
             result
         })
     }
@@ -146,7 +152,13 @@ impl ElastiCacheApi for ElastiCache {
                 .map(|_| ())
                 .map_err(|e| classify(OPERATION, &e, Some(token.expose())));
             self.count(OPERATION, &result);
-            super::report_denied(self.observer.as_ref(), group_id, &result);
+            super::report_access(
+                self.observer.as_ref(),
+                SERVICE,
+                OPERATION,
+                group_id,
+                &result,
+            );
             result
         })
     }

@@ -72,6 +72,30 @@ pub trait CallObserver: Send + Sync {
     ) {
         let _ = (service, operation, resource, message);
     }
+
+    /// AWS served `service`'s `operation` on `resource` (same form as in [`Self::denied`]): a
+    /// refusal of that permission on that resource is over. A success on another resource
+    /// (another secret, another topic) says nothing about this one.
+    fn allowed(&self, service: &'static str, operation: &'static str, resource: &str) {
+        let _ = (service, operation, resource);
+    }
+}
+
+/// Reports the permission of `service`'s `operation` on `resource` to `observer`: served
+/// ([`CallObserver::allowed`]) or refused ([`CallObserver::denied`]). Adapters call it after
+/// `aws_call` with the same resource for a success as for a refusal.
+pub(crate) fn report_access<T>(
+    observer: &dyn CallObserver,
+    service: &'static str,
+    operation: &'static str,
+    resource: &str,
+    result: &Result<T, AwsError>,
+) {
+    if result.is_ok() {
+        observer.allowed(service, operation, resource);
+    } else {
+        report_denied(observer, resource, result);
+    }
 }
 
 /// Reports a refused call's permission to `observer` (see [`CallObserver::denied`]).

@@ -52,7 +52,13 @@ impl SecretsManager {
         let result = result.map_err(|e| classify(operation, &e));
         self.observer
             .aws_call(SERVICE, operation, CallOutcome::of(&result));
-        super::report_denied(self.observer.as_ref(), resource, &result);
+        super::report_access(
+            self.observer.as_ref(),
+            SERVICE,
+            operation,
+            resource,
+            &result,
+        );
         result
     }
 }

@@ -75,7 +75,13 @@ impl NotifyApi for Sns {
             }
         };
         self.count(OPERATION, &result);
-        super::report_denied(self.observer.as_ref(), &n.topic_arn, &result);
+        super::report_access(
+            self.observer.as_ref(),
+            SERVICE,
+            OPERATION,
+            &n.topic_arn,
+            &result,
+        );
         result
     }
 }

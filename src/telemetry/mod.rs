@@ -647,13 +647,15 @@ impl Metrics {
 impl CallObserver for Metrics {
     fn aws_call(&self, service: &'static str, operation: &'static str, outcome: CallOutcome) {
         self.aws_request(service, operation, outcome);
-        if outcome == CallOutcome::Ok {
-            let action = format!("{service}:{operation}");
-            self.denials
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|(a, _)| *a != action);
+    }
+
+    fn allowed(&self, service: &'static str, operation: &'static str, resource: &str) {
+        let mut denials = self.denials.lock().unwrap_or_else(|p| p.into_inner());
+        if denials.is_empty() {
+            return;
         }
+        let key = (format!("{service}:{operation}"), resource.to_string());
+        denials.remove(&key);
     }
 
     fn denied(
@@ -708,6 +710,13 @@ mod tests {
             ]
         );
         m.aws_call("sns", "Publish", CallOutcome::Ok);
+        m.allowed("sns", "Publish", "arn:aws:sns:us-east-1:1:other");
+        assert_eq!(
+            m.denied_permissions().len(),
+            2,
+            "a success on another resource (another topic) does not grant this one"
+        );
+        m.allowed("sns", "Publish", "arn:aws:sns:us-east-1:1:t");
         assert_eq!(m.denied_permissions(), ["secretsmanager:ListSecrets on *"]);
         for i in 0..100 {
             m.denied("logs", "FilterLogEvents", &format!("g{i}"), "denied");

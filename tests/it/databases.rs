@@ -18,17 +18,17 @@ const INSTALL: &str = "apt-get install postgresql redis-server (scripts/test doe
 /// Where Debian installs the PostgreSQL server binaries, one directory per major version.
 const PG_LIB: &str = "/usr/lib/postgresql";
 /// The first passwords: canaries that must never appear in a log.
-const PG_CANARY: &str = "pg-canary-Zq8rT2vLx9";
-const REDIS_CANARY: &str = "redis-canary-Hk3mW7pQa1";
-const PG_ADMIN_PW: &str = "pg-admin-pw-Jd72kQ";
-const REDIS_ADMIN_PW: &str = "redis-admin-pw-Xs91vB";
+pub(crate) const PG_CANARY: &str = "pg-canary-Zq8rT2vLx9";
+pub(crate) const REDIS_CANARY: &str = "redis-canary-Hk3mW7pQa1";
+pub(crate) const PG_ADMIN_PW: &str = "pg-admin-pw-Jd72kQ";
+pub(crate) const REDIS_ADMIN_PW: &str = "redis-admin-pw-Xs91vB";
 
 // ---------------------------------------------------------------- PostgreSQL
 
 /// A PostgreSQL cluster (the highest installed version) in a temp dir owned by `postgres`, stopped on drop.
-struct Pg {
+pub(crate) struct Pg {
     dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 /// The `bin` directory of the highest PostgreSQL major version installed under [`PG_LIB`]
@@ -72,7 +72,7 @@ fn run_as_postgres(args: &[&str]) {
 
 impl Pg {
     /// initdb, SCRAM for every TCP login but the bootstrap superuser, `log_statement = all`.
-    async fn start() -> Pg {
+    pub(crate) async fn start() -> Pg {
         Pg::start_with(None).await
     }
 
@@ -149,7 +149,7 @@ impl Pg {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    async fn login(
+    pub(crate) async fn login(
         &self,
         user: &str,
         password: &str,
@@ -175,7 +175,7 @@ impl Pg {
 
     /// An admin role with exactly the rights the README asks for, an application user `app`
     /// (password: the canary) owning the database `appdb`.
-    async fn prepare(&self) {
+    pub(crate) async fn prepare(&self) {
         let su = self.superuser().await;
         // The test's own setup is not what the log scan is about: keep it out of the log.
         su.batch_execute("SET log_statement = 'none'")
@@ -221,15 +221,15 @@ impl Drop for Pg {
 // ---------------------------------------------------------------- Redis
 
 /// A redis-server on a free loopback port, killed on drop.
-struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl RedisServer {
     /// Starts it with an admin user holding exactly the README's ACL rights and an application
     /// user `events` (password: the canary); `default` is switched off.
-    async fn start() -> RedisServer {
+    pub(crate) async fn start() -> RedisServer {
         RedisServer::start_with(&[]).await
     }
 

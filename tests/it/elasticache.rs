@@ -16,21 +16,21 @@ use crate::support::{Daemon, Moto, free_port, http, store_files_contain};
 
 const TOKEN: &str = "test-admin-token-0123456789abcdef0123";
 /// The group's first AUTH token: a canary that must never appear in any output.
-const CANARY: &str = "ec-canary-token-Vb7Qm2Lx9Rk4";
+pub(crate) const CANARY: &str = "ec-canary-token-Vb7Qm2Lx9Rk4";
 const GROUP: &str = "event-service-redis";
 const SECRET_ID: &str = "event-service/redis";
 
 /// A redis-server with a plaintext port (the launcher's control connection, and these tests'
 /// AUTH probes) and a TLS port (the group's endpoint), killed on drop.
-struct Backing {
+pub(crate) struct Backing {
     child: Child,
     port: u16,
     tls_port: u16,
-    certs: Certs,
+    pub(crate) certs: Certs,
 }
 
 impl Backing {
-    async fn start() -> Backing {
+    pub(crate) async fn start() -> Backing {
         let certs = make_certs();
         let (port, tls_port) = (free_port(), free_port());
         let child = Command::new("redis-server")
@@ -61,7 +61,7 @@ impl Backing {
 
     /// Whether the redis-server accepts `token` (AUTH as the default user, as ElastiCache's
     /// clients do).
-    async fn accepts(&self, token: &str) -> bool {
+    pub(crate) async fn accepts(&self, token: &str) -> bool {
         let c = redis::Client::open(
             redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
                 "127.0.0.1".into(),
@@ -110,7 +110,7 @@ async fn create_group(client: &ec::Client, id: &str, token: Option<&str>, transi
 
 /// Backs group `id` with `b`: its endpoint is `localhost` on the TLS port (or the plaintext
 /// port when `tls` is false).
-async fn back(moto: &Moto, id: &str, b: &Backing, tls: bool) {
+pub(crate) async fn back(moto: &Moto, id: &str, b: &Backing, tls: bool) {
     let (status, body) = moto
         .control(
             "POST",

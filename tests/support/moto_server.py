@@ -389,6 +389,20 @@ def _throttled_response(environ: dict[str, Any], start_response: Callable[..., A
     return [body]
 
 
+def _keep_form_body(environ: dict[str, Any]) -> bytes:
+    """The raw body of a form-encoded (query protocol: SNS, ElastiCache) request, kept for the IAM
+    signature check (``apply_iam_patches``); ``wsgi.input`` is restored for moto."""
+    if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        return b""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return b""
+    raw = environ["wsgi.input"].read(length) if length > 0 else b""
+    environ["wsgi.input"] = io.BytesIO(raw)
+    return raw
+
+
 def _limit_filter_log_events(environ: dict[str, Any]) -> None:
     """Caps the ``limit`` of a FilterLogEvents request at the injected page size."""
     try:
@@ -1222,7 +1236,7 @@ class KeywardenApp:
             return _throttled_response(environ, start_response)
         if fallback == "logs:FilterLogEvents":
             _limit_filter_log_events(environ)
-        slot: dict[str, Any] = {"op": None}
+        slot: dict[str, Any] = {"op": None, "raw_form": _keep_form_body(environ)}
         _REQUEST_CONTEXT.slot = slot
         try:
             return self.moto_app(environ, start_response)
@@ -1365,9 +1379,15 @@ def _as_list(v: Any) -> list[Any]:
     return v if isinstance(v, list) else [v]
 
 
+def _raw_form() -> bytes:
+    """The current request's form body as sent (see ``_keep_form_body``)."""
+    slot = getattr(_REQUEST_CONTEXT, "slot", None)
+    return (slot or {}).get("raw_form") or b""
+
+
 def _iam_request_params(req: Any) -> dict[str, Any]:
     """The request's parameters: the JSON body (Secrets Manager, Logs) or the form (SNS, ElastiCache)."""
-    body = req._body or b""
+    body = req._body or _raw_form() or b""
     if isinstance(body, str):
         body = body.encode()
     try:
@@ -1436,7 +1456,20 @@ def apply_iam_patches() -> None:
     conditions are evaluated against the secret's tags, an Allow whose condition fails does not
     apply, an explicit Deny wins, and nothing allowed means AccessDenied (as JSON
     ``AccessDeniedException`` for the JSON-protocol services, as AWS answers them)."""
-    from moto.iam.access_control import IAMPolicy, IAMRequest
+    from moto.iam.access_control import IAMPolicy, IAMRequest, IAMRequestBase
+
+    # moto hands a form-encoded request's body to IAM as the parsed form (werkzeug consumed
+    # the stream) and signs its re-encoding, which differs from the SDK's (an SNS message's
+    # spaces and punctuation): every SNS Publish failed SignatureDoesNotMatch. AWS signs the
+    # body as sent; so does this.
+    original_request = IAMRequestBase._create_aws_request
+
+    def create_aws_request(self: Any) -> Any:
+        if not self._body and _raw_form():
+            self._body = _raw_form()
+        return original_request(self)
+
+    IAMRequestBase._create_aws_request = create_aws_request
 
     original = IAMRequest.check_action_permitted
 
@@ -1471,7 +1504,20 @@ def apply_iam_patches() -> None:
                     f"{self._action} on resource: {arn} because no identity-based policy "
                     "allows the action",
                 )
-            self._raise_access_denied()
+            # Query-protocol services (SNS, ElastiCache): AWS's error document has one
+            # <Error> under <ErrorResponse>; moto's <Errors> wrapper leaves the SDK without a
+            # code, so a refusal looked like an unknown service error.
+            from moto.core.exceptions import AccessDeniedError
+
+            err = AccessDeniedError(user_arn=self._access_key.arn, action=self._action)
+            err.code = 403
+            err.description = (
+                "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>"
+                f"User: {self._access_key.arn} is not authorized to perform: {self._action} "
+                f"on resource: {arn}</Message></Error>"
+                "<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+            )
+            raise err
 
     IAMRequest.check_action_permitted = check_action_permitted
 
