@@ -276,6 +276,40 @@ impl Incident {
     }
 }
 
+/// One notice of incident `inc` to the security topic: attributes `secret`, `incident_id` and
+/// `kind`; on a FIFO topic one group per incident and one deduplication id per kind (the report
+/// keeps the id it always had, `incident-<id>`).
+fn security_notice(
+    topic_arn: &str,
+    inc: &Incident,
+    kind: &str,
+    subject: String,
+    body: String,
+) -> Notification {
+    let dedup = match kind {
+        "incident_report" => format!("incident-{}", inc.incident_id),
+        other => format!(
+            "incident-{}-{}",
+            inc.incident_id,
+            other.trim_start_matches("incident_")
+        ),
+    };
+    Notification {
+        topic_arn: topic_arn.to_string(),
+        subject,
+        body,
+        attributes: vec![
+            ("secret".into(), inc.secret.clone()),
+            ("incident_id".into(), inc.incident_id.clone()),
+            ("kind".into(), kind.into()),
+        ],
+        fifo: is_fifo_topic(topic_arn).then(|| FifoIds {
+            group_id: format!("incident-{}", inc.incident_id),
+            deduplication_id: dedup,
+        }),
+    }
+}
+
 /// A new incident document for `spec`.
 pub fn new_incident(
     id: &str,
@@ -763,20 +797,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
             let lookback = crate::schedule::format_duration(cfg.audit_lookback);
             let base = format!("http://{}", me.config.server.listen);
             let (subject, body) = report::opened_notice(&inc, &base, &lookback);
-            let n = Notification {
-                topic_arn: cfg.sns_topic_arn.clone(),
-                subject,
-                body,
-                attributes: vec![
-                    ("secret".into(), inc.secret.clone()),
-                    ("incident_id".into(), inc.incident_id.clone()),
-                    ("kind".into(), "incident_opened".into()),
-                ],
-                fifo: is_fifo_topic(&cfg.sns_topic_arn).then(|| FifoIds {
-                    group_id: format!("incident-{}", inc.incident_id),
-                    deduplication_id: format!("incident-{}-opened", inc.incident_id),
-                }),
-            };
+            let n = security_notice(&cfg.sns_topic_arn, &inc, "incident_opened", subject, body);
             for attempt in 0..OPENED_NOTICE_ATTEMPTS {
                 if attempt > 0 {
                     let wait = crate::reminder::backoff(attempt, fastrand::f64());
@@ -893,20 +914,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
         let base = format!("http://{}", self.config.server.listen);
         let dir = report_dir(&self.config);
         let (subject, body) = report::notice(inc, &base, &dir);
-        let n = Notification {
-            topic_arn: cfg.sns_topic_arn.clone(),
-            subject,
-            body,
-            attributes: vec![
-                ("secret".into(), inc.secret.clone()),
-                ("incident_id".into(), inc.incident_id.clone()),
-                ("kind".into(), "incident_report".into()),
-            ],
-            fifo: is_fifo_topic(&cfg.sns_topic_arn).then(|| FifoIds {
-                group_id: format!("incident-{}", inc.incident_id),
-                deduplication_id: format!("incident-{}", inc.incident_id),
-            }),
-        };
+        let n = security_notice(&cfg.sns_topic_arn, inc, "incident_report", subject, body);
         let mut last = String::new();
         for attempt in 0..NOTIFY_ATTEMPTS {
             if attempt > 0 {

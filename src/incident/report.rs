@@ -331,11 +331,7 @@ pub fn notice(inc: &Incident, base_url: &str, report_dir: &Path) -> (String, Str
         inc.incident_id, inc.secret
     );
     let _ = writeln!(b);
-    let _ = writeln!(b, "Secret:      {} ({})", inc.secret, inc.secret_id);
-    let _ = writeln!(b, "Impact:      {}", inc.impact);
-    let _ = writeln!(b, "Reason:      {}", inc.reason);
-    let _ = writeln!(b, "Reported by: {}", inc.reported_by);
-    let _ = writeln!(b, "Opened:      {}", time_ms(inc.opened_at_ms));
+    facts(&mut b, inc);
     let _ = writeln!(b);
     let _ = writeln!(b, "What keywarden did:");
     for a in actions(inc) {
@@ -357,6 +353,16 @@ pub fn notice(inc: &Incident, base_url: &str, report_dir: &Path) -> (String, Str
     (subject, b)
 }
 
+/// The lines both notices start with: the secret, its impact, the reason, the reporter, the
+/// opening time.
+fn facts(b: &mut String, inc: &Incident) {
+    let _ = writeln!(b, "Secret:      {} ({})", inc.secret, inc.secret_id);
+    let _ = writeln!(b, "Impact:      {}", inc.impact);
+    let _ = writeln!(b, "Reason:      {}", inc.reason);
+    let _ = writeln!(b, "Reported by: {}", inc.reported_by);
+    let _ = writeln!(b, "Opened:      {}", time_ms(inc.opened_at_ms));
+}
+
 /// The subject and body of the first notice (`kind = incident_opened`), sent as soon as the
 /// incident is journaled: what was reported, by whom, where to follow it, and what keywarden
 /// does next. Never a value.
@@ -375,11 +381,7 @@ pub fn opened_notice(inc: &Incident, base_url: &str, lookback: &str) -> (String,
         inc.incident_id, inc.secret
     );
     let _ = writeln!(b);
-    let _ = writeln!(b, "Secret:      {} ({})", inc.secret, inc.secret_id);
-    let _ = writeln!(b, "Impact:      {}", inc.impact);
-    let _ = writeln!(b, "Reason:      {}", inc.reason);
-    let _ = writeln!(b, "Reported by: {}", inc.reported_by);
-    let _ = writeln!(b, "Opened:      {}", time_ms(inc.opened_at_ms));
+    facts(&mut b, inc);
     let _ = writeln!(b, "Follow:      {base_url}/incidents/{}", inc.incident_id);
     let _ = writeln!(b);
     let _ = writeln!(b, "What happens next, without waiting for anyone:");

@@ -252,22 +252,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             }
             let mut detail = r.detail.clone();
             detail.rolled_back_by = Some(ROLLED_BACK_BY_OPERATOR.to_string());
-            if r.state == State::Grace
-                && self.store.update_rotation(
-                    &r.id,
-                    &journal::Update {
-                        from: (r.state, r.step),
-                        step: r.step,
-                        state: State::RolledBack,
-                        attempts: 0,
-                        error: None,
-                        detail: &detail,
-                        event: (ROLLBACK, EventOutcome::Ok, Some(&msg)),
-                    },
-                    now,
-                )?
-            {
-                lock(&self.finalize_due).retain(|(_, id)| id != &r.id);
+            if r.state == State::Grace && self.mark_rolled_back(r, &detail, &msg, now)? {
                 cancelled = Some(r.id.clone());
             } else {
                 self.store
@@ -364,20 +349,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
             "rolled back automatically: check {} failed {n} times in a row (last value: {}); AWSCURRENT moved back from version {current} to {previous}",
             failure.check, failure.value
         );
-        self.store.update_rotation(
-            &rot.id,
-            &journal::Update {
-                from: (rot.state, rot.step),
-                step: rot.step,
-                state: State::RolledBack,
-                attempts: 0,
-                error: None,
-                detail: &detail,
-                event: (ROLLBACK, EventOutcome::Ok, Some(&msg)),
-            },
-            now,
-        )?;
-        lock(&self.finalize_due).retain(|(_, q)| q != &rot.id);
+        self.mark_rolled_back(&rot, &detail, &msg, now)?;
         if let Ok(Some(r)) = self.store.rotation(&rot.id) {
             self.publish(&r);
         }
@@ -387,6 +359,34 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         self.rollback_hooks(spec, Some(&rot), &previous, &current)
             .await;
         Ok(true)
+    }
+
+    /// Journals `r` as `rolled_back` (compare-and-set on its state and step) with `detail` and
+    /// the rollback event, and drops its finalize from the queue. False if it had moved on.
+    fn mark_rolled_back(
+        &self,
+        r: &Rotation,
+        detail: &journal::Detail,
+        msg: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let applied = self.store.update_rotation(
+            &r.id,
+            &journal::Update {
+                from: (r.state, r.step),
+                step: r.step,
+                state: State::RolledBack,
+                attempts: 0,
+                error: None,
+                detail,
+                event: (ROLLBACK, EventOutcome::Ok, Some(msg)),
+            },
+            now,
+        )?;
+        if applied {
+            lock(&self.finalize_due).retain(|(_, q)| q != &r.id);
+        }
+        Ok(applied)
     }
 
     /// Records the one notice of an automatic rollback in the reminder ledger (the reminder
