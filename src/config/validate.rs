@@ -897,11 +897,14 @@ fn validate_checks(
                 "prometheus",
             )?;
             let text = url.get_ref().trim();
-            if !text.starts_with("http://") || text.len() <= "http://".len() {
+            let scheme_ok = ["http://", "https://"]
+                .iter()
+                .any(|p| text.starts_with(p) && text.len() > p.len());
+            if !scheme_ok {
                 return Err(loc.at(
                     url,
                     &k("http"),
-                    format!("expected an http:// URL such as \"http://127.0.0.1:8080/health\", found {text:?} (https is not supported yet)"),
+                    format!("expected an http:// or https:// URL such as \"https://api.example.com/health\", found {text:?}"),
                 ));
             }
             let expect_status = match &c.expect_status {

@@ -293,7 +293,15 @@ async fn get(
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Result<(u16, Bytes), String> {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    // https verified against the system trust store (rustls-native-certs: SSL_CERT_FILE and
+    // SSL_CERT_DIR are honoured), plain http as written.
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("cannot load the system's CA certificates: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let mut req = hyper::Request::builder().method("GET").uri(url);
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());

@@ -667,3 +667,103 @@ fn url_encode(s: &str) -> String {
     }
     out
 }
+
+/// HTTP checks over https (the runbook's JWT validate endpoint is https): the server's
+/// certificate is verified against the system trust store (here a test CA through
+/// SSL_CERT_FILE); a name the certificate does not cover fails the pre-flight, naming the check.
+#[tokio::test]
+async fn https_checks_verify_the_server_certificate() {
+    let certs = crate::databases::make_certs();
+    let port = free_port();
+    // A one-route https server: /health answers {"checks":{"database":"ok"}}.
+    let server = format!(
+        "import http.server, ssl, json\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       body = json.dumps({{'checks': {{'database': 'ok'}}}}).encode()\n\
+         \x20       self.send_response(200); self.send_header('Content-Type', 'application/json')\n\
+         \x20       self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)\n\
+         \x20   def log_message(self, *a): pass\n\
+         s = http.server.HTTPServer(('127.0.0.1', {port}), H)\n\
+         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         ctx.load_cert_chain('{}', '{}')\n\
+         s.socket = ctx.wrap_socket(s.socket, server_side=True)\n\
+         s.serve_forever()\n",
+        certs.server_pem.display(),
+        certs.server_key.display()
+    );
+    let mut child = Command::new(venv_python())
+        .args(["-c", &server])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 for the https test server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the https test server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    for name in ["guard/tls", "guard/tls-name"] {
+        client
+            .create_secret()
+            .name(name)
+            .secret_string("tls-check-value-0")
+            .send()
+            .await
+            .unwrap();
+    }
+    let config = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+         [server]\nlisten = \"{{listen}}\"\nadmin_token_env = \"KW_TEST_TOKEN\"\n\
+         [poll]\nmetadata_every = \"1s\"\n[state]\npath = \"{{state}}\"\n\
+         [verify]\nevery = \"1s\"\nwatch = \"2s\"\n\n\
+         [[secret]]\nname = \"TLS\"\nid = \"guard/tls\"\nrotation = {{ strategy = \"random\" }}\n\
+         verify = [{{ name = \"db-health\", http = \"https://localhost:{port}/health\", json_pointer = \"/checks/database\", equals = \"ok\" }}]\n\n\
+         [[secret]]\nname = \"TLS_NAME\"\nid = \"guard/tls-name\"\nrotation = {{ strategy = \"random\" }}\n\
+         verify = [{{ name = \"wrong-name\", http = \"https://127.0.0.1:{port}/health\" }}]\n",
+        moto.endpoint()
+    );
+    let ca = certs.ca.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KW_TEST_TOKEN", TOKEN), ("SSL_CERT_FILE", ca.as_str())];
+    let d = Daemon::start_in_env(dir, free_port(), &config, &env).await;
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _, body) = http(
+        "POST",
+        &d.url("/rotate/TLS"),
+        &[("authorization", auth.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        202,
+        "the https pre-flight should pass: {body}\n{}",
+        d.log()
+    );
+    let id = serde_json::from_str::<Value>(&body).unwrap()["rotation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.wait_rotation(&id, &["done"], Duration::from_secs(30))
+        .await;
+    let (status, _, body) = http(
+        "POST",
+        &d.url("/rotate/TLS_NAME"),
+        &[("authorization", auth.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 409,
+        "a certificate for another name must fail: {body}"
+    );
+    assert!(body.contains("wrong-name"), "{body}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
