@@ -55,17 +55,22 @@ pub enum Feature {
     Rotator,
     /// Reminders and compromise notices over SNS.
     Notify,
-    /// CloudTrail access events (the access poller, compromise audit, `keywarden consumers`).
+    /// CloudTrail access events (the access poller, compromise audit, `keywarden consumers`):
+    /// FilterLogEvents on the log group, or ReceiveMessage and DeleteMessage on the SQS queue.
     Events,
+    /// Organization scale (issue #17, not used by this version yet): ListAccounts, and
+    /// AssumeRole into the member accounts' read role (`deploy/cloudformation/member-account.yaml`).
+    Organization,
 }
 
 impl Feature {
     /// Every feature, in file order.
-    pub const ALL: [Feature; 4] = [
+    pub const ALL: [Feature; 5] = [
         Feature::Monitor,
         Feature::Rotator,
         Feature::Notify,
         Feature::Events,
+        Feature::Organization,
     ];
 
     /// The file name stem under `deploy/iam/`.
@@ -75,6 +80,7 @@ impl Feature {
             Feature::Rotator => "rotator",
             Feature::Notify => "notify",
             Feature::Events => "events",
+            Feature::Organization => "organization",
         }
     }
 }
@@ -254,11 +260,36 @@ pub fn feature_policy(feature: Feature, scope: &Scope) -> Value {
             &["sns:Publish"],
             vec![topic_arn(scope, "*")],
         )],
-        Feature::Events => vec![statement(
-            "Events",
-            &["logs:FilterLogEvents"],
-            vec![log_group_arn(scope, "*")],
-        )],
+        Feature::Events => vec![
+            statement(
+                "Events",
+                &["logs:FilterLogEvents"],
+                vec![log_group_arn(scope, "*")],
+            ),
+            statement(
+                "EventsQueue",
+                &["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                vec![format!(
+                    "arn:{}:sqs:{}:{}:*",
+                    scope.partition, scope.region, scope.account
+                )],
+            ),
+        ],
+        Feature::Organization => vec![
+            statement(
+                "OrganizationAccounts",
+                &["organizations:ListAccounts"],
+                vec!["*".into()],
+            ),
+            statement(
+                "OrganizationAssumeRole",
+                &["sts:AssumeRole"],
+                vec![format!(
+                    "arn:{}:iam::*:role/keywarden-read",
+                    scope.partition
+                )],
+            ),
+        ],
     };
     document(statements)
 }

@@ -188,8 +188,10 @@ pub enum IamFeature {
     Rotator,
     /// sns:Publish.
     Notify,
-    /// logs:FilterLogEvents.
+    /// logs:FilterLogEvents, or sqs:ReceiveMessage and sqs:DeleteMessage.
     Events,
+    /// organizations:ListAccounts and sts:AssumeRole (organization scale, not used yet).
+    Organization,
 }
 
 impl From<IamFeature> for iam::Feature {
@@ -199,6 +201,7 @@ impl From<IamFeature> for iam::Feature {
             IamFeature::Rotator => iam::Feature::Rotator,
             IamFeature::Notify => iam::Feature::Notify,
             IamFeature::Events => iam::Feature::Events,
+            IamFeature::Organization => iam::Feature::Organization,
         }
     }
 }
