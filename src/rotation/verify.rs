@@ -452,9 +452,19 @@ pub async fn run_check(
             };
             match hooks::run_one(&hook, henv, env.hide_env, &[]).await {
                 Ok(()) => result(true, "exit 0".into(), None),
-                Err(e) => result(false, e.to_string(), None),
+                Err(e) => result(false, command_value(&e), None),
             }
         }
+    }
+}
+
+/// A failed command check's value, in a check's words: how it ended, never the command's path
+/// (it shows in `/secrets`, incidents and alerts).
+fn command_value(e: &hooks::HookError) -> String {
+    match e {
+        hooks::HookError::Spawn { reason, .. } => format!("could not start: {reason}"),
+        hooks::HookError::Failed { status, .. } => status.clone(),
+        hooks::HookError::TimedOut { seconds, .. } => format!("timed out after {seconds}s"),
     }
 }
 
@@ -475,6 +485,20 @@ pub async fn run_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_command_check_reads_as_a_check_not_a_hook() {
+        let failed = hooks::HookError::Failed {
+            command: "/opt/venv/bin/python".into(),
+            status: "exit status: 1".into(),
+        };
+        assert_eq!(command_value(&failed), "exit status: 1");
+        let slow = hooks::HookError::TimedOut {
+            command: "/opt/check".into(),
+            seconds: 5,
+        };
+        assert_eq!(command_value(&slow), "timed out after 5s");
+    }
 
     fn r(check: &str, ok: bool) -> CheckResult {
         CheckResult {
