@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::access::detect::{self, Anomaly, Detector, Event, Policy, PrincipalStats, Thresholds};
 use crate::access::store::{AccessState, SliceCommit, StoredReader};
-use crate::aws::{AwsError, LogEvent, LogsApi, QueueApi, QueueMessage};
+use crate::aws::{AwsError, LogEvent, LogsApi, QueueMessage};
 use crate::cloudtrail::{self, AccessCounts, ParseError, Record, SecretIndex};
 use crate::config::{AccessConfig, AccessSource, Config};
 use crate::domain::view::{AccessFacts, Managed, SharedView};
@@ -603,7 +603,7 @@ impl<L: LogsApi> AccessPoller<L> {
             .map(|m| Input {
                 key: &m.message_id,
                 ts_ms: now_ms,
-                parsed: super::queue::detail(&m.body)
+                parsed: super::envelope::detail(&m.body)
                     .and_then(|d| cloudtrail::parse(d).map_err(ParseError::as_str)),
             })
             .collect();
@@ -808,9 +808,9 @@ impl<L: LogsApi> AccessPoller<L> {
         self.view.write().access = facts;
     }
 
-    /// Learns the baseline, then polls (or, with `source = "sqs"`, receives from `queue`) until
-    /// `shutdown` turns true.
-    pub async fn run<Q: QueueApi>(mut self, queue: Option<Q>, shutdown: CancellationToken) {
+    /// Waits (bounded) for the metadata poller's first success, then learns the baseline,
+    /// retrying each period. False when `shutdown` came first. `super::run` then counts.
+    pub async fn prepare(&mut self, shutdown: &CancellationToken) -> bool {
         // Wait (bounded) for the metadata poller's first success: discovered secrets, ARNs,
         // last rotations and current versions come from it, and learning needs them.
         let wait_until = Instant::now()
@@ -830,7 +830,7 @@ impl<L: LogsApi> AccessPoller<L> {
         {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = shutdown.cancelled() => return info!("Access poller stopped."),
+                _ = shutdown.cancelled() => return false,
             }
         }
         // Learn first; a failure is retried at the next period, and counted.
@@ -839,10 +839,10 @@ impl<L: LogsApi> AccessPoller<L> {
             let started = Instant::now();
             let result = tokio::select! {
                 r = self.start(Utc::now()) => r,
-                _ = shutdown.cancelled() => return info!("Access poller stopped."),
+                _ = shutdown.cancelled() => return false,
             };
             match result {
-                Ok(_) => break,
+                Ok(_) => return true,
                 Err(e) => {
                     warn!(error = %e, kind = e.kind(), "Cannot learn the access baseline; retrying.");
                     crate::daemon::periodic::record_cycle(
@@ -854,30 +854,26 @@ impl<L: LogsApi> AccessPoller<L> {
                     );
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
-                        _ = shutdown.cancelled() => return info!("Access poller stopped."),
+                        _ = shutdown.cancelled() => return false,
                     }
                 }
             }
         }
-        let (metrics, view) = (self.metrics.clone(), self.view.clone());
-        match (self.access.source.clone(), queue) {
-            (AccessSource::Sqs { queue_url }, Some(queue)) => {
-                super::queue::run(
-                    &mut self, &queue, &queue_url, every, &metrics, &view, &shutdown,
-                )
-                .await
-            }
-            (AccessSource::Sqs { .. }, None) => {
-                warn!("Access source is sqs but no queue client was given; not counting.")
-            }
-            (AccessSource::CloudWatchLogs, _) => {
-                crate::daemon::periodic::run_periodically(
-                    SOURCE, every, &metrics, &view, &shutdown, &mut self,
-                )
-                .await
-            }
-        }
-        info!("Access poller stopped.");
+    }
+
+    /// The poll period (`poll.access_every`).
+    pub fn every(&self) -> Duration {
+        self.config.poll.access_every
+    }
+
+    /// The configured source.
+    pub fn source(&self) -> AccessSource {
+        self.access.source.clone()
+    }
+
+    /// The metrics and the view it publishes to (for the loop that drives it).
+    pub fn outputs(&self) -> (Arc<Metrics>, SharedView) {
+        (self.metrics.clone(), self.view.clone())
     }
 }
 

@@ -246,7 +246,8 @@ fn spawn_watchers(w: &Wiring) {
                 None
             }
         };
-        w.tasks.spawn(poller.run(queue, w.stop.clone()));
+        w.tasks
+            .spawn(crate::access::run(poller, queue, w.stop.clone()));
     }
     w.tasks.spawn(crate::telemetry::run_refresher(
         w.metrics.clone(),
