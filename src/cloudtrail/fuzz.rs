@@ -149,28 +149,9 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
     }
 }
 
-/// The line index as a byte-by-byte reading defines it: `(quote, bracket, usable)`.
-fn naive_index(b: &[u8]) -> (Vec<u64>, Vec<u64>, bool) {
-    let words = b.len().div_ceil(64);
-    let (mut quote, mut bracket) = (vec![0u64; words], vec![0u64; words]);
-    let mut inside = false;
-    for (k, &c) in b.iter().enumerate() {
-        let bit = 1u64 << (k % 64);
-        match c {
-            b'"' => {
-                quote[k / 64] |= bit;
-                inside = !inside;
-            }
-            b'{' | b'}' | b'[' | b']' if !inside => bracket[k / 64] |= bit,
-            _ => {}
-        }
-    }
-    (quote, bracket, !b.contains(&b'\\'))
-}
-
 /// Every kernel's index of `b` equals the naive one, and `next_quote` a linear search.
 fn check_index(b: &[u8]) -> Result<(), TestCaseError> {
-    let (quote, bracket, usable) = naive_index(b);
+    let (quote, bracket, usable) = super::line_index::tests::naive(b);
     for kernel in Kernel::under_test() {
         let mut index = LineIndex::new();
         // SAFETY: `Kernel::under_test` lists only kernels this processor has.

@@ -309,12 +309,13 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The index as a byte-by-byte reading defines it.
-    fn naive(b: &[u8]) -> (Vec<u64>, Vec<u64>, bool) {
+    /// The index as a byte-by-byte reading defines it: `(quote, bracket, usable)` (also the
+    /// fuzz run's reference, `super::fuzz`).
+    pub(in crate::cloudtrail) fn naive(b: &[u8]) -> (Vec<u64>, Vec<u64>, bool) {
         let words = b.len().div_ceil(64);
         let (mut quote, mut bracket) = (vec![0u64; words], vec![0u64; words]);
         let mut inside = false;

@@ -266,13 +266,21 @@ async fn put(client: &logs::Client, stream: &str, recs: &[Rec]) {
 
 /// Expected counter values from the records counted once each.
 fn expected(recs: &[&Rec]) -> BTreeMap<(String, String, String), u64> {
+    expected_counts(recs.iter().map(|r| (r.id.as_str(), r.counts.as_slice())))
+}
+
+/// The access counters a set of records must produce: each eventID counted once, its
+/// (secret, event, outcome) label sets added up. Shared with the SQS tests.
+pub(crate) fn expected_counts<'a>(
+    recs: impl IntoIterator<Item = (&'a str, &'a [(&'static str, &'static str, &'static str)])>,
+) -> BTreeMap<(String, String, String), u64> {
     let mut m = BTreeMap::new();
     let mut ids = std::collections::HashSet::new();
-    for r in recs {
-        if r.counts.is_empty() || !ids.insert(r.id.clone()) {
+    for (id, counts) in recs {
+        if counts.is_empty() || !ids.insert(id) {
             continue;
         }
-        for (s, e, o) in &r.counts {
+        for (s, e, o) in counts {
             *m.entry((s.to_string(), e.to_string(), o.to_string()))
                 .or_default() += 1;
         }
@@ -280,7 +288,9 @@ fn expected(recs: &[&Rec]) -> BTreeMap<(String, String, String), u64> {
     m
 }
 
-fn counted(s: &Scrape) -> BTreeMap<(String, String, String), u64> {
+/// The non-zero `keywarden_secret_access_events_total` series of a scrape. Shared with the SQS
+/// tests.
+pub(crate) fn counted(s: &Scrape) -> BTreeMap<(String, String, String), u64> {
     s.samples
         .iter()
         .filter(|x| x.name == "keywarden_secret_access_events_total" && x.value > 0.0)

@@ -5,6 +5,7 @@
 //! the baseline still learned from the log group. Canary: no secret value and no message body
 //! anywhere keywarden writes.
 
+use crate::access::counted;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -251,35 +252,7 @@ async fn depth(client: &sqs::Client, url: &str) -> u64 {
 }
 
 fn expected(recs: &[&Rec]) -> BTreeMap<(String, String, String), u64> {
-    let mut m = BTreeMap::new();
-    let mut seen = HashSet::new();
-    for r in recs {
-        if r.counts.is_empty() || !seen.insert(r.id.clone()) {
-            continue;
-        }
-        for (s, e, o) in &r.counts {
-            *m.entry((s.to_string(), e.to_string(), o.to_string()))
-                .or_default() += 1;
-        }
-    }
-    m
-}
-
-fn counted(s: &Scrape) -> BTreeMap<(String, String, String), u64> {
-    s.samples
-        .iter()
-        .filter(|x| x.name == "keywarden_secret_access_events_total" && x.value > 0.0)
-        .map(|x| {
-            (
-                (
-                    x.labels["secret"].clone(),
-                    x.labels["event"].clone(),
-                    x.labels["outcome"].clone(),
-                ),
-                x.value as u64,
-            )
-        })
-        .collect()
+    crate::access::expected_counts(recs.iter().map(|r| (r.id.as_str(), r.counts.as_slice())))
 }
 
 fn skipped(s: &Scrape) -> BTreeMap<String, u64> {
