@@ -127,6 +127,13 @@ pub async fn run<L: LogsApi, Q: QueueApi>(
         if let Some(e) = &error {
             warn!(error = %e, kind = e.kind.as_str(), "ReceiveMessage failed; retrying.");
         }
+        if batch.is_empty() {
+            // An empty long-poll has nothing to make durable: no commit (an idle queue would
+            // otherwise cost an fsync per receive); pruning waits for the next message.
+            let outcome = error.map(|e| e.kind.as_str());
+            crate::daemon::periodic::record_cycle(metrics, view, SOURCE, started, outcome);
+            continue;
+        }
         let mut report = CycleReport::default();
         let outcome = match poller.ingest(&batch, Utc::now(), &mut report) {
             Ok(deletable) => {

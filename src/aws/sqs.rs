@@ -47,6 +47,18 @@ impl QueueApi for Sqs {
             .queue_url(queue_url)
             .max_number_of_messages(max_messages)
             .wait_time_seconds(wait_seconds)
+            .customize()
+            .config_override(
+                // A long poll holds the request open for `wait_seconds`: the shared 20 s attempt
+                // timeout would cut every empty one short (a timeout error a poll).
+                aws_sdk_sqs::config::Builder::default().timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .connect_timeout(std::time::Duration::from_secs(3))
+                        .operation_attempt_timeout(long_poll_timeout(wait_seconds))
+                        .operation_timeout(long_poll_timeout(wait_seconds) * 3)
+                        .build(),
+                ),
+            )
             .send()
             .await;
         let out = out.map_err(|e| AwsError {
@@ -105,4 +117,10 @@ impl QueueApi for Sqs {
         self.count(OPERATION, &out);
         Ok(out?.failed.len())
     }
+}
+
+/// The attempt timeout of a ReceiveMessage that waits up to `wait_seconds`: the wait plus room
+/// for the answer.
+fn long_poll_timeout(wait_seconds: i32) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::try_from(wait_seconds).unwrap_or(0) + 10)
 }
