@@ -23,6 +23,7 @@ fn fleet(n: usize) -> Vec<SecretStatus> {
             let due = NOW + (i as i64 * 7919) % (90 * DAY);
             SecretStatus {
                 name: format!("service-{i}/secret"),
+                target: Default::default(),
                 id: format!("svc/service-{i}/secret"),
                 arn: None,
                 managed: Managed::Inventory,

@@ -9,6 +9,7 @@
 //! Owns every AWS SDK type: no other folder names one. Must never import telemetry, the store or
 //! any task; adapters report calls through [`CallObserver`].
 
+pub mod accounts;
 pub mod client;
 pub mod cloudwatchlogs;
 pub mod elasticache;

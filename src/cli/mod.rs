@@ -20,7 +20,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, ConfigError};
 use crate::domain::view::SharedView;
-use crate::inventory::poller::MetadataPoller;
 use crate::telemetry::Metrics;
 
 /// Exit code of a usage or configuration error (EX_USAGE).
@@ -515,9 +514,25 @@ async fn status(config: Config, output: Output, server: Option<String>) -> ExitC
     );
     let metrics = Arc::new(Metrics::new());
     let sdk = crate::aws::client::load(&config.aws).await;
-    let api = crate::aws::secretsmanager::SecretsManager::new(&sdk, metrics.clone());
     let config = Arc::new(config);
-    let mut poller = MetadataPoller::new(api, config.clone(), SharedView::default(), metrics);
+    let view = SharedView::with_targets(Arc::new(crate::domain::targets::Targets::new(
+        sdk.region().map_or("", |r| r.as_ref()),
+    )));
+    let mut fleet =
+        match crate::daemon::accounts::fleet_poller(config.clone(), &sdk, view.clone(), metrics)
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("keywarden: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    if config.organization.is_some() {
+        eprintln!("keywarden: listing the organization's accounts...");
+        fleet.refresh_accounts().await;
+    }
+    let mut poller = fleet.into_inner();
     eprintln!("keywarden: listing secrets in Secrets Manager...");
     let now = Utc::now();
     let (polled, anomalies) = tokio::join!(
@@ -534,11 +549,23 @@ async fn status(config: Config, output: Output, server: Option<String>) -> ExitC
     match polled {
         Ok((report, statuses)) => {
             eprintln!(
-                "keywarden: {} secrets watched ({} listed in {} page(s)).",
-                report.watched, report.listed, report.pages
+                "keywarden: {} secrets watched ({} listed in {} page(s), {} account/region(s)).",
+                report.watched, report.listed, report.pages, report.targets
             );
+            for (id, kind) in &view.read().accounts_down {
+                let l = view.targets().labels(*id);
+                eprintln!(
+                    "keywarden: account {} region {} cannot be read ({kind}): its secrets are not shown",
+                    l.account, l.region
+                );
+            }
             let planned_text = planned::render_planned(&statuses, &config.secrets, now.timestamp());
-            let rows = crate::cli::status::rows(statuses, anomalies.as_deref(), now.timestamp());
+            let rows = crate::cli::status::rows(
+                statuses,
+                anomalies.as_deref(),
+                view.targets(),
+                now.timestamp(),
+            );
             match output {
                 Output::Table => print!(
                     "{}{}",

@@ -59,6 +59,7 @@ mod tests {
     fn status(name: &str, due: i64) -> SecretStatus {
         SecretStatus {
             name: name.into(),
+            target: Default::default(),
             id: format!("svc/{name}"),
             arn: None,
             managed: Managed::Inventory,

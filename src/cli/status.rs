@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::AnomalyKind;
+use crate::domain::targets::{Targets, label_of_key};
 use crate::domain::view::SecretStatus;
 use crate::http::api::{AnomalyCounts, SecretAnomalies};
 use crate::schedule::format_duration;
@@ -37,6 +38,10 @@ pub struct StatusRow {
     /// The status fields (flattened in JSON).
     #[serde(flatten)]
     pub status: SecretStatus,
+    /// The account it is read from.
+    pub account: std::sync::Arc<str>,
+    /// The region it is read from.
+    pub region: std::sync::Arc<str>,
     /// Age of the current value in seconds at `now`.
     pub age_seconds: Option<i64>,
     /// Anomalies since the daemon started; `null` when no daemon answered.
@@ -48,6 +53,7 @@ pub struct StatusRow {
 pub fn rows(
     statuses: Vec<SecretStatus>,
     per_secret: Option<&[SecretAnomalies]>,
+    targets: &Targets,
     now: i64,
 ) -> Vec<StatusRow> {
     let by_name: Option<HashMap<&str, &SecretAnomalies>> =
@@ -63,7 +69,10 @@ pub fn rows(
                         latest_at: if a.count > 0 { a.latest_at } else { None },
                     })
             });
+            let place = targets.labels(status.target);
             StatusRow {
+                account: place.account,
+                region: place.region,
                 age_seconds: status.last_rotated.map(|t| now - t),
                 anomalies,
                 status,
@@ -140,6 +149,8 @@ fn anomalies_cell(a: Option<&RowAnomalies>) -> String {
 pub fn render_table(rows: &[StatusRow], now: i64) -> String {
     let header = [
         "SECRET",
+        "ACCOUNT",
+        "REGION",
         "PRESENT",
         "AGE",
         "INTERVAL",
@@ -149,12 +160,18 @@ pub fn render_table(rows: &[StatusRow], now: i64) -> String {
         "LAST ACCESSED",
         "ANOMALIES",
     ];
-    let cells: Vec<[String; 9]> = rows
+    let cells: Vec<[String; 11]> = rows
         .iter()
         .map(|r| {
             let s = &r.status;
             [
-                s.name.clone(),
+                label_of_key(&s.name).to_string(),
+                if r.account.is_empty() {
+                    "-".to_string()
+                } else {
+                    r.account.to_string()
+                },
+                r.region.to_string(),
                 if s.deletion_scheduled {
                     "deleting".to_string()
                 } else {
@@ -210,6 +227,7 @@ mod tests {
     fn status(name: &str) -> SecretStatus {
         SecretStatus {
             name: name.into(),
+            target: Default::default(),
             id: format!("svc/{name}"),
             arn: None,
             managed: Managed::Inventory,
@@ -240,12 +258,21 @@ mod tests {
         }
     }
 
+    fn targets() -> Targets {
+        let t = Targets::new("eu-west-1");
+        t.set_home_account("111122223333");
+        t
+    }
+
     #[test]
     fn table_shows_age_due_and_overdue() {
-        let t = render_table(&rows(vec![status("JWT_SECRET")], None, NOW), NOW);
+        let t = render_table(
+            &rows(vec![status("JWT_SECRET")], None, &targets(), NOW),
+            NOW,
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert!(
-            lines[0].starts_with("SECRET      PRESENT  AGE  INTERVAL"),
+            lines[0].starts_with("SECRET      ACCOUNT       REGION     PRESENT  AGE  INTERVAL"),
             "{t}"
         );
         assert!(lines[1].contains("95d"), "{t}");
@@ -260,11 +287,11 @@ mod tests {
         s.last_rotated = Some(NOW - 5 * 3600);
         s.interval_seconds = Some(86_400);
         s.due = Some(NOW + 23 * 3600);
-        let t = render_table(&rows(vec![s.clone()], None, NOW), NOW);
+        let t = render_table(&rows(vec![s.clone()], None, &targets(), NOW), NOW);
         assert!(t.contains("(in 23h)"), "{t}");
         assert!(t.lines().nth(1).is_some_and(|l| l.contains(" 5h ")), "{t}");
         s.due = Some(NOW - 5 * 3600);
-        let t = render_table(&rows(vec![s], None, NOW), NOW);
+        let t = render_table(&rows(vec![s], None, &targets(), NOW), NOW);
         assert!(t.contains("(overdue 5h)"), "{t}");
     }
 
@@ -289,7 +316,7 @@ mod tests {
             counts("OLD", 2, None),
         ];
         let list = vec![status("DB"), status("OLD"), status("QUIET")];
-        let t = render_table(&rows(list.clone(), Some(&daemon), NOW), NOW);
+        let t = render_table(&rows(list.clone(), Some(&daemon), &targets(), NOW), NOW);
         let header = t.lines().next().unwrap_or_default();
         assert!(header.ends_with("  ANOMALIES"), "{t}");
         let row = |name: &str| {
@@ -302,7 +329,7 @@ mod tests {
         assert!(row("OLD").ends_with("  2"), "{t}");
         assert!(row("QUIET").ends_with("  0"), "{t}");
         // No daemon answered: unknown, not zero.
-        let t = render_table(&rows(list, None, NOW), NOW);
+        let t = render_table(&rows(list, None, &targets(), NOW), NOW);
         assert!(t.lines().skip(1).all(|l| l.ends_with("  -")), "{t}");
     }
 
@@ -317,7 +344,12 @@ mod tests {
         accented.pending = true;
         let daemon = [counts(long, 12, Some(AnomalyKind::DeniedBurst))];
         let t = render_table(
-            &rows(vec![status(long), short, accented], Some(&daemon), NOW),
+            &rows(
+                vec![status(long), short, accented],
+                Some(&daemon),
+                &targets(),
+                NOW,
+            ),
             NOW,
         );
         let lines: Vec<Vec<char>> = t.lines().map(|l| l.chars().collect()).collect();
@@ -401,8 +433,8 @@ mod tests {
     #[test]
     fn json_rows_hold_the_same_fields() {
         let daemon = [counts("DB", 3, Some(AnomalyKind::UnexpectedSource))];
-        let v =
-            serde_json::to_value(rows(vec![status("DB")], Some(&daemon), NOW)).unwrap_or_default();
+        let v = serde_json::to_value(rows(vec![status("DB")], Some(&daemon), &targets(), NOW))
+            .unwrap_or_default();
         let row = &v[0];
         for field in [
             "name",
@@ -415,6 +447,8 @@ mod tests {
             "scheduled",
             "pending",
             "last_accessed",
+            "account",
+            "region",
         ] {
             assert!(row.get(field).is_some(), "{field} missing: {v:#}");
         }
@@ -424,7 +458,8 @@ mod tests {
             serde_json::json!({"count": 3, "latest_kind": "unexpected_source", "latest_at": NOW - 600}),
             "{v:#}"
         );
-        let v = serde_json::to_value(rows(vec![status("DB")], None, NOW)).unwrap_or_default();
+        let v = serde_json::to_value(rows(vec![status("DB")], None, &targets(), NOW))
+            .unwrap_or_default();
         assert!(v[0]["anomalies"].is_null(), "{v:#}");
     }
 }

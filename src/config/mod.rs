@@ -98,6 +98,55 @@ pub struct Config {
     pub verify: VerifyConfig,
     /// The inventory, in file order.
     pub secrets: Vec<SecretSpec>,
+    /// `[[account]]`: member accounts read through an assumed role (SPEC §13).
+    pub accounts: Vec<AccountSpec>,
+    /// `[organization]`: every active account of the organization.
+    pub organization: Option<OrganizationConfig>,
+}
+
+impl Config {
+    /// Whether keywarden reads other accounts than its own (`[[account]]` or `[organization]`).
+    pub fn multi_account(&self) -> bool {
+        !self.accounts.is_empty() || self.organization.is_some()
+    }
+}
+
+/// Where the ExternalId of an assumed role comes from. The value is read at start, never
+/// written in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalIdSource {
+    /// `external_id_env`: an environment variable's name.
+    Env(String),
+    /// `external_id_file`: a file holding it (trailing newline ignored).
+    File(PathBuf),
+}
+
+/// One `[[account]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSpec {
+    /// The 12-digit account id.
+    pub id: String,
+    /// The role keywarden assumes in it.
+    pub role_arn: String,
+    /// The role's ExternalId, if its trust policy asks for one.
+    pub external_id: Option<ExternalIdSource>,
+    /// The regions read in it (at least one).
+    pub regions: Vec<String>,
+}
+
+/// `[organization]`: accounts from organizations:ListAccounts (suspended ones skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganizationConfig {
+    /// The role name assumed in every member account (`arn:aws:iam::<id>:role/<role_name>`).
+    pub role_name: String,
+    /// The regions read in every account.
+    pub regions: Vec<String>,
+    /// Account ids never read.
+    pub exclude: Vec<String>,
+    /// The role's ExternalId, if its trust policy asks for one.
+    pub external_id: Option<ExternalIdSource>,
+    /// How often the account list is read again.
+    pub refresh_every: Duration,
 }
 
 /// `[verify]` (SPEC §12): how the `verify = [...]` checks of every secret run.
@@ -305,6 +354,10 @@ pub struct DiscoveryConfig {
 /// One inventory secret.
 #[derive(Debug, Clone)]
 pub struct SecretSpec {
+    /// `account`: the member account it lives in (`None`: the daemon's own account).
+    pub account: Option<String>,
+    /// `region`: its region (`None`: the account's first region, or the daemon's own).
+    pub region: Option<String>,
     /// Inventory name: the `secret` label.
     pub name: String,
     /// Secrets Manager name or ARN.

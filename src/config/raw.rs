@@ -50,6 +50,34 @@ pub(super) struct RawConfig {
     pub(super) verify: Option<RawVerify>,
     #[serde(default, rename = "secret")]
     pub(super) secrets: Vec<RawSecret>,
+    #[serde(default, rename = "account")]
+    pub(super) accounts: Vec<Spanned<RawAccount>>,
+    pub(super) organization: Option<Spanned<RawOrganization>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccount {
+    pub(super) id: Spanned<String>,
+    pub(super) role_arn: Spanned<String>,
+    pub(super) external_id_env: Option<Spanned<String>>,
+    pub(super) external_id_file: Option<Spanned<String>>,
+    /// Accepted only to say clearly that the ExternalId is never written inline.
+    pub(super) external_id: Option<Spanned<toml::Value>>,
+    pub(super) regions: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOrganization {
+    pub(super) role_name: Spanned<String>,
+    pub(super) regions: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) exclude: Vec<Spanned<String>>,
+    pub(super) external_id_env: Option<Spanned<String>>,
+    pub(super) external_id_file: Option<Spanned<String>>,
+    pub(super) external_id: Option<Spanned<toml::Value>>,
+    pub(super) refresh_every: Option<Spanned<ConfigDuration>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -130,6 +158,8 @@ pub(super) struct RawDiscovery {
 pub(super) struct RawSecret {
     pub(super) name: Spanned<String>,
     pub(super) id: Spanned<String>,
+    pub(super) account: Option<Spanned<String>>,
+    pub(super) region: Option<Spanned<String>>,
     pub(super) rotate_every: Option<ConfigDuration>,
     pub(super) severity: Option<Severity>,
     pub(super) impact: Option<String>,

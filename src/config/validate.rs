@@ -101,6 +101,20 @@ pub(super) fn validate(
         .map(|v| validate_verify(v, loc))
         .transpose()?
         .unwrap_or_default();
+    let accounts = validate_accounts(raw.accounts, loc)?;
+    let organization = raw
+        .organization
+        .map(|o| validate_organization(o, &accounts, loc))
+        .transpose()?;
+    let text_spans: &[SecretSpans] = &raw
+        .secrets
+        .iter()
+        .map(|s| SecretSpans {
+            name: s.name.span(),
+            account: s.account.as_ref().map(Spanned::span),
+            region: s.region.as_ref().map(Spanned::span),
+        })
+        .collect::<Vec<_>>();
     Ok(Config {
         source: path.to_path_buf(),
         aws: validate_aws(raw.aws, loc)?,
@@ -120,9 +134,307 @@ pub(super) fn validate(
             .discovery
             .map(|d| validate_discovery(d, loc))
             .transpose()?,
-        secrets: validate_secrets(raw.secrets, loc, &verify)?,
+        secrets: {
+            let secrets = validate_secrets(raw.secrets, loc, &verify)?;
+            check_secret_places(&secrets, &accounts, organization.as_ref(), loc, text_spans)?;
+            secrets
+        },
         verify,
+        accounts,
+        organization,
     })
+}
+
+/// A 12-digit AWS account id.
+fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A region name such as `eu-west-1` or `us-gov-west-1`: lowercase words and a number.
+fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty())
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+}
+
+fn validate_regions(
+    regions: Spanned<Vec<Spanned<String>>>,
+    loc: &Locator<'_>,
+    key: &str,
+) -> Result<Vec<String>, ConfigError> {
+    if regions.get_ref().is_empty() {
+        return Err(loc.at(
+            &regions,
+            key,
+            "expected at least one region, such as [\"eu-west-1\"]",
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for r in regions.into_inner() {
+        let name = r.get_ref().trim().to_string();
+        if !is_region(&name) {
+            return Err(loc.at(
+                &r,
+                key,
+                format!("expected a region name such as \"eu-west-1\", found {name:?}"),
+            ));
+        }
+        if out.contains(&name) {
+            return Err(loc.at(&r, key, format!("region {name:?} is listed twice")));
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
+fn validate_external_id(
+    env: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    inline: Option<Spanned<toml::Value>>,
+    loc: &Locator<'_>,
+    table: &str,
+) -> Result<Option<ExternalIdSource>, ConfigError> {
+    if let Some(v) = inline {
+        return Err(loc.at(
+            &v,
+            &format!("{table}.external_id"),
+            "the ExternalId is not written in the configuration: name an environment variable with external_id_env or a file with external_id_file",
+        ));
+    }
+    match (env, file) {
+        (Some(e), Some(_)) => Err(loc.at(
+            &e,
+            &format!("{table}.external_id_env"),
+            "give external_id_env or external_id_file, not both",
+        )),
+        (Some(e), None) => {
+            let name = e.get_ref().trim().to_string();
+            if !is_env_var_name(&name) {
+                return Err(loc.at(
+                    &e,
+                    &format!("{table}.external_id_env"),
+                    format!("expected an environment variable name such as \"KEYWARDEN_EXTERNAL_ID\", found {name:?}"),
+                ));
+            }
+            Ok(Some(ExternalIdSource::Env(name)))
+        }
+        (None, Some(f)) => {
+            let path = f.get_ref().trim();
+            if path.is_empty() {
+                return Err(loc.at(
+                    &f,
+                    &format!("{table}.external_id_file"),
+                    "expected the path of a file holding the ExternalId",
+                ));
+            }
+            Ok(Some(ExternalIdSource::File(PathBuf::from(path))))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn validate_accounts(
+    raw: Vec<Spanned<RawAccount>>,
+    loc: &Locator<'_>,
+) -> Result<Vec<AccountSpec>, ConfigError> {
+    let mut out: Vec<AccountSpec> = Vec::with_capacity(raw.len());
+    for (i, a) in raw.into_iter().enumerate() {
+        let key = |f: &str| format!("account[{i}].{f}");
+        let a = a.into_inner();
+        let id = a.id.get_ref().trim().to_string();
+        if !is_account_id(&id) {
+            return Err(loc.at(
+                &a.id,
+                &key("id"),
+                format!("expected a 12-digit AWS account id, found {id:?}"),
+            ));
+        }
+        if let Some(j) = out.iter().position(|o| o.id == id) {
+            return Err(loc.at(
+                &a.id,
+                &key("id"),
+                format!("account {id} is already account[{j}]; list its regions there"),
+            ));
+        }
+        let role_arn = a.role_arn.get_ref().trim().to_string();
+        let role_account = role_arn
+            .strip_prefix("arn:")
+            .and_then(|r| r.split(':').nth(3))
+            .filter(|_| role_arn.contains(":role/"));
+        match role_account {
+            None => {
+                return Err(loc.at(
+                    &a.role_arn,
+                    &key("role_arn"),
+                    format!("expected an IAM role ARN such as \"arn:aws:iam::{id}:role/keywarden-read\", found {role_arn:?}"),
+                ));
+            }
+            Some(acct) if acct != id => {
+                return Err(loc.at(
+                    &a.role_arn,
+                    &key("role_arn"),
+                    format!("the role is in account {acct}, not in account {id}: keywarden reads an account through a role of that account"),
+                ));
+            }
+            Some(_) => {}
+        }
+        let external_id = validate_external_id(
+            a.external_id_env,
+            a.external_id_file,
+            a.external_id,
+            loc,
+            &format!("account[{i}]"),
+        )?;
+        let regions = validate_regions(a.regions, loc, &key("regions"))?;
+        out.push(AccountSpec {
+            id,
+            role_arn,
+            external_id,
+            regions,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_organization(
+    o: Spanned<RawOrganization>,
+    accounts: &[AccountSpec],
+    loc: &Locator<'_>,
+) -> Result<OrganizationConfig, ConfigError> {
+    if !accounts.is_empty() {
+        return Err(loc.at(
+            &o,
+            "organization",
+            "[organization] and [[account]] exclude each other: list accounts by hand or read them from the organization",
+        ));
+    }
+    let o = o.into_inner();
+    let role_name = o.role_name.get_ref().trim().to_string();
+    if role_name.is_empty()
+        || !role_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+    {
+        return Err(loc.at(
+            &o.role_name,
+            "organization.role_name",
+            format!("expected an IAM role name such as \"keywarden-read\", found {role_name:?}"),
+        ));
+    }
+    let mut exclude = Vec::with_capacity(o.exclude.len());
+    for e in &o.exclude {
+        let id = e.get_ref().trim().to_string();
+        if !is_account_id(&id) {
+            return Err(loc.at(
+                e,
+                "organization.exclude",
+                format!("expected 12-digit AWS account ids, found {id:?}"),
+            ));
+        }
+        exclude.push(id);
+    }
+    let refresh_every = match o.refresh_every {
+        None => Duration::from_secs(15 * 60),
+        Some(d) if d.get_ref().0 >= Duration::from_secs(60) => d.get_ref().0,
+        Some(d) => {
+            return Err(loc.at(
+                &d,
+                "organization.refresh_every",
+                "expected at least 1m: organizations:ListAccounts is rate limited",
+            ));
+        }
+    };
+    Ok(OrganizationConfig {
+        role_name,
+        regions: validate_regions(o.regions, loc, "organization.regions")?,
+        exclude,
+        external_id: validate_external_id(
+            o.external_id_env,
+            o.external_id_file,
+            o.external_id,
+            loc,
+            "organization",
+        )?,
+        refresh_every,
+    })
+}
+
+/// Checks each secret's `account` and `region` against `[[account]]` / `[organization]`, and
+/// that a secret of a member account is watched only (member roles are read-only).
+fn check_secret_places(
+    secrets: &[SecretSpec],
+    accounts: &[AccountSpec],
+    organization: Option<&OrganizationConfig>,
+    loc: &Locator<'_>,
+    spans: &[SecretSpans],
+) -> Result<(), ConfigError> {
+    for (i, (s, sp)) in secrets.iter().zip(spans).enumerate() {
+        let key = |f: &str| format!("secret[{i}].{f}");
+        if let (Some(region), None) = (&s.region, &s.account) {
+            return Err(loc.error(
+                sp.region.clone().unwrap_or(sp.name.clone()),
+                &key("region"),
+                format!("region {region:?} needs an account: a secret of the daemon's own account is read in the daemon's region ([aws] region)"),
+            ));
+        }
+        let Some(account) = &s.account else { continue };
+        let span = sp.account.clone().unwrap_or(sp.name.clone());
+        let regions: &[String] = if let Some(a) = accounts.iter().find(|a| &a.id == account) {
+            &a.regions
+        } else if let Some(o) = organization {
+            if o.exclude.contains(account) {
+                return Err(loc.error(
+                    span,
+                    &key("account"),
+                    format!("account {account} is in [organization] exclude"),
+                ));
+            }
+            &o.regions
+        } else if !accounts.is_empty() {
+            return Err(loc.error(
+                span,
+                &key("account"),
+                format!("account {account} is not one of the [[account]] entries"),
+            ));
+        } else {
+            return Err(loc.error(
+                span,
+                &key("account"),
+                "a secret names an account only when keywarden reads several: add an [[account]] entry (or [organization]), or remove the key for the daemon's own account".to_string(),
+            ));
+        };
+        if let Some(region) = &s.region
+            && !regions.contains(region)
+        {
+            return Err(loc.error(
+                sp.region.clone().unwrap_or(span),
+                &key("region"),
+                format!(
+                    "region {region:?} is not read in account {account} (regions: {})",
+                    regions.join(", ")
+                ),
+            ));
+        }
+        if !matches!(s.rotation.strategy, Strategy::None) {
+            return Err(loc.error(
+                sp.name.clone(),
+                &key("rotation.strategy"),
+                format!("keywarden rotates secrets of its own account only; secret {:?} in account {account} is watched read-only (the member role cannot write): remove its [secret.rotation]", s.name),
+            ));
+        }
+        if !s.hooks.is_empty() || !s.verify.is_empty() {
+            return Err(loc.error(
+                sp.name.clone(),
+                &key("hooks"),
+                format!("secret {:?} in account {account} is watched read-only: hooks and verify checks apply to rotations, which keywarden runs in its own account only", s.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_aws(a: RawAws, loc: &Locator<'_>) -> Result<AwsConfig, ConfigError> {
@@ -299,6 +611,13 @@ fn validate_discovery(d: RawDiscovery, loc: &Locator<'_>) -> Result<DiscoveryCon
     })
 }
 
+/// Where a secret's keys stand in the file, for errors raised after `validate_secrets`.
+struct SecretSpans {
+    name: std::ops::Range<usize>,
+    account: Option<std::ops::Range<usize>>,
+    region: Option<std::ops::Range<usize>>,
+}
+
 fn validate_secrets(
     raw: Vec<RawSecret>,
     loc: &Locator<'_>,
@@ -321,6 +640,41 @@ fn validate_secrets(
         if name.is_empty() {
             return Err(loc.at(&s.name, &key("name"), "expected a non-empty name"));
         }
+        if name.contains(':') {
+            return Err(loc.at(
+                &s.name,
+                &key("name"),
+                format!("{name:?} contains ':', which keywarden keeps for account:region:name keys of discovered secrets (Secrets Manager names never contain it)"),
+            ));
+        }
+        let account = match &s.account {
+            Some(a) if !is_account_id(a.get_ref().trim()) => {
+                return Err(loc.at(
+                    a,
+                    &key("account"),
+                    format!(
+                        "expected a 12-digit AWS account id, found {:?}",
+                        a.get_ref()
+                    ),
+                ));
+            }
+            Some(a) => Some(a.get_ref().trim().to_string()),
+            None => None,
+        };
+        let region = match &s.region {
+            Some(r) if !is_region(r.get_ref().trim()) => {
+                return Err(loc.at(
+                    r,
+                    &key("region"),
+                    format!(
+                        "expected a region name such as \"eu-west-1\", found {:?}",
+                        r.get_ref()
+                    ),
+                ));
+            }
+            Some(r) => Some(r.get_ref().trim().to_string()),
+            None => None,
+        };
         if let Some(first) = names.insert(name.clone(), index) {
             return Err(loc.at(
                 &s.name,
@@ -345,7 +699,11 @@ fn validate_secrets(
                 "expected the Secrets Manager name or ARN of the secret",
             ));
         }
-        if !ids.insert(id.clone()) {
+        if !ids.insert(format!(
+            "{}|{}|{id}",
+            account.as_deref().unwrap_or(""),
+            region.as_deref().unwrap_or("")
+        )) {
             return Err(loc.at(
                 &s.id,
                 &key("id"),
@@ -383,6 +741,8 @@ fn validate_secrets(
             ));
         }
         secrets.push(SecretSpec {
+            account,
+            region,
             name,
             id,
             rotate_every: s.rotate_every.map(|d| d.0),

@@ -5,6 +5,7 @@
 //! (glibc arena and trim). Every task is spawned on one `TaskTracker` and stops on one
 //! `CancellationToken`. Nothing imports `daemon` but `cli` (and the pollers' shared loop).
 
+pub mod accounts;
 #[allow(unsafe_code)] // glibc mallopt/malloc_trim: FFI without memory arguments.
 pub mod memory;
 pub mod periodic;
@@ -20,9 +21,9 @@ use tracing::{info, warn};
 use crate::access::poller::AccessPoller;
 use crate::aws::{self, SecretValue};
 use crate::config::{Config, ServerConfig, TokenSource};
+use crate::domain::targets::{TargetId, Targets};
 use crate::domain::view::SharedView;
 use crate::http::{self, AppState};
-use crate::inventory::poller::MetadataPoller;
 use crate::reminder::{self, Reminders};
 use crate::rotation::RotationCore;
 use crate::schedule::format_duration;
@@ -57,6 +58,9 @@ pub enum DaemonError {
     /// The configured admin token could not be read.
     #[error("admin token: {0}")]
     AdminToken(String),
+    /// An account could not be set up.
+    #[error(transparent)]
+    Accounts(#[from] accounts::AccountsError),
 }
 
 /// The shortest admin token accepted, in bytes (256 bits of a random hex or base64 token).
@@ -159,17 +163,28 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         leads.push(reminder::OVERDUE_LABEL.to_string());
         metrics.set_leads(leads);
     }
+    let sdk = aws::client::load(&config.aws).await;
+    let view = SharedView::with_targets(Arc::new(Targets::new(
+        sdk.region().map_or("", |r| r.as_ref()),
+    )));
+    metrics.set_targets(
+        view.targets().clone(),
+        place_inventory(&config, view.targets()),
+    );
     // One token stops every task; one tracker waits for all of them with one deadline.
     let w = Wiring {
-        sdk: aws::client::load(&config.aws).await,
+        sdk,
         config,
         store,
-        view: SharedView::default(),
+        view,
         metrics,
         stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
     };
     let signals = spawn_signal_listener(w.stop.clone())?;
+    let fleet =
+        accounts::fleet_poller(w.config.clone(), &w.sdk, w.view.clone(), w.metrics.clone()).await?;
+    w.tasks.spawn(fleet.run(w.stop.clone()));
     spawn_watchers(&w);
     let rotation = start_rotation(&w)?;
     info!(
@@ -213,16 +228,22 @@ struct Wiring {
     tasks: TaskTracker,
 }
 
-/// The tasks that watch: the metadata poller, the access poller (with `[access]`), the metrics
-/// refresher and the reminder sender (with `[reminders]`).
+/// The targets of the inventory secrets of other accounts (name, target), from the
+/// configuration, so that their series carry their account before they are listed.
+pub fn place_inventory(config: &Config, targets: &Targets) -> Vec<(String, TargetId)> {
+    config
+        .secrets
+        .iter()
+        .filter_map(|s| {
+            let (account, region) = crate::inventory::spec_place(config, s)?;
+            Some((s.name.clone(), targets.intern(account, region)?))
+        })
+        .collect()
+}
+
+/// The tasks that watch (the metadata poller is spawned before): the access poller (with
+/// `[access]`), the metrics refresher and the reminder sender (with `[reminders]`).
 fn spawn_watchers(w: &Wiring) {
-    let poller = MetadataPoller::new(
-        aws::secretsmanager::SecretsManager::new(&w.sdk, w.metrics.clone()),
-        w.config.clone(),
-        w.view.clone(),
-        w.metrics.clone(),
-    );
-    w.tasks.spawn(poller.run(w.stop.clone()));
     if let Some(access) = w.config.access.as_ref() {
         let poller = AccessPoller::new(
             aws::cloudwatchlogs::CloudWatchLogs::new(&w.sdk, w.metrics.clone()),

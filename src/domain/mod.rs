@@ -8,6 +8,7 @@
 //! Owns no I/O and never reads the clock. Must never import `telemetry`, `http`, `aws` adapters,
 //! the store, or any task.
 
+pub mod targets;
 pub mod view;
 pub mod vocabulary;
 

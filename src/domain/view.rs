@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use serde::Serialize;
 
+use crate::domain::targets::{TargetId, Targets};
 use crate::domain::{Severity, State, Step, Strategy, Trigger};
 
 /// Whether a secret comes from the inventory or from discovery.
@@ -36,8 +37,13 @@ impl Managed {
 /// Timestamps are seconds since the epoch.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SecretStatus {
-    /// The `secret` label: inventory name, or Secrets Manager name when discovered.
+    /// The key of the secret in the view and the API: its inventory name, its Secrets Manager
+    /// name when discovered, or `account:region:name` when discovered in another target than
+    /// the home one (the `secret` label is then the name alone, see `domain::targets`).
     pub name: String,
+    /// The account and region it is read from (its `account` and `region` labels).
+    #[serde(skip)]
+    pub target: TargetId,
     /// Configured id (name or ARN); the Secrets Manager name when discovered.
     pub id: String,
     /// Full ARN once seen in AWS.
@@ -198,6 +204,9 @@ pub struct View {
     pub access_log: AccessLog,
     /// Rotation state by `secret` label (written by the rotation core and its scheduler).
     pub rotations: HashMap<String, RotationView>,
+    /// Accounts and regions the last metadata cycle could not read, with the error kind
+    /// (their secrets keep their last status; `/readyz` names them without failing).
+    pub accounts_down: Vec<(TargetId, &'static str)>,
 }
 
 impl View {
@@ -237,11 +246,22 @@ impl View {
     }
 }
 
-/// The view shared between tasks. Critical sections are short and never await.
+/// The view shared between tasks. Critical sections are short and never await. It also holds
+/// the table of targets (account, region) that statuses point into.
 #[derive(Debug, Clone, Default)]
-pub struct SharedView(Arc<RwLock<View>>);
+pub struct SharedView(Arc<RwLock<View>>, Arc<Targets>);
 
 impl SharedView {
+    /// An empty view whose home target is in `home_region`.
+    pub fn with_targets(targets: Arc<Targets>) -> SharedView {
+        SharedView(Arc::default(), targets)
+    }
+
+    /// The table of targets.
+    pub fn targets(&self) -> &Arc<Targets> {
+        &self.1
+    }
+
     /// Reads the view; a poisoned lock still yields the data (writers never leave it torn).
     pub fn read(&self) -> RwLockReadGuard<'_, View> {
         self.0.read().unwrap_or_else(|p| p.into_inner())

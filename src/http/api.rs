@@ -313,6 +313,10 @@ pub struct SecretEntry<'a> {
     /// The status fields.
     #[serde(flatten)]
     pub status: &'a SecretStatus,
+    /// The account it is read from (`""` for the daemon's own account before it is known).
+    pub account: std::sync::Arc<str>,
+    /// The region it is read from.
+    pub region: std::sync::Arc<str>,
     /// Latest rotation and scheduler state, when there is any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation: Option<&'a RotationView>,

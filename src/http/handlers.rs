@@ -143,12 +143,27 @@ fn readyz(state: &AppState) -> Response<Body> {
             .into_iter()
             .map(|p| format!("AWS denied {p}")),
     );
+    // An account or region that cannot be read does not make keywarden unready (the others
+    // are watched): it is named below the verdict, and in keywarden_account_up.
+    let details: String = {
+        let view = state.view.read();
+        view.accounts_down
+            .iter()
+            .map(|(id, kind)| {
+                let l = state.view.targets().labels(*id);
+                format!(
+                    "account {} region {}: cannot be read ({kind}); its secrets keep their last status\n",
+                    l.account, l.region
+                )
+            })
+            .collect()
+    };
     if problems.is_empty() {
-        text(StatusCode::OK, "ready\n")
+        text(StatusCode::OK, format!("ready\n{details}"))
     } else {
         text(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", problems.join("; ")),
+            format!("not ready: {}\n{details}", problems.join("; ")),
         )
     }
 }
@@ -164,8 +179,11 @@ fn secrets(state: &AppState, full: bool) -> Response<Body> {
                 .values()
                 .map(|status| {
                     let rotation = view.rotations.get(&status.name);
+                    let place = state.view.targets().labels(status.target);
                     SecretEntry {
                         status,
+                        account: place.account,
+                        region: place.region,
                         rotation,
                         planned: rotation.and_then(|r| r.planned),
                     }

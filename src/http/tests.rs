@@ -383,6 +383,7 @@ async fn anonymous_reads_get_a_summary_and_the_token_gets_details() {
             "A".into(),
             crate::domain::view::SecretStatus {
                 name: "A".into(),
+                target: Default::default(),
                 id: "svc/a".into(),
                 arn: None,
                 managed: crate::domain::view::Managed::Inventory,

@@ -15,7 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::aws::SecretMeta;
-use crate::config::{Config, Severity, Strategy};
+use crate::config::{Config, SecretSpec, Severity, Strategy};
+use crate::domain::targets::{TargetId, qualified_key};
 use crate::domain::view::{Managed, SecretStatus};
 use crate::schedule::{self, RotationFacts};
 
@@ -38,6 +39,28 @@ pub struct Watched {
     pub strategy: Strategy,
     /// Inventory or discovered.
     pub managed: Managed,
+    /// The account and region it is read from.
+    pub target: TargetId,
+}
+
+/// The target a listing comes from: its id and labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// Its id (`TargetId::HOME` for the daemon's own account and region).
+    pub target: TargetId,
+    /// Its account id (may be empty for the home target before it is known).
+    pub account: &'a str,
+    /// Its region.
+    pub region: &'a str,
+}
+
+impl Scope<'static> {
+    /// The home target, for callers that read one account and region.
+    pub const HOME: Scope<'static> = Scope {
+        target: TargetId::HOME,
+        account: "",
+        region: "",
+    };
 }
 
 /// Whether `id` (a name, a full ARN or a partial ARN without the 6-character suffix) names
@@ -52,11 +75,28 @@ fn partial_arn(arn: &str) -> Option<&str> {
     (suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric())).then_some(head)
 }
 
-/// Pairs every inventory secret with its metadata (None when AWS does not list it), then adds
-/// every listed secret matched by a discovery prefix and not already in the inventory.
+/// Pairs every inventory secret of the home target with its metadata (None when AWS does not
+/// list it), then adds every listed secret matched by a discovery prefix and not already in the
+/// inventory. See [`watch_list_in`] for another target.
 pub fn watch_list<'a>(
     config: &Config,
     listed: &'a [SecretMeta],
+) -> Vec<(Watched, Option<&'a SecretMeta>)> {
+    let specs: Vec<&SecretSpec> = config
+        .secrets
+        .iter()
+        .filter(|s| s.account.is_none())
+        .collect();
+    watch_list_in(config, &specs, listed, Scope::HOME)
+}
+
+/// [`watch_list`] for the listing of one target: `specs` are the inventory secrets that live
+/// there. A secret discovered outside the home target is keyed `account:region:name`.
+pub fn watch_list_in<'a>(
+    config: &Config,
+    specs: &[&SecretSpec],
+    listed: &'a [SecretMeta],
+    scope: Scope<'_>,
 ) -> Vec<(Watched, Option<&'a SecretMeta>)> {
     let mut by_key: HashMap<&str, &SecretMeta> = HashMap::with_capacity(listed.len() * 3);
     for m in listed {
@@ -78,9 +118,9 @@ pub fn watch_list<'a>(
             }
         }
     }
-    let mut out = Vec::with_capacity(config.secrets.len());
+    let mut out = Vec::with_capacity(specs.len());
     let mut claimed: HashSet<&str> = HashSet::new();
-    for spec in &config.secrets {
+    for spec in specs.iter().copied() {
         let meta = by_key.get(spec.id.as_str()).copied();
         if let Some(m) = meta {
             claimed.insert(m.arn.as_str());
@@ -98,13 +138,18 @@ pub fn watch_list<'a>(
                 impact: spec.impact.clone(),
                 strategy: spec.rotation.strategy,
                 managed: Managed::Inventory,
+                target: scope.target,
             },
             meta,
         ));
     }
     if let Some(discovery) = &config.discovery {
-        let inventory_names: HashSet<&str> =
-            config.secrets.iter().map(|s| s.name.as_str()).collect();
+        // Inventory names only collide with the plain keys of the home target.
+        let inventory_names: HashSet<&str> = if scope.target.is_home() {
+            config.secrets.iter().map(|s| s.name.as_str()).collect()
+        } else {
+            HashSet::new()
+        };
         for m in listed {
             if claimed.contains(m.arn.as_str())
                 || inventory_names.contains(m.name.as_str())
@@ -119,9 +164,14 @@ pub fn watch_list<'a>(
             if m.deleted.is_some() {
                 continue;
             }
+            let name = if scope.target.is_home() {
+                m.name.clone()
+            } else {
+                qualified_key(scope.account, scope.region, &m.name)
+            };
             out.push((
                 Watched {
-                    name: m.name.clone(),
+                    name,
                     id: m.name.clone(),
                     rotate_every: None,
                     default_rotate_every: discovery.default_rotate_every,
@@ -129,12 +179,31 @@ pub fn watch_list<'a>(
                     impact: String::new(),
                     strategy: Strategy::None,
                     managed: Managed::Discovered,
+                    target: scope.target,
                 },
                 Some(m),
             ));
         }
     }
     out
+}
+
+/// The account and region of an inventory secret that names an account: its `region`, else
+/// the first region its account is read in (`None` without `account`, or without a region).
+pub fn spec_place<'a>(config: &'a Config, spec: &'a SecretSpec) -> Option<(&'a str, &'a str)> {
+    let account = spec.account.as_deref()?;
+    let region = match &spec.region {
+        Some(r) => r.as_str(),
+        None => config
+            .accounts
+            .iter()
+            .find(|a| a.id == account)
+            .map(|a| a.regions.as_slice())
+            .or_else(|| config.organization.as_ref().map(|o| o.regions.as_slice()))
+            .and_then(|r| r.first())?
+            .as_str(),
+    };
+    Some((account, region))
 }
 
 /// The version id labelled AWSCURRENT in ListSecrets' SecretVersionsToStages.
@@ -157,6 +226,7 @@ pub fn evaluate(
 ) -> SecretStatus {
     let mut status = SecretStatus {
         name: w.name.clone(),
+        target: w.target,
         id: w.id.clone(),
         arn: None,
         managed: w.managed,
@@ -293,6 +363,7 @@ mod tests {
             impact: String::new(),
             strategy: Strategy::Random,
             managed: Managed::Inventory,
+            target: TargetId::HOME,
         };
         let mut m = meta("a", 1000);
         m.last_rotated = DateTime::from_timestamp(2000, 0);

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::aws::{AwsError, SecretMeta, SecretsMetadataApi};
 use crate::config::Config;
+use crate::domain::targets::TargetId;
 use crate::domain::view::{SecretStatus, SharedView};
 use crate::inventory::{self, Watched};
 use crate::telemetry::Metrics;
@@ -42,6 +43,10 @@ type VersionLookup = (String, String, Result<Option<DateTime<Utc>>, AwsError>);
 /// What one cycle did, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CycleReport {
+    /// Accounts and regions read.
+    pub targets: usize,
+    /// Accounts and regions that could not be read (their secrets keep their last status).
+    pub targets_down: usize,
     /// ListSecrets pages read.
     pub pages: usize,
     /// Secrets listed by AWS.
@@ -52,10 +57,30 @@ pub struct CycleReport {
     pub version_lookups: usize,
 }
 
+/// ListSecrets listings of different accounts and regions in flight at once.
+const TARGETS_IN_FLIGHT: usize = 8;
+
+/// One account and region the poller reads, with the client that reads it.
+pub struct PollTarget<A> {
+    /// Its id in the view's targets table.
+    pub id: TargetId,
+    /// The Secrets Manager client of that account and region.
+    pub api: A,
+    /// Whether the last cycle could read it (`None` before the first), to log once per change.
+    up: Option<bool>,
+}
+
+impl<A> PollTarget<A> {
+    /// A target not read yet.
+    pub fn new(id: TargetId, api: A) -> Self {
+        PollTarget { id, api, up: None }
+    }
+}
+
 /// The poller and its memory between cycles.
 pub struct MetadataPoller<A> {
-    /// The AWS boundary.
-    api: A,
+    /// The accounts and regions it reads; the first is the home target.
+    targets: Vec<PollTarget<A>>,
     /// Configuration (inventory and discovery).
     config: Arc<Config>,
     /// Where statuses are published.
@@ -69,10 +94,25 @@ pub struct MetadataPoller<A> {
 }
 
 impl<A: SecretsMetadataApi> MetadataPoller<A> {
-    /// A poller with an empty memory.
+    /// A poller of the daemon's own account and region, with an empty memory.
     pub fn new(api: A, config: Arc<Config>, view: SharedView, metrics: Arc<Metrics>) -> Self {
+        Self::with_targets(
+            vec![PollTarget::new(TargetId::HOME, api)],
+            config,
+            view,
+            metrics,
+        )
+    }
+
+    /// A poller of several accounts and regions (the home target among them, first).
+    pub fn with_targets(
+        targets: Vec<PollTarget<A>>,
+        config: Arc<Config>,
+        view: SharedView,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         MetadataPoller {
-            api,
+            targets,
             config,
             view,
             metrics,
@@ -81,13 +121,45 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         }
     }
 
-    /// Reads every ListSecrets page.
-    async fn list_all(&self) -> Result<(Vec<SecretMeta>, usize), AwsError> {
-        let mut all = Vec::with_capacity(self.last_listed + 100);
+    /// Replaces the accounts and regions read (the organization's list changed). The secrets
+    /// of a removed target leave the view at the next cycle; its `keywarden_account_up` goes.
+    pub fn set_targets(&mut self, targets: Vec<PollTarget<A>>) {
+        let kept: HashSet<TargetId> = targets.iter().map(|t| t.id).collect();
+        let registry = self.view.targets().clone();
+        for gone in self.targets.iter().filter(|t| !kept.contains(&t.id)) {
+            let l = registry.labels(gone.id);
+            self.metrics.remove_account_up(&l.account, &l.region);
+        }
+        let mut previous: HashMap<TargetId, Option<bool>> =
+            self.targets.iter().map(|t| (t.id, t.up)).collect();
+        self.targets = targets;
+        for t in &mut self.targets {
+            t.up = previous.remove(&t.id).flatten();
+        }
+    }
+
+    /// The metadata poll period.
+    pub fn every(&self) -> std::time::Duration {
+        self.config.poll.metadata_every
+    }
+
+    /// The metrics and the view it feeds.
+    pub fn handles(&self) -> (Arc<Metrics>, SharedView) {
+        (self.metrics.clone(), self.view.clone())
+    }
+
+    /// The ids of the targets read.
+    pub fn target_ids(&self) -> Vec<TargetId> {
+        self.targets.iter().map(|t| t.id).collect()
+    }
+
+    /// Reads every ListSecrets page of one target.
+    async fn list_all(api: &A, size_hint: usize) -> Result<(Vec<SecretMeta>, usize), AwsError> {
+        let mut all = Vec::with_capacity(size_hint + 100);
         let mut token = None;
         let mut pages = 0;
         loop {
-            let page = self.api.list_secrets_page(token).await?;
+            let page = api.list_secrets_page(token).await?;
             pages += 1;
             all.extend(page.secrets);
             match page.next_token {
@@ -120,37 +192,114 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         &mut self,
         now: DateTime<Utc>,
     ) -> Result<(CycleReport, Vec<SecretStatus>, Option<AwsError>), AwsError> {
-        let (listed, pages) = self.list_all().await?;
-        self.last_listed = listed.len();
-        let watch = inventory::watch_list(&self.config, &listed);
+        // Every target's listing, a few at a time.
+        let hint = self.last_listed / self.targets.len().max(1);
+        let targets = &self.targets;
+        let listings: Vec<(usize, Result<(Vec<SecretMeta>, usize), AwsError>)> =
+            stream::iter(0..targets.len())
+                .map(|i| async move { (i, Self::list_all(&targets[i].api, hint).await) })
+                .buffer_unordered(TARGETS_IN_FLIGHT)
+                .collect()
+                .await;
+        let mut listed: Vec<Option<Vec<SecretMeta>>> = vec![None; self.targets.len()];
         let mut report = CycleReport {
-            pages,
-            listed: listed.len(),
-            watched: watch.len(),
-            version_lookups: 0,
+            targets: self.targets.len(),
+            ..CycleReport::default()
         };
+        let mut down: Vec<(usize, AwsError)> = Vec::new();
+        for (i, result) in listings {
+            match result {
+                Ok((secrets, pages)) => {
+                    report.pages += pages;
+                    report.listed += secrets.len();
+                    listed[i] = Some(secrets);
+                }
+                Err(e) => down.push((i, e)),
+            }
+        }
+        report.targets_down = down.len();
+        if down.len() == self.targets.len() {
+            // Nothing could be read: the cycle failed, nothing is published.
+            self.record_health(&listed, &down);
+            let (_, first) = down.swap_remove(0);
+            return Err(first);
+        }
+        self.learn_home_account(&listed);
+        self.record_health(&listed, &down);
+        self.last_listed = report.listed;
+        let registry = self.view.targets().clone();
+        let placed = self.place_specs();
+        let mut watch: Vec<(usize, Watched, Option<&SecretMeta>)> = Vec::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let Some(secrets) = listed[i].as_deref() else {
+                continue;
+            };
+            let labels = registry.labels(t.id);
+            let specs: Vec<&crate::config::SecretSpec> = placed
+                .iter()
+                .filter(|(target, _)| *target == Some(t.id))
+                .map(|(_, s)| *s)
+                .collect();
+            let scope = inventory::Scope {
+                target: t.id,
+                account: &labels.account,
+                region: &labels.region,
+            };
+            watch.extend(
+                inventory::watch_list_in(&self.config, &specs, secrets, scope)
+                    .into_iter()
+                    .map(|(w, m)| (i, w, m)),
+            );
+        }
+        // Inventory secrets of an account that is not read (not in the organization, or
+        // suspended): watched, and missing.
+        for (target, spec) in &placed {
+            if target.is_some_and(|id| self.targets.iter().any(|t| t.id == id)) {
+                continue;
+            }
+            let Some(id) = target.or_else(|| {
+                let (account, region) = self.spec_place(spec)?;
+                registry.intern(&account, &region)
+            }) else {
+                continue;
+            };
+            let scope = inventory::Scope {
+                target: id,
+                account: "",
+                region: "",
+            };
+            watch.extend(
+                inventory::watch_list_in(&self.config, &[*spec], &[], scope)
+                    .into_iter()
+                    .map(|(w, m)| (usize::MAX, w, m)),
+            );
+        }
+        report.watched = watch.len();
         // Version lookups only for secrets whose AWSCURRENT id changed, a few at a time.
-        let stale: Vec<(String, String)> = watch
+        let stale: Vec<(usize, String, String)> = watch
             .iter()
-            .filter_map(|(_, meta)| {
+            .filter_map(|(i, _, meta)| {
                 let m = (*meta)?;
                 let current = inventory::current_version_id(m)?;
                 match self.versions.get(&m.arn) {
                     Some(known) if known.id == current => None,
-                    _ => Some((m.arn.clone(), current.to_string())),
+                    _ => Some((*i, m.arn.clone(), current.to_string())),
                 }
             })
             .collect();
         report.version_lookups = stale.len();
-        let api = &self.api;
+        let targets = &self.targets;
         let fetched: Vec<VersionLookup> = stream::iter(stale)
-            .map(|(arn, current)| async move {
-                let created = api.list_secret_versions(&arn).await.map(|versions| {
-                    versions
-                        .into_iter()
-                        .find(|v| v.id == current)
-                        .and_then(|v| v.created)
-                });
+            .map(|(i, arn, current)| async move {
+                let created = match targets.get(i) {
+                    Some(t) => t.api.list_secret_versions(&arn).await.map(|versions| {
+                        versions
+                            .into_iter()
+                            .find(|v| v.id == current)
+                            .and_then(|v| v.created)
+                    }),
+                    None => Ok(None),
+                };
                 (arn, current, created)
             })
             .buffer_unordered(VERSION_LOOKUPS_IN_FLIGHT)
@@ -171,11 +320,11 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
 
         let mut statuses = Vec::with_capacity(watch.len());
         let mut first_error = None;
-        let mut live_arns: HashSet<&str> = HashSet::with_capacity(watch.len());
-        for (w, meta) in &watch {
+        let mut live_arns: HashSet<String> = HashSet::with_capacity(watch.len());
+        for (_, w, meta) in &watch {
             let mut created = None;
             if let Some(m) = meta {
-                live_arns.insert(m.arn.as_str());
+                live_arns.insert(m.arn.clone());
                 if let Some(e) = failed.remove(&m.arn) {
                     warn!(secret = %w.name, error = %e, "Cannot read the versions of a secret; keeping its previous status.");
                     first_error.get_or_insert(e);
@@ -189,9 +338,122 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
             }
             statuses.push(inventory::evaluate(w, *meta, created, now));
         }
-        self.versions
-            .retain(|arn, _| live_arns.contains(arn.as_str()));
+        // A target that could not be read keeps its secrets' last statuses.
+        if !down.is_empty() {
+            let down_ids: HashSet<TargetId> =
+                down.iter().map(|(i, _)| self.targets[*i].id).collect();
+            let view = self.view.read();
+            for s in view
+                .secrets
+                .values()
+                .filter(|s| down_ids.contains(&s.target))
+            {
+                if let Some(arn) = &s.arn {
+                    live_arns.insert(arn.clone());
+                }
+                statuses.push(s.clone());
+            }
+        }
+        self.versions.retain(|arn, _| live_arns.contains(arn));
         Ok((report, statuses, first_error))
+    }
+
+    /// Each inventory secret with the target it lives in (`None`: an account and region that
+    /// is not read now).
+    fn place_specs(&self) -> Vec<(Option<TargetId>, &crate::config::SecretSpec)> {
+        let registry = self.view.targets();
+        self.config
+            .secrets
+            .iter()
+            .map(|spec| {
+                let target = match self.spec_place(spec) {
+                    None => Some(TargetId::HOME),
+                    Some((account, region)) => registry
+                        .find(&account, &region)
+                        .filter(|id| self.targets.iter().any(|t| t.id == *id)),
+                };
+                (target, spec)
+            })
+            .collect()
+    }
+
+    /// The account and region of an inventory secret of another account (`None`: the home
+    /// target).
+    fn spec_place(&self, spec: &crate::config::SecretSpec) -> Option<(String, String)> {
+        let (account, region) = inventory::spec_place(&self.config, spec)?;
+        let registry = self.view.targets();
+        if *account == *registry.home_account() && spec.region.is_none() {
+            return None;
+        }
+        Some((account.to_string(), region.to_string()))
+    }
+
+    /// In a single-account setup the home account id is learned from the first ARN listed
+    /// (no extra call); the daemon sets it from STS when it reads several accounts.
+    fn learn_home_account(&self, listed: &[Option<Vec<SecretMeta>>]) {
+        let registry = self.view.targets();
+        if !registry.home_account().is_empty() {
+            return;
+        }
+        let Some(home) = self
+            .targets
+            .iter()
+            .position(|t| t.id.is_home())
+            .and_then(|i| listed.get(i))
+            .and_then(|l| l.as_deref())
+        else {
+            return;
+        };
+        if let Some((account, _)) = home
+            .iter()
+            .find_map(|m| crate::domain::targets::arn_account_region(&m.arn))
+            && registry.set_home_account(account)
+        {
+            info!(account = %account, "Home account learned from a listed secret's ARN.");
+            self.metrics.mark_dirty();
+        }
+    }
+
+    /// Sets `keywarden_account_up` and the view's account health, and logs each change once.
+    fn record_health(&mut self, listed: &[Option<Vec<SecretMeta>>], down: &[(usize, AwsError)]) {
+        let registry = self.view.targets().clone();
+        let errors: HashMap<usize, &AwsError> = down.iter().map(|(i, e)| (*i, e)).collect();
+        let mut health = Vec::with_capacity(self.targets.len());
+        for (i, t) in self.targets.iter_mut().enumerate() {
+            let up = listed.get(i).is_some_and(Option::is_some);
+            let labels = registry.labels(t.id);
+            // The home account before its id is known has no series (an empty `account`
+            // series would stay behind at 0 once the id is learned).
+            if !labels.account.is_empty() {
+                self.metrics
+                    .set_account_up(&labels.account, &labels.region, up);
+            }
+            let error = errors.get(&i);
+            if t.up != Some(up) {
+                match error {
+                    Some(e) => warn!(
+                        account = %labels.account,
+                        region = %labels.region,
+                        kind = e.kind.as_str(),
+                        error = %e,
+                        "Cannot read this account and region; its secrets keep their last status."
+                    ),
+                    None if t.up.is_some() => info!(
+                        account = %labels.account,
+                        region = %labels.region,
+                        "Account and region readable again."
+                    ),
+                    None => {}
+                }
+                t.up = Some(up);
+            }
+            health.push((t.id, error.map(|e| e.kind.as_str())));
+        }
+        let mut view = self.view.write();
+        view.accounts_down = health
+            .into_iter()
+            .filter_map(|(id, e)| e.map(|kind| (id, kind)))
+            .collect();
     }
 
     fn previous_status(&self, w: &Watched) -> Option<SecretStatus> {

@@ -539,8 +539,8 @@ mod tests {
         assert!(ledger.pending().unwrap().is_empty());
         let text = metrics.render_text();
         for line in [
-            format!("keywarden_reminder_failures_total{{secret=\"JWT_SECRET\"}} {FAILURES}\n"),
-            "keywarden_reminders_sent_total{secret=\"JWT_SECRET\",lead=\"14d\"} 1\n".to_string(),
+            format!("keywarden_reminder_failures_total{{secret=\"JWT_SECRET\",account=\"\",region=\"\"}} {FAILURES}\n"),
+            "keywarden_reminders_sent_total{secret=\"JWT_SECRET\",account=\"\",region=\"\",lead=\"14d\"} 1\n".to_string(),
         ] {
             assert!(text.contains(&line), "no {line:?} in:\n{text}");
         }

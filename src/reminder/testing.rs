@@ -15,6 +15,7 @@ pub(super) const DAY: i64 = 86_400;
 pub(super) fn status(name: &str, due: Option<i64>) -> SecretStatus {
     SecretStatus {
         name: name.to_string(),
+        target: Default::default(),
         id: format!("svc/{name}"),
         arn: Some(format!(
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:svc/{name}-AbCdEf"

@@ -227,6 +227,7 @@ mod tests {
     fn status(due: i64, pending: bool) -> SecretStatus {
         SecretStatus {
             name: "S".into(),
+            target: Default::default(),
             id: "app/s".into(),
             arn: None,
             managed: crate::domain::view::Managed::Inventory,

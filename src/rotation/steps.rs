@@ -448,7 +448,7 @@ mod tests {
         let text = metrics.render();
         assert!(
             text.contains(
-                r#"keywarden_rotations_total{secret="L",trigger="manual",result="success"} 1"#
+                r#"keywarden_rotations_total{secret="L",account="",region="",trigger="manual",result="success"} 1"#
             ),
             "{text}"
         );
@@ -489,7 +489,7 @@ mod tests {
         let text = metrics.render();
         assert!(
             text.contains(
-                r#"keywarden_rotations_total{secret="L",trigger="manual",result="failure"} 1"#
+                r#"keywarden_rotations_total{secret="L",account="",region="",trigger="manual",result="failure"} 1"#
             ),
             "{text}"
         );

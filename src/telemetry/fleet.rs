@@ -15,7 +15,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::domain::targets::{TargetId, TargetLabels, Targets, label_of_key, split_key};
 
 use crate::domain::{AnomalyKind, EventName, Outcome, RotationResult, Trigger};
 
@@ -79,6 +81,8 @@ pub struct Info {
 pub struct SecretSeries {
     /// Info labels, once the metadata poller listed the secret.
     synced: Option<Info>,
+    /// Its account and region (the `account` and `region` labels), an index into the targets.
+    target: TargetId,
     /// The sync generation that last listed this secret.
     generation: u64,
     gauges: [AtomicI64; GAUGES],
@@ -109,6 +113,7 @@ impl SecretSeries {
     fn new(leads: usize) -> SecretSeries {
         SecretSeries {
             synced: None,
+            target: TargetId::HOME,
             generation: 0,
             gauges: std::array::from_fn(|_| AtomicI64::new(NO_GAUGE)),
             access: absent_counters(),
@@ -168,14 +173,25 @@ struct Inner {
     leads: Vec<Box<str>>,
     /// Incremented by each sync.
     generation: u64,
+    /// The account and region label values, by target id.
+    targets: Arc<Targets>,
+    /// The targets of inventory secrets outside the home account, known from the
+    /// configuration before the metadata poller lists them.
+    placed: HashMap<Box<str>, TargetId>,
 }
 
 impl Inner {
     fn series(&mut self, secret: &str) -> &mut SecretSeries {
         let leads = self.leads.len();
-        self.secrets
-            .entry(secret.into())
-            .or_insert_with(|| Box::new(SecretSeries::new(leads)))
+        let target = match split_key(secret) {
+            Some((account, region, _)) => self.targets.intern(account, region),
+            None => self.placed.get(secret).copied(),
+        };
+        self.secrets.entry(secret.into()).or_insert_with(|| {
+            let mut s = SecretSeries::new(leads);
+            s.target = target.unwrap_or(TargetId::HOME);
+            Box::new(s)
+        })
     }
 }
 
@@ -198,6 +214,19 @@ impl Fleet {
         }
         let mut inner = self.write();
         f(inner.series(secret))
+    }
+
+    /// Uses `targets` for the `account` and `region` labels, and places the inventory secrets
+    /// of other accounts (`placed`: name and target) before they are listed.
+    pub fn set_targets(&self, targets: Arc<Targets>, placed: Vec<(String, TargetId)>) {
+        let mut inner = self.write();
+        inner.targets = targets;
+        for (name, target) in placed {
+            if let Some(s) = inner.secrets.get_mut(name.as_str()) {
+                s.target = target;
+            }
+            inner.placed.insert(name.into(), target);
+        }
     }
 
     /// Declares the reminder lead label values (series of every lead exist for inventory
@@ -312,6 +341,10 @@ impl Fleet {
         for st in statuses {
             let s = inner.series(st.name);
             s.generation = generation;
+            if s.target != st.target {
+                s.target = st.target;
+                changed = true;
+            }
             if s.synced.as_ref() == Some(&st.info)
                 && SYNCED_GAUGES
                     .iter()
@@ -347,7 +380,7 @@ impl Fleet {
         let mut sorted: Vec<(&str, &SecretSeries)> =
             inner.secrets.iter().map(|(k, v)| (&**k, &**v)).collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut w = Writer::new(out);
+        let mut w = Writer::new(out, inner.targets.all());
         // keywarden_secret_info
         w.family(
             "keywarden_secret_info",
@@ -355,9 +388,9 @@ impl Fleet {
             "Static facts about a watched secret (value 1)",
             sorted
                 .iter()
-                .filter_map(|(name, s)| s.synced.as_ref().map(|info| (*name, info))),
-            |w, (name, info)| {
-                w.sample_start("keywarden_secret_info", name)?;
+                .filter_map(|(name, s)| s.synced.as_ref().map(|info| (*name, *s, info))),
+            |w, (name, s, info)| {
+                w.sample_start("keywarden_secret_info", name, s)?;
                 w.label("id", &info.id)?;
                 w.label("severity", info.severity)?;
                 w.label("impact", &info.impact)?;
@@ -533,8 +566,11 @@ const SYNCED_GAUGES: [Gauge; 8] = [
 
 /// One secret's synced facts, for [`Fleet::sync`].
 pub struct Synced<'a> {
-    /// The `secret` label.
+    /// The key of the secret (its `secret` label, qualified for a discovered secret of
+    /// another account: see `domain::targets`).
     pub name: &'a str,
+    /// Its account and region.
+    pub target: TargetId,
     /// Info labels.
     pub info: Info,
     /// present, last rotated, interval, due, scheduled, last accessed, rotation enabled,
@@ -548,13 +584,16 @@ pub struct Synced<'a> {
 struct Writer<'w, W: std::io::Write> {
     out: &'w mut W,
     buf: Vec<u8>,
+    /// The `account` and `region` values by target id (a snapshot for this encoding).
+    targets: Vec<TargetLabels>,
 }
 
 impl<'w, W: std::io::Write> Writer<'w, W> {
-    fn new(out: &'w mut W) -> Self {
+    fn new(out: &'w mut W, targets: Vec<TargetLabels>) -> Self {
         Writer {
             out,
             buf: Vec::with_capacity(64 * 1024),
+            targets,
         }
     }
 
@@ -587,12 +626,25 @@ impl<'w, W: std::io::Write> Writer<'w, W> {
         }
     }
 
-    /// Writes `name{secret="..."` (without the closing brace).
-    fn sample_start(&mut self, name: &str, secret: &str) -> std::io::Result<()> {
+    /// Writes `name{secret="...",account="...",region="..."` (without the closing brace):
+    /// the name without its qualifier, and the secret's target's labels.
+    fn sample_start(&mut self, name: &str, key: &str, s: &SecretSeries) -> std::io::Result<()> {
         self.maybe_flush()?;
         self.buf.extend_from_slice(name.as_bytes());
         self.buf.extend_from_slice(b"{secret=\"");
-        escape_into(&mut self.buf, secret);
+        escape_into(&mut self.buf, label_of_key(key));
+        self.buf.extend_from_slice(b"\",account=\"");
+        let t = self
+            .targets
+            .get(s.target.0 as usize)
+            .or_else(|| self.targets.first());
+        if let Some(t) = t {
+            escape_into(&mut self.buf, &t.account);
+            self.buf.extend_from_slice(b"\",region=\"");
+            escape_into(&mut self.buf, &t.region);
+        } else {
+            self.buf.extend_from_slice(b"\",region=\"");
+        }
         self.buf.push(b'"');
         Ok(())
     }
@@ -651,10 +703,10 @@ impl<'w, W: std::io::Write> Writer<'w, W> {
     ) -> std::io::Result<()> {
         let values = sorted.iter().filter_map(|(secret, s)| {
             let v = s.gauge(g).load(Ordering::Relaxed);
-            (v != NO_GAUGE).then_some((*secret, v))
+            (v != NO_GAUGE).then_some((*secret, *s, v))
         });
-        self.family(name, "gauge", help, values, |w, (secret, v)| {
-            w.sample_start(name, secret)?;
+        self.family(name, "gauge", help, values, |w, (secret, s, v)| {
+            w.sample_start(name, secret, s)?;
             w.end_i64(v)
         })
     }
@@ -670,12 +722,12 @@ impl<'w, W: std::io::Write> Writer<'w, W> {
         let values = sorted.iter().flat_map(|(secret, s)| {
             counters(s).iter().enumerate().filter_map(|(i, c)| {
                 let v = c.load(Ordering::Relaxed);
-                (v != NO_COUNTER).then_some((*secret, i, v))
+                (v != NO_COUNTER).then_some((*secret, *s, i, v))
             })
         });
         let total = format!("{name}_total");
-        self.family(name, "counter", help, values, |w, (secret, i, v)| {
-            w.sample_start(&total, secret)?;
+        self.family(name, "counter", help, values, |w, (secret, s, i, v)| {
+            w.sample_start(&total, secret, s)?;
             labels(w, i)?;
             w.end_u64(v)
         })
@@ -716,6 +768,7 @@ mod tests {
             },
             values,
             inventory: true,
+            target: TargetId::HOME,
         }
     }
 
@@ -736,14 +789,14 @@ mod tests {
         assert!(f.sync([synced("A\"B", "x \"q\" \\ y\nz", values)]));
         let t = text(&f);
         assert!(t.contains(
-            "keywarden_secret_info{secret=\"A\\\"B\",id=\"svc/A\\\"B\",severity=\"high\",impact=\"x \\\"q\\\" \\\\ y\\nz\",strategy=\"random\",managed=\"inventory\"} 1\n"
+            "keywarden_secret_info{secret=\"A\\\"B\",account=\"\",region=\"\",id=\"svc/A\\\"B\",severity=\"high\",impact=\"x \\\"q\\\" \\\\ y\\nz\",strategy=\"random\",managed=\"inventory\"} 1\n"
         ), "{t}");
-        assert!(t.contains("# HELP keywarden_secret_rotation_due_timestamp_seconds When the next rotation is due: last rotation plus interval.\n# TYPE keywarden_secret_rotation_due_timestamp_seconds gauge\nkeywarden_secret_rotation_due_timestamp_seconds{secret=\"A\\\"B\"} 30\n"));
+        assert!(t.contains("# HELP keywarden_secret_rotation_due_timestamp_seconds When the next rotation is due: last rotation plus interval.\n# TYPE keywarden_secret_rotation_due_timestamp_seconds gauge\nkeywarden_secret_rotation_due_timestamp_seconds{secret=\"A\\\"B\",account=\"\",region=\"\"} 30\n"));
         // No scheduled series, so no family either.
         assert!(!t.contains("scheduled_timestamp"));
         assert!(t.contains("# TYPE keywarden_secret_access_events counter\n"));
         for o in Outcome::NAMES {
-            assert!(t.contains(&format!("keywarden_secret_access_events_total{{secret=\"A\\\"B\",event=\"GetSecretValue\",outcome=\"{o}\"}} 0\n")));
+            assert!(t.contains(&format!("keywarden_secret_access_events_total{{secret=\"A\\\"B\",account=\"\",region=\"\",event=\"GetSecretValue\",outcome=\"{o}\"}} 0\n")));
         }
         assert_eq!(
             t.matches("keywarden_secret_access_anomalies_total{")
@@ -751,9 +804,13 @@ mod tests {
             6
         );
         assert_eq!(t.matches("keywarden_rotations_total{").count(), 9);
-        assert!(t.contains("keywarden_reminders_sent_total{secret=\"A\\\"B\",lead=\"1d\"} 0\n"));
-        assert!(t.contains("keywarden_incident_open{secret=\"A\\\"B\"} 0\n"));
-        assert!(t.contains("keywarden_reminder_failures_total{secret=\"A\\\"B\"} 0\n"));
+        assert!(t.contains("keywarden_reminders_sent_total{secret=\"A\\\"B\",account=\"\",region=\"\",lead=\"1d\"} 0\n"));
+        assert!(
+            t.contains("keywarden_incident_open{secret=\"A\\\"B\",account=\"\",region=\"\"} 0\n")
+        );
+        assert!(t.contains(
+            "keywarden_reminder_failures_total{secret=\"A\\\"B\",account=\"\",region=\"\"} 0\n"
+        ));
         // Principals are set by the access poller only.
         assert!(!t.contains("keywarden_secret_principals"));
         // Nothing changed: nothing to do.
@@ -774,10 +831,13 @@ mod tests {
             "unchanged"
         );
         let t = text(&f);
-        assert!(t.contains("# TYPE keywarden_secret_rotation_planned_timestamp_seconds gauge\nkeywarden_secret_rotation_planned_timestamp_seconds{secret=\"A\"} 40\n"), "{t}");
+        assert!(t.contains("# TYPE keywarden_secret_rotation_planned_timestamp_seconds gauge\nkeywarden_secret_rotation_planned_timestamp_seconds{secret=\"A\",account=\"\",region=\"\"} 40\n"), "{t}");
         // It survives a sync (the poller does not own it) and goes with None.
         f.sync([synced("A", "", v)]);
-        assert!(text(&f).contains("planned_timestamp_seconds{secret=\"A\"} 40\n"));
+        assert!(
+            text(&f)
+                .contains("planned_timestamp_seconds{secret=\"A\",account=\"\",region=\"\"} 40\n")
+        );
         assert!(f.set_listed_gauge("A", Gauge::Planned, None));
         assert!(!text(&f).contains("planned"));
         // A secret no longer listed loses it with every other series.
@@ -804,28 +864,32 @@ mod tests {
         f.set_gauge("A", Gauge::IncidentOpen, 1);
         let t = text(&f);
         for line in [
-            "keywarden_secret_access_events_total{secret=\"A\",event=\"GetSecretValue\",outcome=\"denied\"} 3\n",
-            "keywarden_secret_access_events_total{secret=\"A\",event=\"other\",outcome=\"success\"} 2\n",
-            "keywarden_secret_access_anomalies_total{secret=\"A\",kind=\"rate_spike\"} 1\n",
-            "keywarden_rotations_total{secret=\"A\",trigger=\"manual\",result=\"success\"} 1\n",
-            "keywarden_reminders_sent_total{secret=\"A\",lead=\"14d\"} 1\n",
-            "keywarden_reminders_sent_total{secret=\"A\",lead=\"3d\"} 1\n",
-            "keywarden_reminder_failures_total{secret=\"A\"} 1\n",
-            "keywarden_incidents_total{secret=\"A\"} 2\n",
-            "keywarden_secret_principals{secret=\"A\"} 4\n",
-            "keywarden_incident_open{secret=\"A\"} 1\n",
+            "keywarden_secret_access_events_total{secret=\"A\",account=\"\",region=\"\",event=\"GetSecretValue\",outcome=\"denied\"} 3\n",
+            "keywarden_secret_access_events_total{secret=\"A\",account=\"\",region=\"\",event=\"other\",outcome=\"success\"} 2\n",
+            "keywarden_secret_access_anomalies_total{secret=\"A\",account=\"\",region=\"\",kind=\"rate_spike\"} 1\n",
+            "keywarden_rotations_total{secret=\"A\",account=\"\",region=\"\",trigger=\"manual\",result=\"success\"} 1\n",
+            "keywarden_reminders_sent_total{secret=\"A\",account=\"\",region=\"\",lead=\"14d\"} 1\n",
+            "keywarden_reminders_sent_total{secret=\"A\",account=\"\",region=\"\",lead=\"3d\"} 1\n",
+            "keywarden_reminder_failures_total{secret=\"A\",account=\"\",region=\"\"} 1\n",
+            "keywarden_incidents_total{secret=\"A\",account=\"\",region=\"\"} 2\n",
+            "keywarden_secret_principals{secret=\"A\",account=\"\",region=\"\"} 4\n",
+            "keywarden_incident_open{secret=\"A\",account=\"\",region=\"\"} 1\n",
         ] {
             assert!(t.contains(line), "missing {line:?} in\n{t}");
         }
         // B sorts after A within each family.
-        let a = t.find("keywarden_secret_present{secret=\"A\"}").unwrap();
-        let b = t.find("keywarden_secret_present{secret=\"B\"}").unwrap();
+        let a = t
+            .find("keywarden_secret_present{secret=\"A\",account=\"\",region=\"\"}")
+            .unwrap();
+        let b = t
+            .find("keywarden_secret_present{secret=\"B\",account=\"\",region=\"\"}")
+            .unwrap();
         assert!(a < b);
         // B is no longer listed: every series of it goes; A keeps its counts.
         assert!(f.sync([synced("A", "", v)]));
         let t = text(&f);
         assert!(!t.contains("secret=\"B\""), "{t}");
-        assert!(t.contains("keywarden_incidents_total{secret=\"A\"} 2\n"));
+        assert!(t.contains("keywarden_incidents_total{secret=\"A\",account=\"\",region=\"\"} 2\n"));
     }
 
     #[test]
@@ -833,7 +897,9 @@ mod tests {
         let f = Fleet::default();
         f.count_incidents("ONLY_INCIDENT", 1);
         f.sync(std::iter::empty());
-        assert!(text(&f).contains("keywarden_incidents_total{secret=\"ONLY_INCIDENT\"} 1\n"));
+        assert!(text(&f).contains(
+            "keywarden_incidents_total{secret=\"ONLY_INCIDENT\",account=\"\",region=\"\"} 1\n"
+        ));
     }
 
     /// One record per secret: 608 bytes with the stuck and planned gauges and the rollback-hook

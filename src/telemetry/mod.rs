@@ -65,6 +65,15 @@ pub struct SourceLabel {
     pub source: &'static str,
 }
 
+/// Labels of `keywarden_account_up`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabels {
+    /// The 12-digit account id.
+    pub account: String,
+    /// The region.
+    pub region: String,
+}
+
 /// Label of `keywarden_access_skipped_records_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -188,6 +197,8 @@ pub struct Metrics {
     pub verify_failures: Family<CheckLabels, Counter>,
     /// `keywarden_access_skipped_records_total`.
     pub skipped_records: Family<ReasonLabel, Counter>,
+    /// `keywarden_account_up`: one series per watched account and region.
+    pub account_up: Family<AccountLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -213,6 +224,7 @@ impl Metrics {
             aws_requests: Family::default(),
             verify_failures: Family::default(),
             skipped_records: Family::default(),
+            account_up: Family::default(),
         };
         process.register(
             "keywarden_rotation_verify_failures",
@@ -248,6 +260,11 @@ impl Metrics {
             "keywarden_access_skipped_records",
             "Log events and queue messages that are not a usable CloudTrail record, each counted once, by reason",
             m.skipped_records.clone(),
+        );
+        process.register(
+            "keywarden_account_up",
+            "1 if the last metadata cycle could read the account and region (AssumeRole and ListSecrets succeeded)",
+            m.account_up.clone(),
         );
         for reason in SKIP_REASONS {
             let _ = m.skipped_records.get_or_create(&ReasonLabel { reason });
@@ -417,12 +434,42 @@ impl Metrics {
         }
     }
 
+    /// Uses `targets` for the `account` and `region` labels of per-secret series; `placed` are
+    /// the inventory secrets of other accounts (name, target), known before they are listed.
+    pub fn set_targets(
+        &self,
+        targets: std::sync::Arc<crate::domain::targets::Targets>,
+        placed: Vec<(String, crate::domain::targets::TargetId)>,
+    ) {
+        self.secrets.set_targets(targets, placed);
+        self.mark_dirty();
+    }
+
+    /// Sets `keywarden_account_up` of one account and region.
+    pub fn set_account_up(&self, account: &str, region: &str, up: bool) {
+        self.account_up
+            .get_or_create(&AccountLabels {
+                account: account.to_string(),
+                region: region.to_string(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// Removes `keywarden_account_up` of an account and region no longer read.
+    pub fn remove_account_up(&self, account: &str, region: &str) {
+        self.account_up.remove(&AccountLabels {
+            account: account.to_string(),
+            region: region.to_string(),
+        });
+    }
+
     /// Makes the per-secret series match `statuses`: sets every gauge the metadata poller knows,
     /// creates the counters of new inventory secrets at 0, and removes every series of a secret
     /// no longer listed. Returns whether anything changed (then the cache is marked dirty).
     pub fn sync_secrets<'a>(&self, statuses: impl IntoIterator<Item = &'a SecretStatus>) -> bool {
         let changed = self.secrets.sync(statuses.into_iter().map(|s| Synced {
             name: &s.name,
+            target: s.target,
             info: Info {
                 id: s.id.clone(),
                 severity: s.severity.as_str(),
@@ -743,6 +790,7 @@ mod tests {
         m.set_leads(vec!["14d".into()]);
         let s = SecretStatus {
             name: "GONE".into(),
+            target: Default::default(),
             id: "svc/gone".into(),
             arn: None,
             managed: Managed::Inventory,
@@ -765,9 +813,9 @@ mod tests {
         m.sync_secrets([&s]);
         let before = m.render();
         assert!(
-            before.contains("keywarden_secret_rotation_due_timestamp_seconds{secret=\"GONE\"} 3")
+            before.contains("keywarden_secret_rotation_due_timestamp_seconds{secret=\"GONE\",account=\"\",region=\"\"} 3")
         );
-        assert!(before.contains("keywarden_reminders_sent_total{secret=\"GONE\",lead=\"14d\"} 0"));
+        assert!(before.contains("keywarden_reminders_sent_total{secret=\"GONE\",account=\"\",region=\"\",lead=\"14d\"} 0"));
         m.sync_secrets([]);
         let after = m.render();
         assert!(!after.contains("GONE"), "{after}");
