@@ -945,12 +945,16 @@ async fn alerts_reach_pagerduty_end_to_end() {
     assert_eq!(jwt.body["routing_key"], ROUTING_KEY);
     assert_eq!(jwt.body["payload"]["severity"], "critical");
     let summary = jwt.body["payload"]["summary"].as_str().unwrap_or("");
+    // The one account and region of the AWS chain (moto's default account) label every secret.
     assert!(
         summary.starts_with(
-            "SecretRotationOverdue JWT_SECRET: Secret JWT_SECRET is overdue for rotation by 10d"
+            "SecretRotationOverdue JWT_SECRET: Secret JWT_SECRET in account 123456789012 \
+             (region us-east-1) is overdue for rotation by 10d"
         ),
         "{summary}"
     );
+    assert_eq!(jwt.details("account"), "123456789012");
+    assert_eq!(jwt.details("region"), "us-east-1");
     assert!(
         jwt.details("description")
             .contains("event-service/jwt-secret")
