@@ -28,7 +28,7 @@ use crate::support::{Daemon, Moto, create_aged_secret, free_port, http, now, roo
 const INSTALL: &str = "apt-get install prometheus prometheus-alertmanager (scripts/test does)";
 pub(crate) const ROUTING_KEY: &str = "keywarden-test-routing-key-0123456789";
 /// The alerts SPEC §10 names, and those added since; each must have a rule and a runbook section.
-const ALERTS: [&str; 15] = [
+const ALERTS: [&str; 16] = [
     "SecretRotationOverdue",
     "SecretRotationRolledBack",
     "SecretRotationVerifyFailing",
@@ -42,6 +42,7 @@ const ALERTS: [&str; 15] = [
     "SecretAccessDeniedBurst",
     "SecretCompromiseIncidentOpen",
     "KeywardenPollFailing",
+    "KeywardenAccountDown",
     "KeywardenReminderFailing",
     "KeywardenDown",
 ];
@@ -184,6 +185,14 @@ fn shipped_alertmanager_config_passes_amtool_and_routes_as_documented() {
         "pagerduty-heads-up"
     );
     assert_eq!(route(&["alertname=KeywardenDown"]), "pagerduty");
+    assert_eq!(
+        route(&[
+            "alertname=KeywardenAccountDown",
+            "account=111111111111",
+            "region=us-east-1"
+        ]),
+        "pagerduty"
+    );
     let am: Yaml = serde_norway::from_str(&read("alerts/alertmanager.yml")).expect("YAML");
     // No key inline: every PagerDuty config reads it from a file and sends resolves.
     for receiver in am["receivers"].as_sequence().expect("receivers") {
@@ -199,7 +208,13 @@ fn shipped_alertmanager_config_passes_amtool_and_routes_as_documented() {
         .iter()
         .map(text)
         .collect();
-    assert!(groups.contains(&"secret") && groups.contains(&"alertname"));
+    // One incident per secret: its name, account and region (SPEC §13).
+    for label in ["alertname", "secret", "account", "region"] {
+        assert!(
+            groups.contains(&label),
+            "group_by lacks {label}: {groups:?}"
+        );
+    }
 }
 
 /// GitHub's heading anchors: lower case, punctuation other than `-` and `_` dropped, spaces to
@@ -283,7 +298,7 @@ fn every_runbook_url_points_at_a_runbook_heading() {
 }
 
 /// Every PromQL query of the dashboard: panel target `expr`s (rows included) and the
-/// templating variables' `label_values(metric, label)` metrics.
+/// templating variables' `label_values(selector, label)` selectors.
 fn dashboard_queries(dashboard: &Value) -> Vec<String> {
     fn walk(v: &Value, out: &mut Vec<String>) {
         match v {
@@ -311,17 +326,22 @@ fn dashboard_queries(dashboard: &Value) -> Vec<String> {
             let inner = def
                 .strip_prefix("label_values(")
                 .and_then(|d| d.strip_suffix(')'))
-                .expect("label_values(metric, label)");
-            let (metric, _) = inner.split_once(',').expect("metric, label");
+                .expect("label_values(selector, label)");
+            // The selector may hold commas (`metric{a=~"$a",b=~"$b"}`): the label is last.
+            let (metric, _) = inner.rsplit_once(',').expect("selector, label");
             out.push(metric.trim().to_string());
         }
     }
     out
 }
 
-/// Grafana's variables, as Grafana would expand them.
+/// Grafana's variables, as Grafana would expand them (account and region: "All").
 fn expand(query: &str, secret: &str) -> String {
     query
+        .replace("${account}", ".*")
+        .replace("$account", ".*")
+        .replace("${region}", ".*")
+        .replace("$region", ".*")
         .replace("${secret}", secret)
         .replace("$secret", secret)
         .replace("$__rate_interval", "1m")
@@ -338,7 +358,9 @@ fn dashboard_has_every_section_and_a_secret_variable() {
         .iter()
         .filter_map(|v| v["name"].as_str())
         .collect();
-    assert!(vars.contains(&"secret"), "{vars:?}");
+    for var in ["account", "region", "secret"] {
+        assert!(vars.contains(&var), "{vars:?}");
+    }
     let rows: Vec<&str> = d["panels"]
         .as_array()
         .expect("panels")
@@ -356,6 +378,14 @@ fn dashboard_has_every_section_and_a_secret_variable() {
             "keywarden health"
         ]
     );
+    // A per-secret query filters on the account and region too, and never aggregates by the
+    // name alone (two secrets of one name in two accounts would merge).
+    for q in dashboard_queries(&d) {
+        if q.contains("$secret") {
+            assert!(q.contains("$account") && q.contains("$region"), "{q}");
+            assert!(!q.contains("by (secret)"), "{q}");
+        }
+    }
     let queries = dashboard_queries(&d).join("\n");
     for metric in [
         "keywarden_secret_rotation_due_timestamp_seconds",
@@ -369,6 +399,7 @@ fn dashboard_has_every_section_and_a_secret_variable() {
         "keywarden_poll_errors_total",
         "keywarden_aws_requests_total",
         "keywarden_last_successful_poll_timestamp_seconds",
+        "keywarden_account_up",
     ] {
         assert!(queries.contains(metric), "no panel queries {metric}");
     }
@@ -914,12 +945,16 @@ async fn alerts_reach_pagerduty_end_to_end() {
     assert_eq!(jwt.body["routing_key"], ROUTING_KEY);
     assert_eq!(jwt.body["payload"]["severity"], "critical");
     let summary = jwt.body["payload"]["summary"].as_str().unwrap_or("");
+    // The one account and region of the AWS chain (moto's default account) label every secret.
     assert!(
         summary.starts_with(
-            "SecretRotationOverdue JWT_SECRET: Secret JWT_SECRET is overdue for rotation by 10d"
+            "SecretRotationOverdue JWT_SECRET: Secret JWT_SECRET in account 123456789012 \
+             (region us-east-1) is overdue for rotation by 10d"
         ),
         "{summary}"
     );
+    assert_eq!(jwt.details("account"), "123456789012");
+    assert_eq!(jwt.details("region"), "us-east-1");
     assert!(
         jwt.details("description")
             .contains("event-service/jwt-secret")
