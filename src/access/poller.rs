@@ -31,6 +31,7 @@ use crate::access::store::{AccessState, SliceCommit, StoredReader};
 use crate::aws::{AwsError, LogEvent, LogsApi, QueueMessage};
 use crate::cloudtrail::{self, AccessCounts, ParseError, Record, SecretIndex};
 use crate::config::{AccessConfig, AccessSource, Config};
+use crate::domain::targets::TargetId;
 use crate::domain::view::{AccessFacts, Managed, SharedView};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
@@ -201,19 +202,34 @@ struct Watch {
 }
 
 impl Watch {
-    fn lookup(&self, secret_id: &str) -> Option<usize> {
-        self.index.resolve_index(secret_id)
+    /// The watched secret a `secretId` of `record` means (a plain name means the secret of
+    /// the account and region the call was made to).
+    fn lookup(&self, record: &Record<'_>, secret_id: &str) -> Option<usize> {
+        self.index.resolve_index_at(
+            secret_id,
+            record.recipient_account.as_deref(),
+            record.aws_region.as_deref(),
+        )
     }
 }
 
 /// Builds the watch list from the inventory and what the metadata poller knows.
 fn build_watch(config: &Config, view: &SharedView) -> Watch {
+    let targets = view.targets().clone();
     let view = view.read();
-    let mut index = SecretIndex::new();
+    let home = targets.labels(TargetId::HOME);
+    let mut index = SecretIndex::with_home(&home.account, &home.region);
     let mut secrets = Vec::new();
     for spec in &config.secrets {
         let status = view.secrets.get(&spec.name);
-        let at = index.add(&spec.name, &spec.id, status.and_then(|s| s.arn.as_deref()));
+        let place = crate::inventory::spec_place(config, spec)
+            .filter(|(a, r)| !(**a == *home.account && **r == *home.region));
+        let at = index.add_at(
+            &spec.name,
+            &spec.id,
+            status.and_then(|s| s.arn.as_deref()),
+            place,
+        );
         if at < secrets.len() {
             continue;
         }
@@ -231,7 +247,9 @@ fn build_watch(config: &Config, view: &SharedView) -> Watch {
         if s.managed != Managed::Discovered {
             continue;
         }
-        let at = index.add(&s.name, &s.id, s.arn.as_deref());
+        let labels = (!s.target.is_home()).then(|| targets.labels(s.target));
+        let place = labels.as_ref().map(|l| (&*l.account, &*l.region));
+        let at = index.add_at(&s.name, &s.id, s.arn.as_deref(), place);
         if at < secrets.len() {
             continue;
         }
@@ -318,7 +336,7 @@ fn sort_out<'a>(
         }
         let mut secrets: Vec<usize> = record
             .secret_ids()
-            .filter_map(|id| watch.lookup(id))
+            .filter_map(|id| watch.lookup(&record, id))
             .collect();
         secrets.sort_unstable();
         secrets.dedup();
@@ -517,7 +535,7 @@ impl<L: LogsApi> AccessPoller<L> {
                         }
                         let time_ms = record.time_ms().unwrap_or(ev.timestamp_ms);
                         for id in record.secret_ids() {
-                            if let Some(i) = watch.lookup(id) {
+                            if let Some(i) = watch.lookup(&record, id) {
                                 let ctx = &watch.secrets[i];
                                 let event = event_of(&record, time_ms);
                                 detector.observe(&ctx.name, &ctx.policy(), &event, true);

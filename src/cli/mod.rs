@@ -436,8 +436,24 @@ async fn consumers(config: Config, secret: &str, since: &str, output: Output) ->
         .secrets
         .iter()
         .find(|s| s.name == secret || s.id == secret);
+    // Where the secret lives: an inventory entry's account and region, or the qualifier of a
+    // discovered secret's key (`account:region:name`).
+    let place: Option<(String, String)> = match spec {
+        Some(s) => {
+            crate::inventory::spec_place(&config, s).map(|(a, r)| (a.to_string(), r.to_string()))
+        }
+        None => crate::domain::targets::split_key(secret)
+            .map(|(a, r, _)| (a.to_string(), r.to_string())),
+    };
     let (label, id, declared) = match spec {
         Some(s) => (s.name.clone(), s.id.clone(), s.consumer_set.clone()),
+        None if place.is_some() => {
+            let name = crate::domain::targets::label_of_key(secret).to_string();
+            eprintln!(
+                "keywarden: {secret} is not in the inventory: no consumers are declared, every reader shows as undeclared."
+            );
+            (name.clone(), name, crate::config::ConsumerPatterns::empty())
+        }
         None => {
             eprintln!(
                 "keywarden: {secret} is not in the inventory: no consumers are declared, every reader shows as undeclared."
@@ -449,11 +465,30 @@ async fn consumers(config: Config, secret: &str, since: &str, output: Output) ->
             )
         }
     };
-    let mut index = SecretIndex::new();
-    index.add(&label, &id, None);
-
     let metrics = Arc::new(Metrics::new());
     let sdk = crate::aws::client::load(&config.aws).await;
+    // With several accounts a plain name is ambiguous: the home account (STS) tells the
+    // daemon's own secrets from a member account's of the same name.
+    let mut index = if config.multi_account() {
+        use crate::aws::accounts::AccountsApi as _;
+        let home = crate::aws::accounts::Accounts::new(&sdk, metrics.clone())
+            .caller_account()
+            .await
+            .unwrap_or_default();
+        let region = sdk.region().map_or("", |r| r.as_ref()).to_string();
+        SecretIndex::with_home(&home, &region)
+    } else {
+        SecretIndex::new()
+    };
+    index.add_at(
+        &label,
+        &id,
+        None,
+        place.as_ref().map(|(a, r)| (a.as_str(), r.as_str())),
+    );
+    if let Some((account, region)) = &place {
+        eprintln!("keywarden: {label} lives in account {account}, region {region}.");
+    }
     let api = crate::aws::cloudwatchlogs::CloudWatchLogs::new(&sdk, metrics);
     let mut limiter = RateLimiter::new(access.max_requests_per_second);
     let end = Utc::now().timestamp_millis();
@@ -472,7 +507,15 @@ async fn consumers(config: Config, secret: &str, since: &str, output: Output) ->
             match cloudtrail::parse(&ev.message) {
                 Ok(r) => {
                     if r.event_source == cloudtrail::SECRETS_MANAGER
-                        && r.secret_ids().any(|i| index.resolve_index(i).is_some())
+                        && r.secret_ids().any(|i| {
+                            index
+                                .resolve_index_at(
+                                    i,
+                                    r.recipient_account.as_deref(),
+                                    r.aws_region.as_deref(),
+                                )
+                                .is_some()
+                        })
                     {
                         found.add(&r, ev.timestamp_ms, &declared);
                     }

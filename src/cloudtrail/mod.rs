@@ -173,6 +173,8 @@ struct RawRecord<'a> {
     source_ip: Option<Cow<'a, str>>,
     error_code: Option<Cow<'a, str>>,
     request: Option<RawRequest<'a>>,
+    aws_region: Option<Cow<'a, str>>,
+    recipient_account: Option<Cow<'a, str>>,
 }
 
 #[derive(Default)]
@@ -815,6 +817,8 @@ fn scan_record_with<'a, const INDEXED: bool>(
         b"eventName" => keep(sc.str_into(&mut rec.event_name), &mut type_error),
         b"sourceIPAddress" => keep(sc.str_into(&mut rec.source_ip), &mut type_error),
         b"errorCode" => keep(sc.str_into(&mut rec.error_code), &mut type_error),
+        b"awsRegion" => keep(sc.str_into(&mut rec.aws_region), &mut type_error),
+        b"recipientAccountId" => keep(sc.str_into(&mut rec.recipient_account), &mut type_error),
         b"userIdentity" => {
             let mut inner_type = false;
             let r = fill_in_place(&mut rec.user_identity, |id| {
@@ -939,6 +943,10 @@ pub struct Record<'a> {
     pub version_stage: Option<Cow<'a, str>>,
     /// requestParameters.versionId.
     pub version_id: Option<Cow<'a, str>>,
+    /// awsRegion: the region of the call (which secret a plain name means).
+    pub aws_region: Option<Cow<'a, str>>,
+    /// recipientAccountId: the account the call was made to.
+    pub recipient_account: Option<Cow<'a, str>>,
 }
 
 impl Record<'_> {
@@ -1065,6 +1073,8 @@ fn parse_with<'a>(
         secret_id_list,
         version_stage,
         version_id,
+        aws_region: raw.aws_region,
+        recipient_account: raw.recipient_account,
     })
 }
 
@@ -1115,6 +1125,9 @@ pub struct SecretIndex {
     by_key: HashMap<String, usize, foldhash::fast::RandomState>,
     /// The `secret` labels.
     names: Vec<String>,
+    /// The daemon's own account (empty when not known) and region: a plain name in a call to
+    /// any other account or region is looked up qualified (`account:region:name`).
+    home: Option<(String, String)>,
 }
 
 /// The ARN without the `-XXXXXX` suffix that Secrets Manager appends to names.
@@ -1137,16 +1150,75 @@ impl SecretIndex {
         SecretIndex::default()
     }
 
-    /// Adds a watched secret: its `secret` label, its configured id, and its ARN once known.
-    /// Returns its position in [`SecretIndex::names`].
-    pub fn add(&mut self, label: &str, id: &str, arn: Option<&str>) -> usize {
-        let idx = match self.names.iter().position(|n| n == label) {
+    /// An empty index whose plain names belong to `account` (empty: not known) and `region`.
+    pub fn with_home(account: &str, region: &str) -> SecretIndex {
+        SecretIndex {
+            home: Some((account.to_string(), region.to_string())),
+            ..SecretIndex::default()
+        }
+    }
+
+    /// The qualifier of a call to `account` in `region`: `None` for the home account and
+    /// region (or when the call does not say, or the index has no home).
+    fn place_of<'k>(
+        &self,
+        account: Option<&'k str>,
+        region: Option<&'k str>,
+    ) -> Option<(&'k str, &'k str)> {
+        let (home_account, home_region) = self.home.as_ref()?;
+        let (account, region) = (account?, region?);
+        let same_account = home_account.is_empty() || account == home_account;
+        (!(same_account && region == home_region)).then_some((account, region))
+    }
+
+    /// [`SecretIndex::add`] for a secret of another account and region (`place`): its plain
+    /// name and id are indexed qualified; its ARN forms as they are.
+    pub fn add_at(
+        &mut self,
+        label: &str,
+        id: &str,
+        arn: Option<&str>,
+        place: Option<(&str, &str)>,
+    ) -> usize {
+        let Some((account, region)) = place else {
+            return self.add(label, id, arn);
+        };
+        let idx = self.position_of(label);
+        let mut keys: Vec<String> = Vec::with_capacity(4);
+        if arn_resource(id).is_some() {
+            keys.push(id.to_string());
+        } else {
+            keys.push(crate::domain::targets::qualified_key(account, region, id));
+        }
+        if let Some(arn) = arn {
+            keys.push(arn.to_string());
+            if let Some(partial) = strip_arn_suffix(arn) {
+                keys.push(partial.to_string());
+            }
+            if let Some(name) = arn_resource(arn).and_then(strip_arn_suffix) {
+                keys.push(crate::domain::targets::qualified_key(account, region, name));
+            }
+        }
+        for k in keys {
+            self.by_key.entry(k).or_insert(idx);
+        }
+        idx
+    }
+
+    fn position_of(&mut self, label: &str) -> usize {
+        match self.names.iter().position(|n| n == label) {
             Some(i) => i,
             None => {
                 self.names.push(label.to_string());
                 self.names.len() - 1
             }
-        };
+        }
+    }
+
+    /// Adds a watched secret: its `secret` label, its configured id, and its ARN once known.
+    /// Returns its position in [`SecretIndex::names`].
+    pub fn add(&mut self, label: &str, id: &str, arn: Option<&str>) -> usize {
+        let idx = self.position_of(label);
         let mut keys: Vec<&str> = vec![id];
         if let Some(arn) = arn {
             keys.push(arn);
@@ -1169,8 +1241,43 @@ impl SecretIndex {
             .map(|i| self.names[i].as_str())
     }
 
+    /// [`SecretIndex::resolve_index`] for a call to `account` in `region` (the record's
+    /// recipientAccountId and awsRegion): a plain name means the secret of that account and
+    /// region; an ARN names its own.
+    pub fn resolve_index_at(
+        &self,
+        secret_id: &str,
+        account: Option<&str>,
+        region: Option<&str>,
+    ) -> Option<usize> {
+        let hit_in = |place: Option<(&str, &str)>, k: &str| match place {
+            None => self.by_key.get(k).copied(),
+            Some((a, r)) => self
+                .by_key
+                .get(&crate::domain::targets::qualified_key(a, r, k))
+                .copied(),
+        };
+        if arn_resource(secret_id).is_none() {
+            return hit_in(self.place_of(account, region), secret_id);
+        }
+        if let Some(n) = self.by_key.get(secret_id).copied() {
+            return Some(n);
+        }
+        if let Some(n) = strip_arn_suffix(secret_id).and_then(|k| self.by_key.get(k).copied()) {
+            return Some(n);
+        }
+        let (arn_account, arn_region) = crate::domain::targets::arn_account_region(secret_id)?;
+        let place = self.place_of(Some(arn_account), Some(arn_region));
+        let resource = arn_resource(secret_id)?;
+        hit_in(place, resource)
+            .or_else(|| strip_arn_suffix(resource).and_then(|r| hit_in(place, r)))
+    }
+
     /// The position in [`SecretIndex::names`] of the secret a `secretId` refers to.
     pub fn resolve_index(&self, secret_id: &str) -> Option<usize> {
+        if self.home.is_some() {
+            return self.resolve_index_at(secret_id, None, None);
+        }
         let hit = |k: &str| self.by_key.get(k).copied();
         if let Some(n) = hit(secret_id) {
             return Some(n);

@@ -287,6 +287,8 @@ pub(super) fn scan_record<'a>(text: &'a str, rec: &mut RawRecord<'a>) -> Result<
         b"eventName" => keep(sc.str_value(), &mut rec.event_name, &mut type_error),
         b"sourceIPAddress" => keep(sc.str_value(), &mut rec.source_ip, &mut type_error),
         b"errorCode" => keep(sc.str_value(), &mut rec.error_code, &mut type_error),
+        b"awsRegion" => keep(sc.str_value(), &mut rec.aws_region, &mut type_error),
+        b"recipientAccountId" => keep(sc.str_value(), &mut rec.recipient_account, &mut type_error),
         b"userIdentity" => {
             let mut id = RawIdentity::default();
             let mut inner_type = false;

@@ -653,7 +653,7 @@ async fn a_failing_finish_is_retried_until_it_succeeds_reported_stuck_and_counte
     );
     let text = metrics.render();
     assert!(
-        text.contains("keywarden_rotation_stuck{secret=\"R\"} 1"),
+        text.contains("keywarden_rotation_stuck{secret=\"R\",account=\"\",region=\"\"} 1"),
         "{text}"
     );
 
@@ -662,12 +662,12 @@ async fn a_failing_finish_is_retried_until_it_succeeds_reported_stuck_and_counte
     assert_eq!(done.state, State::Done, "{events:?}");
     let text = metrics.render();
     assert!(
-        text.contains("keywarden_rotation_stuck{secret=\"R\"} 0"),
+        text.contains("keywarden_rotation_stuck{secret=\"R\",account=\"\",region=\"\"} 0"),
         "{text}"
     );
     assert!(
         text.contains(
-            "keywarden_rotations_total{secret=\"R\",trigger=\"manual\",result=\"success\"} 1"
+            "keywarden_rotations_total{secret=\"R\",account=\"\",region=\"\",trigger=\"manual\",result=\"success\"} 1"
         ),
         "{text}"
     );

@@ -1145,7 +1145,7 @@ async fn compromise_rotations_finalize_at_once_and_grace_can_end_early() {
     let text = metrics.render();
     assert!(
         text.contains(
-            r#"keywarden_rotations_total{secret="COMP",trigger="compromise",result="success"} 1"#
+            r#"keywarden_rotations_total{secret="COMP",account="",region="",trigger="compromise",result="success"} 1"#
         ),
         "{text}"
     );
