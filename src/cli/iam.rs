@@ -13,9 +13,13 @@
 //! - **notify**: `NotifyReminders` and `NotifyIncident` (sns:Publish on each configured topic).
 //! - **events**: `Events` (logs:FilterLogEvents on the `[access] log_group`).
 //!
+//! - **organization** (`[[account]]` or `[organization]`): `OrganizationAccounts`
+//!   (organizations:ListAccounts, `[organization]` only) and `OrganizationAssumeRole`
+//!   (sts:AssumeRole on the member roles). The member role's own read-only policy ships in
+//!   `deploy/cloudformation/member-account.yaml`.
+//!
 //! The shipped `deploy/iam/<feature>.json` are [`feature_policy`] with every region, account and
-//! name a wildcard (a test keeps them equal). The DynamoDB store and the organization features
-//! (issues #18, #17) do not exist yet: no statement is invented for them.
+//! name a wildcard (a test keeps them equal).
 
 use serde_json::{Value, json};
 
@@ -58,8 +62,8 @@ pub enum Feature {
     /// CloudTrail access events (the access poller, compromise audit, `keywarden consumers`):
     /// FilterLogEvents on the log group, or ReceiveMessage and DeleteMessage on the SQS queue.
     Events,
-    /// Organization scale (issue #17, not used by this version yet): ListAccounts, and
-    /// AssumeRole into the member accounts' read role (`deploy/cloudformation/member-account.yaml`).
+    /// Organization scale (`[[account]]`, `[organization]`): ListAccounts, and AssumeRole into
+    /// the member accounts' read role (`deploy/cloudformation/member-account.yaml`).
     Organization,
 }
 
@@ -304,9 +308,11 @@ pub fn config_policy(config: &Config, scope: &Scope) -> Value {
         &["secretsmanager:ListSecrets"],
         vec!["*".into()],
     ));
+    // Secrets of member accounts are read with the member role, not these credentials.
     let mut watched: Vec<String> = config
         .secrets
         .iter()
+        .filter(|s| s.account.is_none())
         .map(|s| secret_arn(scope, &s.id))
         .collect();
     if let Some(d) = &config.discovery {
@@ -405,6 +411,27 @@ pub fn config_policy(config: &Config, scope: &Scope) -> Value {
                 vec![queue_arn(scope, queue_url)],
             ));
         }
+    }
+
+    // organization: the member accounts are read through their own role (its policy ships in
+    // deploy/cloudformation/member-account.yaml); the daemon's own credentials only assume it.
+    if let Some(o) = &config.organization {
+        statements.push(statement(
+            "OrganizationAccounts",
+            &["organizations:ListAccounts"],
+            vec!["*".into()],
+        ));
+        statements.push(statement(
+            "OrganizationAssumeRole",
+            &["sts:AssumeRole"],
+            vec![format!("arn:{}:iam::*:role/{}", scope.partition, o.role_name)],
+        ));
+    } else if !config.accounts.is_empty() {
+        statements.push(statement(
+            "OrganizationAssumeRole",
+            &["sts:AssumeRole"],
+            dedup(config.accounts.iter().map(|a| a.role_arn.clone()).collect()),
+        ));
     }
     document(statements)
 }

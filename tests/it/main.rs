@@ -4,6 +4,7 @@
 mod support;
 
 mod access;
+mod accounts;
 mod alerting;
 mod aws_faults;
 mod config_check;

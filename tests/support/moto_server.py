@@ -29,6 +29,10 @@ The same port also serves a control API under ``/_keywarden/`` (JSON in and out)
 ``POST   /_keywarden/faults``        inject faults (below); only the keys present change.
 ``DELETE /_keywarden/faults``        remove every fault and forget what they did.
 ``POST   /_keywarden/elasticache-backing``  back a replication group with a real redis-server.
+``POST   /_keywarden/roles``         create (or update) an IAM role in any account:
+                                    ``{"account_id", "role_name", "trust_policy": {...},
+                                    "policy": {...}}``; AssumeRole honours its trust policy and
+                                    ``sts:ExternalId`` condition (patch 8).
 
 ``--initial-no-auth-action-count N`` turns on moto's IAM enforcement after the first N AWS
 requests (use them to create a user with full rights and its keys); see ``apply_iam_patches`` for
@@ -119,7 +123,9 @@ CONTROL_PREFIX = "/_keywarden/"
 
 # Services keywarden talks to: their Flask apps are built before READY so the first request of a
 # test does not pay for it.
-PREWARMED_SERVICES = ("secretsmanager", "logs", "sns", "sqs", "sts", "elasticache")
+PREWARMED_SERVICES = (
+    "secretsmanager", "logs", "sns", "sqs", "sts", "elasticache", "organizations", "iam",
+)
 
 # Attributes this launcher stores on moto's objects. Prefixed so they never collide with moto's.
 SECRET_LAST_ACCESSED = "_kw_last_accessed"  # on FakeSecret: epoch seconds or None
@@ -772,6 +778,116 @@ def apply_moto_patches() -> None:
 
     Topic.publish = topic_publish
 
+    # --- Patch 8: AssumeRole honours the role's trust policy (hook: TokenResponse.assume_role)
+    # moto 5.2.5 assumes any role ARN, whether the role exists or not, whatever its trust policy
+    # and ExternalId ("the role does not need to exist"). AWS answers AccessDenied when the role
+    # does not exist, when no Allow statement of its trust policy names the caller's account
+    # (or "*"), and when the statement's ``sts:ExternalId`` condition is not met by the
+    # request's ExternalId (missing or different): the confused-deputy guard member accounts
+    # rely on. Roles are created with ``/_keywarden/roles`` (a test cannot assume into an
+    # account to create one there, exactly as on AWS).
+    from moto.sts.exceptions import STSClientError
+    from moto.sts.responses import TokenResponse
+
+    original_assume_role = TokenResponse.assume_role
+
+    def assume_role(self: Any) -> Any:
+        role_arn = self._get_param("RoleArn") or ""
+        external_id = self._get_param("ExternalId")
+        caller = self.current_account
+        why = _assume_role_refusal(role_arn, caller, external_id)
+        if why is not None:
+            LOG.info("STS: AssumeRole of %s by %s refused: %s", role_arn, caller, why)
+            raise STSClientError(
+                "AccessDenied",
+                f"User: arn:aws:iam::{caller}:user/caller is not authorized to perform: "
+                f"sts:AssumeRole on resource: {role_arn}",
+            )
+        return original_assume_role(self)
+
+    TokenResponse.assume_role = assume_role
+
+
+def _iam_role(role_arn: str) -> Any:
+    """The moto IAM role an ARN names, or None."""
+    from moto.iam.models import iam_backends
+
+    m = re.match(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/(?:.*/)?([^/]+)$", role_arn)
+    if m is None:
+        return None
+    partition, account, name = m.groups()
+    backend = iam_backends[account][partition]
+    for role in backend.roles.values():
+        if role.name == name:
+            return role
+    return None
+
+
+def _assume_role_refusal(role_arn: str, caller: str, external_id: str | None) -> str | None:
+    """Why AWS would refuse ``caller`` assuming ``role_arn`` (None: allowed)."""
+    role = _iam_role(role_arn)
+    if role is None:
+        return "the role does not exist"
+    try:
+        document = json.loads(role.assume_role_policy_document)
+    except (TypeError, ValueError):
+        return "the trust policy is not JSON"
+    for st in _as_list(document.get("Statement", [])):
+        if st.get("Effect") != "Allow":
+            continue
+        if not any(a in ("sts:AssumeRole", "sts:*", "*") for a in _as_list(st.get("Action", []))):
+            continue
+        principals = st.get("Principal", {})
+        aws = _as_list(principals.get("AWS", [])) if isinstance(principals, dict) else _as_list(principals)
+        if not any(
+            p == "*" or p == caller or p == f"arn:aws:iam::{caller}:root"
+            or str(p).startswith(f"arn:aws:iam::{caller}:")
+            for p in aws
+        ):
+            continue
+        wanted = (
+            st.get("Condition", {}).get("StringEquals", {}).get("sts:ExternalId")
+        )
+        if wanted is not None and external_id not in _as_list(wanted):
+            continue
+        return None
+    return "no statement of the trust policy allows this caller with this ExternalId"
+
+
+def create_role(body: Any) -> dict[str, Any]:
+    """``/_keywarden/roles``: a role in any account, with its trust policy and inline policy."""
+    from moto.iam.models import iam_backends
+
+    if not isinstance(body, dict):
+        raise ControlError(400, "expected a JSON object")
+    account = body.get("account_id")
+    name = body.get("role_name")
+    trust = body.get("trust_policy")
+    if not (isinstance(account, str) and re.fullmatch(r"\d{12}", account)):
+        raise ControlError(400, "account_id: expected a 12-digit account id")
+    if not isinstance(name, str) or not name:
+        raise ControlError(400, "role_name: expected a role name")
+    if not isinstance(trust, dict):
+        raise ControlError(400, "trust_policy: expected a policy document (a JSON object)")
+    backend = iam_backends[account]["aws"]
+    role = _iam_role(f"arn:aws:iam::{account}:role/{name}")
+    if role is None:
+        role = backend.create_role(
+            role_name=name,
+            assume_role_policy_document=json.dumps(trust),
+            path="/",
+            permissions_boundary=None,
+            description="",
+            tags=[],
+            max_session_duration=None,
+        )
+    else:
+        role.assume_role_policy_document = json.dumps(trust)
+    policy = body.get("policy")
+    if isinstance(policy, dict):
+        backend.put_role_policy(name, "keywarden", json.dumps(policy))
+    return {"arn": role.arn}
+
 
 # ---------------------------------------------------------------------------------------------
 # ElastiCache AUTH tokens backed by a real redis-server
@@ -1279,13 +1395,19 @@ class KeywardenApp:
             if route == "faults" and method == "DELETE":
                 FAULTS.clear()
                 return _json(start_response, 200, FAULTS.snapshot())
+            if route == "roles" and method == "POST":
+                body = _read_json(environ)
+                with self.control_lock:
+                    answer = create_role(body)
+                return _json(start_response, 200, answer)
             if route == "elasticache-backing" and method == "POST":
                 body = _read_json(environ)
                 with self.control_lock:
                     answer = register_elasticache_backing(body)
                 return _json(start_response, 200, answer)
             if route in (
-                "health", "requests", "reset", "secret-dates", "faults", "elasticache-backing"
+                "health", "requests", "reset", "secret-dates", "faults", "elasticache-backing",
+                "roles",
             ):
                 raise ControlError(405, f"method {method} not allowed on /_keywarden/{route}")
             raise ControlError(404, f"no control route /_keywarden/{route}")
