@@ -20,8 +20,11 @@ fn main() -> ExitCode {
             };
         }
     };
-    let filter = EnvFilter::try_from_env("KEYWARDEN_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
+    let filter = EnvFilter::try_from_env("KEYWARDEN_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(
+            "info,aws_config=warn,aws_config::sts::assume_role=error,aws_smithy_runtime=warn",
+        )
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

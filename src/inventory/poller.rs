@@ -40,6 +40,9 @@ struct CurrentVersion {
 /// The result of one ListSecretVersionIds lookup: ARN, AWSCURRENT version id, its creation time.
 type VersionLookup = (String, String, Result<Option<DateTime<Utc>>, AwsError>);
 
+/// One target's listing: its secrets and how many pages they took.
+type Listing = Result<(Vec<SecretMeta>, usize), AwsError>;
+
 /// What one cycle did, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CycleReport {
@@ -195,12 +198,11 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         // Every target's listing, a few at a time.
         let hint = self.last_listed / self.targets.len().max(1);
         let targets = &self.targets;
-        let listings: Vec<(usize, Result<(Vec<SecretMeta>, usize), AwsError>)> =
-            stream::iter(0..targets.len())
-                .map(|i| async move { (i, Self::list_all(&targets[i].api, hint).await) })
-                .buffer_unordered(TARGETS_IN_FLIGHT)
-                .collect()
-                .await;
+        let listings: Vec<(usize, Listing)> = stream::iter(0..targets.len())
+            .map(|i| async move { (i, Self::list_all(&targets[i].api, hint).await) })
+            .buffer_unordered(TARGETS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut listed: Vec<Option<Vec<SecretMeta>>> = vec![None; self.targets.len()];
         let mut report = CycleReport {
             targets: self.targets.len(),

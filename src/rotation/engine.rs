@@ -146,17 +146,14 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        for spec in &config.secrets {
-            for check in &spec.verify {
-                // Every configured check's failure counter exists from the first scrape.
-                let _ = metrics
-                    .verify_failures
-                    .get_or_create(&crate::telemetry::CheckLabels {
-                        secret: spec.name.clone(),
-                        check: check.name.clone(),
-                    });
-            }
-        }
+        // Every configured check's failure counter exists from the first metadata cycle.
+        metrics.declare_verify_checks(
+            config
+                .secrets
+                .iter()
+                .flat_map(|s| s.verify.iter().map(|c| (s.name.clone(), c.name.clone())))
+                .collect(),
+        );
         let hide_env = match &config.server.admin_token {
             Some(crate::config::TokenSource::Env(name)) => Some(name.clone()),
             _ => None,

@@ -21,7 +21,6 @@ use tracing::{error, info, warn};
 
 use crate::aws::SecretsWriteApi;
 use crate::config::{CheckKind, PromLimit, SecretSpec};
-use crate::telemetry::CheckLabels;
 
 use super::engine::{RequestError, RequestOptions, RotationCore, lock, now_s};
 use super::journal::{self, EventOutcome, JournalStore, Rotation, State, Trigger};
@@ -58,13 +57,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
     /// Counts each failed result in `keywarden_rotation_verify_failures_total`.
     fn count_failures(&self, secret: &str, results: &[CheckResult]) {
         for r in results.iter().filter(|r| !r.ok) {
-            self.metrics
-                .verify_failures
-                .get_or_create(&CheckLabels {
-                    secret: secret.to_string(),
-                    check: r.check.clone(),
-                })
-                .inc();
+            self.metrics.count_verify_failure(secret, &r.check);
         }
     }
 

@@ -229,6 +229,13 @@ impl Fleet {
         }
     }
 
+    /// The account and region labels of a secret's record (`None`: no record yet).
+    pub fn place(&self, secret: &str) -> Option<TargetLabels> {
+        let inner = self.read();
+        let target = inner.secrets.get(secret)?.target;
+        Some(inner.targets.labels(target))
+    }
+
     /// Declares the reminder lead label values (series of every lead exist for inventory
     /// secrets from the first scrape).
     pub fn set_leads(&self, leads: &[String]) {

@@ -108,6 +108,10 @@ pub struct TriggerLabel {
 pub struct CheckLabels {
     /// The `secret` label.
     pub secret: String,
+    /// The secret's account.
+    pub account: String,
+    /// The secret's region.
+    pub region: String,
     /// The check's configured name.
     pub check: String,
 }
@@ -199,6 +203,9 @@ pub struct Metrics {
     pub skipped_records: Family<ReasonLabel, Counter>,
     /// `keywarden_account_up`: one series per watched account and region.
     pub account_up: Family<AccountLabels, Gauge>,
+    /// Configured verify checks (secret, check): their failure counters exist at 0 from the
+    /// first metadata cycle that placed the secret (its account and region known).
+    declared_checks: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl Default for Metrics {
@@ -225,6 +232,7 @@ impl Metrics {
             verify_failures: Family::default(),
             skipped_records: Family::default(),
             account_up: Family::default(),
+            declared_checks: Default::default(),
         };
         process.register(
             "keywarden_rotation_verify_failures",
@@ -455,6 +463,55 @@ impl Metrics {
             .set(i64::from(up));
     }
 
+    /// Declares the configured verify checks (secret, check name): each failure counter exists
+    /// at 0 once the secret's account is known.
+    pub fn declare_verify_checks(&self, checks: Vec<(String, String)>) {
+        *self
+            .declared_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = checks;
+        self.materialize_checks();
+    }
+
+    fn check_labels(&self, secret: &str, check: &str) -> Option<CheckLabels> {
+        let place = self.secrets.place(secret)?;
+        (!place.account.is_empty()).then(|| CheckLabels {
+            secret: secret.to_string(),
+            account: place.account.to_string(),
+            region: place.region.to_string(),
+            check: check.to_string(),
+        })
+    }
+
+    fn materialize_checks(&self) {
+        let declared = self
+            .declared_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (secret, check) in declared {
+            if let Some(l) = self.check_labels(&secret, &check) {
+                let _ = self.verify_failures.get_or_create(&l);
+            }
+        }
+    }
+
+    /// Counts a failed run of a verify check of `secret`.
+    pub fn count_verify_failure(&self, secret: &str, check: &str) {
+        let labels = self.check_labels(secret, check).unwrap_or_else(|| {
+            let place = self.secrets.place(secret);
+            CheckLabels {
+                secret: secret.to_string(),
+                account: place
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.account.to_string()),
+                region: place.map_or_else(String::new, |p| p.region.to_string()),
+                check: check.to_string(),
+            }
+        });
+        self.verify_failures.get_or_create(&labels).inc();
+    }
+
     /// Removes `keywarden_account_up` of an account and region no longer read.
     pub fn remove_account_up(&self, account: &str, region: &str) {
         self.account_up.remove(&AccountLabels {
@@ -491,6 +548,7 @@ impl Metrics {
         }));
         if changed {
             self.mark_dirty();
+            self.materialize_checks();
         }
         changed
     }

@@ -67,9 +67,9 @@ async fn client_in(moto: &Moto, account: &str, region: &str) -> sm::Client {
     let conf = base
         .to_builder()
         .region(aws_config::Region::new(region.to_string()))
-        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-            provider,
-        ))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
         .build();
     sm::Client::new(&conf)
 }
@@ -149,7 +149,7 @@ account = "{A}"
 region = "eu-west-1"
 rotate_every = "30d"
 severity = "critical"
-consumers = ["arn:aws:iam::{A}:role/payments"]
+consumers = ["arn:aws:sts::{A}:assumed-role/payments/*"]
 "#,
         endpoint = moto.endpoint()
     )
@@ -206,12 +206,33 @@ async fn several_accounts_and_regions_one_denied() {
         .expect("stream");
     let t0 = now() * 1000 - 600_000;
     let lines = [
-        read("e-central", t0, CENTRAL, "us-east-1", "shared/db", "central-app"),
+        read(
+            "e-central",
+            t0,
+            CENTRAL,
+            "us-east-1",
+            "shared/db",
+            "central-app",
+        ),
         read("e-a-east-1", t0 + 1, A, "us-east-1", "shared/db", "a-app"),
         read("e-a-east-2", t0 + 2, A, "us-east-1", "shared/db", "a-app"),
-        read("e-a-west", t0 + 3, A, "eu-west-1", "shared/db", "a-west-app"),
+        read(
+            "e-a-west",
+            t0 + 3,
+            A,
+            "eu-west-1",
+            "shared/db",
+            "a-west-app",
+        ),
         read("e-b", t0 + 4, B, "us-east-1", "shared/db", "b-app"),
-        read("e-pay", t0 + 5, A, "eu-west-1", "payments/api-key", "payments"),
+        read(
+            "e-pay",
+            t0 + 5,
+            A,
+            "eu-west-1",
+            "payments/api-key",
+            "payments",
+        ),
     ];
     let events: Vec<logs::types::InputLogEvent> = lines
         .iter()
@@ -276,7 +297,11 @@ async fn several_accounts_and_regions_one_denied() {
     assert_eq!(s.get("keywarden_secret_present", &info), Some(1.0));
     // Account health: the refused one is 0, the others 1; the daemon stays ready.
     for (a, r) in READABLE {
-        assert_eq!(s.get("keywarden_account_up", &place(a, r)), Some(1.0), "{a} {r}");
+        assert_eq!(
+            s.get("keywarden_account_up", &place(a, r)),
+            Some(1.0),
+            "{a} {r}"
+        );
     }
     assert_eq!(
         s.get("keywarden_account_up", &place(DENIED, "us-east-1")),
@@ -285,7 +310,9 @@ async fn several_accounts_and_regions_one_denied() {
     let (status, body) = d.get("/readyz").await;
     assert_eq!(status, 200, "{body}");
     assert!(
-        body.contains(&format!("account {DENIED} region us-east-1: cannot be read")),
+        body.contains(&format!(
+            "account {DENIED} region us-east-1: cannot be read"
+        )),
         "{body}"
     );
 
@@ -315,7 +342,11 @@ async fn several_accounts_and_regions_one_denied() {
     let s: Scrape = d.scrape().await;
     let assumed = s.sum(
         "keywarden_aws_requests_total",
-        &[("service", "sts"), ("operation", "AssumeRole"), ("outcome", "ok")],
+        &[
+            ("service", "sts"),
+            ("operation", "AssumeRole"),
+            ("outcome", "ok"),
+        ],
     );
     assert_eq!(assumed, 3.0, "one AssumeRole per member account and region");
     let log = d.log();
@@ -336,7 +367,10 @@ async fn several_accounts_and_regions_one_denied() {
         .iter()
         .find(|e| e["name"] == "payments-api-key")
         .expect("payments-api-key");
-    assert_eq!((pay["account"].as_str(), pay["region"].as_str()), (Some(A), Some("eu-west-1")));
+    assert_eq!(
+        (pay["account"].as_str(), pay["region"].as_str()),
+        (Some(A), Some("eu-west-1"))
+    );
     let b_db = format!("{B}:us-east-1:shared/db");
     assert!(
         entries
@@ -347,13 +381,17 @@ async fn several_accounts_and_regions_one_denied() {
 
     // The refused account becomes readable: it comes up, its secret appears, logged once.
     role(&moto, DENIED, "keywarden-read", Some(EXTERNAL_ID)).await;
-    d.wait_for("the denied account readable", Duration::from_secs(30), |s| {
-        s.get("keywarden_account_up", &place(DENIED, "us-east-1")) == Some(1.0)
-            && s.get(
-                "keywarden_secret_present",
-                &[("secret", "shared/db"), ("account", DENIED)],
-            ) == Some(1.0)
-    })
+    d.wait_for(
+        "the denied account readable",
+        Duration::from_secs(30),
+        |s| {
+            s.get("keywarden_account_up", &place(DENIED, "us-east-1")) == Some(1.0)
+                && s.get(
+                    "keywarden_secret_present",
+                    &[("secret", "shared/db"), ("account", DENIED)],
+                ) == Some(1.0)
+        },
+    )
     .await;
     let log = d.log();
     assert_eq!(
@@ -379,8 +417,18 @@ async fn several_accounts_and_regions_one_denied() {
         .output()
         .expect("status");
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{table}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(table.lines().next().is_some_and(|h| h.contains("ACCOUNT") && h.contains("REGION")), "{table}");
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|h| h.contains("ACCOUNT") && h.contains("REGION")),
+        "{table}"
+    );
     for (a, r) in READABLE.iter().chain([(DENIED, "us-east-1")].iter()) {
         assert!(
             table
@@ -399,16 +447,29 @@ async fn several_accounts_and_regions_one_denied() {
             .arg(secret)
             .output()
             .expect("consumers");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let table = consumers("payments-api-key");
-    assert!(table.contains(&format!("arn:aws:iam::{A}:role/payments")), "{table}");
+    assert!(
+        table.lines().any(
+            |l| l.starts_with(&format!("arn:aws:sts::{A}:assumed-role/payments/s"))
+                && l.trim_end().ends_with("yes")
+        ),
+        "{table}"
+    );
     assert!(!table.contains("a-app"), "{table}");
     let table = consumers(&format!("{A}:us-east-1:shared/db"));
     assert!(table.contains("a-app"), "{table}");
     for other in ["central-app", "a-west-app", "b-app"] {
-        assert!(!table.contains(other), "{other} read another place's shared/db:\n{table}");
+        assert!(
+            !table.contains(other),
+            "{other} read another place's shared/db:\n{table}"
+        );
     }
     drop(d);
 }
@@ -418,7 +479,10 @@ async fn a_member_account_secret_is_watched_read_only() {
     // Rotation of a member account's secret is refused at load time: the member role is
     // read-only (deploy/cloudformation/member-account.yaml).
     let moto = Moto::start();
-    let cfg = config(&moto, "/nonexistent", false).replace(
+    let cfg = config(&moto, "/nonexistent", false)
+        .replace("{listen}", "127.0.0.1:1")
+        .replace("{state}", "/nonexistent/state.db")
+        .replace(
         "consumers = [",
         "[secret.rotation]\nstrategy = \"random\"\n[[secret]]\nname = \"x\"\nid = \"x\"\nconsumers = [",
     );
@@ -529,5 +593,8 @@ exclude = ["{excluded}"]
         "keywarden_aws_requests_total",
         &[("service", "organizations"), ("operation", "ListAccounts")],
     );
-    assert_eq!(listed, 1.0, "ListAccounts once per refresh_every (15m by default)");
+    assert_eq!(
+        listed, 1.0,
+        "ListAccounts once per refresh_every (15m by default)"
+    );
 }

@@ -440,7 +440,7 @@ pub fn keywarden_command() -> Command {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env(
             "KEYWARDEN_LOG",
-            "debug,aws_config=warn,aws_smithy_runtime=warn,hyper=warn",
+            "debug,aws_config=warn,aws_config::sts::assume_role=error,aws_smithy_runtime=warn,hyper=warn",
         );
     cmd
 }
