@@ -71,6 +71,7 @@ fn bench(c: &mut Criterion) {
                     access: AccessInfo::Off,
                     planned: None,
                     now: NOW,
+                    place: None,
                 },
             )
             .body
@@ -94,6 +95,7 @@ fn bench(c: &mut Criterion) {
                 access: AccessInfo::Off,
                 planned: None,
                 now: NOW,
+                place: None,
             };
             (k.clone(), render(k, &ctx))
         })

@@ -48,6 +48,8 @@ pub struct MessageContext<'a> {
     pub planned: Option<i64>,
     /// When the message is rendered.
     pub now: i64,
+    /// The account and region the secret lives in, when known.
+    pub place: Option<(&'a str, &'a str)>,
 }
 
 /// A rendered message, as stored in the ledger and published.
@@ -114,12 +116,25 @@ pub(crate) fn subject(name: &str, tail: &str) -> String {
 /// readers seen in CloudTrail, the pre-rotation checklist and a closing line.
 pub fn render(key: &ReminderKey, ctx: &MessageContext<'_>) -> Message {
     let s = ctx.status;
-    let (subject_tail, headline) = headline(key, &s.name, ctx.planned, ctx.now);
+    let name = crate::domain::targets::label_of_key(&s.name);
+    let shown = match ctx.place {
+        Some((account, region)) if !account.is_empty() => {
+            format!("{name} ({account}, {region})")
+        }
+        _ => name.to_string(),
+    };
+    let (subject_tail, headline) = headline(key, &shown, ctx.planned, ctx.now);
+    // The Subject names the account and region when they fit; the body always does.
+    let subject_name = if "[keywarden] ".len() + shown.len() + subject_tail.len() <= SUBJECT_MAX {
+        shown.as_str()
+    } else {
+        name
+    };
     let consumers: &[String] = ctx.spec.map_or(&[], |spec| spec.consumers.as_slice());
 
     let mut b = String::with_capacity(2048);
     let _ = writeln!(b, "{headline}\n");
-    write_facts(&mut b, key, s, ctx.planned, ctx.now);
+    write_facts(&mut b, key, s, ctx.place, ctx.planned, ctx.now);
     write_consumers(&mut b, consumers);
     let readers_line = write_readers(&mut b, ctx.access);
     write_checklist(
@@ -131,9 +146,9 @@ pub fn render(key: &ReminderKey, ctx: &MessageContext<'_>) -> Message {
     write_closing(&mut b, key);
 
     Message {
-        subject: subject(&s.name, &subject_tail),
+        subject: subject(subject_name, &subject_tail),
         body: b,
-        attributes: attributes(key, s, ctx.planned),
+        attributes: attributes(key, s, ctx.place, ctx.planned),
     }
 }
 
@@ -194,10 +209,19 @@ fn write_facts(
     b: &mut String,
     key: &ReminderKey,
     s: &SecretStatus,
+    place: Option<(&str, &str)>,
     planned: Option<i64>,
     now: i64,
 ) {
-    let _ = writeln!(b, "Secret:        {}", s.name);
+    let _ = writeln!(
+        b,
+        "Secret:        {}",
+        crate::domain::targets::label_of_key(&s.name)
+    );
+    if let Some((account, region)) = place.filter(|(a, _)| !a.is_empty()) {
+        let _ = writeln!(b, "Account:       {account}");
+        let _ = writeln!(b, "Region:        {region}");
+    }
     let _ = writeln!(b, "Id:            {}", s.id);
     if let Some(arn) = &s.arn {
         let _ = writeln!(b, "ARN:           {arn}");
@@ -377,13 +401,25 @@ fn write_closing(b: &mut String, key: &ReminderKey) {
 
 /// The MessageAttributes: `secret` (the full name), `severity`, `due`, `kind`, and `planned`
 /// (`YYYY-MM-DD HH:MM UTC`) when there is a planned time.
-fn attributes(key: &ReminderKey, s: &SecretStatus, planned: Option<i64>) -> Vec<(String, String)> {
+fn attributes(
+    key: &ReminderKey,
+    s: &SecretStatus,
+    place: Option<(&str, &str)>,
+    planned: Option<i64>,
+) -> Vec<(String, String)> {
     let mut a = vec![
-        ("secret".to_string(), s.name.clone()),
+        (
+            "secret".to_string(),
+            crate::domain::targets::label_of_key(&s.name).to_string(),
+        ),
         ("severity".to_string(), s.severity.as_str().to_string()),
         ("due".to_string(), date(key.due)),
         ("kind".to_string(), key.kind().to_string()),
     ];
+    if let Some((account, region)) = place.filter(|(a, _)| !a.is_empty()) {
+        a.push(("account".to_string(), account.to_string()));
+        a.push(("region".to_string(), region.to_string()));
+    }
     if let Some(p) = planned {
         a.push(("planned".to_string(), date_time(p)));
     }
@@ -481,6 +517,7 @@ mod tests {
                 access: AccessInfo::Off,
                 planned: None,
                 now,
+                place: None,
             },
         );
         assert_eq!(
@@ -523,6 +560,45 @@ mod tests {
         );
     }
 
+    /// Issue #17 point 2: a reminder names the account and region of the secret, and a
+    /// discovered secret of another account is named without its key's qualifier.
+    #[test]
+    fn a_member_account_secret_is_named_with_its_account_and_region() {
+        let due = 1_800_000_000;
+        let s = status("111111111111:eu-west-1:shared/db", Some(due));
+        let m = render(
+            &key("111111111111:eu-west-1:shared/db", due, 14 * DAY),
+            &MessageContext {
+                status: &s,
+                spec: None,
+                access: AccessInfo::Off,
+                planned: None,
+                now: due - 14 * DAY,
+                place: Some(("111111111111", "eu-west-1")),
+            },
+        );
+        assert_eq!(
+            m.subject,
+            "[keywarden] shared/db (111111111111, eu-west-1): rotation due 2027-01-15 (in 14 days)"
+        );
+        for needle in [
+            "Secret:        shared/db\n",
+            "Account:       111111111111\n",
+            "Region:        eu-west-1\n",
+        ] {
+            assert!(m.body.contains(needle), "{needle:?} in\n{}", m.body);
+        }
+        let attr = |k: &str| {
+            m.attributes
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(attr("secret"), Some("shared/db"));
+        assert_eq!(attr("account"), Some("111111111111"));
+        assert_eq!(attr("region"), Some("eu-west-1"));
+    }
+
     #[test]
     fn a_planned_rotation_is_named_in_subject_body_and_attributes() {
         let config = config_with("");
@@ -536,6 +612,7 @@ mod tests {
             access: AccessInfo::Off,
             planned: Some(planned),
             now,
+            place: None,
         };
         let m = render(&key("JWT_SECRET", due, 14 * DAY), &ctx(planned - 14 * DAY));
         assert_eq!(
@@ -587,6 +664,7 @@ mod tests {
                 access: AccessInfo::Facts(&facts),
                 planned: None,
                 now: due + 3 * DAY,
+                place: None,
             },
         );
         assert_eq!(
@@ -612,6 +690,7 @@ mod tests {
                 access: AccessInfo::NotYet,
                 planned: None,
                 now: due + 1,
+                place: None,
             },
         );
         assert!(m.body.contains("not available yet"), "{}", m.body);
@@ -644,6 +723,7 @@ mod tests {
                         access: AccessInfo::Off,
                         planned: None,
                         now,
+                        place: None,
                     },
                 );
                 assert!(

@@ -186,12 +186,14 @@ impl<N: NotifyApi> Reminders<N> {
                     (None, None) => AccessInfo::Off,
                     (Some(_), None) => AccessInfo::NotYet,
                 };
+                let labels = self.view.targets().labels(status.target);
                 let ctx = MessageContext {
                     status,
                     spec: self.config.secrets.iter().find(|s| s.name == key.secret),
                     access,
                     planned: planned(status),
                     now,
+                    place: Some((&labels.account, &labels.region)),
                 };
                 let message = render(&key, &ctx);
                 intents.push((key, message));

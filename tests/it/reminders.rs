@@ -386,6 +386,14 @@ async fn lead_boundary_content_attributes_and_no_value_anywhere() {
         .clone();
     assert!(jwt.subject.len() < 100, "{}", jwt.subject);
     assert!(jwt.subject.contains("JWT_SECRET"), "{}", jwt.subject);
+    // Issue #17 point 2: the reminder names the account and region (the Subject too when they
+    // fit in its 100 characters).
+    assert!(
+        jwt.body.contains("Account:       123456789012\n")
+            && jwt.body.contains("Region:        us-east-1\n"),
+        "{}",
+        jwt.body
+    );
     assert!(jwt.subject.contains(&due_date), "{}", jwt.subject);
     assert!(!jwt.subject.contains("OVERDUE"), "{}", jwt.subject);
     assert_eq!(jwt.attributes["severity"], "critical");
