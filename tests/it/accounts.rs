@@ -598,3 +598,33 @@ exclude = ["{excluded}"]
         "ListAccounts once per refresh_every (15m by default)"
     );
 }
+
+#[tokio::test]
+async fn a_missing_external_id_stops_the_start_with_a_clear_error() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = config(
+        &moto,
+        &dir.path().join("absent").display().to_string(),
+        false,
+    )
+    .replace(
+        "{listen}",
+        &format!("127.0.0.1:{}", crate::support::free_port()),
+    )
+    .replace("{state}", &dir.path().join("s.db").display().to_string());
+    let path = dir.path().join("k.toml");
+    std::fs::write(&path, cfg).expect("write");
+    // KW_EXTERNAL_ID is not set: account[0] cannot be read.
+    let out = keywarden_command()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("account[0]") && err.contains("KW_EXTERNAL_ID is not set"),
+        "{err}"
+    );
+}
