@@ -68,9 +68,19 @@ pub fn read_external_id(source: &ExternalIdSource, table: &str) -> Result<String
 struct MemberBuilder {
     sdk: SdkConfig,
     observer: Arc<dyn CallObserver>,
+    /// The home target's client observer (its refusals are the daemon's own).
+    home_observer: Arc<dyn CallObserver>,
 }
 
 impl MemberBuilder {
+    /// The daemon's own account in another region: its own credentials, no role.
+    fn home_in(&self, region: &str) -> SecretsManager {
+        SecretsManager::new(
+            &crate::aws::accounts::home_config_in(&self.sdk, region),
+            self.home_observer.clone(),
+        )
+    }
+
     async fn build(
         &self,
         role_arn: &str,
@@ -139,6 +149,7 @@ pub async fn fleet_poller(
     let builder = MemberBuilder {
         sdk: sdk.clone(),
         observer: Arc::new(QuietDenials(metrics.clone())),
+        home_observer: metrics.clone(),
     };
     for (i, a) in config.accounts.iter().enumerate() {
         let external_id = a
@@ -221,7 +232,8 @@ impl OrgSource {
                 continue;
             }
             for region in &self.config.regions {
-                if *a.id == *home_account && **region == *home_region {
+                let own = *a.id == *home_account;
+                if own && **region == *home_region {
                     continue;
                 }
                 let Some(id) = self.targets.intern(&a.id, region) else {
@@ -230,6 +242,13 @@ impl OrgSource {
                 };
                 let api = match self.members.get(&id) {
                     Some(api) => api.clone(),
+                    // The management (or delegated administrator) account itself is read with
+                    // the daemon's own credentials: StackSets do not deploy the member role there.
+                    None if own => {
+                        let api = self.builder.home_in(region);
+                        self.members.insert(id, api.clone());
+                        api
+                    }
                     None => {
                         let role = format!("arn:aws:iam::{}:role/{}", a.id, self.config.role_name);
                         let api = self

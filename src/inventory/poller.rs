@@ -80,8 +80,20 @@ impl<A> PollTarget<A> {
     }
 }
 
+/// Where each inventory secret lives, for one home account and set of targets.
+struct Placement {
+    /// The home account it was computed with.
+    home: Arc<str>,
+    /// The targets it was computed with.
+    targets: Vec<TargetId>,
+    /// By inventory position: the target (`None`: an account and region not read).
+    of_specs: Vec<Option<TargetId>>,
+}
+
 /// The poller and its memory between cycles.
 pub struct MetadataPoller<A> {
+    /// Where the inventory secrets live (cached between cycles).
+    placement: Option<Placement>,
     /// The accounts and regions it reads; the first is the home target.
     targets: Vec<PollTarget<A>>,
     /// Configuration (inventory and discovery).
@@ -115,6 +127,7 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         metrics: Arc<Metrics>,
     ) -> Self {
         MetadataPoller {
+            placement: None,
             targets,
             config,
             view,
@@ -230,25 +243,34 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         self.record_health(&listed, &down);
         self.last_listed = report.listed;
         let registry = self.view.targets().clone();
-        let placed = self.place_specs();
+        let config = self.config.clone();
+        let placed: Vec<(Option<TargetId>, &crate::config::SecretSpec)> = self
+            .place_specs()
+            .into_iter()
+            .zip(config.secrets.iter())
+            .collect();
+        // The inventory secrets of each target, grouped once (not a scan per target).
+        let mut by_target: HashMap<TargetId, Vec<&crate::config::SecretSpec>> = HashMap::new();
+        for (target, spec) in &placed {
+            if let Some(t) = target {
+                by_target.entry(*t).or_default().push(*spec);
+            }
+        }
         let mut watch: Vec<(usize, Watched, Option<&SecretMeta>)> = Vec::new();
         for (i, t) in self.targets.iter().enumerate() {
             let Some(secrets) = listed[i].as_deref() else {
                 continue;
             };
             let labels = registry.labels(t.id);
-            let specs: Vec<&crate::config::SecretSpec> = placed
-                .iter()
-                .filter(|(target, _)| *target == Some(t.id))
-                .map(|(_, s)| *s)
-                .collect();
+            let specs: &[&crate::config::SecretSpec] =
+                by_target.get(&t.id).map_or(&[], Vec::as_slice);
             let scope = inventory::Scope {
                 target: t.id,
                 account: &labels.account,
                 region: &labels.region,
             };
             watch.extend(
-                inventory::watch_list_in(&self.config, &specs, secrets, scope)
+                inventory::watch_list_in(&self.config, specs, secrets, scope)
                     .into_iter()
                     .map(|(w, m)| (i, w, m)),
             );
@@ -362,21 +384,37 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
 
     /// Each inventory secret with the target it lives in (`None`: an account and region that
     /// is not read now).
-    fn place_specs(&self) -> Vec<(Option<TargetId>, &crate::config::SecretSpec)> {
-        let registry = self.view.targets();
-        self.config
-            .secrets
-            .iter()
-            .map(|spec| {
-                let target = match self.spec_place(spec) {
+    fn place_specs(&mut self) -> Vec<Option<TargetId>> {
+        let registry = self.view.targets().clone();
+        let home = registry.home_account();
+        let ids: Vec<TargetId> = self.targets.iter().map(|t| t.id).collect();
+        // Computed again only when the home account or the targets change.
+        let fresh = match &self.placement {
+            Some(p) => p.home != home || p.targets != ids,
+            None => true,
+        };
+        if fresh {
+            let read: HashSet<TargetId> = ids.iter().copied().collect();
+            let targets = self
+                .config
+                .secrets
+                .iter()
+                .map(|spec| match self.spec_place(spec) {
                     None => Some(TargetId::HOME),
                     Some((account, region)) => registry
                         .find(&account, &region)
-                        .filter(|id| self.targets.iter().any(|t| t.id == *id)),
-                };
-                (target, spec)
-            })
-            .collect()
+                        .filter(|id| read.contains(id)),
+                })
+                .collect();
+            self.placement = Some(Placement {
+                home,
+                targets: ids,
+                of_specs: targets,
+            });
+        }
+        self.placement
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.of_specs.clone())
     }
 
     /// The account and region of an inventory secret of another account (`None`: the home

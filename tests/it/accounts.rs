@@ -539,6 +539,9 @@ async fn organization_accounts_minus_suspended_and_excluded() {
         .await
         .expect("close account");
     create(&client_in(&moto, CENTRAL, "us-east-1").await, "shared/db").await;
+    // The management account in its other region is read with the daemon's own credentials
+    // (no member role there).
+    create(&client_in(&moto, CENTRAL, "eu-west-1").await, "shared/db").await;
     let cfg = format!(
         r#"[aws]
 region = "us-east-1"
@@ -553,7 +556,7 @@ metadata_every = "1s"
 name_prefixes = ["shared/"]
 [organization]
 role_name = "keywarden-read"
-regions = ["us-east-1"]
+regions = ["us-east-1", "eu-west-1"]
 exclude = ["{excluded}"]
 "#,
         endpoint = moto.endpoint()
@@ -561,10 +564,16 @@ exclude = ["{excluded}"]
     let d = Daemon::start(&cfg).await;
     let s = d
         .wait_for("the organization read", Duration::from_secs(60), |s| {
-            [CENTRAL, active.as_str()].iter().all(|a| {
+            [
+                (CENTRAL, "us-east-1"),
+                (CENTRAL, "eu-west-1"),
+                (active.as_str(), "us-east-1"),
+            ]
+            .iter()
+            .all(|(a, r)| {
                 s.get(
                     "keywarden_secret_present",
-                    &[("secret", "shared/db"), ("account", a)],
+                    &[("secret", "shared/db"), ("account", a), ("region", r)],
                 ) == Some(1.0)
             })
         })
@@ -589,6 +598,14 @@ exclude = ["{excluded}"]
             s.text
         );
     }
+    assert_eq!(
+        s.get("keywarden_account_up", &place(CENTRAL, "eu-west-1")),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.get("keywarden_account_up", &place(active, "eu-west-1")),
+        Some(1.0)
+    );
     let listed = s.sum(
         "keywarden_aws_requests_total",
         &[("service", "organizations"), ("operation", "ListAccounts")],
