@@ -385,6 +385,9 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
                     ""
                 }
             );
+            for line in account_lines(&config) {
+                println!("{line}");
+            }
             for line in grace_lines(&config) {
                 println!("{line}");
             }
@@ -408,6 +411,44 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// What `check-config` says about the accounts read (pure): one line per `[[account]]`, or the
+/// organization's role and regions; nothing for a single account.
+fn account_lines(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in &config.accounts {
+        out.push(format!(
+            "account {} in {} through {}{}",
+            a.id,
+            a.regions.join(", "),
+            a.role_arn,
+            if a.external_id.is_some() {
+                " (with an ExternalId)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(o) = &config.organization {
+        out.push(format!(
+            "organization: every active account (ListAccounts every {}) in {} through role {}{}{}",
+            crate::schedule::format_duration(o.refresh_every),
+            o.regions.join(", "),
+            o.role_name,
+            if o.exclude.is_empty() {
+                String::new()
+            } else {
+                format!(", except {}", o.exclude.join(", "))
+            },
+            if o.external_id.is_some() {
+                " (with an ExternalId)"
+            } else {
+                ""
+            }
+        ));
+    }
+    out
 }
 
 async fn consumers(config: Config, secret: &str, since: &str, output: Output) -> ExitCode {

@@ -313,3 +313,103 @@ fn event_service_config_is_valid() {
         );
     }
 }
+
+/// `[[account]]` and `[organization]` (issue #17 point 1): every mistake is located and named.
+#[test]
+fn accounts_are_checked() {
+    const ROLE: &str = "role_arn = \"arn:aws:iam::111111111111:role/keywarden-read\"\n";
+    let account = |extra: &str| {
+        format!("[[account]]\nid = \"111111111111\"\n{ROLE}regions = [\"eu-west-1\"]\n{extra}")
+    };
+    rejects(
+        "[[account]]\nid = \"1111\"\nrole_arn = \"x\"\nregions = [\"eu-west-1\"]\n",
+        2,
+        6,
+        "account[0].id",
+        "expected a 12-digit AWS account id",
+    );
+    rejects(
+        "[[account]]\nid = \"222222222222\"\nrole_arn = \"arn:aws:iam::111111111111:role/r\"\nregions = [\"eu-west-1\"]\n",
+        3,
+        12,
+        "account[0].role_arn",
+        "the role is in account 111111111111, not in account 222222222222",
+    );
+    rejects(
+        &account("external_id = \"s3cr3t\"\n"),
+        5,
+        15,
+        "account[0].external_id",
+        "is not written in the configuration",
+    );
+    rejects(
+        "[[account]]\nid = \"111111111111\"\nrole_arn = \"arn:aws:iam::111111111111:role/r\"\nregions = [\"Europe\"]\n",
+        4,
+        12,
+        "account[0].regions",
+        "expected a region name such as \"eu-west-1\"",
+    );
+    rejects(
+        &format!(
+            "{}[organization]\nrole_name = \"keywarden-read\"\nregions = [\"eu-west-1\"]\n",
+            account("")
+        ),
+        5,
+        1,
+        "organization",
+        "exclude each other",
+    );
+    rejects(
+        &format!("{}{SECRET}account = \"222222222222\"\n", account("")),
+        8,
+        11,
+        "secret[0].account",
+        "not one of the [[account]] entries",
+    );
+    rejects(
+        &format!("{SECRET}region = \"eu-west-1\"\n"),
+        4,
+        10,
+        "secret[0].region",
+        "needs an account",
+    );
+    rejects(
+        &format!(
+            "{}{SECRET}account = \"111111111111\"\nregion = \"us-east-1\"\n",
+            account("")
+        ),
+        9,
+        10,
+        "secret[0].region",
+        "is not read in account 111111111111",
+    );
+    rejects(
+        "[[secret]]\nname = \"a:b\"\nid = \"x\"\n",
+        2,
+        8,
+        "secret[0].name",
+        "contains ':'",
+    );
+    // A valid one says what it reads.
+    let (code, stdout, stderr) = check(&format!(
+        "{}[[account]]\nid = \"222222222222\"\nrole_arn = \"arn:aws:iam::222222222222:role/kr\"\nexternal_id_env = \"KW_EXT\"\nregions = [\"us-east-1\", \"eu-west-1\"]\n",
+        account("")
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("account 111111111111 in eu-west-1 through arn:aws:iam::111111111111:role/keywarden-read\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("account 222222222222 in us-east-1, eu-west-1 through arn:aws:iam::222222222222:role/kr (with an ExternalId)\n"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = check(
+        "[organization]\nrole_name = \"keywarden-read\"\nregions = [\"eu-west-1\"]\nexclude = [\"999999999999\"]\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("organization: every active account (ListAccounts every 15m) in eu-west-1 through role keywarden-read, except 999999999999"),
+        "{stdout}"
+    );
+}
