@@ -145,6 +145,23 @@ pub(super) fn validate(
     })
 }
 
+/// An optional word checked by `valid` (trimmed), or an error naming `what` was expected.
+fn checked_word(
+    loc: &Locator<'_>,
+    value: &Option<Spanned<String>>,
+    key: &str,
+    valid: fn(&str) -> bool,
+    what: &str,
+) -> Result<Option<String>, ConfigError> {
+    match value {
+        Some(v) if !valid(v.get_ref().trim()) => {
+            Err(loc.at(v, key, format!("expected {what}, found {:?}", v.get_ref())))
+        }
+        Some(v) => Ok(Some(v.get_ref().trim().to_string())),
+        None => Ok(None),
+    }
+}
+
 /// A 12-digit AWS account id.
 fn is_account_id(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
@@ -647,34 +664,20 @@ fn validate_secrets(
                 format!("{name:?} contains ':', which keywarden keeps for account:region:name keys of discovered secrets (Secrets Manager names never contain it)"),
             ));
         }
-        let account = match &s.account {
-            Some(a) if !is_account_id(a.get_ref().trim()) => {
-                return Err(loc.at(
-                    a,
-                    &key("account"),
-                    format!(
-                        "expected a 12-digit AWS account id, found {:?}",
-                        a.get_ref()
-                    ),
-                ));
-            }
-            Some(a) => Some(a.get_ref().trim().to_string()),
-            None => None,
-        };
-        let region = match &s.region {
-            Some(r) if !is_region(r.get_ref().trim()) => {
-                return Err(loc.at(
-                    r,
-                    &key("region"),
-                    format!(
-                        "expected a region name such as \"eu-west-1\", found {:?}",
-                        r.get_ref()
-                    ),
-                ));
-            }
-            Some(r) => Some(r.get_ref().trim().to_string()),
-            None => None,
-        };
+        let account = checked_word(
+            loc,
+            &s.account,
+            &key("account"),
+            is_account_id,
+            "a 12-digit AWS account id",
+        )?;
+        let region = checked_word(
+            loc,
+            &s.region,
+            &key("region"),
+            is_region,
+            "a region name such as \"eu-west-1\"",
+        )?;
         if let Some(first) = names.insert(name.clone(), index) {
             return Err(loc.at(
                 &s.name,

@@ -474,6 +474,21 @@ async fn several_accounts_and_regions_one_denied() {
     drop(d);
 }
 
+/// Writes `cfg` in `dir` and runs `keywarden <command> --config` on it: success and stderr.
+fn run_with(dir: &std::path::Path, cfg: &str, command: &str) -> (bool, String) {
+    let path = dir.join("k.toml");
+    std::fs::write(&path, cfg).expect("write");
+    let out = keywarden_command()
+        .args([command, "--config"])
+        .arg(&path)
+        .output()
+        .expect("keywarden");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[tokio::test]
 async fn a_member_account_secret_is_watched_read_only() {
     // Rotation of a member account's secret is refused at load time: the member role is
@@ -487,15 +502,8 @@ async fn a_member_account_secret_is_watched_read_only() {
         "[secret.rotation]\nstrategy = \"random\"\n[[secret]]\nname = \"x\"\nid = \"x\"\nconsumers = [",
     );
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("k.toml");
-    std::fs::write(&path, cfg).expect("write");
-    let out = keywarden_command()
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .expect("check-config");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, err) = run_with(dir.path(), &cfg, "check-config");
+    assert!(!ok);
     assert!(
         err.contains("rotation.strategy") && err.contains("read-only"),
         "{err}"
@@ -630,16 +638,9 @@ async fn a_missing_external_id_stops_the_start_with_a_clear_error() {
         &format!("127.0.0.1:{}", crate::support::free_port()),
     )
     .replace("{state}", &dir.path().join("s.db").display().to_string());
-    let path = dir.path().join("k.toml");
-    std::fs::write(&path, cfg).expect("write");
     // KW_EXTERNAL_ID is not set: account[0] cannot be read.
-    let out = keywarden_command()
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let (ok, err) = run_with(dir.path(), &cfg, "run");
+    assert!(!ok, "{err}");
     assert!(
         err.contains("account[0]") && err.contains("KW_EXTERNAL_ID is not set"),
         "{err}"
