@@ -73,12 +73,20 @@ where
         SdkError::TimeoutError(_) => AwsErrorKind::Timeout,
         SdkError::DispatchFailure(d) if d.is_timeout() => AwsErrorKind::Timeout,
         SdkError::DispatchFailure(d) if d.is_io() => AwsErrorKind::Network,
-        // The SDK reports a failed credentials chain as a dispatch failure of kind "other".
+        // The SDK reports a failed credentials chain as a dispatch failure of kind "other": a
+        // refused AssumeRole is `auth`, a throttled one (STS `Throttling`) is `throttled`.
         SdkError::DispatchFailure(d)
             if d.as_connector_error()
                 .is_some_and(|c| mentions_credentials(c)) =>
         {
-            AwsErrorKind::Auth
+            let throttled = d
+                .as_connector_error()
+                .is_some_and(|c| chain_mentions(c, &["Throttling", "Rate exceeded"]));
+            if throttled {
+                AwsErrorKind::Throttled
+            } else {
+                AwsErrorKind::Auth
+            }
         }
         SdkError::DispatchFailure(_) => AwsErrorKind::Network,
         SdkError::ResponseError(_) => AwsErrorKind::Other,
@@ -98,9 +106,16 @@ where
 
 /// Whether any error in the chain is about loading credentials.
 fn mentions_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
+    chain_mentions(e, &["credentials"])
+}
+
+/// Whether any error in the chain (its message or its debug form, which carries the service's
+/// error code) contains one of `needles`.
+fn chain_mentions(e: &(dyn std::error::Error + 'static), needles: &[&str]) -> bool {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
-        if err.to_string().contains("credentials") {
+        let text = format!("{err} {err:?}");
+        if needles.iter().any(|n| text.contains(n)) {
             return true;
         }
         next = err.source();

@@ -646,3 +646,82 @@ async fn a_missing_external_id_stops_the_start_with_a_clear_error() {
         "{err}"
     );
 }
+
+/// Point 1: throttled AssumeRole (STS answers `Throttling` for a while) never stops the home
+/// account; the member accounts show down with kind `throttled`, then come back, each logged
+/// once per change.
+#[tokio::test]
+async fn throttled_assume_role_never_stops_the_others() {
+    let moto = Moto::start();
+    estate(&moto).await;
+    // Enough throttles for several cycles of every member account and the SDK's retries.
+    let (status, answer) = moto
+        .control(
+            "POST",
+            "faults",
+            json!({"throttle": {"sts:AssumeRole": 30}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let dir = tempfile::tempdir().expect("dir");
+    let id_file = dir.path().join("external-id");
+    std::fs::write(&id_file, EXTERNAL_ID).expect("write");
+    let cfg = config(&moto, &id_file.display().to_string(), false);
+    let d = Daemon::start_in_env(
+        tempfile::tempdir().expect("dir"),
+        crate::support::free_port(),
+        &cfg,
+        &[("KW_EXTERNAL_ID", EXTERNAL_ID)],
+    )
+    .await;
+    let s = d
+        .wait_for(
+            "the home account read while members are throttled",
+            Duration::from_secs(30),
+            |s| {
+                s.get(
+                    "keywarden_secret_present",
+                    &[("secret", "shared/db"), ("account", CENTRAL)],
+                ) == Some(1.0)
+                    && s.get("keywarden_account_up", &place(A, "us-east-1")) == Some(0.0)
+            },
+        )
+        .await;
+    assert_eq!(
+        s.get("keywarden_account_up", &place(CENTRAL, "us-east-1")),
+        Some(1.0)
+    );
+    let (status, body) = d.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!(
+            "account {A} region us-east-1: cannot be read (throttled)"
+        )),
+        "{body}"
+    );
+    // The throttling ends: every readable member comes up.
+    d.wait_for(
+        "members up after throttling",
+        Duration::from_secs(60),
+        |s| {
+            READABLE
+                .iter()
+                .all(|(a, r)| s.get("keywarden_account_up", &place(a, r)) == Some(1.0))
+        },
+    )
+    .await;
+    let log = d.log();
+    for (a, r) in &READABLE[1..] {
+        let of = |needle: &str| {
+            log.lines()
+                .filter(|l| l.contains(needle) && l.contains(a) && l.contains(r))
+                .count()
+        };
+        assert_eq!(
+            of("Cannot read this account and region"),
+            1,
+            "{a} {r}\n{log}"
+        );
+        assert_eq!(of("readable again"), 1, "{a} {r}\n{log}");
+    }
+}
