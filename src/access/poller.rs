@@ -32,7 +32,7 @@ use crate::aws::{AwsError, LogEvent, LogsApi, QueueMessage};
 use crate::cloudtrail::{self, AccessCounts, ParseError, Record, SecretIndex};
 use crate::config::{AccessConfig, AccessSource, Config};
 use crate::domain::view::{AccessFacts, Managed, SharedView};
-use crate::store::{Store, StoreError};
+use crate::store::{StateStore, StoreError};
 use crate::telemetry::Metrics;
 
 /// Label of this poller's metrics and readiness.
@@ -394,7 +394,7 @@ pub struct AccessPoller<L> {
     /// Where counts are exported.
     metrics: Arc<Metrics>,
     /// Checkpoint, seen ids, principals.
-    store: Store,
+    store: StateStore,
     /// FilterLogEvents pacing.
     limiter: RateLimiter,
     /// Anomaly state.
@@ -415,7 +415,7 @@ impl<L: LogsApi> AccessPoller<L> {
         access: AccessConfig,
         view: SharedView,
         metrics: Arc<Metrics>,
-        store: Store,
+        store: impl Into<StateStore>,
     ) -> Self {
         for spec in &config.secrets {
             // Counters and the gauge exist from the first scrape.
@@ -430,7 +430,7 @@ impl<L: LogsApi> AccessPoller<L> {
             access,
             view,
             metrics,
-            store,
+            store: store.into(),
             limiter,
             detector,
             seen: HashMap::new(),

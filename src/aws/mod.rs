@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod cloudwatchlogs;
+pub mod dynamodb;
 pub mod elasticache;
 #[cfg(feature = "test-util")]
 pub mod fake;

@@ -115,7 +115,9 @@ pub(super) struct RawIncident {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawState {
+    pub(super) backend: Option<Spanned<String>>,
     pub(super) path: Option<String>,
+    pub(super) table: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

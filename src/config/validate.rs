@@ -115,7 +115,7 @@ pub(super) fn validate(
             .incident
             .map(|i| validate_incident(i, loc))
             .transpose()?,
-        state: validate_state(raw.state),
+        state: validate_state(raw.state, loc)?,
         discovery: raw
             .discovery
             .map(|d| validate_discovery(d, loc))
@@ -276,13 +276,53 @@ fn validate_incident(i: RawIncident, loc: &Locator<'_>) -> Result<IncidentConfig
     })
 }
 
-fn validate_state(s: RawState) -> StateConfig {
-    StateConfig {
+fn validate_state(s: RawState, loc: &Locator<'_>) -> Result<StateConfig, ConfigError> {
+    let backend = match &s.backend {
+        None => StateBackend::Sqlite,
+        Some(b) => StateBackend::parse(b.get_ref()).ok_or_else(|| {
+            loc.at(
+                b,
+                "state.backend",
+                format!(
+                    "expected \"sqlite\" (the default) or \"dynamodb\", found {:?}",
+                    b.get_ref()
+                ),
+            )
+        })?,
+    };
+    if let Some(t) = &s.table {
+        // DynamoDB's own rule for table names.
+        let name = t.get_ref();
+        let ok = (3..=255).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !ok {
+            return Err(loc.at(
+                t,
+                "state.table",
+                format!("expected a DynamoDB table name (3 to 255 of a-z, A-Z, 0-9, _ - .), found {name:?}"),
+            ));
+        }
+    }
+    if backend == StateBackend::DynamoDb
+        && s.table.is_none()
+        && let Some(b) = &s.backend
+    {
+        return Err(loc.at(
+            b,
+            "state.table",
+            "required with backend = \"dynamodb\" (create it with `keywarden init-store`)",
+        ));
+    }
+    Ok(StateConfig {
+        backend,
         path: PathBuf::from(
             s.path
                 .unwrap_or_else(|| "/var/lib/keywarden/state.db".into()),
         ),
-    }
+        table: s.table.map(Spanned::into_inner),
+    })
 }
 
 fn validate_discovery(d: RawDiscovery, loc: &Locator<'_>) -> Result<DiscoveryConfig, ConfigError> {

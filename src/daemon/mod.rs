@@ -26,7 +26,7 @@ use crate::inventory::poller::MetadataPoller;
 use crate::reminder::{self, Reminders};
 use crate::rotation::RotationCore;
 use crate::schedule::format_duration;
-use crate::store::{Store, StoreError};
+use crate::store::{StateStore, StoreError};
 use crate::telemetry::Metrics;
 
 /// How often the metrics refresher looks for changed per-secret series.
@@ -140,8 +140,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let config = Arc::new(config);
     // Parsing a large configuration leaves freed memory behind: give it back.
     crate::daemon::memory::trim();
-    let store = Store::open(&config.state.path)?;
-    info!(path = %config.state.path.display(), schema = store.schema_version()?, "State store open.");
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -154,6 +152,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         warn!("This is a test build: rotation failpoints (KEYWARDEN_FAILPOINT) are honoured.");
     }
     let metrics = Arc::new(Metrics::new());
+    let store = StateStore::open(&config.state, &config.aws, metrics.clone())?;
+    match &store {
+        StateStore::Sqlite(s) => {
+            info!(path = %config.state.path.display(), schema = s.schema_version()?, "State store open.");
+        }
+        StateStore::Dynamo(t) => info!(table = %t.name(), "State store open (DynamoDB)."),
+    }
     if let Some(r) = &config.reminders {
         let mut leads: Vec<String> = r.lead.iter().map(|d| format_duration(*d)).collect();
         leads.push(reminder::OVERDUE_LABEL.to_string());
@@ -200,7 +205,7 @@ struct Wiring {
     /// The validated configuration.
     config: Arc<Config>,
     /// The durable store.
-    store: Store,
+    store: StateStore,
     /// The one in-memory view.
     view: SharedView,
     /// Every metric.

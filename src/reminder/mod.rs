@@ -41,6 +41,7 @@
 //! incident workflow; other folders use only what is re-exported here.
 
 mod ledger;
+pub mod ledger_dynamodb;
 mod message;
 mod notice;
 mod plan;
