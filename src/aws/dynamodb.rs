@@ -379,6 +379,22 @@ impl DynamoTable {
         })
     }
 
+    /// A client of `table` built from an SDK configuration the caller loaded (tests pass
+    /// the emulator's endpoint and dummy credentials).
+    pub fn with_sdk(
+        sdk: &aws_config::SdkConfig,
+        table: &str,
+        observer: Arc<dyn CallObserver>,
+    ) -> Result<DynamoTable, AwsError> {
+        Ok(DynamoTable {
+            client: Client::new(sdk),
+            table: Arc::from(table),
+            bridge: Arc::new(Bridge::new().map_err(io_error)?),
+            observer,
+            requests: Arc::new(Requests::default()),
+        })
+    }
+
     /// The table's name.
     pub fn name(&self) -> &str {
         &self.table

@@ -214,6 +214,8 @@ pub enum IamFeature {
     Notify,
     /// logs:FilterLogEvents, or sqs:ReceiveMessage and sqs:DeleteMessage.
     Events,
+    /// The DynamoDB state store's item reads and writes on its table.
+    Store,
     /// organizations:ListAccounts and sts:AssumeRole (organization scale, not used yet).
     Organization,
 }
@@ -225,6 +227,7 @@ impl From<IamFeature> for iam::Feature {
             IamFeature::Rotator => iam::Feature::Rotator,
             IamFeature::Notify => iam::Feature::Notify,
             IamFeature::Events => iam::Feature::Events,
+            IamFeature::Store => iam::Feature::Store,
             IamFeature::Organization => iam::Feature::Organization,
         }
     }
