@@ -675,7 +675,7 @@ rotation = { strategy = "lambda" }
         .unwrap();
         assert!(!actions_of(&config_policy(&sqlite, &scope)).contains("dynamodb:GetItem"));
         let dynamo = crate::config::parse(
-            "[state]\nbackend = \"dynamodb\"\ntable = \"kw\"\n[[secret]]\nname = \"a\"\nid = \"svc/a\"\n",
+            "[state]\nbackend = \"dynamodb\"\ntable = \"kw-state\"\n[[secret]]\nname = \"a\"\nid = \"svc/a\"\n",
             std::path::Path::new("t.toml"),
         )
         .unwrap();
@@ -688,7 +688,7 @@ rotation = { strategy = "lambda" }
             .expect("a Store statement");
         assert_eq!(
             store["Resource"],
-            json!(["arn:aws:dynamodb:eu-west-1:123456789012:table/kw"])
+            json!(["arn:aws:dynamodb:eu-west-1:123456789012:table/kw-state"])
         );
         assert_eq!(
             store["Action"].as_array().unwrap().len(),

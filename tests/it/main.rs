@@ -21,3 +21,4 @@ mod reminders;
 mod rotation;
 mod sqs;
 mod store_crash;
+mod store_migrate;
