@@ -20,5 +20,6 @@ mod metadata;
 mod reminders;
 mod rotation;
 mod sqs;
+mod store_cost;
 mod store_crash;
 mod store_migrate;
