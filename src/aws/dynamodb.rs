@@ -31,8 +31,23 @@ use crate::config::AwsConfig;
 
 const SERVICE: &str = "dynamodb";
 
-/// The most actions one TransactWriteItems takes.
-pub const MAX_TRANSACTION: usize = 100;
+/// The most actions a caller puts in one transaction: DynamoDB takes 100, one is kept for the
+/// lease check of `[ha]` fencing.
+pub const MAX_TRANSACTION: usize = 99;
+
+/// The lease item of `[ha]`.
+pub const LEASE_PK: &str = "lease";
+/// The lease item's sort key.
+pub const LEASE_SK: &str = "leader";
+
+/// `[ha]` fencing: the lease epoch every write is conditional on (0: no fencing), and whether a
+/// write was refused because another replica took the lease.
+#[derive(Debug, Default)]
+struct Fence {
+    epoch: std::sync::atomic::AtomicI64,
+    lost: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
 
 /// An attribute value, in the few shapes the store uses.
 #[derive(Debug, Clone, PartialEq)]
@@ -322,6 +337,7 @@ pub struct DynamoTable {
     bridge: Arc<Bridge>,
     observer: Arc<dyn CallObserver>,
     requests: Arc<Requests>,
+    fence: Arc<Fence>,
 }
 
 impl std::fmt::Debug for DynamoTable {
@@ -376,6 +392,7 @@ impl DynamoTable {
             bridge,
             observer,
             requests: Arc::new(Requests::default()),
+            fence: Arc::new(Fence::default()),
         })
     }
 
@@ -392,6 +409,7 @@ impl DynamoTable {
             bridge: Arc::new(Bridge::new().map_err(io_error)?),
             observer,
             requests: Arc::new(Requests::default()),
+            fence: Arc::new(Fence::default()),
         })
     }
 
@@ -540,8 +558,53 @@ impl DynamoTable {
         Ok(out)
     }
 
-    /// One write; `Ok(false)` when its condition did not hold (nothing written).
+    /// Makes every later write (through [`Self::write`] and [`Self::transact`], on this table
+    /// and its clones) conditional on the lease item's `epoch` being `epoch` (`[ha]`).
+    pub fn fence(&self, epoch: i64) {
+        self.fence.epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// Whether a fenced write was refused: another replica holds the lease.
+    pub fn fence_lost(&self) -> bool {
+        self.fence.lost.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a fenced write is refused.
+    pub async fn wait_fence_lost(&self) {
+        loop {
+            let notified = self.fence.notify.notified();
+            if self.fence_lost() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn lose_fence(&self, operation: &'static str) -> AwsError {
+        self.fence.lost.store(true, Ordering::SeqCst);
+        self.fence.notify.notify_waiters();
+        AwsError {
+            service: SERVICE,
+            operation,
+            kind: AwsErrorKind::Other,
+            message: format!(
+                "refused: this replica no longer holds the lease (epoch {})",
+                self.fence.epoch.load(Ordering::SeqCst)
+            ),
+        }
+    }
+
+    /// One write; `Ok(false)` when its condition did not hold (nothing written). Fenced
+    /// (`[ha]`): sent as a transaction with the lease check.
     pub fn write(&self, w: Write) -> Result<bool, AwsError> {
+        if self.fence.epoch.load(Ordering::SeqCst) != 0 {
+            return Ok(self.transact(vec![w])?.is_ok());
+        }
+        self.write_unfenced(w)
+    }
+
+    /// One write without the lease check (the lease's own writes).
+    pub fn write_unfenced(&self, w: Write) -> Result<bool, AwsError> {
         let table = self.table.to_string();
         match w {
             Write::Put { item, cond } => {
@@ -711,11 +774,37 @@ impl DynamoTable {
 
     /// TransactWriteItems: every write or none. `Ok(Err(failed))` when a condition did not
     /// hold: `failed[i]` says whether action `i`'s did not. At most [`MAX_TRANSACTION`] actions.
-    pub fn transact(&self, writes: Vec<Write>) -> Result<Result<(), Vec<bool>>, AwsError> {
+    pub fn transact(&self, mut writes: Vec<Write>) -> Result<Result<(), Vec<bool>>, AwsError> {
         const OP: &str = "TransactWriteItems";
         if writes.is_empty() {
             return Ok(Ok(()));
         }
+        let epoch = self.fence.epoch.load(Ordering::SeqCst);
+        if epoch != 0 {
+            if self.fence_lost() {
+                return Err(self.lose_fence(OP));
+            }
+            writes.push(Write::Check {
+                pk: LEASE_PK.into(),
+                sk: LEASE_SK.into(),
+                cond: Expr::new("#epoch = :fence_epoch").value("fence_epoch", Value::N(epoch)),
+            });
+            let n = writes.len();
+            return match self.transact_unfenced(writes)? {
+                Ok(()) => Ok(Ok(())),
+                Err(failed) if failed.get(n - 1) == Some(&true) => Err(self.lose_fence(OP)),
+                Err(mut failed) => {
+                    failed.truncate(n - 1);
+                    Ok(Err(failed))
+                }
+            };
+        }
+        self.transact_unfenced(writes)
+    }
+
+    /// TransactWriteItems without the lease check.
+    fn transact_unfenced(&self, writes: Vec<Write>) -> Result<Result<(), Vec<bool>>, AwsError> {
+        const OP: &str = "TransactWriteItems";
         let actions = writes
             .into_iter()
             .map(|w| self.action(w))

@@ -15,6 +15,7 @@ pub mod dynamodb;
 pub mod elasticache;
 #[cfg(feature = "test-util")]
 pub mod fake;
+pub mod gate;
 pub mod secretsmanager;
 pub mod sns;
 pub mod sqs;

@@ -186,6 +186,7 @@ impl SecretsMetadataApi for SecretsManager {
 
 impl SecretsWriteApi for SecretsManager {
     async fn describe(&self, secret_id: &str) -> Result<SecretStages, AwsError> {
+        super::gate::check(SERVICE, "DescribeSecret")?;
         let out = self
             .client
             .describe_secret()
@@ -221,6 +222,7 @@ impl SecretsWriteApi for SecretsManager {
         secret_id: &str,
         which: VersionSelector<'_>,
     ) -> Result<VersionedValue, AwsError> {
+        super::gate::check(SERVICE, "GetSecretValue")?;
         let req = self.client.get_secret_value().secret_id(secret_id);
         let req = match which {
             VersionSelector::Stage(stage) => req.version_stage(stage),
@@ -249,6 +251,7 @@ impl SecretsWriteApi for SecretsManager {
         token: &str,
         value: &SecretValue,
     ) -> Result<String, AwsError> {
+        super::gate::check(SERVICE, "PutSecretValue")?;
         let req = self
             .client
             .put_secret_value()
@@ -285,6 +288,7 @@ impl SecretsWriteApi for SecretsManager {
         move_to: Option<&str>,
         remove_from: Option<&str>,
     ) -> Result<(), AwsError> {
+        super::gate::check(SERVICE, "UpdateSecretVersionStage")?;
         let out = self
             .client
             .update_secret_version_stage()
@@ -299,6 +303,7 @@ impl SecretsWriteApi for SecretsManager {
     }
 
     async fn rotate_secret(&self, secret_id: &str, token: &str) -> Result<(), AwsError> {
+        super::gate::check(SERVICE, "RotateSecret")?;
         let out = self
             .client
             .rotate_secret()

@@ -92,6 +92,8 @@ pub struct Config {
     pub incident: Option<IncidentConfig>,
     /// The embedded store.
     pub state: StateConfig,
+    /// `[ha]` with `enabled = true`: leader election over the DynamoDB store.
+    pub ha: Option<HaConfig>,
     /// Secrets watched without being listed; `None` disables discovery.
     pub discovery: Option<DiscoveryConfig>,
     /// How rotation checks run (SPEC §12); defaults when `[verify]` is absent.
@@ -295,6 +297,15 @@ pub struct StateConfig {
     pub path: PathBuf,
     /// The DynamoDB table (the DynamoDB backend's, and `migrate-store`'s DynamoDB side).
     pub table: Option<String>,
+}
+
+/// `[ha]` (SPEC §14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    /// How long a follower sees the lease record unchanged before it takes over.
+    pub lease: Duration,
+    /// This replica's name; `None`: the host name.
+    pub replica: Option<String>,
 }
 
 /// `[state] backend`.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::access::poller::AccessPoller;
 use crate::aws::{self, SecretValue};
@@ -57,6 +57,13 @@ pub enum DaemonError {
     /// The configured admin token could not be read.
     #[error("admin token: {0}")]
     AdminToken(String),
+    /// `[ha]`: this replica lost the lease and stopped (its supervisor starts it again as a
+    /// follower).
+    #[error("stepped down: this replica lost the lease")]
+    SteppedDown,
+    /// `[ha]` needs the DynamoDB store.
+    #[error("[ha] needs [state] backend = \"dynamodb\"")]
+    HaNeedsDynamo,
 }
 
 /// The shortest admin token accepted, in bytes (256 bits of a random hex or base64 token).
@@ -165,16 +172,63 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         metrics.set_leads(leads);
     }
     // One token stops every task; one tracker waits for all of them with one deadline.
+    let stop = CancellationToken::new();
+    let signals = spawn_signal_listener(stop.clone())?;
+    let mut listener = listener;
+    let mut lease_task = None;
+    if let Some(ha) = &config.ha {
+        let StateStore::Dynamo(table) = &store else {
+            return Err(DaemonError::HaNeedsDynamo);
+        };
+        let replica = ha.replica.clone().unwrap_or_else(crate::ha::host_name);
+        let lease = crate::ha::Lease::new(table.clone(), replica.clone(), ha.lease);
+        // A follower: /healthz, /metrics (keywarden_leader 0, no per-secret series), /readyz 503.
+        aws::gate::close();
+        metrics.set_leader(&replica, false, None);
+        info!(replica = %replica, lease = %format_duration(ha.lease), "High availability on: following until this replica takes the lease.");
+        let follower_stop = stop.child_token();
+        let follower = Arc::new(AppState {
+            config: config.clone(),
+            view: SharedView::default(),
+            metrics: metrics.clone(),
+            rotation: None,
+            admin_token: None,
+            incidents: None,
+            limiter: http::ActionLimiter::default(),
+        });
+        let server = tokio::spawn(http::serve(listener, follower, follower_stop.clone()));
+        let taken = lease.acquire(&metrics, &stop).await;
+        follower_stop.cancel();
+        let _ = server.await;
+        let Some((epoch, rvn, sent)) = taken else {
+            signals.abort();
+            info!("keywarden stopped.");
+            return Ok(());
+        };
+        table.fence(epoch);
+        // Open for the lease just taken before anything spawns (the lease task renews it).
+        aws::gate::open_until(sent + ha.lease);
+        metrics.set_leader(&replica, true, None);
+        listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: config.server.listen,
+                source,
+            })?;
+        let stop = stop.clone();
+        lease_task = Some(tokio::spawn(async move {
+            lease.hold(epoch, rvn, sent, &stop).await
+        }));
+    }
     let w = Wiring {
         sdk: aws::client::load(&config.aws).await,
         config,
         store,
         view: SharedView::default(),
         metrics,
-        stop: CancellationToken::new(),
+        stop,
         tasks: TaskTracker::new(),
     };
-    let signals = spawn_signal_listener(w.stop.clone())?;
     spawn_watchers(&w);
     let rotation = start_rotation(&w)?;
     info!(
@@ -196,6 +250,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     http::serve(listener, state, w.stop.clone()).await;
     drain(&w).await;
     signals.abort();
+    if let Some(task) = lease_task
+        && task.await.unwrap_or(false)
+    {
+        error!("keywarden stopped: it lost the lease.");
+        return Err(DaemonError::SteppedDown);
+    }
     info!("keywarden stopped.");
     Ok(())
 }

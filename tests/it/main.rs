@@ -11,6 +11,7 @@ mod databases;
 mod elasticache;
 mod fake_pg;
 mod guarded;
+mod ha;
 mod hooks;
 mod http_server;
 mod iam_enforced;

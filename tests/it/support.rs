@@ -446,6 +446,20 @@ pub fn keywarden_command() -> Command {
 }
 
 impl Daemon {
+    /// Sends signal `name` (`STOP`, `CONT`, ...) to the daemon.
+    pub fn send(&self, name: &str) {
+        if let Some(child) = self.child.as_ref() {
+            signal(child, name);
+        }
+    }
+
+    /// Whether the daemon has exited, with its status.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Writes `config` (with `{listen}`, `{state}` and `{dir}` substituted) and starts the
     /// daemon, waiting until `/healthz` answers.
     pub async fn start(config: &str) -> Daemon {

@@ -1,0 +1,248 @@
+//! High availability on DynamoDB (issue #18, points 2 to 4) with two keywarden processes on
+//! moto: one leader, one follower; failover after kill -9 in the middle of a rotation; a paused
+//! (SIGSTOP) leader that wakes up past its lease steps down without acting; fenced writes.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager as sm;
+
+use crate::support::{Backend, Daemon, Moto, Scrape, free_port};
+
+const TOKEN: &str = "ha-admin-token-0123456789abcdef0123456789";
+const LEASE: Duration = Duration::from_secs(3);
+
+fn config(moto: &Moto, state: &str, replica: &str) -> String {
+    format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+         [server]\nlisten = \"{{listen}}\"\nadmin_token_env = \"KW_TEST_TOKEN\"\n\
+         [poll]\nmetadata_every = \"1s\"\n\
+         {state}\
+         [ha]\nenabled = true\nlease = \"{}s\"\nreplica = \"{replica}\"\n\n\
+         [[secret]]\nname = \"HA\"\nid = \"ha/x\"\n\
+         rotation = {{ strategy = \"random\", grace = \"0s\" }}\n\
+         hooks = [{{ on = \"finish\", command = [\"sleep\", \"2\"] }}]\n",
+        moto.endpoint(),
+        LEASE.as_secs()
+    )
+}
+
+async fn start(config: &str) -> Daemon {
+    Daemon::start_in_env(
+        tempfile::tempdir().unwrap(),
+        free_port(),
+        config,
+        &[("KW_TEST_TOKEN", TOKEN)],
+    )
+    .await
+}
+
+fn leads(s: &Scrape, replica: &str) -> Option<f64> {
+    s.get("keywarden_leader", &[("replica", replica)])
+}
+
+async fn wait_leader(d: &Daemon, replica: &str, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    d.wait_for("leadership", limit, |s| leads(s, replica) == Some(1.0))
+        .await;
+    t0.elapsed()
+}
+
+async fn versions(client: &sm::Client) -> usize {
+    client
+        .list_secret_version_ids()
+        .secret_id("ha/x")
+        .include_deprecated(true)
+        .send()
+        .await
+        .unwrap()
+        .versions()
+        .len()
+}
+
+async fn world() -> (Moto, sm::Client, String) {
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    client
+        .create_secret()
+        .name("ha/x")
+        .secret_string("v0")
+        .send()
+        .await
+        .unwrap();
+    let state = Backend::Dynamo.state_section(&moto);
+    (moto, client, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_leader_mid_rotation_the_follower_finishes_it_once() {
+    let (moto, client, state) = world().await;
+    let a = start(&config(&moto, &state, "a")).await;
+    wait_leader(&a, "a", Duration::from_secs(15)).await;
+    let b = start(&config(&moto, &state, "b")).await;
+    // The follower: gauge 0, /readyz 503 naming the leader, no per-secret series.
+    let s = b
+        .wait_for("the follower's gauge", Duration::from_secs(10), |s| {
+            leads(s, "b") == Some(0.0)
+        })
+        .await;
+    assert!(
+        !s.mentions_secret("HA"),
+        "a follower exports no per-secret series"
+    );
+    let (status, body) = b.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("replica a holds the lease"), "{body}");
+    let (status, _) = a.get("/readyz").await;
+    assert!(status == 200 || status == 503, "{status}");
+
+    let before = versions(&client).await;
+    let (status, _, body) = crate::support::http(
+        "POST",
+        &a.url("/rotate/HA"),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // In the finish hook (2 s): the new version is AWSCURRENT, the rotation not journaled done.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let killed = Instant::now();
+    drop(a.kill9());
+    let failover = wait_leader(&b, "b", Duration::from_secs(30)).await;
+    let measured = killed.elapsed();
+    println!(
+        "failover after kill -9: follower led {measured:.2?} after the kill (lease {LEASE:?}, period {:?}); waited {failover:.2?}",
+        LEASE / 3
+    );
+    assert!(
+        measured <= LEASE + LEASE / 3 + Duration::from_secs(2),
+        "took over within lease + renew period (plus a poll): {measured:?}"
+    );
+    let r = b
+        .wait_rotation(&id, &["done"], Duration::from_secs(30))
+        .await;
+    assert_eq!(r["state"], "done", "{r}");
+    assert_eq!(
+        versions(&client).await,
+        before + 1,
+        "exactly one new version"
+    );
+    let (status, body) = b.get("/readyz").await;
+    assert!(status == 200 || body.contains("poll"), "{status} {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_steps_down_without_acting_when_it_wakes_up() {
+    let (moto, client, state) = world().await;
+    let mut a = start(&config(&moto, &state, "a")).await;
+    wait_leader(&a, "a", Duration::from_secs(15)).await;
+    let b = start(&config(&moto, &state, "b")).await;
+    b.wait_for("the follower", Duration::from_secs(10), |s| {
+        leads(s, "b") == Some(0.0)
+    })
+    .await;
+    let before = versions(&client).await;
+    a.send("STOP");
+    let stopped = Instant::now();
+    wait_leader(&b, "b", Duration::from_secs(30)).await;
+    println!(
+        "failover after SIGSTOP: the follower led {:.2?} after the pause (lease {LEASE:?})",
+        stopped.elapsed()
+    );
+    // A rotation by the new leader, while the old one is still paused.
+    let (status, _, body) = crate::support::http(
+        "POST",
+        &b.url("/rotate/HA"),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    a.send("CONT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = a.exited() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old leader did not step down:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !status.success(),
+        "stepping down exits non-zero: {status:?}"
+    );
+    let log = a.log();
+    assert!(log.contains("Lease lost: stepping down"), "{log}");
+    // Nothing of the old leader reached Secrets Manager after it woke: its log shows no call
+    // that was sent, only refusals by the gate, if any.
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = b
+        .wait_rotation(&id, &["done"], Duration::from_secs(30))
+        .await;
+    assert_eq!(r["state"], "done");
+    assert_eq!(
+        versions(&client).await,
+        before + 1,
+        "one new version, by the new leader"
+    );
+    let s = b.scrape().await;
+    assert_eq!(leads(&s, "b"), Some(1.0), "the new leader kept the lease");
+}
+
+/// Fencing at the table: once another replica took the lease, a write of the old epoch is
+/// refused and the table reports the lost lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_write_is_refused() {
+    use keywarden::rotation::journal::{Detail, JournalStore, Trigger};
+    let moto = Moto::start();
+    let state = Backend::Dynamo.state_section(&moto);
+    let table = state
+        .lines()
+        .find_map(|l| l.strip_prefix("table = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let old = crate::support::dynamo_table(&moto.endpoint(), &table);
+    let new = crate::support::dynamo_table(&moto.endpoint(), &table);
+    let lease_a = keywarden::ha::Lease::new(old.clone(), "a".into(), LEASE);
+    let metrics = keywarden::telemetry::Metrics::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (epoch_a, _, _) = lease_a.acquire(&metrics, &stop).await.unwrap();
+    old.fence(epoch_a);
+    let d = Detail::default();
+    assert!(
+        old.insert_rotation("r1", "X", Trigger::Manual, &d, 1)
+            .unwrap()
+            .is_ok()
+    );
+    // "b" sees the lease unchanged for a whole lease (a is not renewing) and takes it.
+    let lease_b = keywarden::ha::Lease::new(new.clone(), "b".into(), LEASE);
+    let (epoch_b, _, _) = lease_b.acquire(&metrics, &stop).await.unwrap();
+    assert_eq!(epoch_b, epoch_a + 1);
+    new.fence(epoch_b);
+    let err = old
+        .insert_rotation("r2", "Y", Trigger::Manual, &d, 2)
+        .expect_err("the deposed leader's write is refused");
+    assert!(
+        err.to_string().contains("no longer holds the lease"),
+        "{err}"
+    );
+    assert!(old.fence_lost());
+    assert!(new.rotation("r2").unwrap().is_none(), "nothing written");
+    assert!(
+        new.insert_rotation("r3", "Y", Trigger::Manual, &d, 3)
+            .unwrap()
+            .is_ok()
+    );
+}
