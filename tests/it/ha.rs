@@ -89,9 +89,16 @@ async fn kill_9_of_the_leader_mid_rotation_the_follower_finishes_it_once() {
         !s.mentions_secret("HA"),
         "a follower exports no per-secret series"
     );
-    let (status, body) = b.get("/readyz").await;
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("replica a holds the lease"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = b.get("/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        if body.contains("replica a holds the lease") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (status, _) = a.get("/readyz").await;
     assert!(status == 200 || status == 503, "{status}");
 
@@ -104,7 +111,7 @@ async fn kill_9_of_the_leader_mid_rotation_the_follower_finishes_it_once() {
     )
     .await;
     assert_eq!(status, 202, "{body}");
-    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["rotation_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -183,7 +190,7 @@ async fn a_paused_leader_steps_down_without_acting_when_it_wakes_up() {
     assert!(log.contains("Lease lost: stepping down"), "{log}");
     // Nothing of the old leader reached Secrets Manager after it woke: its log shows no call
     // that was sent, only refusals by the gate, if any.
-    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["rotation_id"]
         .as_str()
         .unwrap()
         .to_string();
