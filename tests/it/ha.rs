@@ -253,3 +253,25 @@ async fn a_deposed_leaders_write_is_refused() {
             .is_ok()
     );
 }
+
+/// The alert rules with a leader and a follower scraped, and across a failover
+/// (`alerts/ha.rules.test.yml`, promtool).
+#[test]
+fn alert_rules_stay_correct_with_several_replicas() {
+    let promtool = std::path::Path::new("/usr/bin/promtool");
+    assert!(
+        promtool.exists(),
+        "/usr/bin/promtool is missing: apt-get install --no-install-recommends prometheus"
+    );
+    let out = std::process::Command::new(promtool)
+        .args(["test", "rules", "alerts/ha.rules.test.yml"])
+        .current_dir(crate::support::root())
+        .output()
+        .expect("run promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("SUCCESS"), "{text}");
+}
