@@ -188,6 +188,12 @@ async fn a_paused_leader_steps_down_without_acting_when_it_wakes_up() {
     );
     let log = a.log();
     assert!(log.contains("Lease lost: stepping down"), "{log}");
+    let woke = log
+        .lines()
+        .skip_while(|l| !l.contains("Lease lost"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    println!("the old leader after SIGCONT:\n{woke}");
     // Nothing of the old leader reached Secrets Manager after it woke: its log shows no call
     // that was sent, only refusals by the gate, if any.
     let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["rotation_id"]
