@@ -281,3 +281,165 @@ fn alert_rules_stay_correct_with_several_replicas() {
     );
     assert!(out.status.success() && text.contains("SUCCESS"), "{text}");
 }
+
+/// Issue #18 point 4: 20 kill -9 of whichever replica leads, at random moments, among three
+/// replicas, while reminders are due (FIFO topic) and an incident is open: every reminder is
+/// delivered exactly once and the incident resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_leader_kills_deliver_each_reminder_once_and_resolve_the_incident() {
+    use crate::reminders::Wire;
+    let moto = Moto::start();
+    let client = moto.secrets_client().await;
+    crate::support::create_aged_secret(&moto, &client, "svc/a", 80).await;
+    crate::support::create_aged_secret(&moto, &client, "svc/b", 95).await;
+    client
+        .create_secret()
+        .name("svc/c")
+        .secret_string("c0")
+        .send()
+        .await
+        .unwrap();
+    let wire = Wire::new(&moto);
+    let reminders = wire.create_topic("ha-reminders.fifo").await;
+    let queue = wire.create_queue("ha-reminders-q.fifo").await;
+    wire.subscribe(&reminders, "ha-reminders-q.fifo").await;
+    let security = wire.create_topic("ha-security").await;
+    let state = Backend::Dynamo.state_section(&moto);
+    let config = |replica: &str| {
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+             [server]\nlisten = \"{{listen}}\"\nadmin_token_env = \"KW_TEST_TOKEN\"\n\
+             [poll]\nmetadata_every = \"1s\"\n\
+             [reminders]\nlead = [\"14d\"]\nsns_topic_arn = \"{reminders}\"\n\
+             [incident]\nsns_topic_arn = \"{security}\"\nreport_dir = \"{{dir}}/reports\"\n\
+             {state}\
+             [ha]\nenabled = true\nlease = \"{}s\"\nreplica = \"{replica}\"\n\n\
+             [[secret]]\nname = \"A\"\nid = \"svc/a\"\nrotate_every = \"90d\"\n\n\
+             [[secret]]\nname = \"B\"\nid = \"svc/b\"\nrotate_every = \"90d\"\n\n\
+             [[secret]]\nname = \"C\"\nid = \"svc/c\"\n\
+             rotation = {{ strategy = \"random\", grace = \"0s\" }}\n\
+             hooks = [{{ on = \"finish\", command = [\"sleep\", \"1\"] }}]\n",
+            moto.endpoint(),
+            LEASE.as_secs()
+        )
+    };
+    let names = ["a", "b", "c"];
+    let mut replicas: Vec<Option<Daemon>> = Vec::new();
+    for n in names {
+        replicas.push(Some(start(&config(n)).await));
+    }
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d ^ (crate::support::now() as u64);
+    let mut incident: Option<String> = None;
+    let mut failovers = Vec::new();
+    for round in 0..20 {
+        // Whoever leads now.
+        let t0 = Instant::now();
+        let leader = loop {
+            let mut found = None;
+            for (i, r) in replicas.iter().enumerate() {
+                if let Some(d) = r
+                    && leads(&d.scrape().await, names[i]) == Some(1.0)
+                {
+                    found = Some(i);
+                }
+            }
+            if let Some(i) = found {
+                break i;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "round {round}: no leader"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if round > 0 {
+            failovers.push(t0.elapsed());
+        }
+        if incident.is_none() {
+            let d = replicas[leader].as_ref().unwrap();
+            let (status, _, body) = crate::support::http(
+                "POST",
+                &d.url("/compromised/C"),
+                &[("authorization", &format!("Bearer {TOKEN}"))],
+                None,
+            )
+            .await;
+            assert_eq!(status, 202, "{body}");
+            incident = Some(
+                serde_json::from_str::<serde_json::Value>(&body).unwrap()["incident_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(200 + seed % 1500)).await;
+        let d = replicas[leader].take().unwrap();
+        let port = d.port();
+        let dir = d.kill9();
+        replicas[leader] = Some(
+            Daemon::start_in_env(
+                dir,
+                port,
+                &config(names[leader]),
+                &[("KW_TEST_TOKEN", TOKEN)],
+            )
+            .await,
+        );
+    }
+    // Settle: a leader, every reminder out, the incident resolved.
+    let t0 = Instant::now();
+    let (leader, inc) = loop {
+        let mut done = None;
+        for (i, r) in replicas.iter().enumerate() {
+            let d = r.as_ref().unwrap();
+            if leads(&d.scrape().await, names[i]) == Some(1.0) {
+                let (status, body) = d
+                    .get(&format!("/incidents/{}", incident.as_deref().unwrap()))
+                    .await;
+                if status == 200 {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    if v["status"] != "open" {
+                        done = Some((i, v));
+                    }
+                }
+            }
+        }
+        if let Some(x) = done {
+            break x;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the incident did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(inc["status"], "resolved", "{inc:#}");
+    let d = replicas[leader].as_ref().unwrap();
+    d.let_polls_pass(3.0).await;
+    let mut got = wire.drain(&queue).await;
+    let t0 = Instant::now();
+    while got.len() < 2 && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        got.extend(wire.drain(&queue).await);
+    }
+    let mut per_secret: std::collections::BTreeMap<String, usize> = Default::default();
+    for m in &got {
+        *per_secret
+            .entry(m.attributes["secret"].clone())
+            .or_default() += 1;
+    }
+    println!("20 leader kills: failovers {failovers:.1?}; reminders delivered {per_secret:?}");
+    assert_eq!(
+        per_secret,
+        std::collections::BTreeMap::from([("A".to_string(), 1), ("B".to_string(), 1)]),
+        "each reminder exactly once: {got:#?}"
+    );
+    let rows = crate::support::ledger_rows(d.dir.path());
+    assert!(
+        rows.iter().all(|(_, state, _)| state == "sent"),
+        "every ledger row sent: {rows:?}"
+    );
+}
