@@ -312,6 +312,24 @@ pub async fn http(
     (status, headers, body)
 }
 
+/// The status of a GET of `url`, `None` when the connection fails (a replica of `[ha]` that
+/// switches from follower to leader closes its listener and opens it again).
+pub async fn try_status(url: &str) -> Option<u16> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let req = hyper::Request::builder()
+        .method("GET")
+        .uri(url)
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    Some(resp.status().as_u16())
+}
+
 /// One sample of the exposition.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -509,11 +527,10 @@ impl Daemon {
             {
                 panic!("keywarden exited early with {status}; log:\n{}", self.log());
             }
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                let (status, _, _) = http("GET", &self.url("/healthz"), &[], None).await;
-                if status == 200 {
-                    return;
-                }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok()
+                && try_status(&self.url("/healthz")).await == Some(200)
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
