@@ -7,8 +7,9 @@
 //! timestamp); a reader is `pk = "access_reader"`, `sk = "<secret>\t<principal>"`. A slice is
 //! committed with one TransactWriteItems (its id items, the readers it touched and the
 //! checkpoint, all or nothing), so a slice of any number of events costs one write request as
-//! long as it touches fewer than 100 readers; a larger one is split into transactions of 100
-//! actions, the checkpoint in the last. Pruning is DynamoDB's TTL on `expires`: an id item
+//! long as that makes at most 99 items; a larger one is split into transactions of 99 actions,
+//! the checkpoint in the last (a crash between them leaves ids counted without the checkpoint:
+//! they are skipped, never counted twice, when the slice is read again). Pruning is DynamoDB's TTL on `expires`: an id item
 //! expires when its newest id leaves the overlap, a reader when it leaves the baseline (items
 //! past `expires` that TTL has not removed yet are skipped at restore).
 

@@ -261,3 +261,47 @@ async fn migrate_store_copies_every_table_and_a_daemon_on_dynamodb_sees_it() {
         d.log()
     );
 }
+
+/// `init-store` is idempotent and says what it did; a daemon on a missing table refuses to
+/// start and names the command.
+#[test]
+fn init_store_is_idempotent_and_a_missing_table_is_named() {
+    let moto = Moto::start();
+    let table = format!("kw-init-{}", &uuid_like()[..8]);
+    let section = format!("[state]\nbackend = \"dynamodb\"\ntable = \"{table}\"\n");
+    let first = crate::support::init_store(&moto, &section);
+    assert!(
+        first.contains(&format!("created DynamoDB table {table}")),
+        "{first}"
+    );
+    let second = crate::support::init_store(&moto, &section);
+    assert!(
+        second.contains(&format!(
+            "DynamoDB table {table} already exists; nothing changed"
+        )),
+        "{second}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keywarden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[server]\nlisten = \"127.0.0.1:{}\"\n\
+             [state]\nbackend = \"dynamodb\"\ntable = \"kw-missing\"\n\n[[secret]]\nname = \"A\"\nid = \"svc/a\"\n",
+            moto.endpoint(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = keywarden_command()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run keywarden");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("kw-missing") && text.contains("keywarden init-store"),
+        "{text}"
+    );
+}
