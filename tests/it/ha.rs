@@ -40,10 +40,17 @@ fn leads(s: &Scrape, replica: &str) -> Option<f64> {
     s.get("keywarden_leader", &[("replica", replica)])
 }
 
+/// Waits until `replica` leads (tolerating its listener switch from follower to leader).
 async fn wait_leader(d: &Daemon, replica: &str, limit: Duration) -> Duration {
     let t0 = Instant::now();
-    d.wait_for("leadership", limit, |s| leads(s, replica) == Some(1.0))
-        .await;
+    while !try_leads(d, replica).await {
+        assert!(
+            t0.elapsed() < limit,
+            "{replica} did not lead within {limit:?}:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     t0.elapsed()
 }
 
