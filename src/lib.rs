@@ -11,6 +11,7 @@ pub mod cloudtrail;
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod ha;
 pub mod http;
 pub mod incident;
 pub mod inventory;

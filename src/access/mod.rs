@@ -21,6 +21,7 @@ pub mod glob;
 pub mod poller;
 pub mod queue;
 pub mod store;
+pub mod store_dynamodb;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};

@@ -33,7 +33,7 @@ use crate::cloudtrail::{self, AccessCounts, ParseError, Record, SecretIndex};
 use crate::config::{AccessConfig, AccessSource, Config};
 use crate::domain::targets::TargetId;
 use crate::domain::view::{AccessFacts, Managed, SharedView};
-use crate::store::{Store, StoreError};
+use crate::store::{StateStore, StoreError};
 use crate::telemetry::Metrics;
 
 /// Label of this poller's metrics and readiness.
@@ -412,7 +412,7 @@ pub struct AccessPoller<L> {
     /// Where counts are exported.
     metrics: Arc<Metrics>,
     /// Checkpoint, seen ids, principals.
-    store: Store,
+    store: StateStore,
     /// FilterLogEvents pacing.
     limiter: RateLimiter,
     /// Anomaly state.
@@ -433,7 +433,7 @@ impl<L: LogsApi> AccessPoller<L> {
         access: AccessConfig,
         view: SharedView,
         metrics: Arc<Metrics>,
-        store: Store,
+        store: impl Into<StateStore>,
     ) -> Self {
         for spec in &config.secrets {
             // Counters and the gauge exist from the first scrape.
@@ -448,7 +448,7 @@ impl<L: LogsApi> AccessPoller<L> {
             access,
             view,
             metrics,
-            store,
+            store: store.into(),
             limiter,
             detector,
             seen: HashMap::new(),

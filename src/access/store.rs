@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::store::{Store, StoreError};
+use crate::store::{StateStore, Store, StoreError};
 
 /// A reader of a secret as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +160,65 @@ impl AccessState for Store {
             },
             "commit access events",
         )
+    }
+}
+
+/// (log group, checkpoint ms) pairs, (eventID, ms) pairs and readers.
+pub type Exported = (Vec<(String, i64)>, Vec<(String, i64)>, Vec<StoredReader>);
+
+/// Everything of the SQLite access tables (for `migrate-store`): each log group's checkpoint,
+/// every counted eventID and every reader.
+pub fn export(store: &Store) -> Result<Exported, StoreError> {
+    store.with(
+        |c| {
+            let mut stmt =
+                c.prepare("SELECT log_group, until_ms FROM access_checkpoints ORDER BY log_group")?;
+            let checkpoints = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut stmt =
+                c.prepare("SELECT event_id, event_ms FROM access_seen ORDER BY event_ms")?;
+            let seen = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut stmt = c.prepare(
+                "SELECT secret, principal, first_seen, last_seen, reads FROM access_principals
+                 ORDER BY secret, principal",
+            )?;
+            let readers = stmt
+                .query_map([], |r| {
+                    Ok(StoredReader {
+                        secret: r.get(0)?,
+                        principal: r.get(1)?,
+                        first_seen_ms: r.get(2)?,
+                        last_seen_ms: r.get(3)?,
+                        reads: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((checkpoints, seen, readers))
+        },
+        "read access state",
+    )
+}
+
+impl AccessState for StateStore {
+    fn restore(&self, log_group: &str, baseline_start_ms: i64) -> Result<Restored, StoreError> {
+        match self {
+            StateStore::Sqlite(s) => s.restore(log_group, baseline_start_ms),
+            StateStore::Dynamo(t) => t.restore(log_group, baseline_start_ms),
+        }
+    }
+
+    fn commit_slice(
+        &self,
+        slice: &SliceCommit<'_>,
+        before_commit: &dyn Fn(),
+    ) -> Result<(), StoreError> {
+        match self {
+            StateStore::Sqlite(s) => s.commit_slice(slice, before_commit),
+            StateStore::Dynamo(t) => t.commit_slice(slice, before_commit),
+        }
     }
 }
 

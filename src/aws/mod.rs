@@ -12,9 +12,11 @@
 pub mod accounts;
 pub mod client;
 pub mod cloudwatchlogs;
+pub mod dynamodb;
 pub mod elasticache;
 #[cfg(feature = "test-util")]
 pub mod fake;
+pub mod gate;
 pub mod secretsmanager;
 pub mod sns;
 pub mod sqs;

@@ -201,6 +201,7 @@ impl SecretsMetadataApi for SecretsManager {
 
 impl SecretsWriteApi for SecretsManager {
     async fn describe(&self, secret_id: &str) -> Result<SecretStages, AwsError> {
+        super::gate::check(SERVICE, "DescribeSecret")?;
         let out = self
             .client
             .describe_secret()
@@ -236,6 +237,7 @@ impl SecretsWriteApi for SecretsManager {
         secret_id: &str,
         which: VersionSelector<'_>,
     ) -> Result<VersionedValue, AwsError> {
+        super::gate::check(SERVICE, "GetSecretValue")?;
         let req = self.client.get_secret_value().secret_id(secret_id);
         let req = match which {
             VersionSelector::Stage(stage) => req.version_stage(stage),
@@ -264,6 +266,7 @@ impl SecretsWriteApi for SecretsManager {
         token: &str,
         value: &SecretValue,
     ) -> Result<String, AwsError> {
+        super::gate::check(SERVICE, "PutSecretValue")?;
         let req = self
             .client
             .put_secret_value()
@@ -300,6 +303,7 @@ impl SecretsWriteApi for SecretsManager {
         move_to: Option<&str>,
         remove_from: Option<&str>,
     ) -> Result<(), AwsError> {
+        super::gate::check(SERVICE, "UpdateSecretVersionStage")?;
         let out = self
             .client
             .update_secret_version_stage()
@@ -314,6 +318,7 @@ impl SecretsWriteApi for SecretsManager {
     }
 
     async fn rotate_secret(&self, secret_id: &str, token: &str) -> Result<(), AwsError> {
+        super::gate::check(SERVICE, "RotateSecret")?;
         let out = self
             .client
             .rotate_secret()

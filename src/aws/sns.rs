@@ -46,6 +46,7 @@ fn invalid(operation: &'static str, message: String) -> AwsError {
 impl NotifyApi for Sns {
     async fn publish(&self, n: &Notification) -> Result<String, AwsError> {
         const OPERATION: &str = "Publish";
+        super::gate::check(SERVICE, OPERATION)?;
         let mut request = self
             .client
             .publish()

@@ -12,11 +12,14 @@
 //!   `elasticache` replication groups).
 //! - **notify**: `NotifyReminders` and `NotifyIncident` (sns:Publish on each configured topic).
 //! - **events**: `Events` (logs:FilterLogEvents on the `[access] log_group`).
-//!
 //! - **organization** (`[[account]]` or `[organization]`): `OrganizationAccounts`
 //!   (organizations:ListAccounts, `[organization]` only) and `OrganizationAssumeRole`
 //!   (sts:AssumeRole on the member roles). The member role's own read-only policy ships in
 //!   `deploy/cloudformation/member-account.yaml`.
+//! - **store** (`[state] backend = "dynamodb"`): `Store` (the item reads and writes of the
+//!   state store, [`STORE_ACTIONS`], on the table). `keywarden init-store` and `migrate-store`
+//!   also call CreateTable, DescribeTable and UpdateTimeToLive: run them with an admin's
+//!   credentials, not the daemon's.
 //!
 //! The shipped `deploy/iam/<feature>.json` are [`feature_policy`] with every region, account and
 //! name a wildcard (a test keeps them equal).
@@ -62,6 +65,8 @@ pub enum Feature {
     /// CloudTrail access events (the access poller, compromise audit, `keywarden consumers`):
     /// FilterLogEvents on the log group, or ReceiveMessage and DeleteMessage on the SQS queue.
     Events,
+    /// The DynamoDB state store (`[state] backend = "dynamodb"`).
+    Store,
     /// Organization scale (`[[account]]`, `[organization]`): ListAccounts, and AssumeRole into
     /// the member accounts' read role (`deploy/cloudformation/member-account.yaml`).
     Organization,
@@ -69,11 +74,12 @@ pub enum Feature {
 
 impl Feature {
     /// Every feature, in file order.
-    pub const ALL: [Feature; 5] = [
+    pub const ALL: [Feature; 6] = [
         Feature::Monitor,
         Feature::Rotator,
         Feature::Notify,
         Feature::Events,
+        Feature::Store,
         Feature::Organization,
     ];
 
@@ -84,9 +90,30 @@ impl Feature {
             Feature::Rotator => "rotator",
             Feature::Notify => "notify",
             Feature::Events => "events",
+            Feature::Store => "store",
             Feature::Organization => "organization",
         }
     }
+}
+
+/// The DynamoDB actions of the state store's daemon (TransactWriteItems is authorized as the
+/// Put/Update/Delete/ConditionCheckItem actions it carries).
+pub const STORE_ACTIONS: &[&str] = &[
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:UpdateItem",
+];
+
+fn table_arn(scope: &Scope, table: &str) -> String {
+    format!(
+        "arn:{}:dynamodb:{}:{}:table/{table}",
+        scope.partition, scope.region, scope.account
+    )
 }
 
 /// The Secrets Manager actions a rotation of `strategy` calls on its own secret (`None`: no
@@ -279,6 +306,11 @@ pub fn feature_policy(feature: Feature, scope: &Scope) -> Value {
                 )],
             ),
         ],
+        Feature::Store => vec![statement(
+            "Store",
+            STORE_ACTIONS,
+            vec![table_arn(scope, "*")],
+        )],
         Feature::Organization => vec![
             statement(
                 "OrganizationAccounts",
@@ -434,6 +466,17 @@ pub fn config_policy(config: &Config, scope: &Scope) -> Value {
             "OrganizationAssumeRole",
             &["sts:AssumeRole"],
             dedup(config.accounts.iter().map(|a| a.role_arn.clone()).collect()),
+        ));
+    }
+
+    // store.
+    if config.state.backend == crate::config::StateBackend::DynamoDb
+        && let Some(table) = &config.state.table
+    {
+        statements.push(statement(
+            "Store",
+            STORE_ACTIONS,
+            vec![table_arn(scope, table)],
         ));
     }
     document(statements)
@@ -644,6 +687,43 @@ rotation = { strategy = "lambda" }
                 .to_string()
                 .contains("RotateSecret")
         );
+    }
+
+    /// SPEC §14: the DynamoDB backend's item actions on its table, and no table management.
+    #[test]
+    fn a_dynamodb_store_gets_its_table_statement() {
+        let scope = Scope {
+            partition: "aws".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        };
+        let sqlite = crate::config::parse(
+            "[[secret]]\nname = \"a\"\nid = \"svc/a\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        assert!(!actions_of(&config_policy(&sqlite, &scope)).contains("dynamodb:GetItem"));
+        let dynamo = crate::config::parse(
+            "[state]\nbackend = \"dynamodb\"\ntable = \"kw-state\"\n[[secret]]\nname = \"a\"\nid = \"svc/a\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let policy = config_policy(&dynamo, &scope);
+        let store = policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == "Store")
+            .expect("a Store statement");
+        assert_eq!(
+            store["Resource"],
+            json!(["arn:aws:dynamodb:eu-west-1:123456789012:table/kw-state"])
+        );
+        assert_eq!(
+            store["Action"].as_array().unwrap().len(),
+            STORE_ACTIONS.len()
+        );
+        assert!(!actions_of(&policy).contains("dynamodb:CreateTable"));
     }
 
     /// The shipped documents are the builder's generic output: editing one without the other

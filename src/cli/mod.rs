@@ -10,6 +10,7 @@ pub mod iam;
 mod planned;
 pub mod remote;
 pub mod status;
+pub mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -135,6 +136,20 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Create the configured state store: the DynamoDB table of `[state] table` (pk/sk,
+    /// on-demand, TTL on `expires`), or the SQLite file. An existing one is left unchanged.
+    InitStore,
+    /// Copy the SQLite store of `[state] path` into the DynamoDB table of `[state] table`
+    /// (every rotation, incident, reminder, access checkpoint, event id and reader). Stop the
+    /// daemon writing the file first.
+    MigrateStore {
+        /// The backend copied from (only `sqlite`).
+        #[arg(long, value_enum)]
+        from: StoreKind,
+        /// The backend copied to (only `dynamodb`).
+        #[arg(long, value_enum)]
+        to: StoreKind,
+    },
     /// Print the least-privilege IAM policy the configuration needs (the union of the features
     /// it uses, ARNs filled in). Offline: region and account come from flags.
     IamPolicy {
@@ -178,6 +193,15 @@ fn iam_policy(
     }
 }
 
+/// A state store backend, as `migrate-store` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// The embedded SQLite file.
+    Sqlite,
+    /// A DynamoDB table.
+    Dynamodb,
+}
+
 /// `iam-policy --feature`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum IamFeature {
@@ -189,6 +213,8 @@ pub enum IamFeature {
     Notify,
     /// logs:FilterLogEvents, or sqs:ReceiveMessage and sqs:DeleteMessage.
     Events,
+    /// The DynamoDB state store's item reads and writes on its table.
+    Store,
     /// organizations:ListAccounts and sts:AssumeRole (organization scale, not used yet).
     Organization,
 }
@@ -200,6 +226,7 @@ impl From<IamFeature> for iam::Feature {
             IamFeature::Rotator => iam::Feature::Rotator,
             IamFeature::Notify => iam::Feature::Notify,
             IamFeature::Events => iam::Feature::Events,
+            IamFeature::Store => iam::Feature::Store,
             IamFeature::Organization => iam::Feature::Organization,
         }
     }
@@ -401,6 +428,14 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             }
         },
         Command::Status { output, server } => status(config, output, server).await,
+        Command::InitStore => store::init_store(&config),
+        Command::MigrateStore { from, to } => {
+            if (from, to) != (StoreKind::Sqlite, StoreKind::Dynamodb) {
+                eprintln!("keywarden: migrate-store copies --from sqlite --to dynamodb only");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            store::migrate_store(&config)
+        }
         Command::Consumers {
             secret,
             since,

@@ -92,6 +92,8 @@ pub struct Config {
     pub incident: Option<IncidentConfig>,
     /// The embedded store.
     pub state: StateConfig,
+    /// `[ha]` with `enabled = true`: leader election over the DynamoDB store.
+    pub ha: Option<HaConfig>,
     /// Secrets watched without being listed; `None` disables discovery.
     pub discovery: Option<DiscoveryConfig>,
     /// How rotation checks run (SPEC §12); defaults when `[verify]` is absent.
@@ -338,8 +340,49 @@ pub struct IncidentConfig {
 /// `[state]`.
 #[derive(Debug, Clone)]
 pub struct StateConfig {
-    /// The embedded store file.
+    /// Where durable state lives.
+    pub backend: StateBackend,
+    /// The embedded store file (the SQLite backend's, and `migrate-store`'s SQLite side).
     pub path: PathBuf,
+    /// The DynamoDB table (the DynamoDB backend's, and `migrate-store`'s DynamoDB side).
+    pub table: Option<String>,
+}
+
+/// `[ha]` (SPEC §14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    /// How long a follower sees the lease record unchanged before it takes over.
+    pub lease: Duration,
+    /// This replica's name; `None`: the host name.
+    pub replica: Option<String>,
+}
+
+/// `[state] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend {
+    /// The embedded SQLite file at `path` (the default).
+    Sqlite,
+    /// The DynamoDB table `table` (created by `keywarden init-store`).
+    DynamoDb,
+}
+
+impl StateBackend {
+    /// The configuration word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateBackend::Sqlite => "sqlite",
+            StateBackend::DynamoDb => "dynamodb",
+        }
+    }
+
+    /// Parses a configuration word (`sqlite`, `dynamodb`).
+    pub fn parse(word: &str) -> Option<StateBackend> {
+        match word {
+            "sqlite" => Some(StateBackend::Sqlite),
+            "dynamodb" => Some(StateBackend::DynamoDb),
+            _ => None,
+        }
+    }
 }
 
 /// `[discovery]`.

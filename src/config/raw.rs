@@ -46,6 +46,7 @@ pub(super) struct RawConfig {
     pub(super) incident: Option<RawIncident>,
     #[serde(default)]
     pub(super) state: RawState,
+    pub(super) ha: Option<Spanned<RawHa>>,
     pub(super) discovery: Option<RawDiscovery>,
     pub(super) verify: Option<RawVerify>,
     #[serde(default, rename = "secret")]
@@ -143,7 +144,17 @@ pub(super) struct RawIncident {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawState {
+    pub(super) backend: Option<Spanned<String>>,
     pub(super) path: Option<String>,
+    pub(super) table: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHa {
+    pub(super) enabled: Option<bool>,
+    pub(super) lease: Option<Spanned<ConfigDuration>>,
+    pub(super) replica: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -520,3 +520,36 @@ fn access_source_keys() {
         1,
     );
 }
+
+/// SPEC §14: `[state] backend` is `sqlite` (the default) or `dynamodb`, which needs `table`.
+#[test]
+fn state_backend_and_table() {
+    let c = parse(BASE, Path::new("t.toml")).unwrap();
+    assert_eq!(c.state.backend, StateBackend::Sqlite);
+    assert_eq!(c.state.table, None);
+    let c = parse(
+        &format!("[state]\nbackend = \"dynamodb\"\ntable = \"keywarden-state\"\n{BASE}"),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.state.backend, StateBackend::DynamoDb);
+    assert_eq!(c.state.table.as_deref(), Some("keywarden-state"));
+    check_err(
+        &format!("[state]\nbackend = \"dynamodb\"\n{BASE}"),
+        "state.table",
+        "required with backend = \"dynamodb\"",
+        2,
+    );
+    check_err(
+        &format!("[state]\nbackend = \"redis\"\n{BASE}"),
+        "state.backend",
+        "expected \"sqlite\" (the default) or \"dynamodb\", found \"redis\"",
+        2,
+    );
+    check_err(
+        &format!("[state]\nbackend = \"dynamodb\"\ntable = \"a b\"\n{BASE}"),
+        "state.table",
+        "expected a DynamoDB table name",
+        3,
+    );
+}

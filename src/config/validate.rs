@@ -129,7 +129,8 @@ pub(super) fn validate(
             .incident
             .map(|i| validate_incident(i, loc))
             .transpose()?,
-        state: validate_state(raw.state),
+        ha: validate_ha(raw.ha, &raw.state, loc)?,
+        state: validate_state(raw.state, loc)?,
         discovery: raw
             .discovery
             .map(|d| validate_discovery(d, loc))
@@ -605,13 +606,108 @@ fn validate_incident(i: RawIncident, loc: &Locator<'_>) -> Result<IncidentConfig
     })
 }
 
-fn validate_state(s: RawState) -> StateConfig {
-    StateConfig {
+fn validate_ha(
+    ha: Option<Spanned<RawHa>>,
+    state: &RawState,
+    loc: &Locator<'_>,
+) -> Result<Option<HaConfig>, ConfigError> {
+    let Some(spanned) = ha else {
+        return Ok(None);
+    };
+    let span = spanned.span();
+    let h = spanned.into_inner();
+    if h.enabled != Some(true) {
+        return Ok(None);
+    }
+    let dynamo = state
+        .backend
+        .as_ref()
+        .is_some_and(|b| b.get_ref() == "dynamodb");
+    if !dynamo {
+        return Err(loc.error(
+            span,
+            "ha.enabled",
+            "needs [state] backend = \"dynamodb\": the lease lives in the store's table".into(),
+        ));
+    }
+    let lease = match h.lease {
+        None => Duration::from_secs(15),
+        Some(l) => {
+            if l.get_ref().0 < Duration::from_secs(3) {
+                return Err(loc.at(&l, "ha.lease", "expected a duration of at least \"3s\""));
+            }
+            l.get_ref().0
+        }
+    };
+    let replica = match h.replica {
+        None => None,
+        Some(r) => {
+            let name = r.get_ref();
+            let ok = !name.is_empty()
+                && name.len() <= 128
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !ok {
+                return Err(loc.at(
+                    &r,
+                    "ha.replica",
+                    format!("expected 1 to 128 of a-z, A-Z, 0-9, - _ . (a host or pod name), found {name:?}"),
+                ));
+            }
+            Some(r.into_inner())
+        }
+    };
+    Ok(Some(HaConfig { lease, replica }))
+}
+
+fn validate_state(s: RawState, loc: &Locator<'_>) -> Result<StateConfig, ConfigError> {
+    let backend = match &s.backend {
+        None => StateBackend::Sqlite,
+        Some(b) => StateBackend::parse(b.get_ref()).ok_or_else(|| {
+            loc.at(
+                b,
+                "state.backend",
+                format!(
+                    "expected \"sqlite\" (the default) or \"dynamodb\", found {:?}",
+                    b.get_ref()
+                ),
+            )
+        })?,
+    };
+    if let Some(t) = &s.table {
+        // DynamoDB's own rule for table names.
+        let name = t.get_ref();
+        let ok = (3..=255).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !ok {
+            return Err(loc.at(
+                t,
+                "state.table",
+                format!("expected a DynamoDB table name (3 to 255 of a-z, A-Z, 0-9, _ - .), found {name:?}"),
+            ));
+        }
+    }
+    if backend == StateBackend::DynamoDb
+        && s.table.is_none()
+        && let Some(b) = &s.backend
+    {
+        return Err(loc.at(
+            b,
+            "state.table",
+            "required with backend = \"dynamodb\" (create it with `keywarden init-store`)",
+        ));
+    }
+    Ok(StateConfig {
+        backend,
         path: PathBuf::from(
             s.path
                 .unwrap_or_else(|| "/var/lib/keywarden/state.db".into()),
         ),
-    }
+        table: s.table.map(Spanned::into_inner),
+    })
 }
 
 fn validate_discovery(d: RawDiscovery, loc: &Locator<'_>) -> Result<DiscoveryConfig, ConfigError> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::access::poller::AccessPoller;
 use crate::aws::{self, SecretValue};
@@ -27,7 +27,7 @@ use crate::http::{self, AppState};
 use crate::reminder::{self, Reminders};
 use crate::rotation::RotationCore;
 use crate::schedule::format_duration;
-use crate::store::{Store, StoreError};
+use crate::store::{StateStore, StoreError};
 use crate::telemetry::Metrics;
 
 /// How often the metrics refresher looks for changed per-secret series.
@@ -61,6 +61,13 @@ pub enum DaemonError {
     /// An account could not be set up.
     #[error(transparent)]
     Accounts(#[from] accounts::AccountsError),
+    /// `[ha]`: this replica lost the lease and stopped (its supervisor starts it again as a
+    /// follower).
+    #[error("stepped down: this replica lost the lease")]
+    SteppedDown,
+    /// `[ha]` needs the DynamoDB store.
+    #[error("[ha] needs [state] backend = \"dynamodb\"")]
+    HaNeedsDynamo,
 }
 
 /// The shortest admin token accepted, in bytes (256 bits of a random hex or base64 token).
@@ -144,8 +151,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let config = Arc::new(config);
     // Parsing a large configuration leaves freed memory behind: give it back.
     crate::daemon::memory::trim();
-    let store = Store::open(&config.state.path)?;
-    info!(path = %config.state.path.display(), schema = store.schema_version()?, "State store open.");
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -158,6 +163,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         warn!("This is a test build: rotation failpoints (KEYWARDEN_FAILPOINT) are honoured.");
     }
     let metrics = Arc::new(Metrics::new());
+    let store = StateStore::open(&config.state, &config.aws, metrics.clone())?;
+    match &store {
+        StateStore::Sqlite(s) => {
+            info!(path = %config.state.path.display(), schema = s.schema_version()?, "State store open.");
+        }
+        StateStore::Dynamo(t) => info!(table = %t.name(), "State store open (DynamoDB)."),
+    }
     if let Some(r) = &config.reminders {
         let mut leads: Vec<String> = r.lead.iter().map(|d| format_duration(*d)).collect();
         leads.push(reminder::OVERDUE_LABEL.to_string());
@@ -172,16 +184,63 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         place_inventory(&config, view.targets()),
     );
     // One token stops every task; one tracker waits for all of them with one deadline.
+    let stop = CancellationToken::new();
+    let signals = spawn_signal_listener(stop.clone())?;
+    let mut listener = listener;
+    let mut lease_task = None;
+    if let Some(ha) = &config.ha {
+        let StateStore::Dynamo(table) = &store else {
+            return Err(DaemonError::HaNeedsDynamo);
+        };
+        let replica = ha.replica.clone().unwrap_or_else(crate::ha::host_name);
+        let lease = crate::ha::Lease::new(table.clone(), replica.clone(), ha.lease);
+        // A follower: /healthz, /metrics (keywarden_leader 0, no per-secret series), /readyz 503.
+        aws::gate::close();
+        metrics.set_leader(&replica, false, None);
+        info!(replica = %replica, lease = %format_duration(ha.lease), "High availability on: following until this replica takes the lease.");
+        let follower_stop = stop.child_token();
+        let follower = Arc::new(AppState {
+            config: config.clone(),
+            view: SharedView::default(),
+            metrics: metrics.clone(),
+            rotation: None,
+            admin_token: None,
+            incidents: None,
+            limiter: http::ActionLimiter::default(),
+        });
+        let server = tokio::spawn(http::serve(listener, follower, follower_stop.clone()));
+        let taken = lease.acquire(&metrics, &stop).await;
+        follower_stop.cancel();
+        let _ = server.await;
+        let Some((epoch, rvn, sent)) = taken else {
+            signals.abort();
+            info!("keywarden stopped.");
+            return Ok(());
+        };
+        table.fence(epoch);
+        // Open for the lease just taken before anything spawns (the lease task renews it).
+        aws::gate::open_until(sent + ha.lease);
+        metrics.set_leader(&replica, true, None);
+        listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: config.server.listen,
+                source,
+            })?;
+        let stop = stop.clone();
+        lease_task = Some(tokio::spawn(async move {
+            lease.hold(epoch, rvn, sent, &stop).await
+        }));
+    }
     let w = Wiring {
         sdk,
         config,
         store,
         view,
         metrics,
-        stop: CancellationToken::new(),
+        stop,
         tasks: TaskTracker::new(),
     };
-    let signals = spawn_signal_listener(w.stop.clone())?;
     let fleet =
         accounts::fleet_poller(w.config.clone(), &w.sdk, w.view.clone(), w.metrics.clone()).await?;
     w.tasks.spawn(fleet.run(w.stop.clone()));
@@ -206,6 +265,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     http::serve(listener, state, w.stop.clone()).await;
     drain(&w).await;
     signals.abort();
+    if let Some(task) = lease_task
+        && task.await.unwrap_or(false)
+    {
+        error!("keywarden stopped: it lost the lease.");
+        return Err(DaemonError::SteppedDown);
+    }
     info!("keywarden stopped.");
     Ok(())
 }
@@ -215,7 +280,7 @@ struct Wiring {
     /// The validated configuration.
     config: Arc<Config>,
     /// The durable store.
-    store: Store,
+    store: StateStore,
     /// The one in-memory view.
     view: SharedView,
     /// Every metric.

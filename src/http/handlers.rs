@@ -131,6 +131,13 @@ fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
 
 /// `GET /readyz`.
 fn readyz(state: &AppState) -> Response<Body> {
+    // [ha]: only the leader is ready, so a Service sends the actions to it.
+    if let Some(why) = state.metrics.follower() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        );
+    }
     let mut problems = state
         .view
         .read()

@@ -29,6 +29,7 @@ pub mod audit;
 pub mod free_text;
 pub mod report;
 pub mod store;
+pub mod store_dynamodb;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -48,7 +49,7 @@ use crate::domain::Strategy;
 use crate::domain::view::SharedView;
 use crate::rotation::journal::{State, Trigger};
 use crate::rotation::{RequestError, RequestOptions, RotationCore};
-use crate::store::{Store, StoreError};
+use crate::store::{StateStore, StoreError};
 use crate::telemetry::Metrics;
 use store::IncidentStore;
 
@@ -410,7 +411,7 @@ impl StepResult {
 /// `A` is the Secrets Manager side of the rotation core (the SDK adapter in the daemon, a fake
 /// in tests).
 pub struct Incidents<N, L, A: SecretsWriteApi = crate::aws::secretsmanager::SecretsManager> {
-    store: Store,
+    store: StateStore,
     config: Arc<Config>,
     engine: Arc<RotationCore<A>>,
     notify: N,
@@ -456,7 +457,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
     /// The service; call [`Incidents::resume`] next.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Store,
+        store: impl Into<StateStore>,
         config: Arc<Config>,
         engine: Arc<RotationCore<A>>,
         notify: N,
@@ -469,7 +470,7 @@ impl<N: NotifyApi, L: crate::aws::LogsApi, A: SecretsWriteApi + 'static> Inciden
             metrics.init_counters(&spec.name);
         }
         Arc::new(Incidents {
-            store,
+            store: store.into(),
             config,
             engine,
             notify,

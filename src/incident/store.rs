@@ -5,7 +5,7 @@
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{Incident, Status};
-use crate::store::{Store, StoreError};
+use crate::store::{StateStore, Store, StoreError};
 
 fn doc(inc: &Incident) -> String {
     // Serializing plain strings and numbers cannot fail.
@@ -167,6 +167,48 @@ impl IncidentStore for Store {
 
     fn record_opened_notice(&self, id: &str, message_id: &str) -> Result<(), StoreError> {
         self.put_meta(&format!("incident:{id}:opened_notice"), message_id)
+    }
+}
+
+/// The configured backend's incidents.
+fn incidents(s: &StateStore) -> &dyn IncidentStore {
+    match s {
+        StateStore::Sqlite(s) => s,
+        StateStore::Dynamo(t) => t,
+    }
+}
+
+impl IncidentStore for StateStore {
+    fn create_incident(&self, inc: &Incident) -> Result<Result<(), Incident>, StoreError> {
+        incidents(self).create_incident(inc)
+    }
+
+    fn save_incident(&self, inc: &Incident) -> Result<(), StoreError> {
+        incidents(self).save_incident(inc)
+    }
+
+    fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        incidents(self).incident(id)
+    }
+
+    fn recent_incidents(&self, limit: u32) -> Result<Vec<Incident>, StoreError> {
+        incidents(self).recent_incidents(limit)
+    }
+
+    fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        incidents(self).open_incidents()
+    }
+
+    fn incident_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        incidents(self).incident_counts()
+    }
+
+    fn opened_notice(&self, id: &str) -> Result<Option<String>, StoreError> {
+        incidents(self).opened_notice(id)
+    }
+
+    fn record_opened_notice(&self, id: &str, message_id: &str) -> Result<(), StoreError> {
+        incidents(self).record_opened_notice(id, message_id)
     }
 }
 

@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::reminder::message::{Message, fallback_message};
 use crate::reminder::plan::ReminderKey;
-use crate::store::{Store, StoreError};
+use crate::store::{StateStore, Store, StoreError};
 
 /// A ledger row still to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +167,92 @@ impl LedgerStore for Store {
             },
             "record a failed reminder",
         )
+    }
+}
+
+/// One ledger row as stored, every column (for `migrate-store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// Its key.
+    pub key: ReminderKey,
+    /// `pending` or `sent`.
+    pub state: String,
+    /// Failed attempts.
+    pub attempts: i64,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When the intent was recorded.
+    pub created_at: i64,
+    /// When SNS took it.
+    pub sent_at: Option<i64>,
+    /// SNS's message id.
+    pub message_id: Option<String>,
+    /// The rendered message (JSON).
+    pub message: Option<String>,
+}
+
+/// Every row of the SQLite ledger, in key order (for `migrate-store`).
+pub fn all_rows(store: &Store) -> Result<Vec<LedgerRow>, StoreError> {
+    store.with(
+        |c| {
+            let mut stmt = c.prepare(
+                "SELECT secret, due, lead_seconds, state, attempts, last_error, created_at,
+                        sent_at, message_id, message
+                 FROM reminders ORDER BY secret, due, lead_seconds",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(LedgerRow {
+                    key: ReminderKey {
+                        secret: r.get(0)?,
+                        due: r.get(1)?,
+                        lead_seconds: r.get(2)?,
+                    },
+                    state: r.get(3)?,
+                    attempts: r.get(4)?,
+                    last_error: r.get(5)?,
+                    created_at: r.get(6)?,
+                    sent_at: r.get(7)?,
+                    message_id: r.get(8)?,
+                    message: r.get(9)?,
+                })
+            })?;
+            rows.collect()
+        },
+        "read the reminder ledger",
+    )
+}
+
+/// The configured backend's ledger.
+fn ledger(s: &StateStore) -> &dyn LedgerStore {
+    match s {
+        StateStore::Sqlite(s) => s,
+        StateStore::Dynamo(t) => t,
+    }
+}
+
+impl LedgerStore for StateStore {
+    fn known(&self, keys: &[ReminderKey]) -> Result<Vec<ReminderKey>, StoreError> {
+        ledger(self).known(keys)
+    }
+
+    fn record_intents(
+        &self,
+        intents: &[(ReminderKey, Message)],
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        ledger(self).record_intents(intents, now)
+    }
+
+    fn pending(&self) -> Result<Vec<PendingRow>, StoreError> {
+        ledger(self).pending()
+    }
+
+    fn mark_sent(&self, key: &ReminderKey, message_id: &str, now: i64) -> Result<bool, StoreError> {
+        ledger(self).mark_sent(key, message_id, now)
+    }
+
+    fn count_failure(&self, key: &ReminderKey, error: &str) -> Result<i64, StoreError> {
+        ledger(self).count_failure(key, error)
     }
 }
 

@@ -41,6 +41,7 @@
 //! incident workflow; other folders use only what is re-exported here.
 
 mod ledger;
+pub mod ledger_dynamodb;
 mod message;
 mod notice;
 mod plan;
@@ -48,7 +49,7 @@ mod task;
 #[cfg(test)]
 mod testing;
 
-pub use ledger::{LedgerStore, PendingRow};
+pub use ledger::{LedgerRow, LedgerStore, PendingRow, all_rows};
 pub use message::{AccessInfo, Message, MessageContext, render};
 pub use notice::{RotationNotice, notice_key, render_notice};
 pub use plan::{

@@ -23,7 +23,7 @@ use crate::domain::view::{SecretStatus, SharedView};
 use crate::reminder::ledger::LedgerStore;
 use crate::reminder::message::{AccessInfo, Message, MessageContext, date, fifo_ids, render};
 use crate::reminder::plan::{ReminderKey, due_reminders};
-use crate::store::{Store, StoreError};
+use crate::store::{StateStore, StoreError};
 use crate::telemetry::Metrics;
 
 /// First retry delay after a failed publish.
@@ -65,7 +65,7 @@ pub struct Reminders<N> {
     /// Where statuses come from.
     view: SharedView,
     /// The ledger.
-    ledger: Store,
+    ledger: StateStore,
     /// Counters.
     metrics: Arc<Metrics>,
     /// Keys known to be in the ledger, so each evaluation only looks up new ones.
@@ -86,14 +86,14 @@ impl<N: NotifyApi> Reminders<N> {
         api: N,
         config: Arc<Config>,
         view: SharedView,
-        store: Store,
+        store: impl Into<StateStore>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Reminders {
             api,
             config,
             view,
-            ledger: store,
+            ledger: store.into(),
             metrics,
             known: HashSet::new(),
             outbox: BTreeMap::new(),
@@ -411,6 +411,8 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
     use tokio::sync::mpsc;
+
+    use crate::store::Store;
 
     use crate::aws::AwsErrorKind;
     use crate::domain::view::PollHealth;

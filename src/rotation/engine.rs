@@ -23,7 +23,7 @@ use crate::aws::{ElastiCacheApi, SecretsWriteApi};
 use crate::config::{Config, SecretSpec};
 use crate::domain::RotationResult;
 use crate::domain::view::SharedView;
-use crate::store::{Store, StoreError};
+use crate::store::{StateStore, StoreError};
 use crate::telemetry::{Metrics, TriggerLabel};
 
 use super::failpoint;
@@ -83,7 +83,7 @@ pub struct RotationCore<A> {
     /// Secrets Manager.
     pub(super) api: A,
     /// The journal.
-    pub(super) store: Store,
+    pub(super) store: StateStore,
     /// The inventory and hooks.
     pub(super) config: Arc<Config>,
     /// Where `/secrets` reads rotation state.
@@ -140,7 +140,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
     /// A core; call [`RotationCore::resume`] and spawn the finalizer and scheduler next.
     pub fn new(
         api: A,
-        store: Store,
+        store: impl Into<StateStore>,
         config: Arc<Config>,
         view: SharedView,
         metrics: Arc<Metrics>,
@@ -160,7 +160,7 @@ impl<A: SecretsWriteApi> RotationCore<A> {
         };
         Arc::new(RotationCore {
             api,
-            store,
+            store: store.into(),
             config,
             view,
             metrics,

@@ -16,7 +16,7 @@ pub const ROLLBACK: &str = "rollback";
 /// The step name of the journal event of one rollback hook.
 pub const ROLLBACK_HOOK: &str = "rollback_hook";
 
-use crate::store::{Store, StoreError};
+use crate::store::{StateStore, Store, StoreError};
 
 /// Facts about a rotation kept in the `detail` JSON column.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -393,6 +393,66 @@ impl JournalStore for Store {
             },
             "read open incidents",
         )
+    }
+}
+
+/// The configured backend's journal.
+fn journal(s: &StateStore) -> &dyn JournalStore {
+    match s {
+        StateStore::Sqlite(s) => s,
+        StateStore::Dynamo(t) => t,
+    }
+}
+
+impl JournalStore for StateStore {
+    fn insert_rotation(
+        &self,
+        id: &str,
+        secret: &str,
+        trigger: Trigger,
+        detail: &Detail,
+        now: i64,
+    ) -> Result<Result<Rotation, Rotation>, StoreError> {
+        journal(self).insert_rotation(id, secret, trigger, detail, now)
+    }
+
+    fn rotation(&self, id: &str) -> Result<Option<Rotation>, StoreError> {
+        journal(self).rotation(id)
+    }
+
+    fn rotation_events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
+        journal(self).rotation_events(id)
+    }
+
+    fn rotations_in_states(&self, states: &[State]) -> Result<Vec<Rotation>, StoreError> {
+        journal(self).rotations_in_states(states)
+    }
+
+    fn recent_rotations(
+        &self,
+        secret: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Rotation>, StoreError> {
+        journal(self).recent_rotations(secret, limit)
+    }
+
+    fn update_rotation(&self, id: &str, u: &Update<'_>, now: i64) -> Result<bool, StoreError> {
+        journal(self).update_rotation(id, u, now)
+    }
+
+    fn note_rotation(
+        &self,
+        id: &str,
+        step: &str,
+        outcome: EventOutcome,
+        message: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        journal(self).note_rotation(id, step, outcome, message, now)
+    }
+
+    fn open_incident_of(&self, secret: &str) -> Result<Option<String>, StoreError> {
+        journal(self).open_incident_of(secret)
     }
 }
 

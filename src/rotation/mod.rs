@@ -37,6 +37,7 @@
 pub mod failpoint;
 pub mod hooks;
 pub mod journal;
+pub mod journal_dynamodb;
 
 pub mod protocol;
 

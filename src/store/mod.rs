@@ -24,6 +24,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::aws::dynamodb::DynamoTable;
+use crate::config::{StateBackend, StateConfig};
+
 /// A store failure, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -54,6 +57,29 @@ pub enum StoreError {
         path: PathBuf,
         /// What SQLite found (its first lines).
         problems: String,
+    },
+    /// DynamoDB refused or failed a call.
+    #[error("state store table {table}: {context}: {source}")]
+    Dynamo {
+        /// The table.
+        table: String,
+        /// What was being done.
+        context: &'static str,
+        /// The AWS error.
+        source: crate::aws::AwsError,
+    },
+    /// A DynamoDB item is not what keywarden writes (a corrupt record is an error, never a
+    /// default).
+    #[error("state store table {table}: {context}: item {key}: {problem}")]
+    Corrupt {
+        /// The table.
+        table: String,
+        /// What was being done.
+        context: &'static str,
+        /// The item's key (`pk/sk`).
+        key: String,
+        /// What is wrong with it.
+        problem: String,
     },
     /// The file was written by a newer keywarden.
     #[error(
@@ -305,6 +331,18 @@ impl Store {
         )
     }
 
+    /// Every meta row (for `migrate-store`).
+    pub fn meta_rows(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(
+            |c| {
+                let mut stmt = c.prepare("SELECT key, value FROM meta ORDER BY key")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            },
+            "read meta",
+        )
+    }
+
     /// `PRAGMA integrity_check`: `Ok(())` or the problems SQLite found.
     pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
         self.with(
@@ -316,6 +354,128 @@ impl Store {
             },
             "check integrity",
         )
+    }
+}
+
+/// The durable store the features use: one of two backends behind the same four traits
+/// (`JournalStore`, `IncidentStore`, `LedgerStore`, `AccessState`), each implemented for this
+/// enum by the feature that owns the records. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum StateStore {
+    /// The embedded SQLite file (the default).
+    Sqlite(Store),
+    /// One DynamoDB table (`[state] backend = "dynamodb"`).
+    Dynamo(DynamoTable),
+}
+
+impl From<Store> for StateStore {
+    fn from(s: Store) -> StateStore {
+        StateStore::Sqlite(s)
+    }
+}
+
+impl StateStore {
+    /// Opens the configured backend: the SQLite file (created and migrated if needed) or a
+    /// client of the DynamoDB table (which `keywarden init-store` creates). `observer` counts
+    /// the DynamoDB requests.
+    pub fn open(
+        state: &StateConfig,
+        aws: &crate::config::AwsConfig,
+        observer: Arc<dyn crate::aws::CallObserver>,
+    ) -> Result<StateStore, StoreError> {
+        match state.backend {
+            StateBackend::Sqlite => Store::open(&state.path).map(StateStore::Sqlite),
+            StateBackend::DynamoDb => {
+                let table = state.table.clone().unwrap_or_default();
+                let t = DynamoTable::connect(aws, &table, observer).map_err(|source| {
+                    StoreError::Dynamo {
+                        table: table.clone(),
+                        context: "connect",
+                        source,
+                    }
+                })?;
+                // One read at start: a missing table or a refused permission shows now.
+                match t.get("meta", "schema") {
+                    Ok(_) => Ok(StateStore::Dynamo(t)),
+                    Err(source) if source.kind == crate::aws::AwsErrorKind::NotFound => {
+                        Err(StoreError::Dynamo {
+                            table,
+                            context: "the table does not exist (create it with `keywarden init-store`)",
+                            source,
+                        })
+                    }
+                    Err(source) => Err(StoreError::Dynamo {
+                        table,
+                        context: "read the table",
+                        source,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Where the state lives, for log lines: the file or `dynamodb:TABLE`.
+    pub fn describe(&self) -> String {
+        match self {
+            StateStore::Sqlite(s) => s.path.display().to_string(),
+            StateStore::Dynamo(t) => format!("dynamodb:{}", t.name()),
+        }
+    }
+
+    /// Sets a meta value durably.
+    pub fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        match self {
+            StateStore::Sqlite(s) => s.put_meta(key, value),
+            StateStore::Dynamo(t) => {
+                let mut item = crate::aws::dynamodb::key("meta", key);
+                item.insert(
+                    "value".into(),
+                    crate::aws::dynamodb::Value::S(value.to_string()),
+                );
+                t.write(crate::aws::dynamodb::Write::Put { item, cond: None })
+                    .map(|_| ())
+                    .map_err(dynamo_error(t, "write meta"))
+            }
+        }
+    }
+
+    /// Reads a meta value.
+    pub fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            StateStore::Sqlite(s) => s.get_meta(key),
+            StateStore::Dynamo(t) => t
+                .get("meta", key)
+                .map(|i| i.and_then(|i| crate::aws::dynamodb::s(&i, "value").map(str::to_string)))
+                .map_err(dynamo_error(t, "read meta")),
+        }
+    }
+}
+
+/// Maps an AWS error of table `t` to a [`StoreError`] saying what was being done.
+pub fn dynamo_error<'a>(
+    t: &'a DynamoTable,
+    context: &'static str,
+) -> impl FnOnce(crate::aws::AwsError) -> StoreError + 'a {
+    move |source| StoreError::Dynamo {
+        table: t.name().to_string(),
+        context,
+        source,
+    }
+}
+
+/// A [`StoreError::Corrupt`] for item `pk/sk` of table `t`.
+pub fn corrupt(
+    t: &DynamoTable,
+    context: &'static str,
+    pk: &str,
+    sk: &str,
+    problem: impl Into<String>,
+) -> StoreError {
+    StoreError::Corrupt {
+        table: t.name().to_string(),
+        context,
+        key: format!("{pk}/{sk}"),
+        problem: problem.into(),
     }
 }
 
@@ -408,5 +568,87 @@ mod corruption_tests {
         let text = err.to_string();
         assert!(text.contains("damaged"), "{text}");
         assert!(text.contains(&path.display().to_string()), "{text}");
+    }
+}
+
+/// Reads the attributes of one DynamoDB item, each missing or mistyped one a
+/// [`StoreError::Corrupt`] naming the item and the attribute.
+pub struct Fields<'a> {
+    table: &'a DynamoTable,
+    context: &'static str,
+    item: &'a crate::aws::dynamodb::Item,
+}
+
+impl<'a> Fields<'a> {
+    /// The attributes of `item` of table `table`, read while doing `context`.
+    pub fn of(
+        table: &'a DynamoTable,
+        context: &'static str,
+        item: &'a crate::aws::dynamodb::Item,
+    ) -> Fields<'a> {
+        Fields {
+            table,
+            context,
+            item,
+        }
+    }
+
+    /// A [`StoreError::Corrupt`] about this item.
+    pub fn corrupt(&self, problem: impl Into<String>) -> StoreError {
+        use crate::aws::dynamodb::s;
+        corrupt(
+            self.table,
+            self.context,
+            s(self.item, "pk").unwrap_or("?"),
+            s(self.item, "sk").unwrap_or("?"),
+            problem,
+        )
+    }
+
+    /// A string attribute.
+    pub fn s(&self, name: &str) -> Result<&'a str, StoreError> {
+        crate::aws::dynamodb::s(self.item, name)
+            .ok_or_else(|| self.corrupt(format!("attribute {name} is missing or not a string")))
+    }
+
+    /// A string attribute that may be NULL or absent.
+    pub fn opt_s(&self, name: &str) -> Result<Option<String>, StoreError> {
+        use crate::aws::dynamodb::Value;
+        match self.item.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::S(v)) => Ok(Some(v.clone())),
+            Some(_) => Err(self.corrupt(format!("attribute {name} is not a string"))),
+        }
+    }
+
+    /// A number attribute.
+    pub fn n(&self, name: &str) -> Result<i64, StoreError> {
+        crate::aws::dynamodb::n(self.item, name)
+            .ok_or_else(|| self.corrupt(format!("attribute {name} is missing or not a number")))
+    }
+
+    /// A number attribute that may be NULL or absent.
+    pub fn opt_n(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        use crate::aws::dynamodb::Value;
+        match self.item.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::N(v)) => Ok(Some(*v)),
+            Some(_) => Err(self.corrupt(format!("attribute {name} is not a number"))),
+        }
+    }
+
+    /// A word of a closed vocabulary: one outside it is a corrupt item.
+    pub fn word<T>(&self, name: &str) -> Result<T, StoreError>
+    where
+        T: for<'b> TryFrom<&'b str, Error = crate::domain::UnknownWord>,
+    {
+        let text = self.s(name)?;
+        T::try_from(text).map_err(|e| self.corrupt(format!("attribute {name}: {e}")))
+    }
+
+    /// A JSON document attribute.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StoreError> {
+        let text = self.s(name)?;
+        serde_json::from_str(text).map_err(|e| self.corrupt(format!("attribute {name}: {e}")))
     }
 }

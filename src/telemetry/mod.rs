@@ -47,6 +47,13 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 /// The content type of the Prometheus text exposition (format 0.0.4).
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Labels of `keywarden_leader`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabel {
+    /// `[ha] replica`.
+    pub replica: String,
+}
+
 /// Labels of `keywarden_aws_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AwsRequestLabels {
@@ -206,6 +213,11 @@ pub struct Metrics {
     /// Configured verify checks (secret, check): their failure counters exist at 0 from the
     /// first metadata cycle that placed the secret (its account and region known).
     declared_checks: std::sync::Mutex<Vec<(String, String)>>,
+    /// `keywarden_leader` (with `[ha]`).
+    pub leader: Family<ReplicaLabel, Gauge>,
+    /// With `[ha]`: why this replica is not the leader (`/readyz` is 503 then); `None` on the
+    /// leader and without `[ha]`.
+    follower: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -233,7 +245,14 @@ impl Metrics {
             skipped_records: Family::default(),
             account_up: Family::default(),
             declared_checks: Default::default(),
+            leader: Family::default(),
+            follower: std::sync::Mutex::new(None),
         };
+        process.register(
+            "keywarden_leader",
+            "1 on the replica that holds the lease (runs the pollers, reminders, rotations and incidents), 0 on a follower ([ha])",
+            m.leader.clone(),
+        );
         process.register(
             "keywarden_rotation_verify_failures",
             "Failed runs of a rotation's verify checks (pre-flight and watch)",
@@ -738,6 +757,28 @@ fn push_help(out: &mut String, rest: &str, counter: bool) {
 pub const MAX_DENIALS: usize = 32;
 
 impl Metrics {
+    /// With `[ha]`: records whether `replica` leads (`keywarden_leader`, and `/readyz`).
+    pub fn set_leader(&self, replica: &str, leader: bool, holder: Option<&str>) {
+        self.leader
+            .get_or_create(&ReplicaLabel {
+                replica: replica.to_string(),
+            })
+            .set(i64::from(leader));
+        let why = (!leader).then(|| match holder {
+            Some(h) => format!("follower: replica {h} holds the lease"),
+            None => "follower: no replica holds the lease yet".to_string(),
+        });
+        *self.follower.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// Why this replica is a follower (`None`: it leads, or `[ha]` is off).
+    pub fn follower(&self) -> Option<String> {
+        self.follower
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The permissions AWS refuses now, as `service:Operation on resource`, sorted.
     pub fn denied_permissions(&self) -> Vec<String> {
         self.denials

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_cloudwatchlogs as logs;
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, Moto, Scrape, create_aged_secret, keywarden_command, now};
+use crate::support::{Backend, Daemon, Moto, Scrape, create_aged_secret, keywarden_command, now};
 
 const ACCOUNT: &str = "123456789012";
 const GROUP: &str = "/aws/cloudtrail/keywarden-test";
@@ -359,6 +359,11 @@ async fn world() -> World {
 }
 
 async fn world_with_group(create_group: bool) -> World {
+    world_on(create_group, Backend::Sqlite).await
+}
+
+/// The world with the state store on `backend`.
+async fn world_on(create_group: bool, backend: Backend) -> World {
     let moto = Moto::start();
     let sm = moto.secrets_client().await;
     let mut arns = BTreeMap::new();
@@ -396,8 +401,9 @@ async fn world_with_group(create_group: bool) -> World {
          [poll]\nmetadata_every = \"1s\"\naccess_every = \"1s\"\n\
          [access]\nlog_group = \"{GROUP}\"\noverlap = \"30m\"\nbaseline = \"14d\"\n\
          max_requests_per_second = 50\nspike_factor = 5\nspike_min_reads = 20\ndenied_burst = 5\n\
-         [state]\npath = \"{{state}}\"\n",
-        moto.endpoint()
+         {}",
+        moto.endpoint(),
+        backend.state_section(&moto)
     );
     for (label, name, grace) in [
         ("JWT", "svc/jwt", "48h"),
@@ -885,6 +891,15 @@ async fn missing_log_group_is_a_counted_poll_error_until_it_appears() {
 
 /// The eventIDs in the store's `access_seen` table of the store in `dir` (no daemon running).
 fn stored_ids(dir: &std::path::Path) -> std::collections::HashSet<String> {
+    if let Some(t) = crate::support::dynamo_table_of(dir) {
+        use keywarden::access::store::AccessState;
+        return t
+            .restore(GROUP, 0)
+            .expect("read the access state")
+            .seen
+            .into_keys()
+            .collect();
+    }
     let store = keywarden::store::Store::open(&dir.join("state.db")).expect("open the store");
     store
         .with(
@@ -901,8 +916,12 @@ fn stored_ids(dir: &std::path::Path) -> std::collections::HashSet<String> {
 /// Crashes the daemon at the failpoint `point` of the access poller's first slice commit
 /// (batch A is in that slice), writes batch B, restarts, and returns what the restarted
 /// daemon exported: its settled scrape, its `GET /anomalies` body, and the daemon.
-async fn crash_in_the_first_commit(point: &str, commit_landed: bool) -> (Scrape, Value, Daemon) {
-    let mut w = world().await;
+async fn crash_in_the_first_commit(
+    point: &str,
+    commit_landed: bool,
+    backend: Backend,
+) -> (Scrape, Value, Daemon) {
+    let mut w = world_on(true, backend).await;
     let hist = history(&mut w);
     let a = batch_a(&mut w);
     put(&w.logs, "s1", &hist).await;
@@ -972,7 +991,16 @@ fn listed(body: &Value) -> BTreeMap<(String, String), u64> {
 /// once, and raises each anomaly exactly once (none lost, none doubled).
 #[tokio::test]
 async fn crash_before_the_access_commit_loses_and_doubles_nothing() {
-    let (s, body, d) = crash_in_the_first_commit("access:before-commit", false).await;
+    crash_before_the_access_commit(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn crash_before_the_access_commit_loses_and_doubles_nothing_on_dynamodb() {
+    crash_before_the_access_commit(Backend::Dynamo).await;
+}
+
+async fn crash_before_the_access_commit(backend: Backend) {
+    let (s, body, d) = crash_in_the_first_commit("access:before-commit", false, backend).await;
     let want = want_anomalies(&[
         ("JWT", "new_principal", 1),
         ("JWT", "denied_burst", 1),
@@ -1001,7 +1029,16 @@ async fn crash_before_the_access_commit_loses_and_doubles_nothing() {
 /// store has no outbox for them. This test proves the "never twice" half.
 #[tokio::test]
 async fn crash_after_the_access_commit_counts_nothing_twice() {
-    let (s, body, d) = crash_in_the_first_commit("access:committed", true).await;
+    crash_after_the_access_commit(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn crash_after_the_access_commit_counts_nothing_twice_on_dynamodb() {
+    crash_after_the_access_commit(Backend::Dynamo).await;
+}
+
+async fn crash_after_the_access_commit(backend: Backend) {
+    let (s, body, d) = crash_in_the_first_commit("access:committed", true, backend).await;
     let want = want_anomalies(&[("JWT", "previous_version_read", 1)]);
     assert_eq!(anomalies(&s), want, "log:\n{}", d.log());
     assert_eq!(listed(&body), want, "GET /anomalies: {body}");

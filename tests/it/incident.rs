@@ -15,7 +15,7 @@ use aws_sdk_secretsmanager as sm;
 use serde_json::{Value, json};
 
 use crate::reminders::Wire;
-use crate::support::{Daemon, Gate, Moto, http, keywarden_command};
+use crate::support::{Backend, Daemon, Gate, Moto, http, keywarden_command};
 
 const TOKEN: &str = "incident-admin-token-5b1e0c9a7d3f2e1b";
 const ACCOUNT: &str = "123456789012";
@@ -24,6 +24,11 @@ const GROUP: &str = "/aws/cloudtrail/incident-test";
 const CANARY: &str = "CANARY-2c9d-incident-never-publish";
 
 fn config(moto: &Moto, topic: Option<&str>, secrets: &str) -> String {
+    config_on(moto, topic, secrets, Backend::Sqlite)
+}
+
+/// Like [`config`], with the state store on `backend`.
+fn config_on(moto: &Moto, topic: Option<&str>, secrets: &str, backend: Backend) -> String {
     let incident = topic
         .map(|t| {
             format!(
@@ -38,8 +43,9 @@ fn config(moto: &Moto, topic: Option<&str>, secrets: &str) -> String {
          [poll]\nmetadata_every = \"1s\"\naccess_every = \"1s\"\n\
          [access]\nlog_group = \"{GROUP}\"\n\
          {incident}\
-         [state]\npath = \"{{state}}\"\n\n{secrets}",
-        moto.endpoint()
+         {}\n{secrets}",
+        moto.endpoint(),
+        backend.state_section(moto)
     )
 }
 
@@ -817,6 +823,15 @@ async fn compromise_rotates_audits_notifies_and_reports() {
 /// the audit step: after a restart each incident completes, with one rotation and one notice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incident_interrupted_by_a_crash_resumes() {
+    an_incident_interrupted_by_a_crash(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_interrupted_by_a_crash_resumes_on_dynamodb() {
+    an_incident_interrupted_by_a_crash(Backend::Dynamo).await;
+}
+
+async fn an_incident_interrupted_by_a_crash(backend: Backend) {
     let moto = Moto::start();
     let client = sm_client(&moto).await;
     create(&client, "app/k9", &format!("{CANARY}-k9")).await;
@@ -841,7 +856,7 @@ async fn an_incident_interrupted_by_a_crash_resumes() {
          hooks = [{{ on = \"finish\", command = [\"sh\", \"-c\", \"echo finish >> {m}/hooks; \
          if [ ! -e {m}/held ]; then : > {m}/held; {hold}; fi\"] }}]\n"
     );
-    let text = config(&moto, Some(&topic), &secrets);
+    let text = config_on(&moto, Some(&topic), &secrets, backend);
     let d = start(&text, &[]).await;
     let (old_vid, _) = current(&client, "app/k9").await;
     let (status, _, body) = http(

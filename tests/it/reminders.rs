@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use keywarden::store::Store;
 
-use crate::support::{Daemon, Moto, Scrape, http, now};
+use crate::support::{Backend, Daemon, Moto, Scrape, http, now};
 
 const DAY: i64 = 86_400;
 const ACCOUNT: &str = "123456789012";
@@ -239,13 +239,24 @@ fn config(moto: &Moto, topic: &str, secrets: &[(&str, &str)]) -> String {
 
 /// Like [`config`], with each secret's window given: (name, id, window).
 fn config_windows(moto: &Moto, topic: &str, secrets: &[(&str, &str, &str)]) -> String {
+    config_windows_on(moto, topic, secrets, Backend::Sqlite)
+}
+
+/// Like [`config_windows`], with the state store on `backend`.
+fn config_windows_on(
+    moto: &Moto,
+    topic: &str,
+    secrets: &[(&str, &str, &str)],
+    backend: Backend,
+) -> String {
     let mut c = format!(
         "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
          [server]\nlisten = \"{{listen}}\"\n\
          [poll]\nmetadata_every = \"1s\"\n\
-         [state]\npath = \"{{state}}\"\n\
+         {}\
          [reminders]\nlead = [\"14d\"]\nsns_topic_arn = \"{}\"\n",
         moto.endpoint(),
+        backend.state_section(moto),
         topic_arn(topic)
     );
     for (name, id, window) in secrets {
@@ -718,12 +729,26 @@ async fn missing_topic_is_retried_until_it_exists() {
 
 #[tokio::test]
 async fn exactly_one_message_across_kill_9_restarts() {
+    exactly_one_message_across_kill_9(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn exactly_one_message_across_kill_9_restarts_on_dynamodb() {
+    exactly_one_message_across_kill_9(Backend::Dynamo).await;
+}
+
+async fn exactly_one_message_across_kill_9(backend: Backend) {
     let moto = Moto::start();
     let client = moto.secrets_client().await;
     let wire = Wire::new(&moto);
     secret_created_at(&moto, &client, "svc/a", now() - 80 * DAY).await;
     secret_created_at(&moto, &client, "svc/b", now() - 95 * DAY).await;
-    let cfg = config(&moto, "restart-topic", &[("A", "svc/a"), ("B", "svc/b")]);
+    let cfg = config_windows_on(
+        &moto,
+        "restart-topic",
+        &[("A", "svc/a", WEEKLY), ("B", "svc/b", WEEKLY)],
+        backend,
+    );
 
     // Run 1: the topic is missing, so both reminders are recorded but stay pending.
     let d = Daemon::start(&cfg).await;
@@ -733,19 +758,10 @@ async fn exactly_one_message_across_kill_9_restarts() {
     })
     .await;
     let dir = d.kill9();
-    let pending: i64 = Store::open(&dir.path().join("state.db"))
-        .unwrap()
-        .with(
-            |c| {
-                c.query_row(
-                    "SELECT COUNT(*) FROM reminders WHERE state = 'pending'",
-                    [],
-                    |r| r.get(0),
-                )
-            },
-            "count",
-        )
-        .unwrap();
+    let pending = crate::support::ledger_rows(dir.path())
+        .iter()
+        .filter(|(_, state, _)| state == "pending")
+        .count();
     assert_eq!(pending, 2, "both intents were recorded before any publish");
 
     // Run 2: the topic exists now; the pending reminders are delivered after the restart.
@@ -790,18 +806,7 @@ async fn exactly_one_message_across_kill_9_restarts() {
         "the restarted daemon sent nothing again"
     );
     assert_eq!(sent(&s, "B", "overdue"), 0.0);
-    let store = Store::open(&d.dir.path().join("state.db")).unwrap();
-    let rows: Vec<(String, String, Option<String>)> = store
-        .with(
-            |c| {
-                let mut st =
-                    c.prepare("SELECT secret, state, message_id FROM reminders ORDER BY secret")?;
-                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                rows.collect()
-            },
-            "rows",
-        )
-        .unwrap();
+    let rows = crate::support::ledger_rows(d.dir.path());
     assert_eq!(rows.len(), 2, "{rows:?}");
     for (secret, state, id) in &rows {
         assert_eq!(state, "sent", "{secret}");

@@ -10,18 +10,24 @@ use aws_sdk_secretsmanager as sm;
 use serde_json::Value;
 
 use crate::support::{
-    Daemon, Gate, Moto, http, keywarden_command, now, store_files_contain, token_values,
+    Backend, Daemon, Gate, Moto, http, keywarden_command, now, store_files_contain, token_values,
 };
 
 const TOKEN: &str = "test-admin-token-0123456789abcdef0123";
 
 fn base_config(moto: &Moto, secrets: &str) -> String {
+    base_config_on(moto, secrets, Backend::Sqlite)
+}
+
+/// The base configuration with the state store on `backend`.
+fn base_config_on(moto: &Moto, secrets: &str, backend: Backend) -> String {
     format!(
         "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
          [server]\nlisten = \"{{listen}}\"\nadmin_token_env = \"KW_TEST_TOKEN\"\n\
          [poll]\nmetadata_every = \"1s\"\n\
-         [state]\npath = \"{{state}}\"\n\n{secrets}",
-        moto.endpoint()
+         {}\n{secrets}",
+        moto.endpoint(),
+        backend.state_section(moto)
     )
 }
 
@@ -418,6 +424,15 @@ async fn crash_once(
 
 #[tokio::test]
 async fn crash_at_every_step_boundary_resumes_without_a_second_version() {
+    crash_at_every_step_boundary(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn crash_at_every_step_boundary_resumes_without_a_second_version_on_dynamodb() {
+    crash_at_every_step_boundary(Backend::Dynamo).await;
+}
+
+async fn crash_at_every_step_boundary(backend: Backend) {
     let moto = Moto::start();
     let client = moto.secrets_client().await;
     let points = keywarden::rotation::failpoint::POINTS;
@@ -433,7 +448,7 @@ async fn crash_at_every_step_boundary_resumes_without_a_second_version() {
              [[secret]]\nname = \"PRIM{i}\"\nid = \"crash/prim-{i}\"\nrotation = {{ strategy = \"primary-secondary\", grace = \"0s\" }}\n\n"
         ));
     }
-    let config = base_config(&moto, &secrets);
+    let config = base_config_on(&moto, &secrets, backend);
     for (i, point) in points.iter().enumerate() {
         // dual-key writes the new value and, at finalize, the value without the old key.
         crash_once(
@@ -487,14 +502,24 @@ async fn crash_at_every_step_boundary_resumes_without_a_second_version() {
 
 #[tokio::test]
 async fn kill9_at_random_moments_never_loses_or_doubles_a_rotation() {
+    kill9_at_random_moments(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn kill9_at_random_moments_never_loses_or_doubles_a_rotation_on_dynamodb() {
+    kill9_at_random_moments(Backend::Dynamo).await;
+}
+
+async fn kill9_at_random_moments(backend: Backend) {
     let moto = Moto::start();
     let client = moto.secrets_client().await;
     create(&client, "app/k9", "v0").await;
     create(&client, "app/k9dual", r#"{"current":"k0"}"#).await;
-    let config = base_config(
+    let config = base_config_on(
         &moto,
         "[[secret]]\nname = \"K9\"\nid = \"app/k9\"\nrotation = { strategy = \"random\" }\n\n\
          [[secret]]\nname = \"K9DUAL\"\nid = \"app/k9dual\"\nrotation = { strategy = \"dual-key\", grace = \"0s\" }\n",
+        backend,
     );
     let mut d = start(&config).await;
     let port = d.port();

@@ -312,6 +312,24 @@ pub async fn http(
     (status, headers, body)
 }
 
+/// The status of a GET of `url`, `None` when the connection fails (a replica of `[ha]` that
+/// switches from follower to leader closes its listener and opens it again).
+pub async fn try_status(url: &str) -> Option<u16> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let req = hyper::Request::builder()
+        .method("GET")
+        .uri(url)
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    Some(resp.status().as_u16())
+}
+
 /// One sample of the exposition.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -446,6 +464,20 @@ pub fn keywarden_command() -> Command {
 }
 
 impl Daemon {
+    /// Sends signal `name` (`STOP`, `CONT`, ...) to the daemon.
+    pub fn send(&self, name: &str) {
+        if let Some(child) = self.child.as_ref() {
+            signal(child, name);
+        }
+    }
+
+    /// Whether the daemon has exited, with its status.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Writes `config` (with `{listen}`, `{state}` and `{dir}` substituted) and starts the
     /// daemon, waiting until `/healthz` answers.
     pub async fn start(config: &str) -> Daemon {
@@ -495,11 +527,10 @@ impl Daemon {
             {
                 panic!("keywarden exited early with {status}; log:\n{}", self.log());
             }
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                let (status, _, _) = http("GET", &self.url("/healthz"), &[], None).await;
-                if status == 200 {
-                    return;
-                }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok()
+                && try_status(&self.url("/healthz")).await == Some(200)
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -857,6 +888,21 @@ pub struct JournalRow {
 /// request order. Committed WAL frames are part of what a reader sees, so this is exactly what a
 /// restarted daemon will resume from.
 pub fn journal_rows(dir: &Path) -> Vec<JournalRow> {
+    if let Some(table) = dynamo_table_of(dir) {
+        use keywarden::rotation::journal::{JournalStore, State};
+        let rows = table
+            .rotations_in_states(&State::ALL)
+            .unwrap_or_else(|e| panic!("read the journal of {}: {e}", table.name()));
+        return rows
+            .into_iter()
+            .map(|r| JournalRow {
+                id: r.id,
+                secret: r.secret,
+                step: r.step.as_str().to_string(),
+                state: r.state.as_str().to_string(),
+            })
+            .collect();
+    }
     let path = dir.join("state.db");
     let conn = rusqlite::Connection::open_with_flags(
         &path,
@@ -975,4 +1021,123 @@ impl Gate {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The state store backend a test runs against (SPEC §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The SQLite file `{state}` in the daemon's dir.
+    Sqlite,
+    /// A fresh DynamoDB table on moto, created as `keywarden init-store` does.
+    Dynamo,
+}
+
+impl Backend {
+    /// The `[state]` section of a configuration for this backend. For DynamoDB, a new table
+    /// (unique name) is created on `moto` first.
+    pub fn state_section(self, moto: &Moto) -> String {
+        match self {
+            Backend::Sqlite => "[state]\npath = \"{state}\"\n".to_string(),
+            Backend::Dynamo => {
+                let name = format!("kw-{}", &uuid_like()[..12]);
+                let section = format!(
+                    "[state]\nbackend = \"dynamodb\"\ntable = \"{name}\"\npath = \"{{state}}\"\n"
+                );
+                init_store(moto, &section);
+                section
+            }
+        }
+    }
+}
+
+/// A client of DynamoDB table `name` on the emulator at `endpoint` (dummy credentials).
+pub fn dynamo_table(endpoint: &str, name: &str) -> keywarden::aws::dynamodb::DynamoTable {
+    let creds = sm::config::Credentials::new("test", "test", None, None, "tests");
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(sm::config::SharedCredentialsProvider::new(creds))
+        .build();
+    keywarden::aws::dynamodb::DynamoTable::with_sdk(
+        &sdk,
+        name,
+        std::sync::Arc::new(keywarden::aws::NoObserver),
+    )
+    .unwrap_or_else(|e| panic!("DynamoDB client: {e}"))
+}
+
+/// The DynamoDB table of the configuration the daemon in `dir` ran with, if its backend is
+/// `dynamodb`.
+pub fn dynamo_table_of(dir: &Path) -> Option<keywarden::aws::dynamodb::DynamoTable> {
+    let path = dir.join("keywarden.toml");
+    let text = std::fs::read_to_string(&path).ok()?;
+    let config = keywarden::config::parse(&text, &path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if config.state.backend != keywarden::config::StateBackend::DynamoDb {
+        return None;
+    }
+    let table = config.state.table.clone()?;
+    let endpoint = config.aws.endpoint_url.clone()?;
+    Some(dynamo_table(&endpoint, &table))
+}
+
+/// Runs `keywarden init-store` with `state_section` against `moto` and returns its output;
+/// fails unless it exits 0.
+pub fn init_store(moto: &Moto, state_section: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("keywarden.toml");
+    let text = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n{}",
+        moto.endpoint(),
+        state_section.replace(
+            "{state}",
+            &dir.path().join("state.db").display().to_string()
+        )
+    );
+    std::fs::write(&config, text).expect("write config");
+    let out = keywarden_command()
+        .arg("init-store")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run keywarden init-store");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "keywarden init-store failed: {text}");
+    text
+}
+
+/// Every reminder ledger row the daemon in `dir` left, whichever its backend:
+/// (secret, state, SNS message id), by secret.
+pub fn ledger_rows(dir: &Path) -> Vec<(String, String, Option<String>)> {
+    let mut rows: Vec<(String, String, Option<String>)> = match dynamo_table_of(dir) {
+        Some(t) => t
+            .query("reminder", None, None)
+            .unwrap_or_else(|e| panic!("read the ledger: {e}"))
+            .iter()
+            .map(|i| {
+                use keywarden::aws::dynamodb::s;
+                (
+                    s(i, "secret").unwrap_or_default().to_string(),
+                    s(i, "state").unwrap_or_default().to_string(),
+                    s(i, "message_id").map(str::to_string),
+                )
+            })
+            .collect(),
+        None => {
+            let store =
+                keywarden::store::Store::open(&dir.join("state.db")).expect("open the store");
+            keywarden::reminder::all_rows(&store)
+                .expect("read the ledger")
+                .into_iter()
+                .map(|r| (r.key.secret, r.state, r.message_id))
+                .collect()
+        }
+    };
+    rows.sort();
+    rows
 }
