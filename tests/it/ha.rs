@@ -330,6 +330,19 @@ async fn twenty_leader_kills_deliver_each_reminder_once_and_resolve_the_incident
     let client = moto.secrets_client().await;
     crate::support::create_aged_secret(&moto, &client, "svc/a", 80).await;
     crate::support::create_aged_secret(&moto, &client, "svc/b", 95).await;
+    // Reminders that come due while the leaders are being killed: with a 90d policy and a 14d
+    // lead, a reminder is due 76 days after the last rotation; these cross that point 10, 30,
+    // 50, 70 and 90 seconds into the run.
+    const DURING: [i64; 5] = [10, 30, 50, 70, 90];
+    for (k, t) in DURING.iter().enumerate() {
+        let id = format!("svc/d{k}");
+        crate::support::create_aged_secret(&moto, &client, &id, 0).await;
+        let created = crate::support::now() - 76 * 86_400 + t;
+        moto.set_dates(serde_json::json!({
+            "secret_id": id, "created": created, "current_version_created": created,
+        }))
+        .await;
+    }
     client
         .create_secret()
         .name("svc/c")
@@ -354,6 +367,11 @@ async fn twenty_leader_kills_deliver_each_reminder_once_and_resolve_the_incident
              [ha]\nenabled = true\nlease = \"{}s\"\nreplica = \"{replica}\"\n\n\
              [[secret]]\nname = \"A\"\nid = \"svc/a\"\nrotate_every = \"90d\"\n\n\
              [[secret]]\nname = \"B\"\nid = \"svc/b\"\nrotate_every = \"90d\"\n\n\
+             [[secret]]\nname = \"D0\"\nid = \"svc/d0\"\nrotate_every = \"90d\"\n\n\
+             [[secret]]\nname = \"D1\"\nid = \"svc/d1\"\nrotate_every = \"90d\"\n\n\
+             [[secret]]\nname = \"D2\"\nid = \"svc/d2\"\nrotate_every = \"90d\"\n\n\
+             [[secret]]\nname = \"D3\"\nid = \"svc/d3\"\nrotate_every = \"90d\"\n\n\
+             [[secret]]\nname = \"D4\"\nid = \"svc/d4\"\nrotate_every = \"90d\"\n\n\
              [[secret]]\nname = \"C\"\nid = \"svc/c\"\n\
              rotation = {{ strategy = \"random\", grace = \"0s\" }}\n\
              hooks = [{{ on = \"finish\", command = [\"sleep\", \"1\"] }}]\n",
@@ -480,7 +498,8 @@ async fn twenty_leader_kills_deliver_each_reminder_once_and_resolve_the_incident
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut got = wire.drain(&queue).await;
     let t0 = Instant::now();
-    while got.len() < 2 && t0.elapsed() < Duration::from_secs(20) {
+    let expected = 2 + DURING.len();
+    while got.len() < expected && t0.elapsed() < Duration::from_secs(90) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         got.extend(wire.drain(&queue).await);
     }
@@ -491,11 +510,17 @@ async fn twenty_leader_kills_deliver_each_reminder_once_and_resolve_the_incident
             .or_default() += 1;
     }
     println!("20 leader kills: failovers {failovers:.1?}; reminders delivered {per_secret:?}");
-    assert_eq!(
-        per_secret,
-        std::collections::BTreeMap::from([("A".to_string(), 1), ("B".to_string(), 1)]),
-        "each reminder exactly once: {got:#?}"
-    );
+    let mut want: std::collections::BTreeMap<String, usize> =
+        [("A".to_string(), 1), ("B".to_string(), 1)].into();
+    want.extend((0..DURING.len()).map(|k| (format!("D{k}"), 1)));
+    // A few more seconds: a duplicate would arrive now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for m in wire.drain(&queue).await {
+        *per_secret
+            .entry(m.attributes["secret"].clone())
+            .or_default() += 1;
+    }
+    assert_eq!(per_secret, want, "each reminder exactly once: {got:#?}");
     let rows = crate::support::ledger_rows(d.dir.path());
     assert!(
         rows.iter().all(|(_, state, _)| state == "sent"),
