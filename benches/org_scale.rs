@@ -114,7 +114,9 @@ impl SecretsMetadataApi for Pages {
 fn listed(account: &str, region: &str, n: usize) -> Vec<SecretMeta> {
     (0..n)
         .map(|i| SecretMeta {
-            arn: format!("arn:aws:secretsmanager:{region}:{account}:secret:fleet/service-{i:05}-AbCdEf"),
+            arn: format!(
+                "arn:aws:secretsmanager:{region}:{account}:secret:fleet/service-{i:05}-AbCdEf"
+            ),
             name: format!("fleet/service-{i:05}"),
             created: chrono::DateTime::from_timestamp(1_700_000_000 + i as i64, 0),
             last_rotated: None,
@@ -159,7 +161,9 @@ fn config(shape: Shape, inventory: bool) -> Config {
             }
         }
     } else {
-        text.push_str("[discovery]\nname_prefixes = [\"fleet/\"]\ndefault_rotate_every = \"90d\"\n");
+        text.push_str(
+            "[discovery]\nname_prefixes = [\"fleet/\"]\ndefault_rotate_every = \"90d\"\n",
+        );
     }
     config::parse(&text, Path::new("org-scale.toml")).expect("bench config is valid")
 }
@@ -183,7 +187,9 @@ fn poller(
     );
     let mut polled = vec![PollTarget::new(TargetId::HOME, Pages(Vec::new()))];
     for (account, region) in shape.places() {
-        let id = targets.intern(&account, region).expect("room for the targets");
+        let id = targets
+            .intern(&account, region)
+            .expect("room for the targets");
         polled.push(PollTarget::new(
             id,
             Pages(listed(&account, region, shape.per_target)),
@@ -230,7 +236,11 @@ fn bench_fleet(c: &mut Criterion, rt: &tokio::runtime::Runtime, shape: Shape, in
     let last = format!(
         "secret=\"{}\"",
         if inventory {
-            format!("SECRET_{:03}_{:05}", shape.accounts * shape.regions - 1, shape.per_target - 1)
+            format!(
+                "SECRET_{:03}_{:05}",
+                shape.accounts * shape.regions - 1,
+                shape.per_target - 1
+            )
         } else {
             format!("fleet/service-{:05}", shape.per_target - 1)
         }

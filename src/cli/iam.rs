@@ -424,7 +424,10 @@ pub fn config_policy(config: &Config, scope: &Scope) -> Value {
         statements.push(statement(
             "OrganizationAssumeRole",
             &["sts:AssumeRole"],
-            vec![format!("arn:{}:iam::*:role/{}", scope.partition, o.role_name)],
+            vec![format!(
+                "arn:{}:iam::*:role/{}",
+                scope.partition, o.role_name
+            )],
         ));
     } else if !config.accounts.is_empty() {
         statements.push(statement(
