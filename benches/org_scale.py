@@ -232,6 +232,8 @@ for c in range(1, cycles + 1):
     prev, prev_moto = m, moto_now
 
 # Scrapes, timed by curl.
+hwm_before_scrapes = status("VmHWM")
+print(f"VmHWM before the timed scrapes: {hwm_before_scrapes / 1024:.1f} MiB", flush=True)
 om = "Accept: application/openmetrics-text; version=1.0.0"
 kinds = [("openmetrics+gzip", ["-H", om, "-H", "Accept-Encoding: gzip"]),
          ("openmetrics plain", ["-H", om]), ("text 0.0.4 plain", [])]
@@ -260,6 +262,7 @@ print(f"RESULT secrets={total} targets={accounts * nregions}+home"
       f" cycle_seconds={[round(r['seconds'], 2) for r in steady]}"
       f" rss_mib_after_cycles={[round(r['rss'] / 1024, 1) for r in rows]}"
       f" max_rss_sample_mib={peak_sample / 1024:.1f} vmhwm_mib={hwm / 1024:.1f}"
+      f" (before the timed scrapes {hwm_before_scrapes / 1024:.1f})"
       f" (at the end: anonymous {anon / 1024:.1f} MiB, file {file_ / 1024:.1f} MiB)"
       f" ready_s={ready_s:.0f} rss_samples={len(rss_samples)}", flush=True)
 for r in steady:
