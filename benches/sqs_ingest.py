@@ -6,6 +6,7 @@ resident memory as the events go through. Exits 1 when keywarden does not count 
 exactly once or does not drain the queue.
 
 Usage: python sqs_ingest.py ENDPOINT N BINARY WORKDIR
+Environment: SQS_INGEST_OVERLAP sets `[access] overlap` (how long eventIDs are remembered).
 """
 
 import json
@@ -113,6 +114,9 @@ with open(config, "w") as f:
             f'[server]\nlisten = "127.0.0.1:{port}"\n'
             f'[poll]\nmetadata_every = "60s"\naccess_every = "5s"\n'
             f'[access]\nsource = "sqs"\nqueue_url = "{urls["bench-keywarden"]}"\n'
+            + (f'overlap = "{os.environ["SQS_INGEST_OVERLAP"]}"\n'
+               if os.environ.get("SQS_INGEST_OVERLAP") else "")
+            +
             f'[state]\npath = "{work}/state.db"\n')
     for i in range(SECRETS):
         f.write(f'[[secret]]\nname = "S{i:02}"\nid = "bench/secret-{i:02}"\n')
