@@ -11,7 +11,8 @@
 //! Two fleets: every secret *discovered* (`[discovery] name_prefixes`, keyed
 //! `account:region:name`), and every secret in the *inventory* (`[[secret]]` with `account` and
 //! `region`). Sizes: `KEYWARDEN_BENCH_ACCOUNTS` (default 50), `KEYWARDEN_BENCH_REGIONS` (2),
-//! `KEYWARDEN_BENCH_PER_TARGET` (1,000); `KEYWARDEN_BENCH_FLEETS=discovered|inventory|both`.
+//! `KEYWARDEN_BENCH_PER_TARGET` (1,000; without it, `KEYWARDEN_BENCH_SECRETS` spread over the
+//! targets, as `scripts/test` sets it); `KEYWARDEN_BENCH_FLEETS=discovered|inventory|both`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -64,10 +65,18 @@ impl Shape {
             "KEYWARDEN_BENCH_REGIONS: 1 to {}",
             REGIONS.len()
         );
+        let accounts = env_usize("KEYWARDEN_BENCH_ACCOUNTS", 50);
+        // `scripts/test` sets KEYWARDEN_BENCH_SECRETS (1,000) for every benchmark: spread them.
+        let per_target = match std::env::var("KEYWARDEN_BENCH_SECRETS") {
+            Ok(_) if std::env::var("KEYWARDEN_BENCH_PER_TARGET").is_err() => {
+                (env_usize("KEYWARDEN_BENCH_SECRETS", 0) / (accounts * regions).max(1)).max(1)
+            }
+            _ => env_usize("KEYWARDEN_BENCH_PER_TARGET", 1_000),
+        };
         Shape {
-            accounts: env_usize("KEYWARDEN_BENCH_ACCOUNTS", 50),
+            accounts,
             regions,
-            per_target: env_usize("KEYWARDEN_BENCH_PER_TARGET", 1_000),
+            per_target,
         }
     }
 
