@@ -1,11 +1,12 @@
-"""Driver of benches/sqs_ingest.sh: fills two identical SQS queues in moto with N EventBridge
-events (each `detail` a CloudTrail record of a watched secret, unique eventIDs), drains the
-first with a plain boto3 receive+delete loop, then the second with a release keywarden
+"""Driver of benches/sqs_ingest.sh: fills two identical SQS queues in moto (through the
+launcher's /_keywarden/sqs-messages route) with N EventBridge events (each `detail` a
+CloudTrail record of a watched secret, unique eventIDs), drains the first with a plain boto3 receive+delete loop, then the second with a release keywarden
 ([access] source = "sqs"), and prints both throughputs, keywarden's CPU time per event and its
 resident memory as the events go through. Exits 1 when keywarden does not count every event
 exactly once or does not drain the queue.
 
 Usage: python sqs_ingest.py ENDPOINT N BINARY WORKDIR
+Environment: SQS_INGEST_OVERLAP sets `[access] overlap` (how long eventIDs are remembered).
 """
 
 import json
@@ -15,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 
@@ -61,13 +61,18 @@ def body(i):
     })
 
 
-def fill(url):
-    def batch(start):
-        entries = [{"Id": str(k), "MessageBody": body(start + k)}
-                   for k in range(min(10, n - start))]
-        sqs.send_message_batch(QueueUrl=url, Entries=entries)
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(batch, range(0, n, 10)))
+def fill(name):
+    # Straight into moto's queue through the launcher (/_keywarden/sqs-messages), 2,000 bodies a
+    # request: SendMessageBatch over HTTP costs milliseconds a message here.
+    for start in range(0, n, 2000):
+        bodies = [body(i) for i in range(start, min(n, start + 2000))]
+        req = urllib.request.Request(
+            f"{endpoint}/_keywarden/sqs-messages", method="POST",
+            data=json.dumps({"account_id": ACCOUNT, "region": "us-east-1", "queue_name": name,
+                             "bodies": bodies}).encode())
+        with urllib.request.urlopen(req, timeout=600) as r:
+            sent = json.loads(r.read())["sent"]
+        assert sent == len(bodies), f"{name}: sent {sent} of {len(bodies)}"
 
 
 def depth(url):
@@ -80,8 +85,10 @@ urls = {}
 for name in ("bench-boto3", "bench-keywarden"):
     urls[name] = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "120"})["QueueUrl"]
 t = time.monotonic()
-for url in urls.values():
-    fill(url)
+for name in urls:
+    fill(name)
+for name, url in urls.items():
+    assert depth(url) == n, f"{name} holds {depth(url)} messages, not {n}"
 print(f"filled 2 queues with {n} events each in {time.monotonic() - t:.1f} s", flush=True)
 
 # 1. The reference: a plain boto3 receive + delete loop.
@@ -107,6 +114,9 @@ with open(config, "w") as f:
             f'[server]\nlisten = "127.0.0.1:{port}"\n'
             f'[poll]\nmetadata_every = "60s"\naccess_every = "5s"\n'
             f'[access]\nsource = "sqs"\nqueue_url = "{urls["bench-keywarden"]}"\n'
+            + (f'overlap = "{os.environ["SQS_INGEST_OVERLAP"]}"\n'
+               if os.environ.get("SQS_INGEST_OVERLAP") else "")
+            +
             f'[state]\npath = "{work}/state.db"\n')
     for i in range(SECRETS):
         f.write(f'[[secret]]\nname = "S{i:02}"\nid = "bench/secret-{i:02}"\n')
@@ -170,8 +180,9 @@ proc.wait(timeout=30)
 print(f"keywarden: {n} events in {kw_s:.2f} s (from process start to all counted and deleted)"
       f" = {n / kw_s:.0f} events/s; {kw_s and (n / kw_s) / (n / boto_s):.2f}x the boto3 loop", flush=True)
 print(f"keywarden CPU: {cpu:.2f} s user+system = {cpu / n * 1e6:.1f} us per event", flush=True)
-quarters = []
-for q in (0.25, 0.5, 0.75, 1.0):
+marks = []
+for q in (0.1, 0.25, 0.5, 0.75, 1.0):
     s = next((x for x in samples if x[0] >= q * n), samples[-1])
-    quarters.append(f"{int(q * 100)}%: {s[1] / 1024:.1f} MiB")
-print("keywarden RSS as events went through: " + ", ".join(quarters) + f"; peak {peak / 1024:.1f} MiB", flush=True)
+    marks.append(f"{int(q * n)} events: {s[1] / 1024:.1f} MiB")
+print("keywarden RSS as events went through: " + ", ".join(marks) + f"; peak {peak / 1024:.1f} MiB"
+      f" ({len(samples)} samples, every 0.25 s)", flush=True)

@@ -2,6 +2,8 @@
 # SQS ingestion (issue #17, point 6): N EventBridge events (default 100,000) through a release
 # keywarden with [access] source = "sqs", next to a plain boto3 receive+delete loop on the same
 # moto, in the same command (benches/sqs_ingest.py does the work and prints the figures).
+# The queues are filled through the launcher (/_keywarden/sqs-messages) and moto's SQS runs with
+# patch 9 (receive, delete and send cost the same whatever the queue's depth).
 # Usage: benches/sqs_ingest.sh [N]
 # The binary is ${CARGO_TARGET_DIR:-target}/release/keywarden (built here if out of date).
 set -euo pipefail

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use aws_config::identity::IdentityCache;
 use aws_config::{Region, SdkConfig};
 use aws_credential_types::provider::{
     ProvideCredentials, SharedCredentialsProvider, future::ProvideCredentials as CredentialsFuture,
@@ -157,8 +158,14 @@ fn is_throttling(e: &aws_credential_types::provider::error::CredentialsError) ->
 }
 
 /// The SDK configuration that reads `region` of another account through `role_arn`: the shared
-/// configuration (endpoint, timeouts, retries, identity cache) with the assumed role's
-/// credentials. `external_id` is the value the role's trust policy asks for, if any.
+/// configuration (endpoint, timeouts, retries) with the assumed role's credentials, behind an
+/// identity cache of its own. `external_id` is the value the role's trust policy asks for, if
+/// any.
+///
+/// The cache is the target's own: the shared one keeps at most 64 credential providers
+/// (`aws-smithy-runtime`'s `DEFAULT_MAX_PARTITIONS`) and evicts an arbitrary one beyond, so with
+/// more than 64 accounts and regions on one cache the assumed-role credentials were dropped and
+/// AssumeRole called again several times per cycle (about 375 per cycle for 100 targets).
 pub async fn assumed_config(
     home: &SdkConfig,
     role_arn: &str,
@@ -176,6 +183,7 @@ pub async fn assumed_config(
     let provider = builder.build().await;
     home.to_builder()
         .region(Region::new(region.to_string()))
+        .identity_cache(IdentityCache::lazy().build())
         .credentials_provider(SharedCredentialsProvider::new(CountingProvider {
             inner: provider,
             observer,

@@ -33,6 +33,17 @@ The same port also serves a control API under ``/_keywarden/`` (JSON in and out)
                                     ``{"account_id", "role_name", "trust_policy": {...},
                                     "policy": {...}}``; AssumeRole honours its trust policy and
                                     ``sts:ExternalId`` condition (patch 8).
+``POST   /_keywarden/seed-secrets``  create many secrets in one account and region straight in
+                                    moto's backend (benchmarks: 100,000 over HTTP take hours):
+                                    ``{"account_id", "region", "count", "prefix": "fleet/service-",
+                                    "start": 0, "value": true}``; names are ``<prefix><i:05>`` for
+                                    ``start <= i < start + count``, each with one AWSCURRENT version
+                                    (none with ``"value": false``). Answers ``{"created": n}``;
+                                    existing names are left alone (not counted).
+``POST   /_keywarden/sqs-messages``  put message bodies straight into a queue (benchmarks):
+                                    ``{"account_id", "region", "queue_name", "bodies": [str]}``,
+                                    each as SendMessage would. Answers ``{"sent": n}``, 404 for an
+                                    unknown queue. Neither route is counted in ``requests``.
 
 ``--initial-no-auth-action-count N`` turns on moto's IAM enforcement after the first N AWS
 requests (use them to create a user with full rights and its keys); see ``apply_iam_patches`` for
@@ -807,6 +818,96 @@ def apply_moto_patches() -> None:
 
     TokenResponse.assume_role = assume_role
 
+    # --- Patch 9: SQS receive and delete in constant time per message (hooks: Queue.messages,
+    # Queue.delete_message) ------------------------------------------------------------------
+    # moto 5.2.5 builds the list of every visible message of the queue on each ReceiveMessage
+    # (two clock reads per message) and rebuilds the whole message list on each DeleteMessage
+    # (twice over), so a queue of N messages costs O(N) per call and draining it O(N^2): a
+    # 100,000-message queue takes hours to drain. AWS's cost per call does not depend on the
+    # queue's depth. Receive now walks the messages lazily and stops at the batch size; delete
+    # removes the one message holding the receipt handle. Same results, same errors.
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid
+    from moto.sqs.models import Queue
+
+    class _VisibleMessages:
+        """The visible, non-delayed messages of a queue, walked on demand (a snapshot of the
+        list's order is taken when the walk starts)."""
+
+        __slots__ = ("queue",)
+
+        def __init__(self, queue: Any) -> None:
+            self.queue = queue
+
+        def __iter__(self) -> Any:
+            for message in list(self.queue._messages):
+                if message.visible and not message.delayed:
+                    yield message
+
+        def __bool__(self) -> bool:
+            return any(True for _ in self)
+
+        def __len__(self) -> int:
+            return sum(1 for _ in self)
+
+    Queue.messages = property(lambda self: _VisibleMessages(self))  # type: ignore[assignment]
+    sqs_delete_lock = threading.Lock()
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        with sqs_delete_lock:
+            if receipt_handle in self.deleted_messages:
+                return  # already deleted: AWS accepts it again
+            for index, message in enumerate(self._messages):
+                if message.had_receipt_handle(receipt_handle):
+                    break
+            else:
+                raise ReceiptHandleIsInvalid()
+            del self._messages[index]
+            self.pending_messages.discard(message)
+            self.deleted_messages.update(message.all_receipt_handles)
+
+    Queue.delete_message = delete_message  # type: ignore[assignment]
+
+    # moto also computes every queue attribute, ApproximateNumberOfMessages* included (a walk
+    # of the whole queue reading the clock twice per message), for each SendMessage (to read
+    # ContentBasedDeduplication) and twice for each message received (to read
+    # MessageRetentionPeriod). Those two paths now skip the counts, which they never read;
+    # GetQueueAttributes still counts.
+    from moto.sqs.models import SQSBackend
+
+    counts_skipped = threading.local()
+    for count_name in ("approximate_number_of_messages",
+                       "approximate_number_of_messages_not_visible",
+                       "approximate_number_of_messages_delayed"):
+        counted = getattr(Queue, count_name)
+
+        def count(self: Any, counted: Any = counted) -> int:
+            if getattr(counts_skipped, "on", False):
+                return 0
+            return counted.fget(self)
+
+        setattr(Queue, count_name, property(count))
+    original_send_message = SQSBackend.send_message
+
+    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counts_skipped.on = True
+        try:
+            return original_send_message(self, *args, **kwargs)
+        finally:
+            counts_skipped.on = False
+
+    SQSBackend.send_message = send_message  # type: ignore[assignment]
+
+    def is_message_valid_based_on_retention_period(
+        self: Any, queue_name: str, message: Any
+    ) -> bool:
+        queue = self.get_queue(queue_name)
+        retain_until = int(queue.message_retention_period) + message.sent_timestamp / 1000
+        return retain_until > time.time()
+
+    SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[assignment]
+        is_message_valid_based_on_retention_period
+    )
+
 
 def _iam_role(role_arn: str) -> Any:
     """The moto IAM role an ARN names, or None."""
@@ -887,6 +988,62 @@ def create_role(body: Any) -> dict[str, Any]:
     if isinstance(policy, dict):
         backend.put_role_policy(name, "keywarden", json.dumps(policy))
     return {"arn": role.arn}
+
+
+def seed_secrets(body: Any) -> dict[str, Any]:
+    """``/_keywarden/seed-secrets``: many secrets in one account and region, straight in moto."""
+    from moto.secretsmanager.models import secretsmanager_backends
+
+    if not isinstance(body, dict):
+        raise ControlError(400, "expected a JSON object")
+    account, region = body.get("account_id"), body.get("region")
+    count, start = body.get("count"), body.get("start", 0)
+    prefix, value = body.get("prefix", "fleet/service-"), body.get("value", True)
+    if not (isinstance(account, str) and re.fullmatch(r"\d{12}", account)):
+        raise ControlError(400, "account_id: expected a 12-digit account id")
+    if not (isinstance(region, str) and re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region)):
+        raise ControlError(400, "region: expected a region name such as eu-west-1")
+    if not (isinstance(count, int) and 0 <= count <= 1_000_000):
+        raise ControlError(400, "count: expected an integer from 0 to 1000000")
+    if not (isinstance(start, int) and start >= 0):
+        raise ControlError(400, "start: expected a non-negative integer")
+    if not (isinstance(prefix, str) and prefix and isinstance(value, bool)):
+        raise ControlError(400, "prefix: expected a non-empty string; value: a boolean")
+    backend = secretsmanager_backends[account][region]
+    created = 0
+    for i in range(start, start + count):
+        name = f"{prefix}{i:05}"
+        if name in backend.secrets.keys():
+            continue
+        backend.create_secret(
+            name=name, secret_string="x" if value else None, secret_binary=None,
+            description=None, tags=None, kms_key_id=None, client_request_token=None,
+            replica_regions=[], force_overwrite=False,
+        )
+        created += 1
+    return {"created": created}
+
+
+def put_sqs_messages(body: Any) -> dict[str, Any]:
+    """``/_keywarden/sqs-messages``: message bodies straight into a queue, as SendMessage."""
+    from moto.sqs.exceptions import QueueDoesNotExist
+    from moto.sqs.models import sqs_backends
+
+    if not isinstance(body, dict):
+        raise ControlError(400, "expected a JSON object")
+    account, region = body.get("account_id", "123456789012"), body.get("region", "us-east-1")
+    queue, bodies = body.get("queue_name"), body.get("bodies")
+    if not isinstance(queue, str) or not queue:
+        raise ControlError(400, "queue_name: expected a queue name")
+    if not (isinstance(bodies, list) and all(isinstance(b, str) and b for b in bodies)):
+        raise ControlError(400, "bodies: expected a list of non-empty strings")
+    backend = sqs_backends[account][region]
+    try:
+        for text in bodies:
+            backend.send_message(queue, text)
+    except QueueDoesNotExist:
+        raise ControlError(404, f"no queue {queue} in {account} {region}") from None
+    return {"sent": len(bodies)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1400,6 +1557,17 @@ class KeywardenApp:
                 with self.control_lock:
                     answer = create_role(body)
                 return _json(start_response, 200, answer)
+            if route == "seed-secrets" and method == "POST":
+                body = _read_json(environ)
+                with self.control_lock:
+                    answer = seed_secrets(body)
+                FAULTS.record_secrets()
+                return _json(start_response, 200, answer)
+            if route == "sqs-messages" and method == "POST":
+                body = _read_json(environ)
+                with self.control_lock:
+                    answer = put_sqs_messages(body)
+                return _json(start_response, 200, answer)
             if route == "elasticache-backing" and method == "POST":
                 body = _read_json(environ)
                 with self.control_lock:
@@ -1407,7 +1575,7 @@ class KeywardenApp:
                 return _json(start_response, 200, answer)
             if route in (
                 "health", "requests", "reset", "secret-dates", "faults", "elasticache-backing",
-                "roles",
+                "roles", "seed-secrets", "sqs-messages",
             ):
                 raise ControlError(405, f"method {method} not allowed on /_keywarden/{route}")
             raise ControlError(404, f"no control route /_keywarden/{route}")
