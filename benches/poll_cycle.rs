@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keywarden::aws::{AwsError, SecretMeta, SecretPage, SecretsMetadataApi, VersionMeta};
 use keywarden::domain::view::SharedView;
 use keywarden::inventory::poller::MetadataPoller;
 use keywarden::telemetry::Metrics;
@@ -15,33 +14,9 @@ use keywarden::telemetry::Metrics;
 #[path = "common.rs"]
 mod common;
 
-/// Prebuilt ListSecrets pages of 100.
-struct Pages(Vec<SecretMeta>);
-
-impl SecretsMetadataApi for Pages {
-    async fn list_secrets_page(&self, next_token: Option<String>) -> Result<SecretPage, AwsError> {
-        let start: usize = next_token.and_then(|t| t.parse().ok()).unwrap_or(0);
-        let end = (start + 100).min(self.0.len());
-        Ok(SecretPage {
-            secrets: self.0[start..end].to_vec(),
-            next_token: (end < self.0.len()).then(|| end.to_string()),
-        })
-    }
-
-    async fn list_secret_versions(&self, secret_id: &str) -> Result<Vec<VersionMeta>, AwsError> {
-        let meta = self.0.iter().find(|m| m.arn == secret_id);
-        Ok(meta
-            .and_then(|m| m.versions.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(id, stages)| VersionMeta {
-                id,
-                stages,
-                created: common::now().checked_sub_signed(chrono::Duration::days(10)),
-            })
-            .collect())
-    }
-}
+#[path = "pages.rs"]
+mod pages;
+use pages::Pages;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -320,6 +320,31 @@ async fn try_leads(d: &Daemon, replica: &str) -> bool {
     }
 }
 
+/// The index of the replica that leads, polled until one does; fails with `what` 30 s after
+/// `since`.
+async fn leader_among(
+    replicas: &[Option<Daemon>],
+    names: &[&str],
+    since: Instant,
+    what: &str,
+) -> usize {
+    loop {
+        let mut found = None;
+        for (i, r) in replicas.iter().enumerate() {
+            if let Some(d) = r
+                && try_leads(d, names[i]).await
+            {
+                found = Some(i);
+            }
+        }
+        if let Some(i) = found {
+            return i;
+        }
+        assert!(since.elapsed() < Duration::from_secs(30), "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Issue #18 point 4: 20 kill -9 of whichever replica leads, at random moments, among three
 /// replicas, while reminders are due (FIFO topic) and an incident is open: every reminder is
 /// delivered exactly once and the incident resolves.
@@ -387,24 +412,7 @@ async fn twenty_leader_kills_deliver_each_reminder_once_and_resolve_the_incident
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d ^ (crate::support::now() as u64);
     let mut incident: Option<String> = None;
     let mut failovers = Vec::new();
-    let mut leader = {
-        let t0 = Instant::now();
-        loop {
-            let mut found = None;
-            for (i, r) in replicas.iter().enumerate() {
-                if let Some(d) = r
-                    && try_leads(d, names[i]).await
-                {
-                    found = Some(i);
-                }
-            }
-            if let Some(i) = found {
-                break i;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(30), "no first leader");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
+    let mut leader = leader_among(&replicas, &names, Instant::now(), "no first leader").await;
     for round in 0..20 {
         if incident.is_none() {
             let d = replicas[leader].as_ref().unwrap();
@@ -434,24 +442,13 @@ async fn twenty_leader_kills_deliver_each_reminder_once_and_resolve_the_incident
         let dir = d.kill9();
         let killed = Instant::now();
         // Another replica takes over (the killed one is restarted only after that).
-        let next = loop {
-            let mut found = None;
-            for (i, r) in replicas.iter().enumerate() {
-                if let Some(d) = r
-                    && try_leads(d, names[i]).await
-                {
-                    found = Some(i);
-                }
-            }
-            if let Some(i) = found {
-                break i;
-            }
-            assert!(
-                killed.elapsed() < Duration::from_secs(30),
-                "round {round}: no replica took over"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let next = leader_among(
+            &replicas,
+            &names,
+            killed,
+            &format!("round {round}: no replica took over"),
+        )
+        .await;
         failovers.push(killed.elapsed());
         replicas[leader] = Some(
             Daemon::start_in_env(
