@@ -603,6 +603,31 @@ impl DynamoTable {
         self.write_unfenced(w)
     }
 
+    /// Sends one conditional write and counts it: `Ok(false)` when its condition did not hold.
+    fn conditional<O, E, R>(
+        &self,
+        op: &'static str,
+        send: impl Future<Output = Result<O, aws_sdk_dynamodb::error::SdkError<E, R>>> + Send + 'static,
+    ) -> Result<bool, AwsError>
+    where
+        O: Send + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + 'static,
+    {
+        let result = self
+            .bridge
+            .run(async move {
+                match send.await {
+                    Ok(_) => Ok(true),
+                    Err(e) if has_code(&e, "ConditionalCheckFailedException") => Ok(false),
+                    Err(e) => Err(classify(op, &e)),
+                }
+            })
+            .and_then(|r| r);
+        self.count(op, true, &result);
+        result
+    }
+
     /// One write without the lease check (the lease's own writes).
     pub fn write_unfenced(&self, w: Write) -> Result<bool, AwsError> {
         let table = self.table.to_string();
@@ -618,18 +643,7 @@ impl DynamoTable {
                     .set_condition_expression(cond.map(|c| c.text))
                     .set_expression_attribute_names(names)
                     .set_expression_attribute_values(values);
-                let result = self
-                    .bridge
-                    .run(async move {
-                        match req.send().await {
-                            Ok(_) => Ok(true),
-                            Err(e) if has_code(&e, "ConditionalCheckFailedException") => Ok(false),
-                            Err(e) => Err(classify(OP, &e)),
-                        }
-                    })
-                    .and_then(|r| r);
-                self.count(OP, true, &result);
-                result
+                self.conditional(OP, req.send())
             }
             Write::Update {
                 pk,
@@ -648,18 +662,7 @@ impl DynamoTable {
                     .set_condition_expression(cond.map(|c| c.text))
                     .set_expression_attribute_names(names)
                     .set_expression_attribute_values(values);
-                let result = self
-                    .bridge
-                    .run(async move {
-                        match req.send().await {
-                            Ok(_) => Ok(true),
-                            Err(e) if has_code(&e, "ConditionalCheckFailedException") => Ok(false),
-                            Err(e) => Err(classify(OP, &e)),
-                        }
-                    })
-                    .and_then(|r| r);
-                self.count(OP, true, &result);
-                result
+                self.conditional(OP, req.send())
             }
             Write::Delete { pk, sk, cond } => {
                 const OP: &str = "DeleteItem";
@@ -672,18 +675,7 @@ impl DynamoTable {
                     .set_condition_expression(cond.map(|c| c.text))
                     .set_expression_attribute_names(names)
                     .set_expression_attribute_values(values);
-                let result = self
-                    .bridge
-                    .run(async move {
-                        match req.send().await {
-                            Ok(_) => Ok(true),
-                            Err(e) if has_code(&e, "ConditionalCheckFailedException") => Ok(false),
-                            Err(e) => Err(classify(OP, &e)),
-                        }
-                    })
-                    .and_then(|r| r);
-                self.count(OP, true, &result);
-                result
+                self.conditional(OP, req.send())
             }
             Write::Check { .. } => Err(AwsError {
                 service: SERVICE,
