@@ -41,6 +41,7 @@ fn fleet(n: usize) -> Vec<SecretStatus> {
                 pending: false,
                 last_accessed: None,
                 current_version: None,
+                current_created: None,
                 observed_at: NOW,
             }
         })

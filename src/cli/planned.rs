@@ -77,6 +77,7 @@ mod tests {
             pending: false,
             last_accessed: None,
             current_version: None,
+            current_created: None,
             observed_at: 0,
         }
     }

@@ -78,6 +78,10 @@ pub struct SecretStatus {
     pub last_accessed: Option<i64>,
     /// Version id labelled AWSCURRENT.
     pub current_version: Option<String>,
+    /// Creation time of that version (ListSecretVersionIds), kept so that the next cycle looks
+    /// it up again only when the AWSCURRENT version changes.
+    #[serde(skip)]
+    pub current_created: Option<i64>,
     /// When this status was computed.
     pub observed_at: i64,
 }

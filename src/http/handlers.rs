@@ -116,13 +116,14 @@ fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     } else {
         telemetry::TEXT_CONTENT_TYPE
     };
-    // Two chunks: the cached per-secret part is sent without copying it; with gzip they are two
-    // members of one gzip stream.
-    let frames = [e.fleet, e.process].map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    // The cached per-secret part is sent without copying it (with gzip the two parts are two
+    // members of one gzip stream); plain text is decompressed chunk by chunk as the body goes.
+    let gzip = e.gzip;
+    let frames = e.into_chunks().map(|b| Ok::<_, Infallible>(Frame::data(b)));
     let mut r = Response::new(StreamBody::new(stream::iter(frames)).boxed());
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if e.gzip {
+    if gzip {
         r.headers_mut()
             .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }

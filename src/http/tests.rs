@@ -401,6 +401,7 @@ async fn anonymous_reads_get_a_summary_and_the_token_gets_details() {
                 pending: false,
                 last_accessed: None,
                 current_version: None,
+                current_created: None,
                 observed_at: 0,
             },
         );

@@ -244,6 +244,7 @@ pub fn evaluate(
         pending: false,
         last_accessed: None,
         current_version: None,
+        current_created: None,
         observed_at: now.timestamp(),
     };
     let Some(m) = meta else {
@@ -276,6 +277,7 @@ pub fn evaluate(
         .is_some_and(|v| schedule::is_pending(v.iter().map(|(id, s)| (id.as_str(), s.as_slice()))));
     status.last_accessed = secs(m.last_accessed);
     status.current_version = current_version_id(m).map(str::to_string);
+    status.current_created = secs(current_version_created);
     status
 }
 

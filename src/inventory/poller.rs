@@ -2,6 +2,12 @@
 //! ListSecretVersionIds only for a secret whose AWSCURRENT version id changed since the last
 //! cycle, then the view and the per-secret metrics are brought up to date.
 //!
+//! Memory: each account and region is evaluated as soon as its listing arrives, and its
+//! statuses replace its secrets' entries in the view in place; the listing is dropped then. A
+//! cycle never holds the whole listing, nor a second copy of the view (at 100,000 secrets the
+//! two were about 100 MiB above the resting size, docs/performance.md). The creation time of
+//! each AWSCURRENT version is kept in the secret's status, not in a map of its own.
+//!
 //! A failed cycle changes nothing in the view: the last values stay exported, the error is
 //! counted by kind, and readiness turns false after three intervals without success.
 
@@ -28,20 +34,24 @@ pub const SOURCE: &str = "metadata";
 /// ListSecretVersionIds calls in flight at once (first cycle, or many rotations at once).
 const VERSION_LOOKUPS_IN_FLIGHT: usize = 8;
 
-/// Creation time of the AWSCURRENT version, remembered per secret ARN.
-#[derive(Debug, Clone)]
-struct CurrentVersion {
-    /// The version id it was fetched for.
-    id: String,
-    /// Its CreatedDate.
-    created: Option<DateTime<Utc>>,
+/// The statuses of every watched secret of one account and region in one cycle: they replace
+/// all of that target's entries in the view.
+struct TargetStatuses {
+    target: TargetId,
+    statuses: Vec<SecretStatus>,
 }
 
-/// The result of one ListSecretVersionIds lookup: ARN, AWSCURRENT version id, its creation time.
-type VersionLookup = (String, String, Result<Option<DateTime<Utc>>, AwsError>);
-
-/// One target's listing: its secrets and how many pages they took.
-type Listing = Result<(Vec<SecretMeta>, usize), AwsError>;
+/// What one target's part of a cycle produced.
+struct TargetRead {
+    pages: usize,
+    listed: usize,
+    version_lookups: usize,
+    group: TargetStatuses,
+    /// The first ListSecretVersionIds error (those secrets kept their previous status).
+    first_error: Option<AwsError>,
+    /// The account of the first listed ARN (home target only: single-account mode learns it).
+    account_seen: Option<String>,
+}
 
 /// What one cycle did, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,8 +112,6 @@ pub struct MetadataPoller<A> {
     view: SharedView,
     /// Where they are exported.
     metrics: Arc<Metrics>,
-    /// AWSCURRENT creation times by ARN.
-    versions: HashMap<String, CurrentVersion>,
     /// How many secrets the last listing had (to size the next one at once).
     last_listed: usize,
 }
@@ -132,7 +140,6 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
             config,
             view,
             metrics,
-            versions: HashMap::new(),
             last_listed: 0,
         }
     }
@@ -187,11 +194,15 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
     }
 
     /// Runs one cycle and publishes its statuses to the view and the metrics. When ListSecrets
-    /// fails nothing is published; when only some version lookups fail, those secrets keep
-    /// their previous status, the rest is published, and the first error is returned.
+    /// fails everywhere nothing is published; when only some version lookups fail, those
+    /// secrets keep their previous status, the rest is published, and the first error is
+    /// returned.
     pub async fn poll_once(&mut self, now: DateTime<Utc>) -> Result<CycleReport, AwsError> {
-        let (report, statuses, first_error) = self.cycle(now).await?;
-        self.publish(statuses).await;
+        let mut sink = Sink::View(ViewUpdate::new(&self.view));
+        let (report, first_error) = self.cycle(now, &mut sink).await?;
+        if let Sink::View(update) = sink {
+            self.publish(update).await;
+        }
         first_error.map_or(Ok(report), Err)
     }
 
@@ -200,48 +211,147 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         &mut self,
         now: DateTime<Utc>,
     ) -> Result<(CycleReport, Vec<SecretStatus>), AwsError> {
-        let (report, statuses, first_error) = self.cycle(now).await?;
+        let mut sink = Sink::Collect(Vec::new());
+        let (report, first_error) = self.cycle(now, &mut sink).await?;
+        let Sink::Collect(statuses) = sink else {
+            return Ok((report, Vec::new()));
+        };
         first_error.map_or(Ok((report, statuses)), Err)
+    }
+
+    /// Lists, looks up and evaluates one target; the listing is dropped on return.
+    async fn read_target(
+        &self,
+        i: usize,
+        specs: &[&crate::config::SecretSpec],
+        hint: usize,
+        now: DateTime<Utc>,
+    ) -> Result<TargetRead, AwsError> {
+        let t = &self.targets[i];
+        let (secrets, pages) = Self::list_all(&t.api, hint).await?;
+        let account_seen =
+            t.id.is_home()
+                .then(|| {
+                    secrets
+                        .iter()
+                        .find_map(|m| crate::domain::targets::arn_account_region(&m.arn))
+                        .map(|(account, _)| account.to_string())
+                })
+                .flatten();
+        let labels = self.view.targets().labels(t.id);
+        let scope = inventory::Scope {
+            target: t.id,
+            account: &labels.account,
+            region: &labels.region,
+        };
+        let watch = inventory::watch_list_in(&self.config, specs, &secrets, scope);
+        let (statuses, version_lookups, first_error) =
+            self.evaluate_all(&watch, Some(&t.api), now).await;
+        Ok(TargetRead {
+            pages,
+            listed: secrets.len(),
+            version_lookups,
+            group: TargetStatuses {
+                target: t.id,
+                statuses,
+            },
+            first_error,
+            account_seen,
+        })
+    }
+
+    /// The statuses of one target's watched secrets. ListSecretVersionIds runs only for a
+    /// secret whose AWSCURRENT version differs from the one its status in the view was
+    /// computed with; a failed lookup keeps the secret's previous status.
+    async fn evaluate_all(
+        &self,
+        watch: &[(Watched, Option<&SecretMeta>)],
+        api: Option<&A>,
+        now: DateTime<Utc>,
+    ) -> (Vec<SecretStatus>, usize, Option<AwsError>) {
+        // Creation times known from the view, by position in `watch` (`None`: look it up).
+        let mut created: Vec<Option<Option<DateTime<Utc>>>> = {
+            let view = self.view.read();
+            watch
+                .iter()
+                .map(|(w, meta)| {
+                    // A missing secret has nothing to look up.
+                    let Some(m) = meta else {
+                        return Some(None);
+                    };
+                    let Some(current) = inventory::current_version_id(m) else {
+                        return Some(None);
+                    };
+                    match view.secrets.get(&w.name) {
+                        Some(p)
+                            if p.arn.as_deref() == Some(m.arn.as_str())
+                                && p.current_version.as_deref() == Some(current) =>
+                        {
+                            Some(
+                                p.current_created
+                                    .and_then(|t| DateTime::from_timestamp(t, 0)),
+                            )
+                        }
+                        _ => None,
+                    }
+                })
+                .collect()
+        };
+        let stale: Vec<usize> = (0..watch.len()).filter(|k| created[*k].is_none()).collect();
+        let lookups = stale.len();
+        let fetched: Vec<(usize, Result<Option<DateTime<Utc>>, AwsError>)> = stream::iter(stale)
+            .map(|k| async move {
+                let result = match (api, watch[k].1) {
+                    (Some(api), Some(m)) => {
+                        let current = inventory::current_version_id(m).unwrap_or_default();
+                        api.list_secret_versions(&m.arn).await.map(|versions| {
+                            versions
+                                .into_iter()
+                                .find(|v| v.id == current)
+                                .and_then(|v| v.created)
+                        })
+                    }
+                    _ => Ok(None),
+                };
+                (k, result)
+            })
+            .buffer_unordered(VERSION_LOOKUPS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut failed: HashMap<usize, AwsError> = HashMap::new();
+        for (k, result) in fetched {
+            match result {
+                Ok(t) => {
+                    debug!(secret = %watch[k].0.name, "AWSCURRENT version changed; creation time read.");
+                    created[k] = Some(t);
+                }
+                Err(e) => {
+                    failed.insert(k, e);
+                }
+            }
+        }
+        let mut statuses = Vec::with_capacity(watch.len());
+        let mut first_error = None;
+        for (k, (w, meta)) in watch.iter().enumerate() {
+            if let Some(e) = failed.remove(&k) {
+                warn!(secret = %w.name, error = %e, "Cannot read the versions of a secret; keeping its previous status.");
+                first_error.get_or_insert(e);
+                if let Some(previous) = self.previous_status(w) {
+                    statuses.push(previous);
+                    continue;
+                }
+            }
+            let created = created[k].flatten();
+            statuses.push(inventory::evaluate(w, *meta, created, now));
+        }
+        (statuses, lookups, first_error)
     }
 
     async fn cycle(
         &mut self,
         now: DateTime<Utc>,
-    ) -> Result<(CycleReport, Vec<SecretStatus>, Option<AwsError>), AwsError> {
-        // Every target's listing, a few at a time.
-        let hint = self.last_listed / self.targets.len().max(1);
-        let targets = &self.targets;
-        let listings: Vec<(usize, Listing)> = stream::iter(0..targets.len())
-            .map(|i| async move { (i, Self::list_all(&targets[i].api, hint).await) })
-            .buffer_unordered(TARGETS_IN_FLIGHT)
-            .collect()
-            .await;
-        let mut listed: Vec<Option<Vec<SecretMeta>>> = vec![None; self.targets.len()];
-        let mut report = CycleReport {
-            targets: self.targets.len(),
-            ..CycleReport::default()
-        };
-        let mut down: Vec<(usize, AwsError)> = Vec::new();
-        for (i, result) in listings {
-            match result {
-                Ok((secrets, pages)) => {
-                    report.pages += pages;
-                    report.listed += secrets.len();
-                    listed[i] = Some(secrets);
-                }
-                Err(e) => down.push((i, e)),
-            }
-        }
-        report.targets_down = down.len();
-        if down.len() == self.targets.len() {
-            // Nothing could be read: the cycle failed, nothing is published.
-            self.record_health(&listed, &down);
-            let (_, first) = down.swap_remove(0);
-            return Err(first);
-        }
-        self.learn_home_account(&listed);
-        self.record_health(&listed, &down);
-        self.last_listed = report.listed;
+        sink: &mut Sink,
+    ) -> Result<(CycleReport, Option<AwsError>), AwsError> {
         let registry = self.view.targets().clone();
         let config = self.config.clone();
         let placed: Vec<(Option<TargetId>, &crate::config::SecretSpec)> = self
@@ -256,27 +366,69 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
                 by_target.entry(*t).or_default().push(*spec);
             }
         }
-        let mut watch: Vec<(usize, Watched, Option<&SecretMeta>)> = Vec::new();
-        for (i, t) in self.targets.iter().enumerate() {
-            let Some(secrets) = listed[i].as_deref() else {
-                continue;
-            };
-            let labels = registry.labels(t.id);
-            let specs: &[&crate::config::SecretSpec] =
-                by_target.get(&t.id).map_or(&[], Vec::as_slice);
-            let scope = inventory::Scope {
-                target: t.id,
-                account: &labels.account,
-                region: &labels.region,
-            };
-            watch.extend(
-                inventory::watch_list_in(&self.config, specs, secrets, scope)
-                    .into_iter()
-                    .map(|(w, m)| (i, w, m)),
-            );
+        let mut report = CycleReport {
+            targets: self.targets.len(),
+            ..CycleReport::default()
+        };
+        // Every target a few at a time; each is evaluated in its own future and its statuses
+        // land in the sink as soon as they are ready.
+        let hint = self.last_listed / self.targets.len().max(1);
+        let mut up = vec![false; self.targets.len()];
+        let mut down: Vec<(usize, AwsError)> = Vec::new();
+        // (position of the target, its statuses): `keywarden status` lists them in order.
+        let mut groups: Vec<(usize, TargetStatuses)> = Vec::new();
+        let mut first_error = None;
+        let mut account_seen = None;
+        {
+            let this = &*self;
+            let by_target = &by_target;
+            let mut reads = stream::iter(0..this.targets.len())
+                .map(|i| async move {
+                    let specs: &[&crate::config::SecretSpec] = by_target
+                        .get(&this.targets[i].id)
+                        .map_or(&[], Vec::as_slice);
+                    (i, this.read_target(i, specs, hint, now).await)
+                })
+                .buffer_unordered(TARGETS_IN_FLIGHT);
+            while let Some((i, result)) = reads.next().await {
+                match result {
+                    Ok(read) => {
+                        up[i] = true;
+                        report.pages += read.pages;
+                        report.listed += read.listed;
+                        report.version_lookups += read.version_lookups;
+                        report.watched += read.group.statuses.len();
+                        if first_error.is_none() {
+                            first_error = read.first_error;
+                        }
+                        if read.account_seen.is_some() {
+                            account_seen = read.account_seen;
+                        }
+                        match sink {
+                            // Replaced now, so that only a few targets' statuses are alive.
+                            Sink::View(update) => update.replace(&this.view, read.group),
+                            Sink::Collect(_) => groups.push((i, read.group)),
+                        }
+                    }
+                    Err(e) => down.push((i, e)),
+                }
+            }
         }
+        report.targets_down = down.len();
+        if down.len() == self.targets.len() {
+            // Nothing could be read: the cycle failed, nothing is published.
+            self.record_health(&up, &down);
+            let (_, first) = down.swap_remove(0);
+            return Err(first);
+        }
+        if let Some(account) = account_seen {
+            self.learn_home_account(&account);
+        }
+        self.record_health(&up, &down);
+        self.last_listed = report.listed;
         // Inventory secrets of an account that is not read (not in the organization, or
         // suspended): watched, and missing.
+        let mut unread: HashMap<TargetId, Vec<Watched>> = HashMap::new();
         for (target, spec) in &placed {
             if target.is_some_and(|id| self.targets.iter().any(|t| t.id == id)) {
                 continue;
@@ -292,94 +444,48 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
                 account: "",
                 region: "",
             };
-            watch.extend(
+            unread.entry(id).or_default().extend(
                 inventory::watch_list_in(&self.config, &[*spec], &[], scope)
                     .into_iter()
-                    .map(|(w, m)| (usize::MAX, w, m)),
+                    .map(|(w, _)| w),
             );
         }
-        report.watched = watch.len();
-        // Version lookups only for secrets whose AWSCURRENT id changed, a few at a time.
-        let stale: Vec<(usize, String, String)> = watch
-            .iter()
-            .filter_map(|(i, _, meta)| {
-                let m = (*meta)?;
-                let current = inventory::current_version_id(m)?;
-                match self.versions.get(&m.arn) {
-                    Some(known) if known.id == current => None,
-                    _ => Some((*i, m.arn.clone(), current.to_string())),
-                }
-            })
-            .collect();
-        report.version_lookups = stale.len();
-        let targets = &self.targets;
-        let fetched: Vec<VersionLookup> = stream::iter(stale)
-            .map(|(i, arn, current)| async move {
-                let created = match targets.get(i) {
-                    Some(t) => t.api.list_secret_versions(&arn).await.map(|versions| {
-                        versions
-                            .into_iter()
-                            .find(|v| v.id == current)
-                            .and_then(|v| v.created)
-                    }),
-                    None => Ok(None),
-                };
-                (arn, current, created)
-            })
-            .buffer_unordered(VERSION_LOOKUPS_IN_FLIGHT)
-            .collect()
-            .await;
-        let mut failed: HashMap<String, AwsError> = HashMap::new();
-        for (arn, id, created) in fetched {
-            match created {
-                Ok(created) => {
-                    debug!(arn = %arn, version = %id, "AWSCURRENT version changed; creation time read.");
-                    self.versions.insert(arn, CurrentVersion { id, created });
-                }
-                Err(e) => {
-                    failed.insert(arn, e);
-                }
+        for (target, watched) in unread {
+            let statuses: Vec<SecretStatus> = watched
+                .iter()
+                .map(|w| inventory::evaluate(w, None, None, now))
+                .collect();
+            report.watched += statuses.len();
+            let group = TargetStatuses { target, statuses };
+            match sink {
+                Sink::View(update) => update.replace(&self.view, group),
+                Sink::Collect(_) => groups.push((usize::MAX, group)),
             }
         }
-
-        let mut statuses = Vec::with_capacity(watch.len());
-        let mut first_error = None;
-        let mut live_arns: HashSet<String> = HashSet::with_capacity(watch.len());
-        for (_, w, meta) in &watch {
-            let mut created = None;
-            if let Some(m) = meta {
-                live_arns.insert(m.arn.clone());
-                if let Some(e) = failed.remove(&m.arn) {
-                    warn!(secret = %w.name, error = %e, "Cannot read the versions of a secret; keeping its previous status.");
-                    first_error.get_or_insert(e);
-                    if let Some(previous) = self.previous_status(w) {
-                        statuses.push(previous);
-                        continue;
-                    }
-                } else {
-                    created = self.versions.get(&m.arn).and_then(|v| v.created);
+        match sink {
+            // A target that could not be read keeps its secrets' last statuses; the secrets
+            // of a target no longer read leave the view.
+            Sink::View(update) => {
+                for (i, _) in &down {
+                    update.keep(self.targets[*i].id);
                 }
+                update.finish(&self.view);
             }
-            statuses.push(inventory::evaluate(w, *meta, created, now));
-        }
-        // A target that could not be read keeps its secrets' last statuses.
-        if !down.is_empty() {
-            let down_ids: HashSet<TargetId> =
-                down.iter().map(|(i, _)| self.targets[*i].id).collect();
-            let view = self.view.read();
-            for s in view
-                .secrets
-                .values()
-                .filter(|s| down_ids.contains(&s.target))
-            {
-                if let Some(arn) = &s.arn {
-                    live_arns.insert(arn.clone());
-                }
-                statuses.push(s.clone());
+            Sink::Collect(all) => {
+                let down_ids: HashSet<TargetId> =
+                    down.iter().map(|(i, _)| self.targets[*i].id).collect();
+                groups.sort_by_key(|(i, g)| (*i, g.target));
+                all.extend(groups.into_iter().flat_map(|(_, g)| g.statuses));
+                let view = self.view.read();
+                all.extend(
+                    view.secrets
+                        .values()
+                        .filter(|s| down_ids.contains(&s.target))
+                        .cloned(),
+                );
             }
         }
-        self.versions.retain(|arn, _| live_arns.contains(arn));
-        Ok((report, statuses, first_error))
+        Ok((report, first_error))
     }
 
     /// Each inventory secret with the target it lives in (`None`: an account and region that
@@ -430,37 +536,24 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
 
     /// In a single-account setup the home account id is learned from the first ARN listed
     /// (no extra call); the daemon sets it from STS when it reads several accounts.
-    fn learn_home_account(&self, listed: &[Option<Vec<SecretMeta>>]) {
+    fn learn_home_account(&self, account: &str) {
         let registry = self.view.targets();
         if !registry.home_account().is_empty() {
             return;
         }
-        let Some(home) = self
-            .targets
-            .iter()
-            .position(|t| t.id.is_home())
-            .and_then(|i| listed.get(i))
-            .and_then(|l| l.as_deref())
-        else {
-            return;
-        };
-        if let Some((account, _)) = home
-            .iter()
-            .find_map(|m| crate::domain::targets::arn_account_region(&m.arn))
-            && registry.set_home_account(account)
-        {
+        if registry.set_home_account(account) {
             info!(account = %account, "Home account learned from a listed secret's ARN.");
             self.metrics.mark_dirty();
         }
     }
 
     /// Sets `keywarden_account_up` and the view's account health, and logs each change once.
-    fn record_health(&mut self, listed: &[Option<Vec<SecretMeta>>], down: &[(usize, AwsError)]) {
+    fn record_health(&mut self, up: &[bool], down: &[(usize, AwsError)]) {
         let registry = self.view.targets().clone();
         let errors: HashMap<usize, &AwsError> = down.iter().map(|(i, e)| (*i, e)).collect();
         let mut health = Vec::with_capacity(self.targets.len());
         for (i, t) in self.targets.iter_mut().enumerate() {
-            let up = listed.get(i).is_some_and(Option::is_some);
+            let up = up.get(i).copied().unwrap_or(false);
             let labels = registry.labels(t.id);
             // The home account before its id is known has no series (an empty `account`
             // series would stay behind at 0 once the id is learned).
@@ -500,22 +593,21 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         self.view.read().secrets.get(&w.name).cloned()
     }
 
-    /// Moves the statuses into the view (no copy: with 10,000 secrets a copy is megabytes)
-    /// after the metrics took what they export.
-    async fn publish(&self, statuses: Vec<SecretStatus>) {
-        let changed = self.metrics.sync_secrets(&statuses);
-        let secrets = statuses.into_iter().map(|s| (s.name.clone(), s)).collect();
-        // The write guard is a temporary: the previous map is freed after the lock is released.
-        let previous = std::mem::replace(&mut self.view.write().secrets, secrets);
-        drop(previous);
+    /// Brings the metrics up to date with the view the cycle updated, and re-renders them off
+    /// the async workers when something changed.
+    async fn publish(&self, update: ViewUpdate) {
+        let changed = {
+            let view = self.view.read();
+            self.metrics.sync_secrets(view.secrets.values())
+        } || update.changed;
         let metrics = self.metrics.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if changed {
                 // Render now, off the scrape path, so the next scrape is served from the cache.
                 metrics.refresh();
             }
-            // A cycle allocates and frees megabytes (the listing, the statuses): give them
-            // back, off the async workers (malloc_trim walks the whole heap).
+            // A cycle allocates and frees megabytes (listings, statuses): give them back, off
+            // the async workers (malloc_trim walks the whole heap).
             crate::daemon::memory::trim();
         })
         .await;
@@ -552,5 +644,241 @@ impl<A: SecretsMetadataApi> crate::daemon::periodic::Cycle for MetadataPoller<A>
                 Some(e.kind.as_str())
             }
         }
+    }
+}
+
+/// Where a cycle's statuses go.
+enum Sink {
+    /// Into the view, target by target (the daemon).
+    View(ViewUpdate),
+    /// Into a list (`keywarden status`); the view is not touched.
+    Collect(Vec<SecretStatus>),
+}
+
+/// A cycle's in-place update of the view: each target's statuses replace that target's entries
+/// as they arrive; at the end, the entries of targets neither replaced nor kept leave.
+struct ViewUpdate {
+    /// How many entries each target had in the view when the cycle began.
+    before: HashMap<TargetId, usize>,
+    /// Targets replaced or kept this cycle.
+    touched: HashSet<TargetId>,
+    /// Whether an entry was removed (the metrics sync sees additions and value changes).
+    changed: bool,
+}
+
+impl ViewUpdate {
+    fn new(view: &SharedView) -> ViewUpdate {
+        let mut before: HashMap<TargetId, usize> = HashMap::new();
+        for s in view.read().secrets.values() {
+            *before.entry(s.target).or_default() += 1;
+        }
+        ViewUpdate {
+            before,
+            touched: HashSet::new(),
+            changed: false,
+        }
+    }
+
+    /// Makes `group`'s statuses the only entries of its target. Moves them into the view: a
+    /// key is allocated only for a secret new to the view.
+    fn replace(&mut self, view: &SharedView, group: TargetStatuses) {
+        let TargetStatuses { target, statuses } = group;
+        self.touched.insert(target);
+        let before = self.before.get(&target).copied().unwrap_or(0);
+        let mut view = view.write();
+        let map = &mut view.secrets;
+        // Entries of this target that are not in the new statuses (deleted secrets, an
+        // inventory secret placed elsewhere) exist only when fewer of the new keys were there.
+        let kept = statuses
+            .iter()
+            .filter(|s| map.get(&s.name).is_some_and(|p| p.target == target))
+            .count();
+        if kept < before {
+            let names: HashSet<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
+            let gone: Vec<String> = map
+                .iter()
+                .filter(|(k, s)| s.target == target && !names.contains(k.as_str()))
+                .map(|(k, _)| k.clone())
+                .collect();
+            self.changed |= !gone.is_empty();
+            for k in gone {
+                map.remove(&k);
+            }
+        }
+        for s in statuses {
+            match map.get_mut(&s.name) {
+                Some(slot) => *slot = s,
+                None => {
+                    map.insert(s.name.clone(), s);
+                }
+            }
+        }
+    }
+
+    /// Keeps a target's entries as they are (it could not be read).
+    fn keep(&mut self, target: TargetId) {
+        self.touched.insert(target);
+    }
+
+    /// Removes the entries of every target neither replaced nor kept this cycle.
+    fn finish(&mut self, view: &SharedView) {
+        if self.before.keys().all(|t| self.touched.contains(t)) {
+            return;
+        }
+        let mut view = view.write();
+        let n = view.secrets.len();
+        view.secrets.retain(|_, s| self.touched.contains(&s.target));
+        self.changed |= view.secrets.len() != n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::AwsErrorKind;
+    use crate::aws::fake::{FakeSecrets, Op};
+    use crate::domain::targets::Targets;
+
+    fn poller(targets: Vec<(&str, &str, FakeSecrets)>) -> MetadataPoller<FakeSecrets> {
+        let config = crate::config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[discovery]\nname_prefixes = [\"app/\"]\n",
+            std::path::Path::new("poller-test.toml"),
+        )
+        .expect("valid config");
+        let registry = Arc::new(Targets::new("us-east-1"));
+        registry.set_home_account("123456789012");
+        let polled = targets
+            .into_iter()
+            .map(|(account, region, api)| {
+                let id = registry.intern(account, region).expect("room");
+                PollTarget::new(id, api)
+            })
+            .collect();
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_targets(registry.clone(), Vec::new());
+        MetadataPoller::with_targets(
+            polled,
+            Arc::new(config),
+            SharedView::with_targets(registry),
+            metrics,
+        )
+    }
+
+    fn keys(p: &MetadataPoller<FakeSecrets>) -> Vec<String> {
+        p.view.read().secrets.keys().cloned().collect()
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    #[tokio::test]
+    async fn statuses_replace_the_view_in_place_and_deleted_secrets_leave() {
+        let aws = FakeSecrets::new();
+        for n in ["app/a", "app/b", "app/c"] {
+            aws.create(n, "v");
+        }
+        let mut p = poller(vec![("123456789012", "us-east-1", aws.clone())]);
+        let r = p.poll_once(now()).await.expect("first cycle");
+        assert_eq!((r.watched, r.version_lookups), (3, 3));
+        assert_eq!(keys(&p), ["app/a", "app/b", "app/c"]);
+        let created = p.view.read().secrets["app/a"].current_created;
+        assert!(created.is_some(), "the AWSCURRENT creation time is kept");
+
+        // Steady: nothing looked up again; the creation time stays.
+        let r = p.poll_once(now()).await.expect("steady cycle");
+        assert_eq!(r.version_lookups, 0);
+        assert_eq!(p.view.read().secrets["app/a"].current_created, created);
+
+        // b scheduled for deletion (a discovered secret leaves), c replaced (new ARN and
+        // version: looked up once).
+        aws.edit_meta("app/b", |m| m.deleted = Some(Utc::now()));
+        aws.create("app/c", "w");
+        let r = p.poll_once(now()).await.expect("cycle");
+        assert_eq!((r.watched, r.version_lookups), (2, 1));
+        assert_eq!(keys(&p), ["app/a", "app/c"]);
+        let text = p.metrics.render();
+        assert!(!text.contains("secret=\"app/b\""), "b's series left");
+        assert!(text.contains("secret=\"app/c\""));
+    }
+
+    #[tokio::test]
+    async fn a_failed_version_lookup_keeps_the_previous_status_and_retries() {
+        let aws = FakeSecrets::new();
+        aws.create("app/a", "v");
+        let mut p = poller(vec![("123456789012", "us-east-1", aws.clone())]);
+        p.poll_once(now()).await.expect("first cycle");
+        let before = p.view.read().secrets["app/a"].clone();
+        aws.create("app/a", "w");
+        aws.faults()
+            .fail_next(Op::ListSecretVersionIds, 1, AwsErrorKind::Throttled);
+        let e = p.poll_once(now()).await.expect_err("the lookup failed");
+        assert_eq!(e.kind, AwsErrorKind::Throttled);
+        assert_eq!(
+            p.view.read().secrets["app/a"],
+            before,
+            "previous status kept"
+        );
+        let r = p.poll_once(now()).await.expect("retried");
+        assert_eq!(r.version_lookups, 1);
+        assert_ne!(
+            p.view.read().secrets["app/a"].current_version,
+            before.current_version
+        );
+    }
+
+    #[tokio::test]
+    async fn a_target_down_keeps_its_statuses_and_a_removed_target_leaves() {
+        let home = FakeSecrets::new();
+        home.create("app/h", "v");
+        let member = FakeSecrets::new();
+        member.create("app/m", "v");
+        let mut p = poller(vec![
+            ("123456789012", "us-east-1", home.clone()),
+            ("210000000001", "eu-west-1", member.clone()),
+        ]);
+        p.poll_once(now()).await.expect("first cycle");
+        let member_key = "210000000001:eu-west-1:app/m";
+        assert_eq!(keys(&p), [member_key, "app/h"]);
+
+        member
+            .faults()
+            .fail_next(Op::ListSecrets, 1, AwsErrorKind::Auth);
+        let r = p.poll_once(now()).await.expect("one target is enough");
+        assert_eq!(r.targets_down, 1);
+        assert_eq!(keys(&p), [member_key, "app/h"], "kept while down");
+        assert_eq!(p.view.read().accounts_down.len(), 1);
+
+        // Both down: the cycle fails and nothing changes.
+        for t in [&home, &member] {
+            t.faults()
+                .fail_next(Op::ListSecrets, 1, AwsErrorKind::Network);
+        }
+        assert!(p.poll_once(now()).await.is_err());
+        assert_eq!(keys(&p), [member_key, "app/h"]);
+
+        // The member target is no longer read: its secrets leave at the next cycle.
+        let home_target = p.targets.remove(0);
+        p.set_targets(vec![home_target]);
+        p.poll_once(now()).await.expect("cycle");
+        assert_eq!(keys(&p), ["app/h"]);
+        assert!(!p.metrics.render().contains("app/m"));
+    }
+
+    #[tokio::test]
+    async fn statuses_once_lists_targets_in_order_and_leaves_the_view_alone() {
+        let home = FakeSecrets::new();
+        home.create("app/z", "v");
+        let member = FakeSecrets::new();
+        member.create("app/a", "v");
+        let mut p = poller(vec![
+            ("123456789012", "us-east-1", home),
+            ("210000000001", "eu-west-1", member),
+        ]);
+        let (report, statuses) = p.statuses_once(now()).await.expect("cycle");
+        assert_eq!(report.watched, 2);
+        let names: Vec<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["app/z", "210000000001:eu-west-1:app/a"]);
+        assert!(p.view.read().secrets.is_empty());
     }
 }

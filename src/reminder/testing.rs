@@ -35,6 +35,7 @@ pub(super) fn status(name: &str, due: Option<i64>) -> SecretStatus {
         pending: false,
         last_accessed: None,
         current_version: Some("v1".to_string()),
+        current_created: None,
         observed_at: 0,
     }
 }

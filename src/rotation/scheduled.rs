@@ -245,6 +245,7 @@ mod tests {
             pending,
             last_accessed: None,
             current_version: None,
+            current_created: None,
             observed_at: 1_000,
         }
     }

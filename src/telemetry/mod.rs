@@ -13,7 +13,10 @@
 //! Owns every metric name and the exposition. Must never import the store, `http`, `cli` or
 //! any task; the label values it takes are `domain` vocabulary words.
 
+pub mod exposition;
 pub mod fleet;
+
+pub use exposition::{Exposition, FleetChunks, openmetrics_to_text};
 
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,11 +24,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use bytes::Bytes;
 use flate2::Compression;
-use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -145,27 +147,6 @@ fn gzip(text: &str) -> Bytes {
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(text.as_bytes());
     Bytes::from(enc.finish().unwrap_or_default())
-}
-
-fn gunzip(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len() * 16);
-    // The cache holds only what `refresh` compressed, so this cannot fail in practice; on a
-    // failure the scrape shows the process series only.
-    if GzDecoder::new(data).read_to_string(&mut out).is_err() {
-        out.clear();
-    }
-    out
-}
-
-/// One encoded exposition, ready to send in two chunks.
-#[derive(Debug, Clone)]
-pub struct Exposition {
-    /// The per-secret part.
-    pub fleet: Bytes,
-    /// The process part (with `# EOF` for OpenMetrics).
-    pub process: Bytes,
-    /// Both chunks are gzip members (send `Content-Encoding: gzip`).
-    pub gzip: bool,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -375,8 +356,8 @@ impl Metrics {
 
     /// The exposition, without copying the large part: the cached per-secret series and the
     /// freshly encoded process series. Prometheus (OpenMetrics with gzip) gets the cached gzip
-    /// member as is; other clients get plain text, decompressed for them (tens of milliseconds
-    /// for a fleet of 10,000 secrets).
+    /// member as is; other clients get plain text, decompressed chunk by chunk while the body
+    /// is sent ([`exposition`]), so a plain scrape never holds the whole text.
     pub fn scrape(&self, openmetrics: bool, accept_gzip: bool) -> Exposition {
         let fleet = self.cached();
         let mut process = String::with_capacity(16 * 1024);
@@ -386,19 +367,19 @@ impl Metrics {
             let _ = encode_eof(&mut process);
             if accept_gzip {
                 return Exposition {
-                    fleet,
+                    fleet: FleetChunks::whole(fleet),
                     process: gzip(&process),
                     gzip: true,
                 };
             }
             return Exposition {
-                fleet: Bytes::from(gunzip(&fleet)),
+                fleet: FleetChunks::decompressed(fleet, false),
                 process: Bytes::from(process),
                 gzip: false,
             };
         }
         Exposition {
-            fleet: Bytes::from(openmetrics_to_text(&gunzip(&fleet))),
+            fleet: FleetChunks::decompressed(fleet, true),
             process: Bytes::from(openmetrics_to_text(&process)),
             gzip: false,
         }
@@ -407,20 +388,14 @@ impl Metrics {
     /// The whole OpenMetrics exposition as one string.
     pub fn render(&self) -> String {
         let e = self.scrape(true, false);
-        [e.fleet, e.process]
-            .iter()
-            .map(|b| String::from_utf8_lossy(b))
-            .collect()
+        String::from_utf8_lossy(&e.concat()).into_owned()
     }
 
     /// The whole exposition in the Prometheus text format 0.0.4, for clients that do not ask
     /// for OpenMetrics (curl, `promtool check metrics`, older scrapers).
     pub fn render_text(&self) -> String {
         let e = self.scrape(false, false);
-        [e.fleet, e.process]
-            .iter()
-            .map(|b| String::from_utf8_lossy(b))
-            .collect()
+        String::from_utf8_lossy(&e.concat()).into_owned()
     }
 
     /// Counts one AWS call.
@@ -698,60 +673,6 @@ pub async fn run_refresher(
 /// Converts prometheus-client's OpenMetrics text into the Prometheus text format 0.0.4: counter
 /// families are named with their `_total` suffix in `# HELP` and `# TYPE`, and the OpenMetrics-only
 /// `# UNIT` and `# EOF` lines are dropped. Sample lines are unchanged.
-pub fn openmetrics_to_text(openmetrics: &str) -> String {
-    let mut out = String::with_capacity(openmetrics.len());
-    let mut help: Option<&str> = None;
-    for line in openmetrics.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            if let Some(pending) = help.replace(rest) {
-                push_help(&mut out, pending, false);
-            }
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
-            let counter = kind == "counter";
-            if let Some(pending) = help.take() {
-                push_help(&mut out, pending, counter);
-            }
-            out.push_str("# TYPE ");
-            out.push_str(name);
-            if counter {
-                out.push_str("_total");
-            }
-            out.push(' ');
-            out.push_str(if kind == "info" || kind == "stateset" {
-                "gauge"
-            } else {
-                kind
-            });
-            out.push('\n');
-        } else if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        } else {
-            if let Some(pending) = help.take() {
-                push_help(&mut out, pending, false);
-            }
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if let Some(pending) = help.take() {
-        push_help(&mut out, pending, false);
-    }
-    out
-}
-
-fn push_help(out: &mut String, rest: &str, counter: bool) {
-    let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
-    out.push_str("# HELP ");
-    out.push_str(name);
-    if counter {
-        out.push_str("_total");
-    }
-    out.push(' ');
-    out.push_str(text);
-    out.push('\n');
-}
-
 /// Refused permissions remembered for `/readyz` at most (operations times resources is bounded
 /// by the inventory; this keeps the answer short).
 pub const MAX_DENIALS: usize = 32;
@@ -907,6 +828,7 @@ mod tests {
             pending: false,
             last_accessed: Some(5),
             current_version: None,
+            current_created: None,
             observed_at: 6,
         };
         m.sync_secrets([&s]);
