@@ -9,6 +9,7 @@
 //!   parse, dedup, commit and export, deleted after the commit; `envelope` (pure) borrows the
 //!   CloudTrail record out of each message.
 //! - [`run`] (here): prepares the poller, then drives it with the periodic loop or the queue.
+//! - `seen`: the eventIDs already counted, in memory (UUIDs as 128-bit numbers).
 //! - `store`: the poller's durable state behind the `AccessState` trait (the only SQL here).
 //!
 //! The scanner and record types live in `crate::cloudtrail`. Must never import `http`, `cli`,
@@ -20,6 +21,7 @@ pub mod envelope;
 pub mod glob;
 pub mod poller;
 pub mod queue;
+pub mod seen;
 pub mod store;
 pub mod store_dynamodb;
 

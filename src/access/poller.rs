@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+use crate::access::seen::SeenIds;
 use crate::config::ConsumerPatterns;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -316,7 +317,7 @@ fn sort_out<'a>(
     inputs: impl IntoIterator<Item = Input<'a>>,
     prefix: &str,
     watch: &Watch,
-    seen: &HashMap<String, i64>,
+    seen: &SeenIds,
 ) -> Sorted<'a> {
     let mut out = Sorted::default();
     let mut fresh: HashSet<&str> = HashSet::new();
@@ -325,7 +326,7 @@ fn sort_out<'a>(
             Ok(r) => r,
             Err(why) => {
                 let key = format!("{prefix}{}", ev.key);
-                if !seen.contains_key(&key) && fresh.insert(ev.key) {
+                if !seen.contains(&key) && fresh.insert(ev.key) {
                     out.skipped.push((key, ev.ts_ms, why));
                 }
                 continue;
@@ -343,7 +344,7 @@ fn sort_out<'a>(
         if secrets.is_empty() {
             continue;
         }
-        if seen.contains_key(record.event_id.as_ref()) {
+        if seen.contains(record.event_id.as_ref()) {
             out.repeated += 1;
             continue;
         }
@@ -418,7 +419,7 @@ pub struct AccessPoller<L> {
     /// Anomaly state.
     detector: Detector,
     /// eventIDs (and skipped log event ids) already counted, with their log timestamp.
-    seen: HashMap<String, i64>,
+    seen: SeenIds,
     /// Everything before this log timestamp has been read (minus late arrivals).
     checkpoint_ms: Option<i64>,
     /// The watch list of the queue source, rebuilt by [`AccessPoller::refresh`].
@@ -451,7 +452,7 @@ impl<L: LogsApi> AccessPoller<L> {
             store: store.into(),
             limiter,
             detector,
-            seen: HashMap::new(),
+            seen: SeenIds::default(),
             checkpoint_ms: None,
             queue_watch: None,
         }
@@ -498,7 +499,7 @@ impl<L: LogsApi> AccessPoller<L> {
                 },
             );
         }
-        self.seen = restored.seen;
+        self.seen = restored.seen.into_iter().collect();
         // Without a checkpoint the first cycle starts one overlap back from now.
         self.checkpoint_ms = Some(checkpoint.unwrap_or(now_ms));
         info!(
@@ -676,9 +677,9 @@ impl<L: LogsApi> AccessPoller<L> {
 
         // Now acknowledged: memory, metrics, logs, view.
         for (id, ms) in &new_ids {
-            self.seen.insert((*id).to_string(), *ms);
+            self.seen.insert(id, *ms);
         }
-        self.seen.retain(|_, ms| *ms >= horizon);
+        self.seen.retain_from(horizon);
         self.checkpoint_ms = Some(end);
         self.export(watch, &sorted, classified, report);
         Ok(())
