@@ -158,6 +158,18 @@ fn fleet(rt: &tokio::runtime::Runtime, shape: Shape, inventory: bool) -> Vec<Row
         row(&format!("steady cycle {k}"), t, peak);
     }
 
+    // What the view's statuses take: the heap a copy of them adds.
+    let before = live();
+    let copy = view.read().secrets.clone();
+    let statuses = live() - before;
+    drop(copy);
+    eprintln!(
+        "{name}: the view's {} statuses take {:.1} MiB ({} bytes each); the rest of the live heap is the metrics' records, the configuration and the targets",
+        shape.total(),
+        statuses as f64 / MIB,
+        statuses / shape.total().max(1)
+    );
+
     let t = Instant::now();
     let (_, peak) = peak_of(|| metrics.refresh());
     row("metrics re-rendered (gzip cache)", t, peak);

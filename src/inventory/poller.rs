@@ -34,6 +34,10 @@ pub const SOURCE: &str = "metadata";
 /// ListSecretVersionIds calls in flight at once (first cycle, or many rotations at once).
 const VERSION_LOOKUPS_IN_FLIGHT: usize = 8;
 
+/// One ListSecretVersionIds lookup: the position in the watch list, the creation time of the
+/// AWSCURRENT version (`None`: not among the versions).
+type VersionLookup = (usize, Result<Option<DateTime<Utc>>, AwsError>);
+
 /// The statuses of every watched secret of one account and region in one cycle: they replace
 /// all of that target's entries in the view.
 struct TargetStatuses {
@@ -299,7 +303,7 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         };
         let stale: Vec<usize> = (0..watch.len()).filter(|k| created[*k].is_none()).collect();
         let lookups = stale.len();
-        let fetched: Vec<(usize, Result<Option<DateTime<Utc>>, AwsError>)> = stream::iter(stale)
+        let fetched: Vec<VersionLookup> = stream::iter(stale)
             .map(|k| async move {
                 let result = match (api, watch[k].1) {
                     (Some(api), Some(m)) => {
