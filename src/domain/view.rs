@@ -281,6 +281,13 @@ impl SharedView {
 mod tests {
     use super::*;
 
+    /// The view holds one per watched secret (100,000 in an organization): keep it small.
+    #[test]
+    fn a_status_is_small() {
+        let size = std::mem::size_of::<SecretStatus>();
+        assert!(size <= 240, "{size} bytes");
+    }
+
     #[test]
     fn readiness_follows_three_intervals() {
         let mut v = View::default();
