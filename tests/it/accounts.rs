@@ -776,3 +776,142 @@ async fn more_than_64_accounts_and_regions_assume_each_role_once() {
     assert_eq!(status, 200, "{served}");
     assert_eq!(served["sts:AssumeRole"].as_f64(), Some(targets), "{served}");
 }
+
+/// Point 1: assumed-role credentials are refreshed before they expire. The launcher caps
+/// AssumeRole sessions at 20 s and refuses requests signed with expired credentials, as AWS
+/// does (patch 10; a request made here with expired credentials shows the refusal). keywarden,
+/// polling a member account every second for 50 s, assumes the role again before each
+/// session ends: several AssumeRole calls, none of its requests refused, no poll error, the
+/// account up throughout.
+#[tokio::test]
+async fn assumed_credentials_are_refreshed_before_they_expire() {
+    const SESSION: u64 = 20;
+    let moto = Moto::start();
+    role(&moto, A, "setup", None).await;
+    role(&moto, A, "keywarden-read", Some(EXTERNAL_ID)).await;
+    create(&client_in(&moto, A, "us-east-1").await, "shared/db").await;
+    let (status, answer) = moto
+        .control("POST", "sts", json!({"max_session_seconds": SESSION}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+
+    // The control: credentials of a 20 s session, used once at once and once after expiry.
+    let control = async {
+        let base = moto.sdk_config().await;
+        let sts = aws_sdk_sts::Client::new(&base);
+        let c = sts
+            .assume_role()
+            .role_arn(format!("arn:aws:iam::{A}:role/setup"))
+            .role_session_name("expiry-control")
+            .send()
+            .await
+            .expect("assume role")
+            .credentials
+            .expect("credentials");
+        let creds = aws_credential_types::Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_string()),
+            None,
+            "expiry-control",
+        );
+        let client = sm::Client::from_conf(
+            sm::config::Builder::from(&base)
+                .credentials_provider(creds)
+                .build(),
+        );
+        client
+            .list_secrets()
+            .send()
+            .await
+            .expect("fresh credentials");
+        tokio::time::sleep(Duration::from_secs(SESSION + 2)).await;
+        let e = client
+            .list_secrets()
+            .send()
+            .await
+            .expect_err("expired credentials are refused");
+        let code = e.as_service_error().and_then(|e| {
+            use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+            e.code().map(str::to_string)
+        });
+        assert_eq!(code.as_deref(), Some("ExpiredTokenException"), "{e:?}");
+        c.access_key_id().to_string()
+    };
+
+    let daemon = async {
+        let cfg = format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[server]\nlisten = \"{{listen}}\"\n\
+             [state]\npath = \"{{state}}\"\n[poll]\nmetadata_every = \"1s\"\n\
+             [discovery]\nname_prefixes = [\"shared/\"]\n\
+             [[account]]\nid = \"{A}\"\nrole_arn = \"arn:aws:iam::{A}:role/keywarden-read\"\n\
+             external_id_env = \"KW_EXTERNAL_ID\"\nregions = [\"us-east-1\"]\n",
+            moto.endpoint()
+        );
+        let d = Daemon::start_in_env(
+            tempfile::tempdir().expect("dir"),
+            crate::support::free_port(),
+            &cfg,
+            &[("KW_EXTERNAL_ID", EXTERNAL_ID)],
+        )
+        .await;
+        let member = place(A, "us-east-1");
+        d.wait_for("the member account up", Duration::from_secs(30), |s| {
+            s.get("keywarden_account_up", &member) == Some(1.0)
+        })
+        .await;
+        // Two and a half sessions, sampled every second: the account never goes down.
+        let mut samples = 0;
+        for _ in 0..(SESSION * 5 / 2) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let s = d.scrape().await;
+            assert_eq!(
+                s.get("keywarden_account_up", &member),
+                Some(1.0),
+                "account down after {samples} s\n{}",
+                d.log()
+            );
+            samples += 1;
+        }
+        let s = d.scrape().await;
+        let assumed = s.sum(
+            "keywarden_aws_requests_total",
+            &[("service", "sts"), ("operation", "AssumeRole")],
+        );
+        assert!(
+            assumed >= 3.0,
+            "{assumed} AssumeRole in {} s of {SESSION} s sessions: not refreshed",
+            SESSION * 5 / 2
+        );
+        assert_eq!(
+            s.sum("keywarden_poll_errors_total", &[("source", "metadata")]),
+            0.0,
+            "{}",
+            d.log()
+        );
+        assert_eq!(
+            s.get(
+                "keywarden_secret_present",
+                &[("secret", "shared/db"), ("account", A)]
+            ),
+            Some(1.0)
+        );
+        assumed
+    };
+    let (control_key, assumed) = tokio::join!(control, daemon);
+    // Only the control's expired credentials were ever refused.
+    let (status, sts) = moto.control("GET", "sts", json!({})).await;
+    assert_eq!(status, 200, "{sts}");
+    let refused: Vec<&str> = sts["refused"]
+        .as_array()
+        .expect("refused list")
+        .iter()
+        .filter_map(|r| r["access_key_id"].as_str())
+        .collect();
+    assert_eq!(refused, [control_key.as_str()], "{sts}");
+    let (_, served) = moto.control("GET", "requests", json!({})).await;
+    assert!(
+        served["sts:AssumeRole"].as_f64() >= Some(assumed + 1.0),
+        "{served}"
+    );
+}

@@ -33,6 +33,13 @@ The same port also serves a control API under ``/_keywarden/`` (JSON in and out)
                                     ``{"account_id", "role_name", "trust_policy": {...},
                                     "policy": {...}}``; AssumeRole honours its trust policy and
                                     ``sts:ExternalId`` condition (patch 8).
+``GET    /_keywarden/sts``           temporary credentials: ``{"max_session_seconds", "sessions",
+                                    "refused": [{"access_key_id", "operation"}]}``; a request
+                                    signed with expired AssumeRole credentials is refused with
+                                    ExpiredToken, as on AWS (patch 10).
+``POST   /_keywarden/sts``           ``{"max_session_seconds": n | null}``: cap the duration of
+                                    the credentials AssumeRole issues from now on (tests of
+                                    refresh before expiry; AWS's minimum is 900 s).
 ``POST   /_keywarden/seed-secrets``  create many secrets in one account and region straight in
                                     moto's backend (benchmarks: 100,000 over HTTP take hours):
                                     ``{"account_id", "region", "count", "prefix": "fleet/service-",
@@ -405,6 +412,79 @@ def _throttled_response(environ: dict[str, Any], start_response: Callable[..., A
     start_response("400 Bad Request", headers)
     return [body]
 
+
+
+class StsSessions:
+    """Expiry of the credentials AssumeRole issued (patch 10), and the refusals it caused."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.max_session_seconds: int | None = None
+        self.expiry: dict[str, Any] = {}
+        self.refused: list[dict[str, Any]] = []
+
+    def issued(self, access_key_id: str, expiration: Any) -> None:
+        with self.lock:
+            self.expiry[access_key_id] = expiration
+
+    def expired(self, environ: dict[str, Any]) -> str | None:
+        """The access key id of a request signed with expired temporary credentials."""
+        match = re.search(r"Credential=([A-Z0-9]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+        if match is None:
+            return None
+        from moto.core.utils import utcnow
+
+        key = match.group(1)
+        with self.lock:
+            expiration = self.expiry.get(key)
+            if expiration is None or utcnow() < expiration:
+                return None
+            self.refused.append({"access_key_id": key, "operation": derive_operation(environ)})
+        return key
+
+    def configure(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or set(body) - {"max_session_seconds"}:
+            raise ControlError(400, 'expected {"max_session_seconds": <seconds> | null}')
+        cap = body.get("max_session_seconds")
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ControlError(400, "max_session_seconds must be a positive integer or null")
+        with self.lock:
+            self.max_session_seconds = cap
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {"max_session_seconds": self.max_session_seconds,
+                    "sessions": len(self.expiry), "refused": list(self.refused)}
+
+    def clear(self) -> None:
+        with self.lock:
+            self.max_session_seconds = None
+            self.expiry.clear()
+            self.refused.clear()
+
+
+STS_SESSIONS = StsSessions()
+
+
+def _expired_response(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """What AWS answers a request signed with expired credentials: ExpiredTokenException (JSON
+    protocols, HTTP 400) or an ExpiredToken error document (query protocols, HTTP 403)."""
+    message = "The security token included in the request is expired"
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        body = json.dumps({"__type": "ExpiredTokenException", "message": message}).encode()
+        headers = [("Content-Type", "application/x-amz-json-1.1"),
+                   ("x-amzn-ErrorType", "ExpiredTokenException")]
+        status = "400 Bad Request"
+    else:
+        body = (b'<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code>'
+                b'<Message>' + message.encode() + b'</Message></Error>'
+                b'<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>')
+        headers = [("Content-Type", "text/xml")]
+        status = "403 Forbidden"
+    headers.append(("Content-Length", str(len(body))))
+    start_response(status, headers)
+    return [body]
 
 def _keep_form_body(environ: dict[str, Any]) -> bytes:
     """The raw body of a form-encoded (query protocol: SNS, ElastiCache) request, kept for the IAM
@@ -908,6 +988,28 @@ def apply_moto_patches() -> None:
         is_message_valid_based_on_retention_period
     )
 
+
+    # --- Patch 10: temporary credentials expire (hooks: STSBackend.assume_role, and the WSGI
+    # middleware) -----------------------------------------------------------------------------
+    # moto 5.2.5 accepts the credentials AssumeRole issued forever; AWS refuses a request signed
+    # with them once their Expiration has passed (ExpiredTokenException). Every assumed role's
+    # access key id is remembered with its expiry, and ``KeywardenApp`` answers such a request
+    # as AWS does (see ``_expired_response``). ``/_keywarden/sts`` can cap the session length
+    # (``max_session_seconds``) below AWS's 900 s minimum, so that a test sees credentials
+    # expire and be refreshed within seconds.
+    from moto.sts.models import STSBackend
+
+    original_backend_assume_role = STSBackend.assume_role
+
+    def backend_assume_role(self: Any, *args: Any, **kwargs: Any) -> Any:
+        cap = STS_SESSIONS.max_session_seconds
+        if cap is not None and "duration" in kwargs:
+            kwargs["duration"] = min(int(kwargs["duration"]), cap)
+        role = original_backend_assume_role(self, *args, **kwargs)
+        STS_SESSIONS.issued(role.access_key_id, role.expiration)
+        return role
+
+    STSBackend.assume_role = backend_assume_role  # type: ignore[assignment]
 
 def _iam_role(role_arn: str) -> Any:
     """The moto IAM role an ARN names, or None."""
@@ -1504,6 +1606,9 @@ class KeywardenApp:
         if path.startswith("/moto-api") or path == "/favicon.ico":
             return self.moto_app(environ, start_response)
         fallback = derive_operation(environ)
+        if STS_SESSIONS.expired(environ) is not None:
+            self.counter.add(fallback)
+            return _expired_response(environ, start_response)
         if FAULTS.take_throttle(fallback):
             self.counter.add(fallback)
             return _throttled_response(environ, start_response)
@@ -1537,6 +1642,7 @@ class KeywardenApp:
                     reset_moto()
                     self.counter.reset()
                     FAULTS.clear()
+                    STS_SESSIONS.clear()
                 return _json(start_response, 200, {"status": "ok"})
             if route == "secret-dates" and method == "POST":
                 body = _read_json(environ)
@@ -1568,6 +1674,10 @@ class KeywardenApp:
                 with self.control_lock:
                     answer = put_sqs_messages(body)
                 return _json(start_response, 200, answer)
+            if route == "sts" and method == "GET":
+                return _json(start_response, 200, STS_SESSIONS.snapshot())
+            if route == "sts" and method == "POST":
+                return _json(start_response, 200, STS_SESSIONS.configure(_read_json(environ)))
             if route == "elasticache-backing" and method == "POST":
                 body = _read_json(environ)
                 with self.control_lock:
@@ -1575,7 +1685,7 @@ class KeywardenApp:
                 return _json(start_response, 200, answer)
             if route in (
                 "health", "requests", "reset", "secret-dates", "faults", "elasticache-backing",
-                "roles", "seed-secrets", "sqs-messages",
+                "roles", "seed-secrets", "sqs-messages", "sts",
             ):
                 raise ControlError(405, f"method {method} not allowed on /_keywarden/{route}")
             raise ControlError(404, f"no control route /_keywarden/{route}")
