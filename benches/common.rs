@@ -1,6 +1,8 @@
 //! Shared fixtures for the benchmarks: a 10,000-secret inventory (see [`n`]) and its ListSecrets
 //! pages.
 
+#![allow(dead_code)] // Shared by several benchmark binaries; each uses part of it.
+
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -38,10 +40,16 @@ pub fn config(n: usize) -> Config {
 
 /// What ListSecrets returns for the fleet: every secret with two versions.
 pub fn listed(n: usize) -> Vec<SecretMeta> {
+    listed_in("123456789012", "us-east-1", n)
+}
+
+/// What ListSecrets returns in one account and region: `n` secrets `fleet/service-NNNNN` with
+/// two versions each (10% with AWS rotation on).
+pub fn listed_in(account: &str, region: &str, n: usize) -> Vec<SecretMeta> {
     (0..n)
         .map(|i| SecretMeta {
             arn: format!(
-                "arn:aws:secretsmanager:us-east-1:123456789012:secret:fleet/service-{i:05}-AbCdEf"
+                "arn:aws:secretsmanager:{region}:{account}:secret:fleet/service-{i:05}-AbCdEf"
             ),
             name: format!("fleet/service-{i:05}"),
             created: DateTime::from_timestamp(1_700_000_000 + i as i64, 0),

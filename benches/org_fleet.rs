@@ -1,7 +1,7 @@
 //! The organization-scale fleet of the benchmarks (issue #17): 50 accounts x 2 regions of 1,000
 //! secrets each by default, either discovered or in the inventory, wired as the daemon wires it.
 //! Shared by `org_scale.rs` (time) and `org_memory.rs` (heap); each includes `pages.rs` as
-//! `pages` next to this module.
+//! `pages` and `common.rs` as `common` next to this module.
 
 #![allow(dead_code)]
 
@@ -9,17 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use keywarden::aws::SecretMeta;
 use keywarden::config::{self, Config};
 use keywarden::domain::targets::{TargetId, Targets};
 use keywarden::domain::view::SharedView;
 use keywarden::inventory::poller::{MetadataPoller, PollTarget};
 use keywarden::telemetry::Metrics;
 
-/// The benchmarks' fixed "now" (as in `common.rs`, whose fleet helpers this one does not use).
-pub fn now() -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid timestamp")
-}
+pub use super::common::now;
 
 pub const HOME_ACCOUNT: &str = "123456789012";
 pub const HOME_REGION: &str = "us-east-1";
@@ -82,31 +78,8 @@ impl Shape {
     }
 }
 
+use super::common::listed_in as listed;
 use super::pages::Pages;
-
-/// What ListSecrets returns in one account and region: `n` secrets with two versions each.
-pub fn listed(account: &str, region: &str, n: usize) -> Vec<SecretMeta> {
-    (0..n)
-        .map(|i| SecretMeta {
-            arn: format!(
-                "arn:aws:secretsmanager:{region}:{account}:secret:fleet/service-{i:05}-AbCdEf"
-            ),
-            name: format!("fleet/service-{i:05}"),
-            created: chrono::DateTime::from_timestamp(1_700_000_000 + i as i64, 0),
-            last_rotated: None,
-            last_accessed: chrono::DateTime::from_timestamp(1_799_900_000, 0),
-            deleted: None,
-            rotation_enabled: i % 10 == 0,
-            automatically_after_days: (i % 10 == 0).then_some(30),
-            schedule_expression: None,
-            next_rotation: None,
-            versions: Some(vec![
-                (format!("v-{i}-b"), vec!["AWSCURRENT".to_string()]),
-                (format!("v-{i}-a"), vec!["AWSPREVIOUS".to_string()]),
-            ]),
-        })
-        .collect()
-}
 
 /// The configuration: the member accounts, and either discovery of every `fleet/` secret or an
 /// inventory entry (with policy, severity, impact and consumers) for each secret.

@@ -20,6 +20,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+#[path = "common.rs"]
+mod common;
+
 #[path = "pages.rs"]
 mod pages;
 

@@ -18,6 +18,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
+#[path = "common.rs"]
+mod common;
+
 #[path = "pages.rs"]
 mod pages;
 

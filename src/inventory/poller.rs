@@ -768,6 +768,23 @@ mod tests {
         )
     }
 
+    /// A poller of the home account (one secret) and a member account in another region (one
+    /// secret), with handles on both fakes.
+    fn home_and_member(
+        at_home: &str,
+        in_member: &str,
+    ) -> (FakeSecrets, FakeSecrets, MetadataPoller<FakeSecrets>) {
+        let home = FakeSecrets::new();
+        home.create(at_home, "v");
+        let member = FakeSecrets::new();
+        member.create(in_member, "v");
+        let p = poller(vec![
+            ("123456789012", "us-east-1", home.clone()),
+            ("210000000001", "eu-west-1", member.clone()),
+        ]);
+        (home, member, p)
+    }
+
     fn keys(p: &MetadataPoller<FakeSecrets>) -> Vec<String> {
         p.view.read().secrets.keys().cloned().collect()
     }
@@ -833,14 +850,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_target_down_keeps_its_statuses_and_a_removed_target_leaves() {
-        let home = FakeSecrets::new();
-        home.create("app/h", "v");
-        let member = FakeSecrets::new();
-        member.create("app/m", "v");
-        let mut p = poller(vec![
-            ("123456789012", "us-east-1", home.clone()),
-            ("210000000001", "eu-west-1", member.clone()),
-        ]);
+        let (home, member, mut p) = home_and_member("app/h", "app/m");
         p.poll_once(now()).await.expect("first cycle");
         let member_key = "210000000001:eu-west-1:app/m";
         assert_eq!(keys(&p), [member_key, "app/h"]);
@@ -871,14 +881,7 @@ mod tests {
 
     #[tokio::test]
     async fn statuses_once_lists_targets_in_order_and_leaves_the_view_alone() {
-        let home = FakeSecrets::new();
-        home.create("app/z", "v");
-        let member = FakeSecrets::new();
-        member.create("app/a", "v");
-        let mut p = poller(vec![
-            ("123456789012", "us-east-1", home),
-            ("210000000001", "eu-west-1", member),
-        ]);
+        let (_, _, mut p) = home_and_member("app/z", "app/a");
         let (report, statuses) = p.statuses_once(now()).await.expect("cycle");
         assert_eq!(report.watched, 2);
         let names: Vec<&str> = statuses.iter().map(|s| s.name.as_str()).collect();

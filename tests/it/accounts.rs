@@ -180,6 +180,17 @@ async fn estate(moto: &Moto) {
     create(&a_west, "payments/api-key").await;
 }
 
+/// A daemon on `cfg` with the ExternalId in `KW_EXTERNAL_ID` (the configurations' variable).
+async fn start_with_external_id(cfg: &str) -> Daemon {
+    Daemon::start_in_env(
+        tempfile::tempdir().expect("dir"),
+        crate::support::free_port(),
+        cfg,
+        &[("KW_EXTERNAL_ID", EXTERNAL_ID)],
+    )
+    .await
+}
+
 fn place<'a>(account: &'a str, region: &'a str) -> [(&'static str, &'a str); 2] {
     [("account", account), ("region", region)]
 }
@@ -258,13 +269,7 @@ async fn several_accounts_and_regions_one_denied() {
     let id_file = dir.path().join("external-id");
     std::fs::write(&id_file, format!("{EXTERNAL_ID}\n")).expect("write");
     let cfg = config(&moto, &id_file.display().to_string(), true);
-    let d = Daemon::start_in_env(
-        tempfile::tempdir().expect("dir"),
-        crate::support::free_port(),
-        &cfg,
-        &[("KW_EXTERNAL_ID", EXTERNAL_ID)],
-    )
-    .await;
+    let d = start_with_external_id(&cfg).await;
 
     // Four series of the same name, one per account and region.
     let s = d
@@ -667,13 +672,7 @@ async fn throttled_assume_role_never_stops_the_others() {
     let id_file = dir.path().join("external-id");
     std::fs::write(&id_file, EXTERNAL_ID).expect("write");
     let cfg = config(&moto, &id_file.display().to_string(), false);
-    let d = Daemon::start_in_env(
-        tempfile::tempdir().expect("dir"),
-        crate::support::free_port(),
-        &cfg,
-        &[("KW_EXTERNAL_ID", EXTERNAL_ID)],
-    )
-    .await;
+    let d = start_with_external_id(&cfg).await;
     let s = d
         .wait_for(
             "the home account read while members are throttled",
@@ -749,13 +748,7 @@ async fn more_than_64_accounts_and_regions_assume_each_role_once() {
         ));
     }
     let targets = (members.len() * 2) as f64;
-    let d = Daemon::start_in_env(
-        tempfile::tempdir().expect("dir"),
-        crate::support::free_port(),
-        &cfg,
-        &[("KW_EXTERNAL_ID", EXTERNAL_ID)],
-    )
-    .await;
+    let d = start_with_external_id(&cfg).await;
     d.wait_for(
         "every account and region up",
         Duration::from_secs(60),
@@ -848,13 +841,7 @@ async fn assumed_credentials_are_refreshed_before_they_expire() {
              external_id_env = \"KW_EXTERNAL_ID\"\nregions = [\"us-east-1\"]\n",
             moto.endpoint()
         );
-        let d = Daemon::start_in_env(
-            tempfile::tempdir().expect("dir"),
-            crate::support::free_port(),
-            &cfg,
-            &[("KW_EXTERNAL_ID", EXTERNAL_ID)],
-        )
-        .await;
+        let d = start_with_external_id(&cfg).await;
         let member = place(A, "us-east-1");
         d.wait_for("the member account up", Duration::from_secs(30), |s| {
             s.get("keywarden_account_up", &member) == Some(1.0)
