@@ -31,7 +31,8 @@ use crate::telemetry::Metrics;
 /// Label of this poller's metrics.
 pub const SOURCE: &str = "metadata";
 
-/// ListSecretVersionIds calls in flight at once (first cycle, or many rotations at once).
+/// ListSecretVersionIds calls in flight at once in one account and region (first cycle, or
+/// many rotations at once); up to [`TARGETS_IN_FLIGHT`] accounts and regions are read at once.
 const VERSION_LOOKUPS_IN_FLIGHT: usize = 8;
 
 /// One ListSecretVersionIds lookup: the position in the watch list, the creation time of the
@@ -249,8 +250,7 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
             region: &labels.region,
         };
         let watch = inventory::watch_list_in(&self.config, specs, &secrets, scope);
-        let (statuses, version_lookups, first_error) =
-            self.evaluate_all(&watch, Some(&t.api), now).await;
+        let (statuses, version_lookups, first_error) = self.evaluate_all(&watch, &t.api, now).await;
         Ok(TargetRead {
             pages,
             listed: secrets.len(),
@@ -270,7 +270,7 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
     async fn evaluate_all(
         &self,
         watch: &[(Watched, Option<&SecretMeta>)],
-        api: Option<&A>,
+        api: &A,
         now: DateTime<Utc>,
     ) -> (Vec<SecretStatus>, usize, Option<AwsError>) {
         // Creation times known from the view, by position in `watch` (`None`: look it up).
@@ -305,8 +305,9 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         let lookups = stale.len();
         let fetched: Vec<VersionLookup> = stream::iter(stale)
             .map(|k| async move {
-                let result = match (api, watch[k].1) {
-                    (Some(api), Some(m)) => {
+                // Only listed secrets with an AWSCURRENT version are stale (see `created`).
+                let result = match watch[k].1 {
+                    Some(m) => {
                         let current = inventory::current_version_id(m).unwrap_or_default();
                         api.list_secret_versions(&m.arn).await.map(|versions| {
                             versions
@@ -315,7 +316,7 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
                                 .and_then(|v| v.created)
                         })
                     }
-                    _ => Ok(None),
+                    None => Ok(None),
                 };
                 (k, result)
             })
