@@ -433,9 +433,10 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         self.last_listed = report.listed;
         // Inventory secrets of an account that is not read (not in the organization, or
         // suspended): watched, and missing.
+        let read: HashSet<TargetId> = self.targets.iter().map(|t| t.id).collect();
         let mut unread: HashMap<TargetId, Vec<Watched>> = HashMap::new();
         for (target, spec) in &placed {
-            if target.is_some_and(|id| self.targets.iter().any(|t| t.id == id)) {
+            if target.is_some_and(|id| read.contains(&id)) {
                 continue;
             }
             let Some(id) = target.or_else(|| {
