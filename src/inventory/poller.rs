@@ -205,9 +205,7 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
     pub async fn poll_once(&mut self, now: DateTime<Utc>) -> Result<CycleReport, AwsError> {
         let mut sink = Sink::View(ViewUpdate::new(&self.view));
         let (report, first_error) = self.cycle(now, &mut sink).await?;
-        if let Sink::View(update) = sink {
-            self.publish(update).await;
-        }
+        self.publish().await;
         first_error.map_or(Ok(report), Err)
     }
 
@@ -599,13 +597,14 @@ impl<A: SecretsMetadataApi> MetadataPoller<A> {
         self.view.read().secrets.get(&w.name).cloned()
     }
 
-    /// Brings the metrics up to date with the view the cycle updated, and re-renders them off
-    /// the async workers when something changed.
-    async fn publish(&self, update: ViewUpdate) {
+    /// Brings the metrics up to date with the view the cycle updated (a secret that left the
+    /// view loses its series there), and re-renders them off the async workers when something
+    /// changed.
+    async fn publish(&self) {
         let changed = {
             let view = self.view.read();
             self.metrics.sync_secrets(view.secrets.values())
-        } || update.changed;
+        };
         let metrics = self.metrics.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if changed {
@@ -668,8 +667,6 @@ struct ViewUpdate {
     before: HashMap<TargetId, usize>,
     /// Targets replaced or kept this cycle.
     touched: HashSet<TargetId>,
-    /// Whether an entry was removed (the metrics sync sees additions and value changes).
-    changed: bool,
 }
 
 impl ViewUpdate {
@@ -681,7 +678,6 @@ impl ViewUpdate {
         ViewUpdate {
             before,
             touched: HashSet::new(),
-            changed: false,
         }
     }
 
@@ -706,7 +702,6 @@ impl ViewUpdate {
                 .filter(|(k, s)| s.target == target && !names.contains(k.as_str()))
                 .map(|(k, _)| k.clone())
                 .collect();
-            self.changed |= !gone.is_empty();
             for k in gone {
                 map.remove(&k);
             }
@@ -727,14 +722,13 @@ impl ViewUpdate {
     }
 
     /// Removes the entries of every target neither replaced nor kept this cycle.
-    fn finish(&mut self, view: &SharedView) {
+    fn finish(&self, view: &SharedView) {
         if self.before.keys().all(|t| self.touched.contains(t)) {
             return;
         }
-        let mut view = view.write();
-        let n = view.secrets.len();
-        view.secrets.retain(|_, s| self.touched.contains(&s.target));
-        self.changed |= view.secrets.len() != n;
+        view.write()
+            .secrets
+            .retain(|_, s| self.touched.contains(&s.target));
     }
 }
 
